@@ -1,0 +1,34 @@
+"""Shared fixtures: real processes on loopback, started through tests/harness.py."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests import harness
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("stack")
+
+
+@pytest.fixture(scope="session")
+def simulator(session_dir: Path) -> Iterator[harness.Proc]:
+    """One Code Assist simulator for the whole run; `sim` resets it for each test."""
+    proc = harness.start_simulator(session_dir / "logs")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def sim(simulator: harness.Proc):
+    from tests.simulator.control import SimControl
+
+    ctl = SimControl(simulator.url)
+    ctl.clear_faults()
+    ctl.clear_requests()
+    ctl.config(chunk_delay=0.0, latency=0.0)
+    yield ctl
+    ctl.clear_faults()

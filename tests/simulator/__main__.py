@@ -1,0 +1,32 @@
+"""`python -m tests.simulator --host 127.0.0.1 --port N [--strict-accounts] [--chunk-delay S] [--latency S]`."""
+from __future__ import annotations
+
+import argparse
+import logging
+
+import uvicorn
+
+from .app import create_app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.simulator", description="Code Assist simulator")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8099)
+    parser.add_argument("--strict-accounts", action="store_true",
+                        help="only accounts registered through POST /_sim/accounts exist")
+    parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before the first byte")
+    parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--access-log", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = create_app(strict_accounts=args.strict_accounts, chunk_delay=args.chunk_delay, latency=args.latency)
+    # uvicorn's defaults pick uvloop and httptools when installed; a short graceful timeout
+    # keeps a `hang` fault from holding up shutdown.
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log,
+                timeout_graceful_shutdown=1)
+
+
+if __name__ == "__main__":
+    main()
