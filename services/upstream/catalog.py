@@ -1,0 +1,84 @@
+"""The models the pool offers, with their limits and thinking ranges (protocol notes §6).
+
+The catalog informs callers (ListModels); it does not gate calls: an id missing here is
+still sent to the backend, whose 404 becomes NOT_FOUND. The MODELS setting adds ids.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from gemini_cli.upstream.v1 import upstream_pb2
+
+
+@dataclass(frozen=True)
+class Thinking:
+    min_budget: int
+    max_budget: int
+    can_disable: bool
+    uses_level: bool
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str
+    display_name: str
+    input_token_limit: int = 1_048_576
+    output_token_limit: int = 65_536
+    thinking: Thinking | None = None
+
+    def to_proto(self) -> upstream_pb2.Model:
+        msg = upstream_pb2.Model(id=self.id, display_name=self.display_name,
+                                 input_token_limit=self.input_token_limit, output_token_limit=self.output_token_limit)
+        if self.thinking:
+            t = self.thinking
+            msg.thinking.CopyFrom(upstream_pb2.ThinkingRange(min_budget=t.min_budget, max_budget=t.max_budget,
+                                                             can_disable=t.can_disable, uses_level=t.uses_level))
+        return msg
+
+
+# Gemini docs' thinking table (2025-11-18): 2.5 Pro 128–32768, cannot disable; 2.5 Flash
+# 0–24576; 2.5 Flash-Lite 512–24576, off by 0; Gemini 3 takes thinkingLevel (a budget is
+# accepted but discouraged) and cannot switch thinking off.
+_PRO_25 = Thinking(128, 32768, can_disable=False, uses_level=False)
+_FLASH_25 = Thinking(0, 24576, can_disable=True, uses_level=False)
+_LITE_25 = Thinking(512, 24576, can_disable=True, uses_level=False)
+_PRO_3 = Thinking(128, 32768, can_disable=False, uses_level=True)
+_FLASH_3 = Thinking(128, 24576, can_disable=False, uses_level=True)
+
+BUILTIN: tuple[ModelInfo, ...] = (
+    ModelInfo("gemini-2.5-pro", "Gemini 2.5 Pro", thinking=_PRO_25),
+    ModelInfo("gemini-2.5-flash", "Gemini 2.5 Flash", thinking=_FLASH_25),
+    ModelInfo("gemini-2.5-flash-lite", "Gemini 2.5 Flash-Lite", thinking=_LITE_25),
+    ModelInfo("gemini-3-pro-preview", "Gemini 3 Pro Preview", thinking=_PRO_3),
+    ModelInfo("gemini-3-flash-preview", "Gemini 3 Flash Preview", thinking=_FLASH_3),
+    ModelInfo("gemini-3.1-pro-preview", "Gemini 3.1 Pro Preview", thinking=_PRO_3),
+    ModelInfo("gemini-3.1-pro-preview-customtools", "Gemini 3.1 Pro Preview (custom tools)", thinking=_PRO_3),
+    ModelInfo("gemini-3.1-flash-lite", "Gemini 3.1 Flash-Lite", thinking=_FLASH_3),
+)
+
+
+def _thinking(value: Any) -> Thinking | None:
+    if not isinstance(value, dict):
+        return None
+    return Thinking(int(value.get("min_budget", 0)), int(value.get("max_budget", 0)),
+                    bool(value.get("can_disable", False)), bool(value.get("uses_level", False)))
+
+
+def _extra(entry: Any) -> ModelInfo:
+    if isinstance(entry, str):
+        return ModelInfo(entry, entry)
+    if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+        return ModelInfo(entry["id"], str(entry.get("display_name") or entry["id"]),
+                         int(entry.get("input_token_limit", 1_048_576)),
+                         int(entry.get("output_token_limit", 65_536)), _thinking(entry.get("thinking")))
+    raise ValueError(f"MODELS entry must be an id or an object with an id: {entry!r}")
+
+
+def build_catalog(extra: Iterable[Any] = ()) -> list[ModelInfo]:
+    """Built-in models, then MODELS entries (an entry with a built-in id replaces it)."""
+    models = {m.id: m for m in BUILTIN}
+    for entry in extra:
+        info = _extra(entry)
+        models[info.id] = info
+    return list(models.values())

@@ -1,0 +1,308 @@
+"""HTTP client for the Code Assist backend (the Gemini CLI's `v1internal` API).
+
+One `httpx.AsyncClient` per process (connection pool sized by HTTP_MAX_CONNECTIONS) serves
+every credential and the OAuth token endpoint. Request envelopes are built by splicing the
+caller's request bytes into `{"model":…,"project":…,"user_prompt_id":…,"request":<bytes>}`,
+so a large request is never re-serialized. Error answers become `BackendError`, network
+failures `TransportError`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import platform
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Mapping
+
+import httpx
+import orjson
+
+from .errors import BackendError, InvalidRequest, TransportError
+from .settings import Settings
+from .sse import iter_events
+
+log = logging.getLogger(__name__)
+
+SETUP_METADATA = {"ideType": "IDE_UNSPECIFIED", "platform": "PLATFORM_UNSPECIFIED", "pluginType": "GEMINI"}
+_MAX_ERROR_BODY = 64 * 1024
+
+
+def make_http_client(settings: Settings) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=settings.http_max_connections,
+                          max_keepalive_connections=settings.http_max_connections, keepalive_expiry=60)
+    timeout = httpx.Timeout(connect=settings.connect_timeout, read=settings.read_timeout,
+                            write=settings.read_timeout, pool=settings.connect_timeout)
+    return httpx.AsyncClient(limits=limits, timeout=timeout, follow_redirects=False)
+
+
+# --- envelopes ---------------------------------------------------------------------------
+
+def check_body(body: bytes) -> None:
+    """The caller's body must be one JSON object, or splicing it would build a broken (or
+    hijacked) envelope."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest("request body must be a JSON object (a Gemini GenerateContentRequest)")
+
+
+def build_envelope(model: str, project: str | None, user_prompt_id: str, body: bytes) -> bytes:
+    head = {"model": model}
+    if project:
+        head["project"] = project
+    head["user_prompt_id"] = user_prompt_id
+    # orjson output of a dict ends with "}": drop it and append the raw request.
+    return orjson.dumps(head)[:-1] + b',"request":' + body.strip() + b"}"
+
+
+def build_count_body(model: str, body: bytes) -> bytes:
+    """Gemini countTokens body → Code Assist's `{request:{model:"models/<id>", contents}}`."""
+    try:
+        value = orjson.loads(body) if body.strip() else {}
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest("request body must be a JSON object (a Gemini CountTokensRequest)")
+    inner = value.get("generateContentRequest")
+    contents = inner.get("contents") if isinstance(inner, dict) else value.get("contents")
+    if not isinstance(contents, list):
+        raise InvalidRequest("countTokens needs `contents` (or `generateContentRequest.contents`)")
+    return orjson.dumps({"request": {"model": f"models/{model}", "contents": contents}})
+
+
+# --- errors -------------------------------------------------------------------------------
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
+_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+_MESSAGE_DELAY = re.compile(r"(?:reset after|retry in|retry after)\s+([0-9][0-9.hmsµun]*)", re.IGNORECASE)
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds in a google.protobuf.Duration ("21599.96s", {"seconds":…,"nanos":…}) or a Go
+    duration ("5h59m59.96s", "500ms"); None when it is neither."""
+    if isinstance(value, dict):
+        try:
+            return float(value.get("seconds", 0)) + float(value.get("nanos", 0)) / 1e9
+        except (TypeError, ValueError):
+            return None
+    if not isinstance(value, str):
+        return None
+    text = value.strip().rstrip(".")
+    total, pos = 0.0, 0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            return None
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if pos == 0 or pos != len(text):
+        return None
+    return total
+
+
+def _loads_lenient(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    # Streamed error arrays sometimes carry doubled commas (the Gemini CLI repairs them too).
+    repaired = re.sub(rb",\s*,", b",", body)
+    try:
+        return orjson.loads(repaired)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def parse_backend_error(http_status: int, body: bytes) -> BackendError:
+    """A Google error body — `{"error":{…}}`, the streaming `[{"error":{…}}]`, or an OAuth
+    `{"error":"…","error_description":"…"}` — as a BackendError. Never raises."""
+    data = _loads_lenient(body)
+    if isinstance(data, list):
+        data = next((item for item in data if isinstance(item, dict)), None)
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, str):
+        description = data.get("error_description") if isinstance(data, dict) else None
+        return BackendError(http_status, status="", message=str(description or err), reason=err)
+    if not isinstance(err, dict):
+        text = body[:500].decode("utf-8", "replace").strip()
+        return BackendError(http_status, message=text or f"backend answered HTTP {http_status}")
+
+    status = err.get("status") if isinstance(err.get("status"), str) else ""
+    message = err.get("message") if isinstance(err.get("message"), str) else ""
+    details = [d for d in err.get("details", []) if isinstance(d, dict)] if isinstance(err.get("details"), list) else []
+    reason = domain = ""
+    retry: float | None = None
+    quota_reset: float | None = None
+    for detail in details:
+        kind = str(detail.get("@type", ""))
+        if kind.endswith("google.rpc.ErrorInfo"):
+            reason = reason or str(detail.get("reason") or "")
+            domain = domain or str(detail.get("domain") or "")
+            meta = detail.get("metadata")
+            if isinstance(meta, dict) and quota_reset is None:
+                quota_reset = parse_duration(meta.get("quotaResetDelay"))
+        elif kind.endswith("google.rpc.RetryInfo") and retry is None:
+            retry = parse_duration(detail.get("retryDelay"))
+    if not reason and isinstance(err.get("errors"), list):
+        first = next((e for e in err["errors"] if isinstance(e, dict)), {})
+        reason = str(first.get("reason") or "")
+        domain = domain or str(first.get("domain") or "")
+    if retry is None:
+        retry = quota_reset
+    if retry is None and message:
+        match = _MESSAGE_DELAY.search(message)
+        if match:
+            retry = parse_duration(match.group(1))
+    return BackendError(http_status, status=status, message=message or f"backend answered HTTP {http_status}",
+                        reason=reason, retry_delay_s=retry, details=details, domain=domain)
+
+
+# --- chunks -------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Chunk:
+    """One Gemini GenerateContentResponse, envelope removed."""
+
+    data: bytes
+    usage: dict[str, Any] | None
+    trace_id: str
+
+
+def unwrap(event: Any) -> Chunk:
+    """Code Assist `{response, traceId}` → Chunk; an error event raises BackendError."""
+    if isinstance(event, list):
+        # The streaming error form: [{"error": {...}}].
+        event = next((item for item in event if isinstance(item, dict)), {})
+    if not isinstance(event, dict):
+        return Chunk(b"{}", None, "")
+    response = event.get("response")
+    if not isinstance(response, dict):
+        error = event.get("error")
+        if isinstance(error, dict):
+            code = error.get("code")
+            raise parse_backend_error(code if isinstance(code, int) else 500, orjson.dumps(event))
+        # The CLI reads a reply without `response` as one without candidates.
+        response = {}
+    usage = response.get("usageMetadata")
+    trace = event.get("traceId")
+    return Chunk(orjson.dumps(response), usage if isinstance(usage, dict) else None,
+                 trace if isinstance(trace, str) else "")
+
+
+# --- client -------------------------------------------------------------------------------
+
+def _platform() -> tuple[str, str]:
+    arch = platform.machine().lower()
+    arch = {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64", "arm64": "arm64"}.get(arch, arch or "unknown")
+    return sys.platform, arch
+
+
+class CodeAssistClient:
+    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+        self._settings = settings
+        self._http = http
+        self._base = settings.base_url
+        self._request_timeout = settings.request_timeout
+        self._platform, self._arch = _platform()
+        self._ua: dict[str, str] = {}
+
+    def user_agent(self, model: str) -> str:
+        ua = self._ua.get(model)
+        if ua is None:
+            ua = f"GeminiCLI/{self._settings.cli_version}/{model or 'gemini-2.5-pro'} ({self._platform}; {self._arch}; terminal)"
+            if len(self._ua) < 256:
+                self._ua[model] = ua
+        return ua
+
+    def _headers(self, auth: Mapping[str, str], model: str) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "User-Agent": self.user_agent(model)}
+        headers.update(auth)
+        return headers
+
+    async def _unary(self, method: str, url: str, auth: Mapping[str, str], model: str,
+                     content: bytes | None = None) -> Any:
+        try:
+            async with asyncio.timeout(self._request_timeout):
+                resp = await self._http.request(method, url, content=content, headers=self._headers(auth, model))
+        except TimeoutError:
+            raise TransportError(f"backend gave no answer within {self._request_timeout:g}s", timeout=True) from None
+        except httpx.TimeoutException as exc:
+            raise TransportError(f"backend timed out ({type(exc).__name__})", timeout=True) from None
+        except httpx.HTTPError as exc:
+            raise TransportError(f"backend unreachable ({type(exc).__name__}: {exc})") from None
+        if resp.status_code != 200:
+            raise parse_backend_error(resp.status_code, resp.content[:_MAX_ERROR_BODY])
+        try:
+            return orjson.loads(resp.content)
+        except orjson.JSONDecodeError:
+            raise TransportError("backend answered 200 with a body that is not JSON") from None
+
+    async def call(self, rpc: str, auth: Mapping[str, str], body: bytes, model: str = "") -> Any:
+        """POST `{base}:{rpc}` with a JSON body; the parsed JSON answer."""
+        return await self._unary("POST", f"{self._base}:{rpc}", auth, model, body)
+
+    async def get_operation(self, name: str, auth: Mapping[str, str]) -> Any:
+        return await self._unary("GET", f"{self._base}/{name.lstrip('/')}", auth, "")
+
+    async def generate(self, auth: Mapping[str, str], model: str, envelope: bytes) -> Chunk:
+        return unwrap(await self.call("generateContent", auth, envelope, model))
+
+    async def count_tokens(self, auth: Mapping[str, str], model: str, body: bytes) -> Any:
+        return await self.call("countTokens", auth, body, model)
+
+    async def open_stream(self, auth: Mapping[str, str], model: str, envelope: bytes) -> "EventStream":
+        """Start a streamGenerateContent call; raises on an error answer, before any chunk."""
+        request = self._http.build_request("POST", f"{self._base}:streamGenerateContent", params={"alt": "sse"},
+                                           content=envelope, headers=self._headers(auth, model))
+        try:
+            resp = await self._http.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise TransportError(f"backend timed out ({type(exc).__name__})", timeout=True) from None
+        except httpx.HTTPError as exc:
+            raise TransportError(f"backend unreachable ({type(exc).__name__}: {exc})") from None
+        if resp.status_code != 200:
+            try:
+                body = await resp.aread()
+            except httpx.HTTPError:
+                body = b""
+            finally:
+                await resp.aclose()
+            raise parse_backend_error(resp.status_code, body[:_MAX_ERROR_BODY])
+        return EventStream(resp)
+
+
+class EventStream:
+    """The chunks of an open SSE answer. Always `aclose()` it (closing early drops the
+    backend connection, which is how a caller's cancellation reaches the backend)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self._events = iter_events(response.aiter_bytes())
+        self._chunks_it = self._chunks()
+
+    def __aiter__(self) -> AsyncIterator[Chunk]:
+        return self._chunks_it
+
+    async def next(self) -> Chunk | None:
+        """The next chunk, or None at the end of the stream."""
+        try:
+            return await self._chunks_it.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    async def _chunks(self) -> AsyncIterator[Chunk]:
+        try:
+            async for event in self._events:
+                yield unwrap(event)
+        except httpx.TimeoutException as exc:
+            raise TransportError(f"backend stream stalled ({type(exc).__name__})", timeout=True) from None
+        except httpx.HTTPError as exc:
+            raise TransportError(f"backend stream broke ({type(exc).__name__}: {exc})") from None
+
+    async def aclose(self) -> None:
+        await self._chunks_it.aclose()
+        await self._events.aclose()
+        await self._response.aclose()

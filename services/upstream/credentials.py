@@ -1,0 +1,278 @@
+"""Backend credentials: what the pool holds and asks for request headers.
+
+`Credential` is the interface every kind implements, so AI Studio API keys or Vertex AI
+service accounts can later join the same pool behind the same RPC. Today there is one
+kind, `OAuthCredential`: a Gemini CLI `oauth_creds.json` file whose access token is
+refreshed with its refresh token (single flight per credential) and written back
+atomically.
+"""
+from __future__ import annotations
+
+import abc
+import enum
+import logging
+import time
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+import httpx
+import orjson
+
+from . import token_store
+from .errors import RefreshError
+from .singleflight import SingleFlight
+
+log = logging.getLogger(__name__)
+
+# Refresh this long before the token expires (google-auth-library's eager threshold).
+EAGER_REFRESH_MS = 5 * 60 * 1000
+
+
+class CredentialState(enum.Enum):
+    READY = "READY"
+    DEAD = "DEAD"          # needs an operator: new login, licence, verification
+    DISABLED = "DISABLED"  # switched off in its file ("disabled": true)
+
+
+class Credential(abc.ABC):
+    """One identity the pool can send backend calls with."""
+
+    kind: ClassVar[str]
+    # Code Assist calls carry a project; an API key would not need one.
+    needs_project: ClassVar[bool] = True
+
+    def __init__(self, id: str, *, project_override: str | None = None) -> None:
+        self.id = id
+        self.state = CredentialState.READY
+        self.detail = ""
+        # The backend refused the account (tier, licence, ToS) rather than its login.
+        self.ineligible = False
+        self.project_override = project_override or None
+        self.discovered_project: str | None = None
+
+    @property
+    def project(self) -> str | None:
+        return self.project_override or self.discovered_project
+
+    @property
+    def usable(self) -> bool:
+        return self.state is CredentialState.READY
+
+    def mark_dead(self, detail: str, *, ineligible: bool = False) -> None:
+        if self.state is not CredentialState.DEAD:
+            log.error("credential %s is DEAD: %s", self.id, detail)
+        self.state = CredentialState.DEAD
+        self.detail = detail
+        self.ineligible = ineligible
+
+    @abc.abstractmethod
+    async def auth_headers(self) -> dict[str, str]:
+        """Headers that authenticate a backend call; refreshes first when needed.
+
+        Raises RefreshError (permanent → the credential is now DEAD)."""
+
+    @abc.abstractmethod
+    async def refresh(self, rejected: Mapping[str, str] | None = None) -> None:
+        """Get new auth material. With `rejected` (headers the backend answered 401 to),
+        refresh only if those are still the current ones, so that many calls failing
+        together cause a single refresh."""
+
+
+class OAuthCredential(Credential):
+    """A Gemini CLI oauth_creds.json file."""
+
+    kind = "gemini-cli-oauth"
+
+    def __init__(self, path: Path, data: dict[str, Any], *, http: httpx.AsyncClient, token_url: str,
+                 client_id: str, client_secret: str, timeout: float = 30.0) -> None:
+        project = data.get("project_id")
+        super().__init__(path.stem, project_override=project if isinstance(project, str) else None)
+        self.path = path
+        self._data = dict(data)
+        self._http = http
+        self._token_url = token_url
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._timeout = timeout
+        self._flight: SingleFlight[None] = SingleFlight()
+        self._headers: dict[str, str] | None = None
+        self.refreshes = 0
+        if data.get("disabled") is True:
+            self.state = CredentialState.DISABLED
+            self.detail = "disabled in its credential file"
+
+    # --- token state -----------------------------------------------------------------------
+
+    @property
+    def access_token(self) -> str:
+        token = self._data.get("access_token")
+        return token if isinstance(token, str) else ""
+
+    def _expiry_ms(self) -> int | None:
+        value = self._data.get("expiry_date")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return int(value)
+        return None
+
+    def needs_refresh(self, now_ms: int | None = None) -> bool:
+        if not self.access_token:
+            return True
+        expiry = self._expiry_ms()
+        if expiry is None:
+            # google-auth-library treats a token without expiry as valid until a 401 says not.
+            return False
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        return expiry <= now_ms + EAGER_REFRESH_MS
+
+    # --- interface -------------------------------------------------------------------------
+
+    async def auth_headers(self) -> dict[str, str]:
+        if self.state is CredentialState.DEAD:
+            raise RefreshError(self.detail, permanent=True, ineligible=self.ineligible)
+        if self._headers is None or self.needs_refresh():
+            await self._refresh(rejected_token=None)
+        assert self._headers is not None
+        return self._headers
+
+    async def refresh(self, rejected: Mapping[str, str] | None = None) -> None:
+        token = ""
+        if rejected is not None:
+            token = rejected.get("Authorization", "").removeprefix("Bearer ")
+        await self._refresh(rejected_token=token if rejected is not None else None)
+
+    # --- refresh ---------------------------------------------------------------------------
+
+    async def _refresh(self, rejected_token: str | None) -> None:
+        if self.state is CredentialState.DEAD:
+            raise RefreshError(self.detail, permanent=True, ineligible=self.ineligible)
+        if not self._flight.running:
+            if rejected_token is None:
+                if not self.needs_refresh():
+                    self._set_headers()
+                    return
+            elif self.access_token and self.access_token != rejected_token and not self.needs_refresh():
+                return  # another call already replaced the rejected token
+        await self._flight.run(lambda: self._refresh_now(rejected_token))
+
+    async def _refresh_now(self, rejected_token: str | None) -> None:
+        if await self._adopt_from_disk(rejected_token):
+            return
+        await self._refresh_from_endpoint()
+
+    async def _adopt_from_disk(self, rejected_token: str | None) -> bool:
+        """Use a token another process (the Gemini CLI, another replica) already wrote."""
+        try:
+            disk = await token_store.read_async(self.path)
+        except (OSError, orjson.JSONDecodeError):
+            return False
+        if not isinstance(disk, dict) or not disk.get("refresh_token"):
+            return False
+        current_rt = self._data.get("refresh_token")
+        token = disk.get("access_token")
+        expiry = disk.get("expiry_date")
+        newer = (isinstance(token, str) and token and token != self.access_token and token != rejected_token
+                 and isinstance(expiry, (int, float)) and expiry > time.time() * 1000 + EAGER_REFRESH_MS)
+        if disk.get("refresh_token") != current_rt:
+            # A new login replaced the file: take all of it.
+            self._data = dict(disk)
+            log.info("credential %s: picked up a new login from %s", self.id, self.path)
+            if not newer:
+                return False
+        elif not newer:
+            return False
+        else:
+            self._data = dict(disk)
+        self._set_headers()
+        log.info("credential %s: adopted a fresh token written by another process", self.id)
+        return True
+
+    async def _refresh_from_endpoint(self) -> None:
+        form = {
+            "grant_type": "refresh_token",
+            "refresh_token": str(self._data.get("refresh_token", "")),
+            "client_id": self._client_id,
+            "client_secret": self._client_secret,
+        }
+        self.refreshes += 1
+        try:
+            resp = await self._http.post(self._token_url, data=form, timeout=self._timeout,
+                                         headers={"Accept": "application/json"})
+        except httpx.HTTPError as exc:
+            raise RefreshError(f"token endpoint unreachable: {type(exc).__name__}", permanent=False) from exc
+        now_ms = int(time.time() * 1000)
+        reply = _json_or_none(resp.content)
+        if resp.status_code != 200 or not isinstance(reply, dict) or not isinstance(reply.get("access_token"), str):
+            self._refresh_failed(resp.status_code, reply)
+        self._data = token_store.merge_token_reply(self._data, reply, now_ms)
+        self._set_headers()
+        log.info("credential %s: access token refreshed", self.id)
+        try:
+            await self._persist()
+        except OSError as exc:
+            # The token works from memory; the next refresh will try to write again.
+            log.warning("credential %s: could not write %s: %s", self.id, self.path, exc)
+
+    def _refresh_failed(self, status: int, reply: Any) -> None:
+        error = description = ""
+        if isinstance(reply, dict):
+            error = str(reply.get("error") or "")
+            description = str(reply.get("error_description") or "")
+        if status in (400, 401) and error:
+            if error == "invalid_grant":
+                detail = (f"refresh token expired or revoked (invalid_grant: {description or 'no description'}); "
+                          f"log in again with the Gemini CLI and replace {self.path}")
+            else:
+                detail = f"token endpoint refused the refresh ({error}: {description or 'no description'})"
+            self.mark_dead(detail)
+            raise RefreshError(detail, permanent=True)
+        raise RefreshError(f"token endpoint answered HTTP {status}" + (f" ({error})" if error else ""),
+                           permanent=False)
+
+    async def _persist(self) -> None:
+        # Keep what is on disk that we do not manage (fields written by the CLI since we loaded).
+        try:
+            disk = await token_store.read_async(self.path)
+        except (OSError, orjson.JSONDecodeError):
+            disk = None
+        data = dict(disk) if isinstance(disk, dict) and disk.get("refresh_token") == self._data.get("refresh_token") else {}
+        data.update(self._data)
+        await token_store.write_async(self.path, data)
+
+    def _set_headers(self) -> None:
+        self._headers = {"Authorization": f"Bearer {self.access_token}"}
+
+
+def _json_or_none(content: bytes) -> Any:
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def looks_like_oauth_creds(data: Any) -> bool:
+    return isinstance(data, dict) and isinstance(data.get("refresh_token"), str) and bool(data["refresh_token"])
+
+
+def scan_credential_files(path: Path) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
+    """Credential files at `path` (a file, or a directory of *.json) and notes on skipped ones."""
+    found: list[tuple[Path, dict[str, Any]]] = []
+    notes: list[str] = []
+    if path.is_dir():
+        candidates = sorted(p for p in path.glob("*.json") if p.is_file())
+        if not candidates:
+            notes.append(f"no *.json file in directory {path}")
+    elif path.is_file():
+        candidates = [path]
+    else:
+        return [], [f"{path} does not exist"]
+    for file in candidates:
+        try:
+            data = token_store.read_json(file)
+        except (OSError, orjson.JSONDecodeError) as exc:
+            notes.append(f"{file}: unreadable ({type(exc).__name__})")
+            continue
+        if not looks_like_oauth_creds(data):
+            notes.append(f"{file}: not a Gemini CLI oauth_creds file (no refresh_token)")
+            continue
+        found.append((file, data))
+    return found, notes

@@ -1,0 +1,238 @@
+"""The gRPC server: a thin servicer over the pool, plus health and reflection.
+
+Shutdown (SIGTERM/SIGINT): health turns NOT_SERVING, new calls are refused with
+UNAVAILABLE/DRAINING, in-flight calls get DRAIN_SECONDS to finish, then the process exits 0.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import signal
+import time
+import uuid
+from typing import Any, AsyncIterator
+
+import grpc
+import orjson
+from google.api import httpbody_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gemini_cli.upstream.v1 import upstream_pb2, upstream_pb2_grpc
+
+from . import errors
+from .catalog import ModelInfo, build_catalog
+from .code_assist import Chunk, CodeAssistClient, make_http_client
+from .errors import Draining, InvalidRequest, UpstreamError
+from .pool import Entry, Pool
+from .project import ProjectResolver
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = upstream_pb2.DESCRIPTOR.services_by_name["Upstream"].full_name
+# Inline media travels inside requests; the edge caps request sizes itself.
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
+_STATES = {"READY": upstream_pb2.CredentialStatus.READY, "COOLING": upstream_pb2.CredentialStatus.COOLING,
+           "DEAD": upstream_pb2.CredentialStatus.DEAD, "DISABLED": upstream_pb2.CredentialStatus.DISABLED}
+_USAGE_FIELDS = (("promptTokenCount", "prompt_tokens"), ("candidatesTokenCount", "candidates_tokens"),
+                 ("thoughtsTokenCount", "thoughts_tokens"), ("totalTokenCount", "total_tokens"),
+                 ("cachedContentTokenCount", "cached_tokens"), ("toolUsePromptTokenCount", "tool_use_prompt_tokens"))
+
+
+def model_id(raw: str) -> str:
+    model = raw.strip().removeprefix("models/")
+    if not _MODEL_ID.match(model):
+        raise InvalidRequest(f"invalid model id {raw!r}" if raw else "model is required")
+    return model
+
+
+def request_body(body: httpbody_pb2.HttpBody) -> bytes:
+    if not body.data:
+        raise InvalidRequest("request body is required (a Gemini request as JSON)")
+    return body.data
+
+
+def usage_proto(usage: dict[str, Any]) -> upstream_pb2.Usage:
+    values = {}
+    for src, dst in _USAGE_FIELDS:
+        value = usage.get(src)
+        if isinstance(value, int) and not isinstance(value, bool):
+            values[dst] = value
+    return upstream_pb2.Usage(**values)
+
+
+def response_message(chunk: Chunk, entry: Entry | None) -> upstream_pb2.GenerateResponse:
+    msg = upstream_pb2.GenerateResponse(chunk=httpbody_pb2.HttpBody(content_type="application/json", data=chunk.data))
+    if chunk.usage is not None:
+        msg.usage.CopyFrom(usage_proto(chunk.usage))
+    if entry is not None:  # first message only
+        msg.trace_id = chunk.trace_id
+        msg.credential_id = entry.cred.id
+    return msg
+
+
+class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
+    def __init__(self, pool: Pool, catalog: list[ModelInfo]) -> None:
+        self._pool = pool
+        self._models = [m.to_proto() for m in catalog]
+        self.draining = False
+
+    def _check_open(self) -> None:
+        if self.draining:
+            raise Draining("the upstream is shutting down; retry on another instance")
+
+    async def Generate(self, request: upstream_pb2.GenerateRequest,
+                       context: grpc.aio.ServicerContext) -> AsyncIterator[upstream_pb2.GenerateResponse]:
+        started = time.monotonic()
+        rid = request.request_id or uuid.uuid4().hex
+        chunks = 0
+        cred_id = ""
+        outcome = "ok"
+        try:
+            self._check_open()
+            model = model_id(request.model)
+            body = request_body(request.body)
+            if not request.stream:
+                chunk, entry = await self._pool.generate(model, body, rid)
+                cred_id = entry.cred.id
+                chunks = 1
+                yield response_message(chunk, entry)
+            else:
+                stream = self._pool.stream(model, body, rid)
+                try:
+                    async for chunk, entry in stream:
+                        first = chunks == 0
+                        chunks += 1
+                        if first:
+                            cred_id = entry.cred.id
+                        yield response_message(chunk, entry if first else None)
+                finally:
+                    await stream.aclose()
+        except UpstreamError as err:
+            desc = errors.describe(err)
+            outcome = f"{desc.code.name}/{desc.reason}"
+            log.log(logging.WARNING if desc.code is not grpc.StatusCode.INVALID_ARGUMENT else logging.INFO,
+                    "generate id=%s failed: %s: %s", rid, outcome, desc.message)
+            await context.abort_with_status(errors.to_rpc_status(desc))
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            log.info("generate id=%s caller=%s model=%s stream=%s credential=%s chunks=%d outcome=%s ms=%.0f",
+                     rid, request.caller or "-", request.model, request.stream, cred_id or "-", chunks, outcome,
+                     (time.monotonic() - started) * 1000)
+
+    async def CountTokens(self, request: upstream_pb2.CountTokensRequest,
+                          context: grpc.aio.ServicerContext) -> upstream_pb2.CountTokensResponse:
+        rid = request.request_id or uuid.uuid4().hex
+        try:
+            self._check_open()
+            model = model_id(request.model)
+            result, entry = await self._pool.count_tokens(model, request_body(request.body), rid)
+        except UpstreamError as err:
+            desc = errors.describe(err)
+            log.warning("count_tokens id=%s failed: %s/%s: %s", rid, desc.code.name, desc.reason, desc.message)
+            await context.abort_with_status(errors.to_rpc_status(desc))
+            raise  # not reached: abort raises
+        log.info("count_tokens id=%s caller=%s model=%s credential=%s", rid, request.caller or "-", model, entry.cred.id)
+        return upstream_pb2.CountTokensResponse(
+            total_tokens=_total_tokens(result),
+            body=httpbody_pb2.HttpBody(content_type="application/json", data=orjson.dumps(result)))
+
+    async def ListModels(self, request: upstream_pb2.ListModelsRequest,
+                         context: grpc.aio.ServicerContext) -> upstream_pb2.ListModelsResponse:
+        await self._pool.ensure_loaded()
+        resp = upstream_pb2.ListModelsResponse(models=self._models)
+        for r in self._pool.report():
+            resp.credentials.append(upstream_pb2.CredentialStatus(
+                id=r.id, kind=r.kind, state=_STATES[r.state], project=r.project, detail=r.detail,
+                cooling_until=r.cooling_until, requests=r.requests, failures=r.failures))
+        if not self._pool.entries:
+            # Nothing loaded: say where we looked, so the operator sees it next to the models.
+            resp.credentials.append(upstream_pb2.CredentialStatus(
+                id="(none)", kind="gemini-cli-oauth", state=upstream_pb2.CredentialStatus.STATE_UNSPECIFIED,
+                detail=self._pool.no_credentials_message()))
+        return resp
+
+
+async def _warmup(pool: Pool) -> None:
+    try:
+        await pool.warmup()
+    except Exception:  # a warm-up failure must not go unnoticed, nor stop the server
+        log.exception("credential warm-up failed")
+
+
+def _total_tokens(result: Any) -> int:
+    total = result.get("totalTokens", 0) if isinstance(result, dict) else 0
+    try:
+        return int(total)
+    except (TypeError, ValueError):
+        return 0
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or `stop` is set); returns the exit code."""
+    http = make_http_client(settings)
+    client = CodeAssistClient(settings, http)
+    resolver = ProjectResolver(client, poll_interval=settings.onboard_poll_interval,
+                               max_polls=settings.onboard_max_polls)
+    pool = Pool(settings, http, client, resolver)
+    servicer = UpstreamServicer(pool, build_catalog(settings.models))
+
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.so_reuseport", 0),
+        # The edge keeps its channel alive with pings every 30 s, also between calls: accept
+        # them instead of answering GOAWAY "too_many_pings".
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_ping_strikes", 0),
+    ])
+    upstream_pb2_grpc.add_UpstreamServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+    try:
+        port = server.add_insecure_port(settings.upstream_listen)
+    except RuntimeError as exc:
+        log.error("cannot listen on %s: %s", settings.upstream_listen, exc)
+        return 2
+    if port == 0:
+        log.error("cannot listen on %s", settings.upstream_listen)
+        return 2
+    await server.start()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    log.info("upstream listening on %s (backend %s, credentials %s)", settings.upstream_listen,
+             settings.base_url, settings.credentials_path)
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+    warmup: asyncio.Task[None] | None = None
+    if settings.startup_warmup:
+        warmup = asyncio.create_task(_warmup(pool), name="credential-warmup")
+    else:
+        await pool.ensure_loaded()
+
+    await stop.wait()
+    log.info("shutting down: draining for up to %gs", settings.drain_seconds)
+    servicer.draining = True
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace=settings.drain_seconds)
+    if warmup is not None and not warmup.done():
+        warmup.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await warmup
+    await http.aclose()
+    log.info("upstream stopped")
+    return 0

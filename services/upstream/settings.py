@@ -1,0 +1,157 @@
+"""Settings of the upstream service: environment variables, optionally a TOML file.
+
+Every field is read from the environment variable of the same name in upper case
+(`CODE_ASSIST_ENDPOINT`, ...). `GATEWAY_CONFIG` may name a TOML file holding the same keys
+(lower or upper case, at top level or in an `[upstream]` table); the environment wins over
+the file, the file over the defaults. The file is shared with the other services, so keys
+this service does not know are ignored.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+from pydantic import AliasChoices, Field, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+# The Gemini CLI's published installed-app OAuth client (protocol notes §4). Installed-app
+# secrets are not confidential by design; they identify the app, not the user.
+GEMINI_CLI_CLIENT_ID = "681255809395-oo8ft2oprdrnp9e3aqf6av3hmdib135j.apps.googleusercontent.com"
+GEMINI_CLI_CLIENT_SECRET = "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"
+
+DEFAULT_CREDENTIALS = "~/.gemini/oauth_creds.json"
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Values from the TOML file named by GATEWAY_CONFIG (keys matched case-insensitively)."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self._values = self._load()
+
+    def _load(self) -> dict[str, Any]:
+        path = os.environ.get("GATEWAY_CONFIG", "").strip()
+        if not path:
+            return {}
+        try:
+            raw = tomllib.loads(Path(path).expanduser().read_text())
+        except FileNotFoundError as exc:
+            raise ValueError(f"GATEWAY_CONFIG names a missing file: {path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"GATEWAY_CONFIG {path} is not valid TOML: {exc}") from exc
+        fields = self.settings_cls.model_fields
+        merged: dict[str, Any] = {}
+        # A service-specific table refines the shared top level.
+        for table in (raw, raw.get("upstream") if isinstance(raw.get("upstream"), dict) else {}):
+            for key, value in table.items():
+                name = key.lower()
+                if name in fields and not isinstance(value, dict):
+                    merged[name] = value
+        return merged
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", env_prefix="", populate_by_name=True)
+
+    # --- backend ---------------------------------------------------------------------
+    code_assist_endpoint: str = "https://cloudcode-pa.googleapis.com"
+    code_assist_api_version: str = "v1internal"
+    oauth_token_url: str = "https://oauth2.googleapis.com/token"
+    oauth_client_id: str = GEMINI_CLI_CLIENT_ID
+    oauth_client_secret: str = GEMINI_CLI_CLIENT_SECRET
+    # Version put in the User-Agent, which mimics the Gemini CLI's.
+    cli_version: str = "0.56.0"
+
+    # --- credentials and projects --------------------------------------------------------
+    gemini_credentials: str = DEFAULT_CREDENTIALS
+    # The Gemini CLI honours both names.
+    google_cloud_project: str = Field("", validation_alias=AliasChoices("google_cloud_project",
+                                                                        "google_cloud_project_id"))
+    onboard_poll_interval: float = Field(5.0, ge=0)
+    onboard_max_polls: int = Field(24, ge=1)
+    # Load credentials, refresh tokens and discover projects right after start, in the
+    # background, so the first request does not pay for it.
+    startup_warmup: bool = True
+
+    # --- pool ----------------------------------------------------------------------------
+    default_cooldown_seconds: float = Field(30.0, ge=0)
+    max_cooldown_seconds: float = Field(1800.0, ge=0)
+    # How long a credential is left aside when its token endpoint or project discovery
+    # fails for a reason that may pass (5xx, network).
+    transient_cooldown_seconds: float = Field(10.0, ge=0)
+    # Attempts per call on backend 5xx / network errors (each on another credential if any).
+    max_attempts: int = Field(3, ge=1)
+
+    # --- HTTP ------------------------------------------------------------------------------
+    connect_timeout: float = Field(10.0, gt=0)
+    # Idle time allowed between two chunks of a response (and before the response head).
+    read_timeout: float = Field(120.0, gt=0)
+    # Whole-call deadline for unary backend calls.
+    request_timeout: float = Field(600.0, gt=0)
+    http_max_connections: int = Field(200, ge=1)
+
+    # --- server ----------------------------------------------------------------------------
+    upstream_listen: str = "127.0.0.1:50051"
+    drain_seconds: float = Field(10.0, ge=0)
+    log_level: str = "INFO"
+
+    # Extra model ids for the catalog: "a,b" or a JSON list of ids / objects
+    # ({"id", "display_name", "input_token_limit", "output_token_limit", "thinking": {...}}).
+    models: Annotated[list[Any], NoDecode] = Field(default_factory=list)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _parse_models(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if not text:
+                return []
+            if text.startswith("["):
+                return orjson.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("code_assist_endpoint", "oauth_token_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.code_assist_endpoint}/{self.code_assist_api_version}"
+
+    @property
+    def credentials_path(self) -> Path:
+        return Path(self.gemini_credentials).expanduser()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _TomlSource(settings_cls)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

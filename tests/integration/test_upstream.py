@@ -1,0 +1,390 @@
+"""The real upstream process against the Code Assist simulator, through a grpc.aio client."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import stat
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import orjson
+import pytest
+from google.api import httpbody_pb2
+from google.protobuf import descriptor_pool
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from gemini_cli.upstream.v1 import upstream_pb2, upstream_pb2_grpc
+from tests import harness
+from tests.integration.conftest import new_refresh_token
+from tests.simulator.control import SimControl
+
+SERVICE = "gemini_cli.upstream.v1.Upstream"
+MODEL = "gemini-2.5-flash"
+CALL_TIMEOUT = 20
+
+
+def gen_request(prompt: str, *, stream: bool = True, model: str = MODEL, rid: str = "") -> upstream_pb2.GenerateRequest:
+    body = {"contents": [{"role": "user", "parts": [{"text": prompt}]}]}
+    return upstream_pb2.GenerateRequest(
+        model=model, stream=stream, request_id=rid, caller="it",
+        body=httpbody_pb2.HttpBody(content_type="application/json", data=orjson.dumps(body)))
+
+
+def text_of(msgs: list[upstream_pb2.GenerateResponse]) -> str:
+    out = []
+    for msg in msgs:
+        for cand in orjson.loads(msg.chunk.data).get("candidates", []):
+            out += [p["text"] for p in cand.get("content", {}).get("parts", []) if "text" in p and not p.get("thought")]
+    return "".join(out)
+
+
+def details(err: grpc.aio.AioRpcError) -> tuple[error_details_pb2.ErrorInfo | None, error_details_pb2.RetryInfo | None]:
+    """ErrorInfo and RetryInfo from the grpc-status-details-bin trailer."""
+    raw = dict(err.trailing_metadata() or ()).get("grpc-status-details-bin")
+    if raw is None:
+        return None, None
+    status = status_pb2.Status.FromString(raw)
+    assert status.code == err.code().value[0]
+    info = retry = None
+    for any_ in status.details:
+        if any_.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            any_.Unpack(info)
+        elif any_.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            any_.Unpack(retry)
+    return info, retry
+
+
+class Client:
+    def __init__(self, proc: harness.Proc) -> None:
+        self.channel = grpc.aio.insecure_channel(proc.addr)
+        self.stub = upstream_pb2_grpc.UpstreamStub(self.channel)
+
+    async def generate(self, prompt: str, **kw: Any) -> list[upstream_pb2.GenerateResponse]:
+        call = self.stub.Generate(gen_request(prompt, **kw), timeout=CALL_TIMEOUT)
+        return [msg async for msg in call]
+
+    async def credentials(self) -> dict[str, upstream_pb2.CredentialStatus]:
+        resp = await self.stub.ListModels(upstream_pb2.ListModelsRequest(), timeout=CALL_TIMEOUT)
+        return {c.id: c for c in resp.credentials}
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+@pytest.fixture
+async def clients():
+    made: list[Client] = []
+
+    def make(proc: harness.Proc) -> Client:
+        made.append(Client(proc))
+        return made[-1]
+
+    yield make
+    for c in made:
+        await c.close()
+
+
+def write_creds(directory: Path, sim: SimControl, names: str, **account: Any) -> dict[str, str]:
+    """One credential file per name (sorted names = pool order); returns name → refresh token."""
+    tokens = {}
+    for name in names:
+        rt = new_refresh_token(name)
+        if account:
+            sim.add_account(rt, **account)
+        harness.write_credential(directory / f"{name}.json", rt)
+        tokens[name] = rt
+    return tokens
+
+
+# --- basics ------------------------------------------------------------------------------------
+
+async def test_health_reflection_and_models(sim: SimControl, upstream_factory, creds_dir: Path, clients) -> None:
+    write_creds(creds_dir, sim, "a")
+    proc = upstream_factory(creds_dir)
+    with grpc.insecure_channel(proc.addr) as ch:
+        health = health_pb2_grpc.HealthStub(ch)
+        for service in ("", SERVICE):
+            assert health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status == \
+                health_pb2.HealthCheckResponse.SERVING
+        db = ProtoReflectionDescriptorDatabase(ch)
+        assert SERVICE in db.get_services()
+        methods = {m.name for m in descriptor_pool.DescriptorPool(db).FindServiceByName(SERVICE).methods}
+        assert methods == {"Generate", "CountTokens", "ListModels"}
+    client = clients(proc)
+    resp = await client.stub.ListModels(upstream_pb2.ListModelsRequest(), timeout=5)
+    ids = [m.id for m in resp.models]
+    assert "gemini-2.5-pro" in ids and resp.models[ids.index("gemini-2.5-pro")].thinking.max_budget == 32768
+    assert [c.id for c in resp.credentials] == ["a"]
+    assert resp.credentials[0].kind == "gemini-cli-oauth"
+
+
+async def test_unary_and_count_tokens(sim: SimControl, upstream_factory, creds_dir: Path, clients) -> None:
+    write_creds(creds_dir, sim, "a")
+    client = clients(upstream_factory(creds_dir))
+    msgs = await client.generate("hello unary world", stream=False, rid="rid-1")
+    assert len(msgs) == 1
+    assert text_of(msgs) == "echo: hello unary world"
+    assert (msgs[0].usage.prompt_tokens, msgs[0].usage.candidates_tokens, msgs[0].usage.total_tokens) == (3, 4, 7)
+    assert msgs[0].trace_id and msgs[0].credential_id == "a"
+    gen = sim.requests(op="generate")[-1]
+    assert gen["body"]["user_prompt_id"] == "rid-1" and gen["body"]["model"] == MODEL
+
+    body = orjson.dumps({"contents": [{"role": "user", "parts": [{"text": "one two three four"}]}]})
+    resp = await client.stub.CountTokens(upstream_pb2.CountTokensRequest(
+        model="gemini-2.5-pro", body=httpbody_pb2.HttpBody(content_type="application/json", data=body)), timeout=5)
+    assert resp.total_tokens == 4 and orjson.loads(resp.body.data) == {"totalTokens": 4}
+
+
+async def test_bad_requests_are_invalid_argument(sim: SimControl, upstream_factory, creds_dir: Path,
+                                                 clients) -> None:
+    write_creds(creds_dir, sim, "ab")
+    client = clients(upstream_factory(creds_dir))
+    bad = upstream_pb2.GenerateRequest(model=MODEL, body=httpbody_pb2.HttpBody(data=b"{not json"))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        [m async for m in client.stub.Generate(bad, timeout=5)]
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert details(info.value)[0].reason == "INVALID_REQUEST"
+    # The backend's 400 keeps its message and is not retried on the other credential.
+    sim.clear_requests()
+    sim.add_fault(op="stream", kind="400", message="function call is missing a thought_signature", times=-1)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await client.generate("x")
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details() == "function call is missing a thought_signature"
+    err_info, _ = details(info.value)
+    assert err_info.reason == "BACKEND_ERROR" and err_info.metadata["http_status"] == "400"
+    assert len(sim.requests(op="stream")) == 1
+    sim.clear_faults()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await client.generate("x", model="gemini-0-nonexistent")
+    assert info.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+# --- streaming ---------------------------------------------------------------------------------
+
+async def test_stream_chunks_arrive_as_the_simulator_sends_them(sim: SimControl, upstream_factory,
+                                                                  creds_dir: Path, clients) -> None:
+    write_creds(creds_dir, sim, "a")
+    client = clients(upstream_factory(creds_dir))
+    await client.generate("warm up", stream=False)  # token and project are ready: only streaming is timed
+    sim.clear_requests()
+    prompt = "one two three four five six [chunks=5] [delay=250]"
+    arrivals: list[tuple[float, upstream_pb2.GenerateResponse]] = []
+    async for msg in client.stub.Generate(gen_request(prompt), timeout=CALL_TIMEOUT):
+        arrivals.append((time.time(), msg))
+    msgs = [m for _, m in arrivals]
+    assert len(msgs) == 5
+    assert text_of(msgs) == f"echo: {prompt}"
+    assert msgs[0].trace_id and msgs[0].credential_id == "a"
+    assert all(not m.trace_id and not m.credential_id for m in msgs[1:])
+    assert [m.HasField("usage") for m in msgs] == [False] * 4 + [True]
+    entry = sim.requests(op="stream")[-1]
+    # Forwarded, not buffered: the first chunks were in the caller's hands before the
+    # simulator had even finished sending the answer, and they came one after another.
+    assert arrivals[0][0] < entry["finished"]
+    assert arrivals[2][0] < entry["finished"]
+    times = [t for t, _ in arrivals]
+    assert times == sorted(times) and times[-1] - times[0] > 0
+
+
+async def test_mid_stream_cut_is_unavailable_without_retry(sim: SimControl, upstream_factory, creds_dir: Path,
+                                                           clients) -> None:
+    write_creds(creds_dir, sim, "ab")
+    client = clients(upstream_factory(creds_dir))
+    sim.add_fault(op="stream", kind="cut", after_chunks=2)
+    got: list[upstream_pb2.GenerateResponse] = []
+    started = time.monotonic()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for msg in client.stub.Generate(gen_request("a b c d e f [chunks=4]"), timeout=CALL_TIMEOUT):
+            got.append(msg)
+    assert time.monotonic() - started < CALL_TIMEOUT / 2  # a clean error, not a hang until the deadline
+    assert len(got) == 2
+    assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert details(info.value)[0].reason == "STREAM_CUT"
+    assert len(sim.requests(op="stream")) == 1  # never retried after the first chunk went out
+
+
+async def test_cancellation_reaches_the_simulator(sim: SimControl, upstream_factory, creds_dir: Path,
+                                                  clients) -> None:
+    write_creds(creds_dir, sim, "a")
+    client = clients(upstream_factory(creds_dir))
+    call = client.stub.Generate(gen_request("w " * 10 + "[chunks=10] [delay=400]"), timeout=CALL_TIMEOUT)
+    first = await call.read()
+    assert first.credential_id == "a"
+    call.cancel()
+    deadline = time.monotonic() + 3  # the full answer would take 3.6 s more
+    entry: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        entry = sim.requests(op="stream")[-1]
+        if entry["finished"] is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert entry.get("cancelled") is True, entry
+
+
+# --- the pool ----------------------------------------------------------------------------------
+
+async def test_429_on_a_is_retried_on_b(sim: SimControl, upstream_factory, creds_dir: Path, clients) -> None:
+    tokens = write_creds(creds_dir, sim, "ab")
+    client = clients(upstream_factory(creds_dir))
+    sim.add_fault(account=tokens["a"], op="stream", kind="429", retry_delay="30s")
+    msgs = await client.generate("retry me please")
+    assert text_of(msgs) == "echo: retry me please"
+    assert msgs[0].credential_id == "b"
+    streams = sim.requests(op="stream")
+    assert [(e["account"], e["status"]) for e in streams] == [(tokens["a"], 429), (tokens["b"], 200)]
+    creds = await client.credentials()
+    assert creds["a"].state == upstream_pb2.CredentialStatus.COOLING
+    assert creds["a"].cooling_until[MODEL] == pytest.approx(time.time() + 30, abs=5)
+    assert creds["b"].state == upstream_pb2.CredentialStatus.READY
+
+
+async def test_all_cooling_is_resource_exhausted_with_retry_info(sim: SimControl, upstream_factory,
+                                                                 creds_dir: Path, clients) -> None:
+    tokens = write_creds(creds_dir, sim, "ab")
+    client = clients(upstream_factory(creds_dir))
+    for rt in tokens.values():
+        sim.add_fault(account=rt, op="stream", kind="429", retry_delay="20s", reason="RATE_LIMIT_EXCEEDED")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await client.generate("anyone there")
+    assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    err_info, retry = details(info.value)
+    assert err_info.reason == "ALL_CREDENTIALS_COOLING"
+    assert err_info.metadata["upstream_reason"] == "RATE_LIMIT_EXCEEDED"
+    assert retry is not None and 15 < retry.retry_delay.seconds <= 20
+    # While they cool down, the backend is not asked again.
+    sim.clear_requests()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await client.generate("still cooling")
+    assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert sim.requests(op="stream") == []
+
+
+async def test_expired_token_is_refreshed_once_for_50_concurrent_calls(sim: SimControl, upstream_factory,
+                                                                       creds_dir: Path, clients) -> None:
+    tokens = write_creds(creds_dir, sim, "a")
+    # No warm-up: the 50 calls themselves find the expired token.
+    client = clients(upstream_factory(creds_dir, {"STARTUP_WARMUP": "false"}))
+    results = await asyncio.gather(*(client.generate(f"call {i}", stream=i % 2 == 0) for i in range(50)))
+    assert all(text_of(msgs) == f"echo: call {i}" for i, msgs in enumerate(results))
+    assert len(sim.requests(op="refresh", account=tokens["a"])) == 1
+    assert len(sim.requests(op="load", account=tokens["a"])) == 1
+    data = orjson.loads((creds_dir / "a.json").read_bytes())
+    assert data["refresh_token"] == tokens["a"] and data["access_token"].startswith("ya29.sim-")
+    # The backend stops accepting that token: the 401s of 50 calls share one refresh too.
+    sim.expire(tokens["a"])
+    sim.clear_requests()
+    results = await asyncio.gather(*(client.generate(f"again {i}", stream=False) for i in range(50)))
+    assert len(results) == 50
+    assert len(sim.requests(op="refresh", account=tokens["a"])) == 1
+
+
+async def test_invalid_grant_credential_is_skipped_and_reported_dead(sim: SimControl, upstream_factory,
+                                                                     creds_dir: Path, clients) -> None:
+    tokens = write_creds(creds_dir, sim, "a", revoked=True)
+    tokens |= write_creds(creds_dir, sim, "b")
+    client = clients(upstream_factory(creds_dir))
+    for i in range(3):
+        msgs = await client.generate(f"hi {i}", stream=False)
+        assert msgs[0].credential_id == "b"
+    creds = await client.credentials()
+    assert creds["a"].state == upstream_pb2.CredentialStatus.DEAD
+    assert "invalid_grant" in creds["a"].detail
+    assert creds["b"].state == upstream_pb2.CredentialStatus.READY and creds["b"].requests >= 3
+    assert len(sim.requests(op="refresh", account=tokens["a"])) == 1  # not hammered
+
+
+async def test_onboarding_of_a_new_account(sim: SimControl, upstream_factory, creds_dir: Path, clients) -> None:
+    tokens = write_creds(creds_dir, sim, "n", onboarded=False)
+    client = clients(upstream_factory(creds_dir))
+    msgs = await client.generate("first words", stream=False)
+    assert text_of(msgs) == "echo: first words"
+    ops = [e["op"] for e in sim.requests(account=tokens["n"]) if e["op"] in ("load", "onboard", "operation")]
+    assert ops[:2] == ["load", "onboard"] and ops.count("operation") >= 1
+    project = next(a for a in sim.accounts() if a["refresh_token"] == tokens["n"])["project"]
+    assert project and sim.requests(op="generate", account=tokens["n"])[-1]["body"]["project"] == project
+    creds = await client.credentials()
+    assert creds["n"].project == project
+
+
+async def test_credential_files_stay_valid_through_concurrent_refreshes(sim: SimControl, upstream_factory,
+                                                                        creds_dir: Path, clients) -> None:
+    tokens = write_creds(creds_dir, sim, "abcdef")
+    for name in tokens:  # fields the Gemini CLI (or the operator) wrote must survive
+        path = creds_dir / f"{name}.json"
+        path.write_bytes(orjson.dumps({**orjson.loads(path.read_bytes()), "x_note": name}))
+        path.chmod(0o600)
+    client = clients(upstream_factory(creds_dir))
+    stop = threading.Event()
+    problems: list[str] = []
+
+    def watch() -> None:
+        while not stop.is_set():
+            for name in tokens:
+                path = creds_dir / f"{name}.json"
+                try:
+                    data = orjson.loads(path.read_bytes())
+                    mode = stat.S_IMODE(os.stat(path).st_mode)
+                except (orjson.JSONDecodeError, FileNotFoundError) as exc:
+                    problems.append(f"{name}: {exc!r}")
+                    continue
+                if mode != 0o600 or data.get("refresh_token") != tokens[name] or data.get("x_note") != name:
+                    problems.append(f"{name}: mode {oct(mode)} {data}")
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        for round_ in range(4):
+            for rt in tokens.values():
+                sim.expire(rt)
+            await asyncio.gather(*(client.generate(f"r{round_} {i}", stream=False) for i in range(24)))
+    finally:
+        stop.set()
+        watcher.join()
+    assert problems == []
+    assert len(sim.requests(op="refresh")) >= 6 * 4
+    for name, rt in tokens.items():
+        data = orjson.loads((creds_dir / f"{name}.json").read_bytes())
+        issued = [e for e in sim.requests(op="refresh", account=rt) if e["status"] == 200]
+        assert data["access_token"].startswith("ya29.sim-") and data["expiry_date"] > time.time() * 1000
+        assert len(issued) >= 1
+    assert sorted(p.name for p in creds_dir.iterdir()) == sorted(f"{n}.json" for n in tokens)  # no temp files
+
+
+# --- life cycle --------------------------------------------------------------------------------
+
+async def test_no_credentials_still_serves_and_explains(sim: SimControl, upstream_factory, tmp_path: Path,
+                                                        clients) -> None:
+    missing = tmp_path / "nowhere" / "oauth_creds.json"
+    proc = upstream_factory(missing)  # start_upstream waits for health SERVING
+    client = clients(proc)
+    creds = await client.credentials()
+    assert str(missing) in creds["(none)"].detail
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await client.generate("hello")
+    assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert details(info.value)[0].reason == "NO_CREDENTIALS" and str(missing) in info.value.details()
+
+
+async def test_sigterm_drains_an_in_flight_stream_and_exits_0(sim: SimControl, upstream_factory, creds_dir: Path,
+                                                              clients) -> None:
+    write_creds(creds_dir, sim, "a")
+    proc = upstream_factory(creds_dir, {"DRAIN_SECONDS": "10"})
+    client = clients(proc)
+    call = client.stub.Generate(gen_request("a b c d e f [chunks=5] [delay=200]"), timeout=CALL_TIMEOUT)
+    msgs = [await call.read()]
+    proc.popen.send_signal(signal.SIGTERM)
+    while (msg := await call.read()) is not grpc.aio.EOF:
+        msgs.append(msg)
+    assert await call.code() is grpc.StatusCode.OK
+    assert len(msgs) == 5 and text_of(msgs) == "echo: a b c d e f [chunks=5] [delay=200]"
+    assert await asyncio.to_thread(proc.popen.wait, 10) == 0
+    assert "upstream stopped" in proc.log()

@@ -1,0 +1,70 @@
+"""The upstream's SSE parser on real framing: CR/LF/CRLF, multi-line data, comments, partial reads."""
+from __future__ import annotations
+
+import pytest
+
+from services.upstream.sse import SSEParser, iter_events
+
+
+def parse_all(stream: bytes, *, split_at: list[int] | None = None) -> list[bytes]:
+    parser = SSEParser()
+    cuts = [0, *(split_at or []), len(stream)]
+    events: list[bytes] = []
+    for start, end in zip(cuts, cuts[1:]):
+        events += parser.feed(stream[start:end])
+    return events + parser.close()
+
+
+CASES = [
+    ("lf", b"data: {\"a\":1}\n\ndata: {\"b\":2}\n\n", [b'{"a":1}', b'{"b":2}']),
+    ("crlf", b"data: {\"a\":1}\r\n\r\ndata: {\"b\":2}\r\n\r\n", [b'{"a":1}', b'{"b":2}']),
+    ("cr only", b"data: {\"a\":1}\r\rdata: {\"b\":2}\r\r", [b'{"a":1}', b'{"b":2}']),
+    ("mixed endings", b"data: 1\r\n\ndata: 2\n\r\n", [b"1", b"2"]),
+    ("multi-line data joined with LF", b"data: {\"a\":\ndata: 1}\n\n", [b'{"a":\n1}']),
+    ("no space after colon", b"data:{\"a\":1}\n\n", [b'{"a":1}']),
+    ("value trimmed", b"data:    {\"a\":1}   \n\n", [b'{"a":1}']),
+    ("comments, id, event, retry ignored",
+     b": keep-alive\nid: 7\nevent: message\nretry: 100\ndata: x\n\n: another\n\n", [b"x"]),
+    ("blank lines without data make no event", b"\n\n\r\n\n", []),
+    ("last event without blank line flushed at close", b"data: 1\n\ndata: 2", [b"1", b"2"]),
+    ("last event ending in a single newline flushed at close", b"data: 1\n", [b"1"]),
+    ("unknown field ignored", b"foo: bar\ndata: 1\n\n", [b"1"]),
+    ("empty data line", b"data:\n\n", [b""]),
+]
+
+
+@pytest.mark.parametrize("name,stream,expected", CASES, ids=[c[0] for c in CASES])
+def test_framing(name: str, stream: bytes, expected: list[bytes]) -> None:
+    assert parse_all(stream) == expected
+
+
+@pytest.mark.parametrize("name,stream,expected", CASES, ids=[c[0] for c in CASES])
+def test_every_single_split_gives_the_same_events(name: str, stream: bytes, expected: list[bytes]) -> None:
+    # A read may end anywhere, including between the CR and LF of one line ending.
+    for cut in range(1, len(stream)):
+        assert parse_all(stream, split_at=[cut]) == expected, f"split at {cut}"
+
+
+def test_byte_by_byte() -> None:
+    stream = b"data: {\"response\":{\"x\":\"\xc3\xa9\"}}\r\n\r\n: c\r\ndata: [1,\r\ndata: 2]\r\n\r\n"
+    assert parse_all(stream, split_at=list(range(1, len(stream)))) == [
+        b'{"response":{"x":"\xc3\xa9"}}', b"[1,\n2]"]
+
+
+def test_events_are_returned_as_soon_as_complete() -> None:
+    parser = SSEParser()
+    assert parser.feed(b"data: 1\r\n") == []
+    assert parser.feed(b"\r") == [b"1"]  # the blank line is complete at its CR
+    assert parser.feed(b"\ndata: 2\r\n\r\n") == [b"2"]  # the LF of the previous CRLF is not a new line
+    assert parser.close() == []
+
+
+async def _aiter(chunks: list[bytes]):
+    for chunk in chunks:
+        yield chunk
+
+
+async def test_iter_events_drops_bad_json_and_keeps_order() -> None:
+    chunks = [b"data: {\"n\":1}\r\n\r\ndata: {not json}\r\n\r\n", b"data: {\"n\":", b"2}\r\n\r\n", b"data: [3]"]
+    got = [event async for event in iter_events(_aiter(chunks))]
+    assert got == [{"n": 1}, {"n": 2}, [3]]
