@@ -76,10 +76,15 @@ def response_message(chunk: Chunk, entry: Entry | None) -> upstream_pb2.Generate
 
 
 class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
-    def __init__(self, pool: Pool, catalog: list[ModelInfo]) -> None:
+    def __init__(self, pool: Pool, catalog: list[ModelInfo], aliases: dict[str, str] | None = None) -> None:
         self._pool = pool
+        self._aliases = aliases or {}
         self._models = [m.to_proto() for m in catalog]
         self.draining = False
+
+    def _model(self, raw: str) -> str:
+        model = model_id(raw)
+        return self._aliases.get(model, model)
 
     def _check_open(self) -> None:
         if self.draining:
@@ -94,7 +99,7 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
         outcome = "ok"
         try:
             self._check_open()
-            model = model_id(request.model)
+            model = self._model(request.model)
             body = request_body(request.body)
             if not request.stream:
                 chunk, entry = await self._pool.generate(model, body, rid)
@@ -131,7 +136,7 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
         rid = request.request_id or uuid.uuid4().hex
         try:
             self._check_open()
-            model = model_id(request.model)
+            model = self._model(request.model)
             result, entry = await self._pool.count_tokens(model, request_body(request.body), rid)
         except UpstreamError as err:
             desc = errors.describe(err)
@@ -181,7 +186,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     resolver = ProjectResolver(client, poll_interval=settings.onboard_poll_interval,
                                max_polls=settings.onboard_max_polls)
     pool = Pool(settings, http, client, resolver)
-    servicer = UpstreamServicer(pool, build_catalog(settings.models))
+    servicer = UpstreamServicer(pool, build_catalog(settings.models), settings.model_aliases)
 
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

@@ -27,6 +27,15 @@ GEMINI_CLI_CLIENT_SECRET = "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"
 DEFAULT_CREDENTIALS = "~/.gemini/oauth_creds.json"
 
 
+DEFAULT_MODEL_ALIASES = {
+    "gemini-2.0-pro": "gemini-2.5-pro",
+    "gemini-2.0-flash": "gemini-2.5-flash",
+    "gemini-2.0-flash-lite": "gemini-2.5-flash-lite",
+    # The CLI says gemini-3.5-flash where the backend expects gemini-3-flash (CCPA_AI_MODEL_MAPPINGS).
+    "gemini-3.5-flash": "gemini-3-flash",
+}
+
+
 class _TomlSource(PydanticBaseSettingsSource):
     """Values from the TOML file named by GATEWAY_CONFIG (keys matched case-insensitively)."""
 
@@ -120,6 +129,21 @@ class Settings(BaseSettings):
             if text.startswith("["):
                 return orjson.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    # Retired or renamed model ids and what to send instead ("old=new,old2=new2" or a TOML
+    # table). The defaults keep documents written for older models working (the seed's video
+    # example asks for gemini-2.0-pro) and apply the CLI's own renames.
+    model_aliases: Annotated[dict[str, str], NoDecode] = Field(default_factory=lambda: dict(DEFAULT_MODEL_ALIASES))
+
+    @field_validator("model_aliases", mode="before")
+    @classmethod
+    def _parse_aliases(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            pairs = [part.split("=", 1) for part in value.split(",") if part.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise ValueError("MODEL_ALIASES must look like old=new,old2=new2")
+            return {old.strip(): new.strip() for old, new in pairs}
         return value
 
     @field_validator("code_assist_endpoint", "oauth_token_url")

@@ -108,3 +108,12 @@ def test_project_override_names(clean_env: pytest.MonkeyPatch, name: str) -> Non
     clean_env.setenv(name, "my-proj")
     assert Settings().google_cloud_project == "my-proj"
     assert Settings(google_cloud_project="init").google_cloud_project == "init"
+
+
+def test_model_aliases_default_and_override(clean_env: pytest.MonkeyPatch) -> None:
+    assert Settings().model_aliases["gemini-2.0-pro"] == "gemini-2.5-pro"
+    clean_env.setenv("MODEL_ALIASES", "old-model=gemini-2.5-flash, x=y")
+    assert Settings().model_aliases == {"old-model": "gemini-2.5-flash", "x": "y"}
+    clean_env.setenv("MODEL_ALIASES", "broken")
+    with pytest.raises(ValueError):
+        Settings()
