@@ -1,0 +1,357 @@
+"""Media for the OpenAI path: recognise what bytes are, unpack inline data, fetch http(s) URLs.
+
+Clients send audio and video through `image_url` (the seed documents exactly that), so the type
+always comes from the bytes' magic numbers; a declared type is only the fallback.
+
+`MediaFetcher` is the one place the gateway makes requests to addresses a client chose, so it
+guards against server-side request forgery: every resolved address of every hop must be a
+public unicast address (unless `allow_private`), the connection goes to the address that was
+checked (no second DNS lookup that could answer differently), redirects are followed by hand
+and checked hop by hop, the body is streamed and cut at `max_bytes`, and one deadline covers
+the whole fetch.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import ipaddress
+import re
+import socket
+from typing import Iterable
+from urllib.parse import unquote_to_bytes, urljoin, urlsplit, urlunsplit
+
+import httpx
+
+OCTET_STREAM = "application/octet-stream"
+# Enough decoded bytes for every signature below, including ftyp compatible-brand lists.
+SNIFF_BYTES = 512
+_SNIFF_B64 = SNIFF_BYTES // 3 * 4
+
+
+class MediaError(ValueError):
+    """Media the gateway cannot use (bad data, refused or failed fetch); the edge answers 400."""
+
+    def __init__(self, message: str, url: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.url = url
+
+
+# --- sniffing ------------------------------------------------------------------------------------
+
+# ISO base media (ftyp) brands. Gemini spells QuickTime "video/mov" and 3GP "video/3gpp".
+_FTYP_BRANDS: dict[bytes, str] = {
+    **dict.fromkeys((b"avif", b"avis"), "image/avif"),
+    **dict.fromkeys((b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx"), "image/heic"),
+    **dict.fromkeys((b"mif1", b"msf1"), "image/heif"),
+    **dict.fromkeys((b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B "), "audio/mp4"),
+    b"qt  ": "video/mov",
+    **dict.fromkeys((b"3gp4", b"3gp5", b"3gp6", b"3gp7", b"3gs7", b"3ge6", b"3ge7", b"3gg6"), "video/3gpp"),
+    **dict.fromkeys((b"3g2a", b"3g2b", b"3g2c"), "video/3gpp2"),
+    **dict.fromkeys(
+        (b"isom", b"iso2", b"iso4", b"iso5", b"iso6", b"mp41", b"mp42", b"avc1", b"dash", b"M4V ", b"M4VH", b"M4VP", b"MSNV", b"NDAS", b"f4v ", b"mmp4"),
+        "video/mp4",
+    ),
+}
+
+
+def _ftyp(head: bytes) -> str | None:
+    size = int.from_bytes(head[:4], "big")
+    major = head[8:12]
+    if major in _FTYP_BRANDS:
+        return _FTYP_BRANDS[major]
+    # Unknown major brand: the compatible brands usually name a family we know.
+    end = min(len(head), size if 16 <= size <= len(head) else len(head))
+    for off in range(16, end - 3, 4):
+        brand = head[off:off + 4]
+        if brand in _FTYP_BRANDS:
+            return _FTYP_BRANDS[brand]
+    return "video/mp4"
+
+
+def _mpeg_audio(head: bytes) -> str | None:
+    if len(head) < 4 or head[0] != 0xFF or head[1] & 0xE0 != 0xE0:
+        return None
+    layer = (head[1] >> 1) & 0x03
+    if layer == 0:
+        # ADTS: sync, then layer bits 00 (AAC carries no layer).
+        return "audio/aac" if head[1] & 0xF6 == 0xF0 else None
+    version = (head[1] >> 3) & 0x03
+    bitrate = head[2] >> 4
+    rate = (head[2] >> 2) & 0x03
+    if version == 1 or bitrate == 0x0F or rate == 0x03:  # reserved values: not a frame header
+        return None
+    return "audio/mp3" if layer == 1 else "audio/mpeg"
+
+
+def sniff_mime(head: bytes) -> str | None:
+    """The media type of a file from its first bytes, or None when unknown."""
+    if len(head) < 4:
+        return None
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if head.startswith(b"%PDF-"):
+        return "application/pdf"
+    if head[:4] == b"RIFF" and len(head) >= 12:
+        kind = head[8:12]
+        if kind == b"WEBP":
+            return "image/webp"
+        if kind == b"WAVE":
+            return "audio/wav"
+        if kind == b"AVI ":
+            return "video/avi"
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return "audio/aiff"
+    if head[4:8] == b"ftyp" and len(head) >= 12:
+        return _ftyp(head)
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        # EBML: the DocType element near the start says webm or matroska.
+        return "video/webm" if b"webm" in head[:64] else "video/x-matroska"
+    if head.startswith(b"OggS"):
+        return "video/ogg" if b"\x80theora" in head else "audio/ogg"
+    if head.startswith(b"fLaC"):
+        return "audio/flac"
+    if head.startswith(b"ID3"):
+        return "audio/mp3"
+    if head.startswith(b"FLV\x01"):
+        return "video/x-flv"
+    if head.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):
+        return "video/wmv"  # ASF container
+    if head[:4] in (b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3"):
+        return "video/mpeg"  # MPEG program stream / elementary video sequence header
+    if len(head) > 376 and head[0] == 0x47 and head[188] == 0x47 and head[376] == 0x47:
+        return "video/mp2t"
+    if head[:2] == b"BM" and len(head) >= 14 and head[6:10] == b"\x00\x00\x00\x00":
+        return "image/bmp"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "image/tiff"
+    return _mpeg_audio(head)
+
+
+# --- inline data ---------------------------------------------------------------------------------
+
+_DATA_URL = re.compile(r"data:(?P<mime>[^;,]*)(?P<params>(?:;[^;,]*)*),", re.IGNORECASE)
+_B64_CHARS = re.compile(r"[A-Za-z0-9+/_-]*={0,2}")
+_WS = re.compile(r"\s+")
+
+
+def _b64_head(data: str) -> bytes:
+    """Decode (and thereby validate) the first bytes of a base64 string."""
+    chunk = data[:_SNIFF_B64]
+    if not chunk or not _B64_CHARS.fullmatch(chunk) or not _B64_CHARS.fullmatch(data[-4:]):
+        raise MediaError("media data is not valid base64")
+    if len(data) % 4 == 1:
+        raise MediaError("media data is not valid base64 (truncated)")
+    chunk = chunk.replace("-", "+").replace("_", "/")
+    chunk = chunk[: len(chunk) - len(chunk) % 4] if len(chunk) < len(data) else chunk + "=" * (-len(chunk) % 4)
+    try:
+        return base64.b64decode(chunk, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise MediaError("media data is not valid base64") from exc
+
+
+def _normalise_b64(data: str) -> str:
+    # Only copies when needed: most clients send one unbroken line.
+    return _WS.sub("", data) if any(c in data[:_SNIFF_B64] or c in data[-_SNIFF_B64:] for c in "\r\n\t ") else data
+
+
+def is_remote(url: str) -> bool:
+    return url[:8].lower().startswith(("http://", "https://"))
+
+
+def decode_inline(url: str) -> tuple[str, str] | None:
+    """A `data:` URL or bare base64 → (mime, base64 exactly as sent); None for http(s) URLs.
+
+    The type is sniffed from the decoded head; the declared data-URL type is the fallback, then
+    application/octet-stream. Raises MediaError for anything else.
+    """
+    text = url.strip()
+    if is_remote(text):
+        return None
+    if text[:5].lower() == "data:":
+        m = _DATA_URL.match(text)
+        if not m:
+            raise MediaError("malformed data: URL (expected data:<type>;base64,<data>)")
+        declared = m.group("mime").strip().lower() or None
+        payload = text[m.end():]
+        params = [p.strip().lower() for p in m.group("params").split(";") if p.strip()]
+        if "base64" in params:
+            data = _normalise_b64(payload)
+        else:
+            # Percent-encoded data URL (rare for media): the one case that needs encoding.
+            data = base64.b64encode(unquote_to_bytes(payload)).decode("ascii")
+        if not data:
+            raise MediaError("data: URL carries no data")
+        head = _b64_head(data)
+        return sniff_mime(head) or declared or OCTET_STREAM, data
+    if "://" in text[:16] or text[:1] in ("/", ".") or " " in text[:_SNIFF_B64]:
+        raise MediaError("media URL must be http(s), a data: URL or base64")
+    data = _normalise_b64(text)
+    head = _b64_head(data)
+    return sniff_mime(head) or OCTET_STREAM, data
+
+
+# --- fetching ------------------------------------------------------------------------------------
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def address_refused(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """True for anything but a public unicast address, looking through IPv6 wrappers of IPv4."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if inner is None and ip in _NAT64:
+            inner = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if inner is not None and address_refused(inner):
+            return True
+    return (
+        not ip.is_global
+        or ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_reserved
+        or ip.is_multicast
+        or ip.is_unspecified
+    )
+
+
+_REDIRECTS = {301, 302, 303, 307, 308}
+
+
+class MediaFetcher:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        max_bytes: int,
+        timeout: float,
+        max_redirects: int,
+        allow_private: bool,
+        allow_networks: Iterable[str] = (),
+    ) -> None:
+        """`allow_networks` (CIDRs) are exempt from the non-public refusal — an operator's
+        internal media host, say — without opening every private address."""
+        self._client = client
+        self._max_bytes = max_bytes
+        self._timeout = timeout
+        self._max_redirects = max_redirects
+        self._allow_private = allow_private
+        self._allowed = tuple(ipaddress.ip_network(n, strict=False) for n in allow_networks)
+
+    async def fetch(self, url: str) -> tuple[str, str]:
+        """(mime, base64) of the resource at `url`; MediaError when refused or failed."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._fetch(url)
+        except MediaError:
+            raise
+        except TimeoutError:
+            raise MediaError(f"fetching {url} took longer than {self._timeout:g}s", url) from None
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError, OSError) as exc:
+            # Bad URL syntax, refused connection, TLS failure…: the client's URL, so a 400.
+            raise MediaError(f"fetching {url} failed: {type(exc).__name__}", url) from None
+
+    async def fetch_all(self, urls: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """Fetch several URLs at once; the first failure cancels the rest and is raised."""
+        unique = list(dict.fromkeys(urls))
+        if not unique:
+            return {}
+        results: dict[str, tuple[str, str]] = {}
+
+        async def one(u: str) -> None:
+            results[u] = await self.fetch(u)
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for u in unique:
+                    tg.create_task(one(u))
+        except BaseExceptionGroup as group:
+            first = next((e for e in group.exceptions if isinstance(e, MediaError)), None)
+            if first is None:
+                raise
+            raise first from None
+        return {u: results[u] for u in unique}
+
+    async def _fetch(self, url: str) -> tuple[str, str]:
+        current = url
+        for _hop in range(self._max_redirects + 1):
+            parts = urlsplit(current)
+            if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+                raise MediaError(f"media URL must be http(s): {current}", url)
+            targets = await self._targets(parts.hostname, parts.port or (443 if parts.scheme.lower() == "https" else 80), url)
+            response = await self._open(current, parts, targets, url)
+            try:
+                if response.status_code in _REDIRECTS:
+                    location = response.headers.get("location")
+                    if not location:
+                        raise MediaError(f"redirect without Location from {current}", url)
+                    current = urljoin(current, location)
+                    continue
+                if response.status_code != 200:
+                    raise MediaError(f"fetching {current} returned HTTP {response.status_code}", url)
+                body = await self._read(response, url)
+            finally:
+                await response.aclose()
+            ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
+            mime = sniff_mime(body[:SNIFF_BYTES]) or (ctype if "/" in ctype and ctype != OCTET_STREAM else None) or OCTET_STREAM
+            return mime, base64.b64encode(body).decode("ascii")
+        raise MediaError(f"fetching {url}: more than {self._max_redirects} redirects", url)
+
+    async def _targets(self, host: str, port: int, url: str) -> list[str] | None:
+        """The checked addresses to connect to, or None to let the client resolve (private allowed)."""
+        if self._allow_private:
+            return None
+        try:
+            literal = ipaddress.ip_address(host)
+        except ValueError:
+            literal = None
+        if literal is not None:
+            addresses = [literal]
+        else:
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except (socket.gaierror, UnicodeError) as exc:
+                raise MediaError(f"cannot resolve media host {host!r}", url) from exc
+            addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
+        if not addresses:
+            raise MediaError(f"cannot resolve media host {host!r}", url)
+        for ip in addresses:
+            if address_refused(ip) and not any(ip.version == n.version and ip in n for n in self._allowed):
+                raise MediaError(f"media URL host {host!r} resolves to a non-public address ({ip}); refused", url)
+        return [str(ip) for ip in addresses]
+
+    async def _open(self, current: str, parts, targets: list[str] | None, url: str) -> httpx.Response:
+        if targets is None:
+            request = self._client.build_request("GET", current)
+            return await self._client.send(request, stream=True, follow_redirects=False)
+        # Connect to the address that was checked; Host header and TLS name stay the original.
+        host_header = parts.netloc.rpartition("@")[2]
+        last: Exception | None = None
+        for ip in targets:
+            netloc = f"[{ip}]" if ":" in ip else ip
+            if parts.port:
+                netloc += f":{parts.port}"
+            pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+            extensions = {"sni_hostname": parts.hostname} if parts.scheme.lower() == "https" else {}
+            request = self._client.build_request("GET", pinned, headers={"Host": host_header}, extensions=extensions)
+            try:
+                return await self._client.send(request, stream=True, follow_redirects=False)
+            except httpx.ConnectError as exc:
+                last = exc
+        raise MediaError(f"cannot connect to media host {parts.hostname!r}: {type(last).__name__}", url)
+
+    async def _read(self, response: httpx.Response, url: str) -> bytes:
+        declared = response.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self._max_bytes:
+            raise MediaError(f"media at {url} is larger than {self._max_bytes} bytes", url)
+        buf = bytearray()
+        async for chunk in response.aiter_bytes():
+            buf += chunk
+            if len(buf) > self._max_bytes:
+                raise MediaError(f"media at {url} is larger than {self._max_bytes} bytes", url)
+        return bytes(buf)
