@@ -25,9 +25,10 @@ proto: $(GEN)
 # Python stubs plus the descriptor set Envoy's grpc_json_transcoder loads.
 $(GEN): $(PROTOS) $(STAMP)
 	rm -rf gen && mkdir -p gen
-	$(PY) -m grpc_tools.protoc -I proto -I "$$($(PY) -c 'import site;print(site.getsitepackages()[0])')" \
-		--python_out=gen --pyi_out=gen --grpc_python_out=gen \
-		--include_imports --include_source_info --descriptor_set_out=gen/upstream.pb $(PROTOS)
+	SITE="$$($(PY) -c 'import site;print(site.getsitepackages()[0])')" && \
+	$(PY) -m grpc_tools.protoc -I proto -I "$$SITE" --python_out=gen --pyi_out=gen --grpc_python_out=gen $(PROTOS) && \
+	$(PY) -m grpc_tools.protoc -I proto -I "$$SITE" --include_imports --include_source_info \
+		--descriptor_set_out=gen/upstream.pb $(PROTOS) google/rpc/error_details.proto
 	touch $@
 
 test: install proto

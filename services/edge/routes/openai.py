@@ -1,0 +1,199 @@
+"""OpenAI-compatible API: chat completions (stream and not) and the model list.
+
+The work of translation is done by the pure functions in `services.edge.translate`; this module
+only moves bytes: body → media fetch → translate → gRPC → translate back → client.
+
+    POST /v1/chat/completions
+    GET  /v1/models, /v1/models/{id}     (Google's format when the caller authenticates the
+                                          Google way, with x-goog-api-key or ?key=)
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import AsyncIterator
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from services.edge import catalog
+from services.edge.auth import authenticate
+from services.edge.body import read_json_object
+from services.edge.context import EdgeContext, get_ctx, new_id, request_id
+from services.edge.errors import ApiError, request_style
+from services.edge.media import MediaError
+from services.edge.routes.gemini import get_model_google, list_models_google
+from services.edge.store import KeyRecord
+from services.edge.streaming import STREAM_HEADERS, TIMEOUT, StreamResponse, Prefetcher
+from services.edge.translate.errors import TranslationError
+from services.edge.translate.gemini_to_openai import ChunkTranslator, completion_from_gemini
+from services.edge.translate.openai_to_gemini import chat_request_to_gemini, media_urls
+from services.edge.translate.thinking import split_model
+from services.edge.upstream_client import Usage, UpstreamError, UpstreamStream
+from services.edge.usage import Meter
+
+log = logging.getLogger("edge.openai")
+router = APIRouter()
+
+DONE = b"data: [DONE]\n\n"
+KEEPALIVE = b": keep-alive\n\n"
+
+
+def _event(chunk: dict) -> bytes:
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+def _events(chunks: list[dict]) -> bytes:
+    return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks)
+
+
+async def chat_completions(request: Request) -> Response:
+    key = await authenticate(request)
+    ctx = get_ctx(request)
+    rid = request_id(request)
+    # Every call of an authenticated key gets its ledger row, refusals by the edge included;
+    # model and op are filled in once the body says what they are.
+    meter = Meter(ctx.recorder, key.id, "openai", "generate", "", rid)
+    try:
+        return await _chat(request, ctx, key, meter)
+    except ApiError as exc:
+        meter.finish(exc.status)
+        raise
+    except UpstreamError as exc:
+        meter.finish(exc.http_status)
+        raise exc.to_api_error() from None
+    except asyncio.CancelledError:
+        meter.finish(499)
+        raise
+
+
+async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter) -> Response:
+    _, body = await read_json_object(request, ctx.settings.max_body_bytes)
+    requested = body.get("model")
+    if not isinstance(requested, str) or not requested.strip():
+        raise ApiError(400, "'model' is required and must be a string", param="model", code="invalid_type")
+    base_model, _suffix = split_model(requested)
+    meter.model = base_model
+    if body.get("stream") is True:
+        meter.op = "stream"
+    ctx.limiter.admit(key, base_model)
+
+    try:
+        urls = media_urls(body)
+        if len(urls) > ctx.settings.media_max_urls:
+            raise ApiError(400, f"{len(urls)} media URLs in one request; at most {ctx.settings.media_max_urls} "
+                                "are fetched (send the others inline as data: URLs)", param="messages",
+                           code="too_many_media_urls")
+        media = await ctx.media.fetch_all(urls) if urls else {}
+        chat = chat_request_to_gemini(body, media)
+    except TranslationError as exc:
+        raise ApiError(400, exc.message, param=exc.param, code=exc.code) from None
+    except MediaError as exc:
+        raise ApiError(400, exc.message, param="messages", code="invalid_media") from None
+
+    payload = orjson.dumps(chat.gemini)
+    completion_id = f"chatcmpl-{new_id()}"
+    created = int(time.time())
+    meter.model = chat.model
+    meter.op = "stream" if chat.stream else "generate"
+    headers = {"x-request-id": meter.request_id}
+
+    if not chat.stream:
+        msg = await ctx.upstream.generate(chat.model, payload, request_id=meter.request_id, caller=key.name)
+        usage = Usage.from_proto(msg.usage) if msg.HasField("usage") else None
+        try:
+            out = completion_from_gemini(orjson.loads(msg.chunk.data), model=requested,
+                                         completion_id=completion_id, created=created)
+        except Exception:
+            log.exception("could not translate a backend answer (request %s)", meter.request_id)
+            meter.finish(502, usage)
+            raise ApiError(502, "the backend's answer could not be translated") from None
+        meter.finish(200, usage)
+        return Response(orjson.dumps(out), media_type="application/json", headers=headers)
+
+    stream = ctx.upstream.stream(chat.model, payload, request_id=meter.request_id, caller=key.name)
+    pump: Prefetcher = Prefetcher(stream.next)
+    keepalive = ctx.settings.sse_keepalive_seconds or None
+    try:
+        # Wait for the first chunk so that early failures (429 with Retry-After, 404...) keep
+        # their HTTP status; after one keep-alive interval commit to 200 and send keep-alives.
+        first = await pump.get(keepalive)
+    except BaseException:
+        pump.close()
+        stream.cancel()
+        raise
+    translator = ChunkTranslator(model=requested, completion_id=completion_id, created=created,
+                                 include_usage=chat.include_usage)
+    return StreamResponse(_sse(stream, pump, first, translator, meter, keepalive),
+                          media_type="text/event-stream", headers={**STREAM_HEADERS, **headers})
+
+
+async def _sse(stream: UpstreamStream, pump: Prefetcher, first, translator: ChunkTranslator, meter: Meter,
+               keepalive: float | None) -> AsyncIterator[bytes]:
+    status = 499
+    try:
+        item = first
+        while item is not None:
+            if item is TIMEOUT:
+                yield KEEPALIVE
+            elif item.chunk.data:
+                out = translator.feed(orjson.loads(item.chunk.data))
+                if out:
+                    yield _events(out)
+            item = await pump.get(keepalive)
+        tail = translator.finish()
+        status = 200
+        yield _events(tail) + DONE
+    except UpstreamError as exc:
+        status = exc.http_status
+        err = exc.to_api_error()
+        yield _event(translator.error_chunk(exc.message, err.code)) + DONE
+    except Exception:
+        log.exception("stream translation failed (request %s)", meter.request_id)
+        status = 502
+        yield _event(translator.error_chunk("the backend's answer could not be translated", "bad_gateway")) + DONE
+    finally:
+        pump.close()
+        stream.cancel()
+        meter.finish(status, stream.usage)
+
+
+# --- models ---------------------------------------------------------------------------------
+
+async def list_models(request: Request) -> Response:
+    key = await authenticate(request)
+    ctx = get_ctx(request)
+    if request_style(request) == "google":
+        return await list_models_google(ctx, key)
+    try:
+        models = await ctx.upstream.list_models()
+    except UpstreamError as exc:
+        raise exc.to_api_error() from None
+    return Response(orjson.dumps(catalog.openai_list(catalog.visible(models, key.models))),
+                    media_type="application/json")
+
+
+async def get_model(request: Request) -> Response:
+    key = await authenticate(request)
+    ctx = get_ctx(request)
+    model_id = request.path_params["model_id"]
+    if request_style(request) == "google":
+        return await get_model_google(ctx, key, model_id)
+    try:
+        models = await ctx.upstream.list_models()
+    except UpstreamError as exc:
+        raise exc.to_api_error() from None
+    base, _ = split_model(model_id)
+    m = catalog.find(models, base)
+    if m is None or not key.allows_model(m.id) or model_id.removeprefix("models/") not in catalog.openai_ids(m):
+        raise ApiError(404, f"The model '{model_id}' does not exist", param="model", code="model_not_found")
+    return Response(orjson.dumps(catalog.openai_model(model_id.removeprefix("models/"))),
+                    media_type="application/json")
+
+
+# Plain Starlette routes with authentication called explicitly (see routes/gemini.py for why).
+router.add_route("/v1/chat/completions", chat_completions, methods=["POST"], name="openai_chat", include_in_schema=False)
+router.add_route("/v1/models", list_models, methods=["GET"], name="openai_models", include_in_schema=False)
+router.add_route("/v1/models/{model_id:path}", get_model, methods=["GET"], name="openai_model", include_in_schema=False)

@@ -1,0 +1,128 @@
+"""Edge settings: environment variables first, then the optional TOML file named by
+`GATEWAY_CONFIG` (its `[edge]` table, or its top level when there is none), then defaults.
+
+The admin CLI (`python -m services.edge.keys`) reads the same settings, so both always agree on
+the license database and the HMAC secret.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Values from the GATEWAY_CONFIG file; keys are matched case-insensitively to field names."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = os.environ.get("GATEWAY_CONFIG", "").strip()
+        data: dict[str, Any] = {}
+        if path:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+            table = raw.get("edge") if isinstance(raw.get("edge"), dict) else raw
+            fields = set(settings_cls.model_fields)
+            data = {k.lower(): v for k, v in table.items() if k.lower() in fields}
+        self._data = data
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+class EdgeSettings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    data_dir: Path = Path("./data")
+    # SQLite file path (default: $DATA_DIR/licenses.db); a postgresql:// URL is reserved for later.
+    license_db: str = ""
+    # HMAC key for stored license hashes; generated into $DATA_DIR/license_secret when unset.
+    license_secret: SecretStr | None = None
+
+    root_path: str = "/gemini_cli"
+    edge_host: str = "127.0.0.1"
+    edge_port: int = 8081
+    upstream_addr: str = "127.0.0.1:50051"
+    # Deadline for a whole Generate call (streams included) and for the small unary calls.
+    upstream_timeout: float = 600.0
+    upstream_small_timeout: float = 30.0
+
+    max_body_bytes: int = Field(32 * MIB, gt=0)
+
+    media_max_bytes: int = Field(20 * MIB, gt=0)
+    media_fetch_timeout: float = Field(15.0, gt=0)
+    media_max_redirects: int = Field(3, ge=0)
+    media_allow_private: bool = False
+    # Remote media URLs fetched for one OpenAI request (each up to MEDIA_MAX_BYTES).
+    media_max_urls: int = Field(16, ge=0)
+
+    # Comment lines sent on OpenAI streams during silences (long thinking); 0 disables them.
+    sse_keepalive_seconds: float = Field(15.0, ge=0)
+
+    # How often the key cache polls the store's change counter; a revoked key is refused
+    # within this interval (the CLI writes to the same database).
+    auth_refresh_seconds: float = Field(0.25, gt=0)
+    # Upper bound on how long a cached key record is trusted even without a change signal.
+    auth_cache_ttl: float = Field(30.0, gt=0)
+    # ListModels answers are cached this long.
+    models_cache_seconds: float = Field(30.0, ge=0)
+    # Ledger rows are written in batches at this interval (and on shutdown).
+    ledger_flush_seconds: float = Field(0.1, gt=0)
+
+    # In-flight requests (streams included) get this long to finish after SIGTERM.
+    shutdown_grace_seconds: float = Field(30.0, ge=0)
+    log_level: str = "INFO"
+
+    @field_validator("root_path")
+    @classmethod
+    def _normalise_root(cls, v: str) -> str:
+        v = v.strip().rstrip("/")
+        if v and not v.startswith("/"):
+            v = "/" + v
+        return v
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+    # --- derived values -----------------------------------------------------------------
+
+    @property
+    def license_db_location(self) -> str:
+        return self.license_db or str(self.data_dir / "licenses.db")
+
+    def resolve_secret(self) -> bytes:
+        """The HMAC secret; on first run without LICENSE_SECRET one is generated and kept 0600."""
+        if self.license_secret is not None and self.license_secret.get_secret_value():
+            return self.license_secret.get_secret_value().encode()
+        path = self.data_dir / "license_secret"
+        try:
+            return path.read_bytes().strip()
+        except FileNotFoundError:
+            pass
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_urlsafe(48).encode()
+        # O_EXCL: if two processes race on first run, exactly one secret wins and both use it.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_bytes().strip()
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(value)
+        return value
+
+
+def load_settings(**overrides: Any) -> EdgeSettings:
+    return EdgeSettings(**overrides)

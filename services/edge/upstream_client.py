@@ -1,0 +1,278 @@
+"""The edge's only way to the upstream service: the gRPC contract, over one channel per process.
+
+gRPC failures become a typed `UpstreamError` carrying the HTTP status to show the client, the
+google.rpc status name, the message, and Retry-After (from google.rpc.RetryInfo in
+`grpc-status-details-bin`).
+
+Status mapping (gRPC -> HTTP towards the client):
+
+    INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE  -> 400
+    PERMISSION_DENIED                                     -> 403
+    NOT_FOUND                                             -> 404
+    ALREADY_EXISTS, ABORTED                               -> 409
+    RESOURCE_EXHAUSTED                                    -> 429 + Retry-After
+      (gRPC's own "message larger than max"               -> 413)
+    CANCELLED                                             -> 499
+    UNIMPLEMENTED                                         -> 501
+    UNAUTHENTICATED                                       -> 502 (status UNAVAILABLE)
+    UNKNOWN, INTERNAL, DATA_LOSS                          -> 502
+    UNAVAILABLE                                           -> 503 (+ Retry-After when given)
+    DEADLINE_EXCEEDED                                     -> 504
+
+UNAUTHENTICATED is deliberately not passed on as 401: it means the gateway's own backend
+credentials failed, not the client's license key. A 401 would make SDKs tell the user their key
+is wrong; 502 says "the gateway's backend refused it", which is what happened.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+import grpc
+from google.api import httpbody_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from gemini_cli.upstream.v1 import upstream_pb2 as pb
+from gemini_cli.upstream.v1 import upstream_pb2_grpc as pb_grpc
+from services.edge.errors import ApiError
+
+_C = grpc.StatusCode
+# grpc code -> (HTTP status, google.rpc status name shown to the client)
+_MAP: dict[grpc.StatusCode, tuple[int, str]] = {
+    _C.INVALID_ARGUMENT: (400, "INVALID_ARGUMENT"),
+    _C.FAILED_PRECONDITION: (400, "FAILED_PRECONDITION"),
+    _C.OUT_OF_RANGE: (400, "OUT_OF_RANGE"),
+    _C.PERMISSION_DENIED: (403, "PERMISSION_DENIED"),
+    _C.NOT_FOUND: (404, "NOT_FOUND"),
+    _C.ALREADY_EXISTS: (409, "ALREADY_EXISTS"),
+    _C.ABORTED: (409, "ABORTED"),
+    _C.RESOURCE_EXHAUSTED: (429, "RESOURCE_EXHAUSTED"),
+    _C.CANCELLED: (499, "CANCELLED"),
+    _C.UNIMPLEMENTED: (501, "UNIMPLEMENTED"),
+    _C.UNAUTHENTICATED: (502, "UNAVAILABLE"),
+    _C.UNKNOWN: (502, "UNKNOWN"),
+    _C.INTERNAL: (502, "INTERNAL"),
+    _C.DATA_LOSS: (502, "DATA_LOSS"),
+    _C.UNAVAILABLE: (503, "UNAVAILABLE"),
+    _C.DEADLINE_EXCEEDED: (504, "DEADLINE_EXCEEDED"),
+}
+
+_MAX_MESSAGE = 256 * 1024 * 1024
+
+
+class UpstreamError(Exception):
+    def __init__(self, http_status: int, google_status: str, message: str, retry_after: float | None = None,
+                 *, grpc_code: grpc.StatusCode | None = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.google_status = google_status
+        self.message = message
+        self.retry_after = retry_after
+        self.grpc_code = grpc_code
+        self.reason = reason
+
+    def to_api_error(self) -> ApiError:
+        code = self.reason.lower() if self.reason else (self.grpc_code.name.lower() if self.grpc_code else None)
+        return ApiError(self.http_status, self.message, code=code, google_status=self.google_status,
+                        retry_after=self.retry_after)
+
+    def __repr__(self) -> str:
+        return f"UpstreamError({self.http_status}, {self.google_status}, {self.message!r})"
+
+
+def _status_details(metadata) -> tuple[float | None, str | None]:
+    """(retry delay in seconds, ErrorInfo reason) from grpc-status-details-bin, if present."""
+    raw = None
+    for key, value in metadata or ():
+        if key == "grpc-status-details-bin":
+            raw = value
+            break
+    if not raw:
+        return None, None
+    try:
+        status = status_pb2.Status.FromString(raw)
+    except Exception:  # a malformed detail must not hide the error itself
+        return None, None
+    retry, reason = None, None
+    for any_ in status.details:
+        if any_.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            any_.Unpack(info)
+            retry = info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+        elif any_.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            any_.Unpack(info)
+            reason = info.reason or info.metadata.get("upstream_reason") or None
+    return retry, reason
+
+
+def map_rpc_error(code: grpc.StatusCode, details: str | None, trailing_metadata=None) -> UpstreamError:
+    http, gstatus = _MAP.get(code, (502, "UNKNOWN"))
+    retry, reason = _status_details(trailing_metadata)
+    message = details or code.name
+    if code == _C.UNAUTHENTICATED:
+        message = f"the gateway's backend credentials were rejected: {message}"
+    if code == _C.UNAVAILABLE and "failed to connect" in message.lower():
+        message = "the gateway's upstream service is unreachable"
+    if code == _C.RESOURCE_EXHAUSTED and "message larger than max" in message.lower():
+        # gRPC's own size limit, not a quota: retrying cannot help.
+        return UpstreamError(413, "INVALID_ARGUMENT", "the request is too large for the upstream service",
+                             grpc_code=code, reason="REQUEST_TOO_LARGE")
+    if http == 429 and retry is None:
+        retry = 1.0
+    return UpstreamError(http, gstatus, message, retry, grpc_code=code, reason=reason)
+
+
+def from_rpc_error(exc: grpc.aio.AioRpcError) -> UpstreamError:
+    return map_rpc_error(exc.code(), exc.details(), exc.trailing_metadata())
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt: int = 0
+    completion: int = 0
+    thoughts: int = 0
+    total: int = 0
+    cached: int = 0
+
+    @classmethod
+    def from_proto(cls, u: pb.Usage) -> "Usage":
+        total = u.total_tokens or (u.prompt_tokens + u.candidates_tokens + u.thoughts_tokens)
+        return cls(u.prompt_tokens, u.candidates_tokens, u.thoughts_tokens, total, u.cached_tokens)
+
+
+class UpstreamStream:
+    """One streamed Generate call. `first()` waits for the first message so that errors raised
+    before anything was sent can still become a proper HTTP status; iteration continues after it."""
+
+    def __init__(self, call: grpc.aio.UnaryStreamCall) -> None:
+        self._call = call
+        self.usage: Usage | None = None
+        self.trace_id = ""
+        self.messages = 0
+
+    def _seen(self, msg: pb.GenerateResponse) -> pb.GenerateResponse:
+        self.messages += 1
+        if msg.HasField("usage"):
+            # usageMetadata is cumulative in Gemini streams: the last one is the total.
+            self.usage = Usage.from_proto(msg.usage)
+        if msg.trace_id and not self.trace_id:
+            self.trace_id = msg.trace_id
+        return msg
+
+    async def next(self) -> pb.GenerateResponse | None:
+        try:
+            msg = await self._call.read()
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+        if msg is grpc.aio.EOF:
+            return None
+        return self._seen(msg)
+
+    async def __aiter__(self) -> AsyncIterator[pb.GenerateResponse]:
+        while (msg := await self.next()) is not None:
+            yield msg
+
+    def cancel(self) -> None:
+        # Safe to call at any time; tells the upstream to stop working (and free its backend call).
+        if not self._call.done():
+            self._call.cancel()
+
+
+class UpstreamClient:
+    def __init__(self, channel: grpc.aio.Channel, *, timeout: float = 600.0, small_timeout: float = 30.0,
+                 models_ttl: float = 30.0) -> None:
+        self._channel = channel
+        self._stub = pb_grpc.UpstreamStub(channel)
+        self._timeout = timeout
+        self._small_timeout = small_timeout
+        self._models_ttl = models_ttl
+        self._models: list[pb.Model] | None = None
+        self._models_at = 0.0
+        self._models_inflight: asyncio.Future | None = None
+
+    @classmethod
+    def connect(cls, addr: str, **kw) -> "UpstreamClient":
+        channel = grpc.aio.insecure_channel(addr, options=[
+            ("grpc.max_send_message_length", _MAX_MESSAGE),
+            ("grpc.max_receive_message_length", _MAX_MESSAGE),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ])
+        return cls(channel, **kw)
+
+    async def close(self, grace: float | None = None) -> None:
+        await self._channel.close(grace)
+
+    @staticmethod
+    def _request(model: str, body: bytes, stream: bool, request_id: str, caller: str) -> pb.GenerateRequest:
+        return pb.GenerateRequest(model=model, stream=stream, request_id=request_id, caller=caller,
+                                  body=httpbody_pb2.HttpBody(content_type="application/json", data=body))
+
+    def stream(self, model: str, body: bytes, *, request_id: str = "", caller: str = "") -> UpstreamStream:
+        call = self._stub.Generate(self._request(model, body, True, request_id, caller), timeout=self._timeout)
+        return UpstreamStream(call)
+
+    async def generate(self, model: str, body: bytes, *, request_id: str = "",
+                       caller: str = "") -> pb.GenerateResponse:
+        """A unary Generate: the single response message (its chunk is the whole answer)."""
+        call = self._stub.Generate(self._request(model, body, False, request_id, caller), timeout=self._timeout)
+        s = UpstreamStream(call)
+        try:
+            msg = await s.next()
+            if msg is None:
+                raise UpstreamError(502, "UNKNOWN", "the upstream returned no response")
+            # Drain to EOF so a status sent after the message is not lost.
+            while await s.next() is not None:
+                pass
+            return msg
+        finally:
+            s.cancel()
+
+    async def count_tokens(self, model: str, body: bytes, *, request_id: str = "",
+                           caller: str = "") -> pb.CountTokensResponse:
+        req = pb.CountTokensRequest(model=model, request_id=request_id, caller=caller,
+                                    body=httpbody_pb2.HttpBody(content_type="application/json", data=body))
+        try:
+            return await self._stub.CountTokens(req, timeout=self._small_timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    async def list_models(self, *, fresh: bool = False) -> list[pb.Model]:
+        """The upstream's model list, cached for `models_ttl` seconds; concurrent callers share
+        one call; a stale list is served when a refresh fails."""
+        now = time.monotonic()
+        if not fresh and self._models is not None and now - self._models_at < self._models_ttl:
+            return self._models
+        if self._models_inflight is None:
+            self._models_inflight = asyncio.ensure_future(self._fetch_models())
+        fut = self._models_inflight
+        try:
+            return await asyncio.shield(fut)
+        except UpstreamError:
+            if self._models is not None:
+                return self._models
+            raise
+        finally:
+            if fut.done() and self._models_inflight is fut:
+                self._models_inflight = None
+
+    async def _fetch_models(self) -> list[pb.Model]:
+        try:
+            resp = await self._stub.ListModels(pb.ListModelsRequest(), timeout=self._small_timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+        self._models = list(resp.models)
+        self._models_at = time.monotonic()
+        return self._models
+
+    async def ready(self) -> bool:
+        try:
+            await self.list_models()
+            return True
+        except UpstreamError:
+            return False

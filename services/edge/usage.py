@@ -1,0 +1,150 @@
+"""The usage ledger: one row per request, written off the request path.
+
+Routes call `Meter.finish()` (synchronous, no I/O) when a request ends — successfully, with an
+error, or because the client went away. Rows queue in memory and a background task writes them
+in batches, one transaction each. A failed write keeps its rows and retries; rows that still
+cannot be written at shutdown go to a JSON-lines file next to the database, so none is lost.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import orjson
+
+from services.edge.limits import Limiter
+from services.edge.store import LicenseStore, UsageRow
+from services.edge.upstream_client import Usage
+
+log = logging.getLogger("edge.usage")
+
+
+class UsageRecorder:
+    def __init__(self, store: LicenseStore, limiter: Limiter | None = None, *, flush_interval: float = 0.1,
+                 batch_max: int = 1000, spill_dir: Path | None = None) -> None:
+        self._store = store
+        self._limiter = limiter
+        self._interval = flush_interval
+        self._batch_max = batch_max
+        self._spill_dir = spill_dir
+        self._queue: list[UsageRow] = []
+        self._pending: dict[int, int] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._stopping = False
+        self._lock = asyncio.Lock()
+        self.written = 0
+
+    def record(self, row: UsageRow) -> None:
+        self._queue.append(row)
+        if row.total_tokens:
+            self._pending[row.key_id] = self._pending.get(row.key_id, 0) + row.total_tokens
+            if self._limiter is not None:
+                self._limiter.record_tokens(row.key_id, row.total_tokens)
+        if len(self._queue) >= self._batch_max:
+            self._wake.set()
+
+    def pending_tokens(self, key_id: int) -> int:
+        """Tokens recorded for a key whose rows are not committed yet (quota bookkeeping)."""
+        return self._pending.get(key_id, 0)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="usage-flush")
+
+    async def _run(self) -> None:
+        backoff = self._interval
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            ok = await self.flush()
+            backoff = self._interval if ok else min(backoff * 2, 5.0)
+
+    async def flush(self) -> bool:
+        """Write everything queued; False when the store refused (rows stay queued)."""
+        async with self._lock:
+            while self._queue:
+                batch = self._queue[: self._batch_max]
+                del self._queue[: len(batch)]
+                try:
+                    await self._store.record_usage(batch)
+                except Exception:
+                    log.exception("usage ledger write failed; %d rows kept for retry", len(batch))
+                    self._queue[:0] = batch
+                    return False
+                self.written += len(batch)
+                for row in batch:
+                    if row.total_tokens:
+                        left = self._pending.get(row.key_id, 0) - row.total_tokens
+                        if left > 0:
+                            self._pending[row.key_id] = left
+                        else:
+                            self._pending.pop(row.key_id, None)
+            return True
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await self._task
+            except Exception:
+                log.exception("usage flusher failed")
+            self._task = None
+        for _ in range(3):
+            if await self.flush():
+                return
+            await asyncio.sleep(0.2)
+        self._spill()
+
+    def _spill(self) -> None:
+        if not self._queue:
+            return
+        directory = self._spill_dir or Path(".")
+        path = directory / f"usage-unwritten-{int(time.time())}.jsonl"
+        with open(path, "ab") as fh:
+            for row in self._queue:
+                fh.write(orjson.dumps(asdict(row)) + b"\n")
+        log.error("ledger unavailable at shutdown: %d usage rows saved to %s", len(self._queue), path)
+        self._queue.clear()
+
+
+class Meter:
+    """Measures one request and records its ledger row exactly once."""
+
+    __slots__ = ("recorder", "key_id", "api", "op", "model", "request_id", "started", "done")
+
+    def __init__(self, recorder: UsageRecorder, key_id: int, api: str, op: str, model: str,
+                 request_id: str = "") -> None:
+        self.recorder = recorder
+        self.key_id = key_id
+        self.api = api
+        self.op = op
+        self.model = model
+        self.request_id = request_id
+        self.started = time.perf_counter()
+        self.done = False
+
+    def finish(self, status: int, usage: Usage | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        u = usage or Usage()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("request %s key=%d %s/%s model=%s status=%d tokens=%d", self.request_id, self.key_id,
+                      self.api, self.op, self.model, status, u.total)
+        self.recorder.record(UsageRow(
+            key_id=self.key_id, api=self.api, op=self.op, model=self.model, status=status,
+            latency_ms=round((time.perf_counter() - self.started) * 1000.0, 3),
+            prompt_tokens=u.prompt, completion_tokens=u.completion, thought_tokens=u.thoughts,
+            cached_tokens=u.cached, total_tokens=u.total, request_id=self.request_id))

@@ -1,0 +1,132 @@
+"""deploy/envoy.yaml and its renderer: one template, valid in every environment."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deploy import envoy_config
+from deploy.envoy_config import BODY_MARGIN, ConfigError, render, render_file, split_addr, values_from_env
+from tests.deploy.conftest import DEPLOY, DESCRIPTOR, ROOT, envoy_validate
+
+LOCAL = dict(public_port=18080, internal_port=18090, admin_port=19901, edge_host="127.0.0.1", edge_port=18081,
+             upstream_host="127.0.0.1", upstream_port=50551, descriptor_path=str(DESCRIPTOR))
+
+
+def listeners(cfg: dict) -> dict[str, dict]:
+    return {lst["name"]: lst for lst in cfg["static_resources"]["listeners"]}
+
+
+def hcm(listener: dict) -> dict:
+    return listener["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def http_filters(listener: dict) -> dict[str, dict]:
+    return {f["name"]: f.get("typed_config", {}) for f in hcm(listener)["http_filters"]}
+
+
+def test_placeholders_are_only_addresses_ports_descriptor_and_body_limit():
+    text = (DEPLOY / "envoy.yaml").read_text()
+    names = set(re.findall(r"\$\{(\w+)\}", text))
+    assert names == {"ADMIN_PORT", "PUBLIC_PORT", "INTERNAL_PORT", "LISTEN_ADDRESS", "EDGE_HOST", "EDGE_PORT",
+                     "UPSTREAM_HOST", "UPSTREAM_PORT", "DESCRIPTOR_PATH", "MAX_REQUEST_BYTES"}
+    # No other "$" that string.Template would trip over.
+    assert text.count("$") == len(re.findall(r"\$\{\w+\}", text))
+
+
+def test_rendered_local_config_is_valid_envoy(tmp_path: Path):
+    cfg = render_file(tmp_path / "envoy.yaml", **LOCAL)
+    envoy_validate(cfg)
+
+
+def test_rendered_config_keeps_streaming_and_safety_settings(tmp_path: Path):
+    cfg = yaml.safe_load(render(**LOCAL, listen_address="0.0.0.0", max_body_bytes=1000))
+    # Admin stays on loopback even when the listeners serve every interface.
+    assert cfg["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 19901}
+    lst = listeners(cfg)
+    assert lst["public"]["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 18080}
+
+    public = hcm(lst["public"])
+    route = public["route_config"]["virtual_hosts"][0]["routes"][0]
+    assert route["match"] == {"path_separated_prefix": "/gemini_cli"}
+    assert route["route"]["cluster"] == "edge"
+    assert route["route"]["timeout"] == "0s"  # streams have no overall deadline
+    assert public["generate_request_id"] is True and public["always_set_request_id_in_response"] is True
+    # The body limit follows the edge's MAX_BODY_BYTES, with the documented margin.
+    assert http_filters(lst["public"])["envoy.filters.http.buffer"]["max_request_bytes"] == 1000 + BODY_MARGIN
+    # Nothing may buffer responses: only the health check, the request buffer and the router.
+    assert list(http_filters(lst["public"])) == ["envoy.filters.http.health_check", "envoy.filters.http.buffer",
+                                                 "envoy.filters.http.router"]
+    # The access log never prints a query string (`?key=` carries license keys).
+    for listener in lst.values():
+        for log in hcm(listener)["access_log"]:
+            fmt = log["typed_config"]["log_format"]["text_format_source"]["inline_string"]
+            assert "%PATH(NQ" in fmt and "%REQ(:PATH)%" not in fmt
+
+    transcoder = http_filters(lst["internal"])["envoy.filters.http.grpc_json_transcoder"]
+    assert transcoder["proto_descriptor"] == str(DESCRIPTOR)
+    assert transcoder["services"] == ["gemini_cli.upstream.v1.Upstream"]
+    clusters = {c["name"]: c for c in cfg["static_resources"]["clusters"]}
+    assert clusters["edge"]["health_checks"][0]["http_health_check"]["path"] == "/healthz"
+    assert "grpc_health_check" in clusters["upstream"]["health_checks"][0]
+
+
+def test_envoy_body_limit_default_matches_the_edge_default():
+    from services.edge.settings import EdgeSettings
+
+    assert envoy_config.DEFAULT_MAX_BODY_BYTES == EdgeSettings.model_fields["max_body_bytes"].default
+
+
+@pytest.mark.parametrize("bad", [
+    {"edge_host": "edge\n  evil: true"},
+    {"upstream_host": "a b"},
+    {"listen_address": "0.0.0.0'"},
+    {"public_port": 0},
+    {"admin_port": "90x"},
+    {"internal_port": 70000},
+    {"admin_port": 18080},  # same as the public port
+    {"max_body_bytes": 0},
+])
+def test_render_refuses_values_that_would_change_the_document(bad: dict):
+    with pytest.raises(ConfigError):
+        render(**{**LOCAL, **bad})
+
+
+def test_descriptor_path_stays_one_yaml_value():
+    cfg = yaml.safe_load(render(**{**LOCAL, "descriptor_path": "/odd path/with: colon/#x.pb"}))
+    transcoder = http_filters(listeners(cfg)["internal"])["envoy.filters.http.grpc_json_transcoder"]
+    assert transcoder["proto_descriptor"] == "/odd path/with: colon/#x.pb"
+
+
+def test_addresses_from_the_environment():
+    assert split_addr("X", "edge:8081") == ("edge", 8081)
+    assert split_addr("X", "[::1]:50051") == ("::1", 50051)
+    with pytest.raises(ConfigError):
+        split_addr("X", "edge")
+    values = values_from_env({"EDGE_ADDR": "edge:9000", "UPSTREAM_ADDR": "up.ns.svc:50051", "PORT": "80",
+                              "MAX_BODY_BYTES": "2048"})
+    assert (values["edge_host"], values["edge_port"]) == ("edge", 9000)
+    assert (values["upstream_host"], values["upstream_port"]) == ("up.ns.svc", 50051)
+    assert values["public_port"] == "80" and values["max_body_bytes"] == 2048
+    with pytest.raises(ConfigError):
+        values_from_env({"MAX_BODY_BYTES": "lots"})
+
+
+def test_cli_renders_from_environment_and_reports_errors(tmp_path: Path):
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "EDGE_ADDR": "edge:8081",
+           "UPSTREAM_ADDR": "upstream:50051", "ENVOY_LISTEN_ADDRESS": "0.0.0.0", "ENVOY_DESCRIPTOR": str(DESCRIPTOR)}
+    out_file = tmp_path / "rendered" / "envoy.yaml"
+    ok = subprocess.run([sys.executable, "-m", "deploy.envoy_config", "--out", str(out_file)], env=env,
+                        capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0, ok.stderr
+    envoy_validate(out_file)
+
+    bad = subprocess.run([sys.executable, "-m", "deploy.envoy_config", "--out", str(tmp_path / "x.yaml")],
+                         env={**env, "UPSTREAM_ADDR": "no-port"}, capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2
+    assert "UPSTREAM_ADDR must be host:port" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "x.yaml").exists()

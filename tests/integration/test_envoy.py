@@ -1,0 +1,217 @@
+"""The real Envoy (deploy/envoy.yaml) in front of the real edge and upstream.
+
+Streams must cross Envoy chunk by chunk: each test asks the simulator to pause between chunks
+([delay=MS]) and checks that a chunk reached the client while the simulator was still
+sending the rest of the answer.
+"""
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Iterator
+
+import grpc
+import httpx
+import orjson
+import pytest
+from google.api import httpbody_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gemini_cli.upstream.v1 import upstream_pb2, upstream_pb2_grpc
+from tests import harness
+from tests.simulator.control import SimControl
+
+MODEL = "gemini-2.5-flash"
+DELAY_MS = 300
+EDGE_LIMIT = 1024 * 1024  # the edge's MAX_BODY_BYTES in this stack, to keep oversize bodies cheap
+
+
+@dataclass
+class EnvoyStack:
+    sim: SimControl
+    refresh_token: str
+    upstream: harness.Proc
+    edge: harness.Proc
+    envoy: harness.Proc
+    key: str
+
+    @property
+    def public(self) -> str:
+        return f"{self.envoy.url}/gemini_cli"
+
+    @property
+    def internal(self) -> str:
+        return f"http://{harness.LOOPBACK}:{self.envoy.extra['internal_port']}"
+
+    def still_streaming(self) -> bool:
+        """Whether the simulator is still sending this stack's newest streamed answer."""
+        entries = self.sim.requests(op="stream", account=self.refresh_token)
+        assert entries, "the simulator saw no stream request"
+        return entries[-1]["finished"] is None
+
+
+@pytest.fixture(scope="module")
+def stack(simulator: harness.Proc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnvoyStack]:
+    base = tmp_path_factory.mktemp("envoy-stack")
+    refresh_token = f"rt-envoy-{uuid.uuid4().hex[:8]}"
+    harness.write_credential(base / "creds" / "a.json", refresh_token)
+    logs = base / "logs"
+    procs: list[harness.Proc] = []
+    try:
+        procs.append(harness.start_upstream(logs, simulator.url, base / "creds"))
+        procs.append(harness.start_edge(logs, procs[0].addr, base / "data", {"MAX_BODY_BYTES": str(EDGE_LIMIT)}))
+        procs.append(harness.start_envoy(logs, procs[1].port, procs[0].port))
+        key = harness.create_key(procs[1], "--name", "t")
+        with SimControl(simulator.url) as sim:
+            yield EnvoyStack(sim, refresh_token, *procs, key=key)
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+
+
+def prompt_body(text: str) -> bytes:
+    return orjson.dumps({"contents": [{"role": "user", "parts": [{"text": text}]}]})
+
+
+def texts(chunk: dict) -> str:
+    return "".join(p.get("text", "") for c in chunk.get("candidates", []) for p in c["content"].get("parts", []))
+
+
+def test_sse_chunks_cross_envoy_one_by_one(stack: EnvoyStack):
+    prompt = f"stream through envoy [chunks=3] [delay={DELAY_MS}]"
+    events: list[tuple[float, dict]] = []
+    streaming_at_first_event = None
+    url = f"{stack.public}/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        with client.stream("POST", url, content=prompt_body(prompt),
+                           headers={"x-goog-api-key": stack.key, "content-type": "application/json"}) as resp:
+            assert resp.status_code == 200, resp.read()
+            assert resp.headers["content-type"].startswith("text/event-stream")
+            assert resp.headers.get("x-request-id")
+            for line in resp.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                events.append((time.monotonic(), orjson.loads(line[5:])))
+                if streaming_at_first_event is None:
+                    streaming_at_first_event = stack.still_streaming()
+
+    assert len(events) == 3
+    # The first chunk was in the client's hands before the simulator had sent the last one...
+    assert streaming_at_first_event is True
+    # ...and the chunks arrived apart, not as one flush at the end (nominally 2 x DELAY_MS).
+    assert events[-1][0] - events[0][0] >= 2 * DELAY_MS / 1000 * 0.5
+    assert "".join(texts(chunk) for _, chunk in events) == f"echo: {prompt}"
+    assert events[-1][1]["usageMetadata"]["candidatesTokenCount"] > 0
+
+
+def test_internal_rest_call_through_the_transcoder_streams_generate(stack: EnvoyStack):
+    prompt = f"internal rest [chunks=3] [delay={DELAY_MS}]"
+    messages: list[tuple[float, dict]] = []
+    streaming_at_first_message = None
+    url = f"{stack.internal}/v1/models/{MODEL}:generate"
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        # The raw Gemini request is the body (HttpBody); `stream` comes from the query string.
+        with client.stream("POST", url, params={"stream": "true", "caller": "ops"}, content=prompt_body(prompt),
+                           headers={"content-type": "application/json"}) as resp:
+            assert resp.status_code == 200, resp.read()
+            # One GenerateResponse per line (print_options.stream_newline_delimited).
+            for line in resp.iter_lines():
+                if line.strip():
+                    messages.append((time.monotonic(), orjson.loads(line)))
+                    if streaming_at_first_message is None:
+                        streaming_at_first_message = stack.still_streaming()
+
+    assert len(messages) == 3
+    assert streaming_at_first_message is True
+    assert messages[-1][0] - messages[0][0] >= 2 * DELAY_MS / 1000 * 0.5
+    chunks = [orjson.loads(base64.b64decode(m["chunk"]["data"])) for _, m in messages]
+    assert all(m["chunk"]["contentType"] == "application/json" for _, m in messages)
+    assert "".join(texts(c) for c in chunks) == f"echo: {prompt}"
+    assert messages[0][1]["traceId"]
+    assert int(messages[-1][1]["usage"]["totalTokens"]) > 0
+
+
+def test_internal_rest_unary_calls_and_unknown_paths(stack: EnvoyStack):
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        models = client.get(f"{stack.internal}/v1/models")
+        assert models.status_code == 200
+        assert MODEL in {m["id"] for m in models.json()["models"]}
+        count = client.post(f"{stack.internal}/v1/models/{MODEL}:countTokens", content=prompt_body("one two three"),
+                            headers={"content-type": "application/json"})
+        assert count.status_code == 200, count.text
+        assert int(count.json()["totalTokens"]) > 0
+        # A path that maps to no RPC is refused by the transcoder, not forwarded.
+        assert client.get(f"{stack.internal}/v2/whatever").status_code == 404
+
+
+def test_internal_rest_errors_carry_the_grpc_status_details(stack: EnvoyStack):
+    # The upstream's errors carry google.rpc.ErrorInfo details; the transcoder prints them
+    # only when the descriptor set holds google/rpc/error_details.proto (else: empty body).
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        unknown = client.post(f"{stack.internal}/v1/models/no-such-model:generate", content=prompt_body("x"),
+                              headers={"content-type": "application/json"})
+    assert unknown.status_code == 404
+    body = unknown.json()
+    assert body["code"] == grpc.StatusCode.NOT_FOUND.value[0]
+    assert body["details"][0]["@type"] == "type.googleapis.com/google.rpc.ErrorInfo"
+
+
+def test_internal_listener_serves_grpc_too(stack: EnvoyStack):
+    with grpc.insecure_channel(f"{harness.LOOPBACK}:{stack.envoy.extra['internal_port']}") as channel:
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        request = upstream_pb2.GenerateRequest(
+            model=MODEL, stream=True, caller="ops",
+            body=httpbody_pb2.HttpBody(content_type="application/json", data=prompt_body("grpc via envoy")))
+        replies = list(upstream_pb2_grpc.UpstreamStub(channel).Generate(request, timeout=30))
+    assert "".join(texts(orjson.loads(r.chunk.data)) for r in replies) == "echo: grpc via envoy"
+
+
+def test_request_id_is_generated_returned_and_passed_on(stack: EnvoyStack):
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        resp = client.post(f"{stack.public}/v1beta/models/{MODEL}:generateContent", content=prompt_body("rid"),
+                           headers={"x-goog-api-key": stack.key, "content-type": "application/json",
+                                    "x-request-id": "forged-by-client"})
+    assert resp.status_code == 200, resp.text
+    rid = resp.headers["x-request-id"]
+    assert rid and rid != "forged-by-client"
+    # The edge used Envoy's id for the upstream call: it is in the upstream's log.
+    deadline = time.monotonic() + 5
+    while rid not in stack.upstream.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rid in stack.upstream.log()
+
+
+def test_public_listener_errors_and_health(stack: EnvoyStack):
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        assert client.get(f"{stack.envoy.url}/healthz").status_code == 200
+        outside = client.get(f"{stack.envoy.url}/v1/models")
+        assert outside.status_code == 404
+        assert outside.json()["error"]["code"] == 404
+        assert "/gemini_cli/" in outside.json()["error"]["message"]
+        # The edge's own answers pass through untouched (here: no license key).
+        assert client.get(f"{stack.public}/v1beta/models").status_code == 401
+
+
+def test_body_limits_edge_first_envoy_as_backstop(stack: EnvoyStack):
+    headers = {"x-goog-api-key": stack.key, "content-type": "application/json"}
+    url = f"{stack.public}/v1beta/models/{MODEL}:generateContent"
+    with httpx.Client(timeout=60, trust_env=False) as client:
+        # Over the edge's limit but under Envoy's: the edge answers, in its own words.
+        edge_refusal = client.post(url, content=b" " * (EDGE_LIMIT + 1), headers=headers)
+        assert edge_refusal.status_code == 413
+        assert str(EDGE_LIMIT) in edge_refusal.json()["error"]["message"]
+        # Over Envoy's limit (the default edge limit + margin): refused before reaching the edge,
+        # even without a Content-Length.
+        from deploy.envoy_config import BODY_MARGIN, DEFAULT_MAX_BODY_BYTES
+
+        def chunks() -> Iterator[bytes]:
+            block = b" " * (1024 * 1024)
+            for _ in range((DEFAULT_MAX_BODY_BYTES + BODY_MARGIN) // len(block) + 1):
+                yield block
+
+        envoy_refusal = client.post(url, content=chunks(), headers=headers)
+        assert envoy_refusal.status_code == 413
+        assert envoy_refusal.json()["error"]["code"] == 413

@@ -1,0 +1,170 @@
+"""The license store: keyed hashes only, prefixes, revocation, expiry, allow-lists, the ledger."""
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from services.edge.store import (KEY_SCHEME, NewKey, SQLiteLicenseStore, StoreError, UsageRow, generate_key,
+                                 hash_key, key_prefix, model_allowed, open_store)
+
+SECRET = b"unit-test-secret"
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    s = SQLiteLicenseStore(tmp_path / "licenses.db")
+    yield s
+    await s.close()
+
+
+async def _new(store, name="k", **kw):
+    key = generate_key()
+    rec = await store.create_key(hash_key(SECRET, key), key_prefix(key), NewKey(name=name, **kw))
+    return key, rec
+
+
+def test_keys_are_random_and_prefixed():
+    a, b = generate_key(), generate_key()
+    assert a != b and a.startswith(KEY_SCHEME) and len(a) >= 40
+    assert key_prefix(a) == a[: len(KEY_SCHEME) + 6]
+
+
+def test_hash_is_keyed():
+    key = generate_key()
+    assert hash_key(SECRET, key) == hash_key(SECRET, key)
+    assert hash_key(SECRET, key) != hash_key(b"other-secret", key)
+    assert len(hash_key(SECRET, key)) == 64
+
+
+async def test_only_the_hash_is_stored(store, tmp_path: Path):
+    key, rec = await _new(store, "alice")
+    assert rec.key_hash == hash_key(SECRET, key)
+    assert rec.prefix == key_prefix(key)
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("licenses.db"))
+    assert key.encode() not in raw
+    assert key[len(rec.prefix):].encode() not in raw  # not even the secret part
+    assert (tmp_path / "licenses.db").stat().st_mode & 0o077 == 0
+
+
+async def test_find_by_hash_and_unknown(store):
+    key, rec = await _new(store)
+    found = await store.find_by_hash(hash_key(SECRET, key))
+    assert found is not None and found.id == rec.id and found.name == "k"
+    assert await store.find_by_hash(hash_key(SECRET, key + "x")) is None
+    assert await store.find_by_hash(hash_key(b"wrong", key)) is None
+
+
+async def test_revoke_and_refusal_reasons(store):
+    key, rec = await _new(store)
+    now = time.time()
+    assert rec.refusal(now) is None
+    assert await store.revoke(rec.id) is True
+    assert await store.revoke(rec.id) is False  # idempotent
+    again = await store.find_by_hash(rec.key_hash)
+    assert again.refusal(now) == "revoked"
+
+    _, other = await _new(store, "o")
+    await store.set_enabled(other.id, False)
+    assert (await store.find_by_hash(other.key_hash)).refusal(now) == "disabled"
+
+
+async def test_expiry(store):
+    now = time.time()
+    _, past = await _new(store, "past", expires_at=now - 1)
+    _, future = await _new(store, "future", expires_at=now + 3600)
+    assert past.refusal(now) == "expired"
+    assert future.refusal(now) is None
+    assert future.refusal(now + 3601) == "expired"
+
+
+def test_allow_list_globs():
+    assert model_allowed((), "anything")
+    pats = ("gemini-2.5-*", "gemini-3-pro-preview")
+    assert model_allowed(pats, "gemini-2.5-pro")
+    assert model_allowed(pats, "gemini-2.5-flash-lite")
+    assert model_allowed(pats, "gemini-3-pro-preview")
+    assert not model_allowed(pats, "gemini-3-flash-preview")
+    assert not model_allowed(pats, "GEMINI-2.5-PRO")  # case-sensitive, like model ids
+    assert model_allowed(("gemini-?.5-flash",), "gemini-2.5-flash")
+
+
+async def test_models_round_trip(store):
+    _, rec = await _new(store, models=("gemini-2.5-*", "gemma-*"), rpm=5, tpm=100, quota=1000)
+    got = await store.find_by_hash(rec.key_hash)
+    assert got.models == ("gemini-2.5-*", "gemma-*")
+    assert (got.rpm, got.tpm, got.quota) == (5, 100, 1000)
+    assert got.allows_model("gemini-2.5-pro") and not got.allows_model("gemini-3-pro-preview")
+
+
+async def test_lookup_by_reference(store):
+    key, rec = await _new(store, "team-a")
+    assert [r.id for r in await store.get_key(str(rec.id))] == [rec.id]
+    assert [r.id for r in await store.get_key("team-a")] == [rec.id]
+    assert [r.id for r in await store.get_key(rec.prefix)] == [rec.id]
+    assert [r.id for r in await store.get_key(key)] == [rec.id]
+    assert await store.get_key("nobody") == []
+
+
+async def test_revision_moves_on_key_changes_only(store):
+    r0 = await store.revision()
+    _, rec = await _new(store)
+    r1 = await store.revision()
+    assert r1 > r0
+    await store.record_usage([UsageRow(key_id=rec.id, api="gemini", op="generate", model="m", status=200,
+                                       latency_ms=1.0, total_tokens=10)])
+    assert await store.revision() == r1  # ledger writes must not flush the edge's key cache
+    await store.revoke(rec.id)
+    assert await store.revision() > r1
+
+
+async def test_ledger_rows_and_running_total(store):
+    _, a = await _new(store, "a")
+    _, b = await _new(store, "b")
+    rows = [UsageRow(key_id=a.id, api="gemini", op="generate", model="gemini-2.5-pro", status=200, latency_ms=5,
+                     prompt_tokens=3, completion_tokens=4, thought_tokens=2, total_tokens=9),
+            UsageRow(key_id=a.id, api="openai", op="stream", model="gemini-2.5-pro", status=429, latency_ms=1),
+            UsageRow(key_id=b.id, api="gemini", op="stream", model="gemini-2.5-flash", status=200, latency_ms=7,
+                     prompt_tokens=1, completion_tokens=1, total_tokens=2)]
+    await store.record_usage(rows)
+    assert (await store.find_by_hash(a.key_hash)).tokens_used == 9
+    assert (await store.find_by_hash(b.key_hash)).tokens_used == 2
+    summary = {(s.key_id, s.model): s for s in await store.usage_summary()}
+    sa = summary[(a.id, "gemini-2.5-pro")]
+    assert (sa.requests, sa.errors, sa.prompt_tokens, sa.completion_tokens, sa.thought_tokens, sa.total_tokens) == \
+        (2, 1, 3, 4, 2, 9)
+    recent = await store.recent_usage(a.id, 10)
+    assert [r.status for r in recent] == [429, 200]
+    assert await store.count_usage() == 3
+
+
+async def test_concurrent_ledger_writes_lose_nothing(store):
+    _, rec = await _new(store)
+    batches = [[UsageRow(key_id=rec.id, api="gemini", op="generate", model="m", status=200, latency_ms=1,
+                         total_tokens=1)] * 5 for _ in range(40)]
+    await asyncio.gather(*(store.record_usage(b) for b in batches))
+    assert await store.count_usage(rec.id) == 200
+    assert (await store.find_by_hash(rec.key_hash)).tokens_used == 200
+
+
+async def test_second_process_sees_writes(store, tmp_path: Path):
+    """The admin CLI writes through its own connection; WAL lets the edge see it at once."""
+    _, rec = await _new(store)
+    conn = sqlite3.connect(tmp_path / "licenses.db")
+    conn.execute("UPDATE keys SET revoked_at = ? WHERE id = ?", (time.time(), rec.id))
+    conn.commit()
+    conn.close()
+    assert (await store.find_by_hash(rec.key_hash)).refusal(time.time()) == "revoked"
+
+
+async def test_name_required(store):
+    with pytest.raises(StoreError):
+        await store.create_key("h", "p", NewKey(name="  "))
+
+
+def test_postgres_not_yet():
+    with pytest.raises(StoreError):
+        open_store("postgresql://u@h/db")
