@@ -33,12 +33,18 @@ class Stack:
     simulator: harness.Proc
     upstream: harness.Proc
     edge: harness.Proc
+    envoy: harness.Proc
     refresh_token: str
 
     @property
     def base(self) -> str:
         """The edge's public base URL, root path included."""
         return f"{self.edge.url}/gemini_cli"
+
+    @property
+    def public_base(self) -> str:
+        """The same API as users reach it: through Envoy in front of the edge."""
+        return f"{self.envoy.url}/gemini_cli"
 
     @property
     def db_path(self) -> str:
@@ -82,7 +88,13 @@ def start_stack(simulator: harness.Proc, base: Path, edge_env: dict[str, str] | 
     except Exception:
         up.stop()
         raise
-    return Stack(simulator, up, edge, refresh_token)
+    try:
+        envoy = harness.start_envoy(logs, edge.port, up.port)
+    except Exception:
+        edge.stop()
+        up.stop()
+        raise
+    return Stack(simulator, up, edge, envoy, refresh_token)
 
 
 @pytest.fixture(scope="session")
@@ -91,6 +103,7 @@ def stack(simulator: harness.Proc, tmp_path_factory: pytest.TempPathFactory) -> 
     try:
         yield s
     finally:
+        s.envoy.stop()
         s.edge.stop()
         s.upstream.stop()
         if os.environ.get("EDGE_TEST_SHOW_LOGS"):

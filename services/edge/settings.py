@@ -1,5 +1,5 @@
 """Edge settings: environment variables first, then the optional TOML file named by
-`GATEWAY_CONFIG` (its `[edge]` table, or its top level when there is none), then defaults.
+`GATEWAY_CONFIG` (its top level, refined by its `[edge]` table), then defaults.
 
 The admin CLI (`python -m services.edge.keys`) reads the same settings, so both always agree on
 the license database and the HMAC secret.
@@ -29,9 +29,11 @@ class _TomlSource(PydanticBaseSettingsSource):
         if path:
             with open(path, "rb") as fh:
                 raw = tomllib.load(fh)
-            table = raw.get("edge") if isinstance(raw.get("edge"), dict) else raw
             fields = set(settings_cls.model_fields)
-            data = {k.lower(): v for k, v in table.items() if k.lower() in fields}
+            # Shared top-level keys first, refined by the service's own table (as the upstream does).
+            for table in (raw, raw.get("edge") if isinstance(raw.get("edge"), dict) else {}):
+                data.update({k.lower(): v for k, v in table.items()
+                             if k.lower() in fields and not isinstance(v, dict)})
         self._data = data
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:

@@ -27,7 +27,7 @@ def key(stack: Stack) -> str:
 
 @pytest.fixture(scope="module")
 def client(stack: Stack, key: str) -> genai.Client:
-    return genai.Client(api_key=key, http_options=types.HttpOptions(base_url=stack.base, api_version="v1beta",
+    return genai.Client(api_key=key, http_options=types.HttpOptions(base_url=stack.public_base, api_version="v1beta",
                                                                     timeout=30_000))
 
 
@@ -111,8 +111,7 @@ def test_inline_image(client: genai.Client, sim):
         model=MODEL, contents=_user("describe", types.Part.from_bytes(data=png, mime_type="image/png")))
     sha = hashlib.sha256(png).hexdigest()[:12]
     # The image reached the backend byte for byte (the simulator hashes what it decoded).
-    assert resp.text.startswith("echo: describe | inline: ")
-    assert resp.text.endswith(f" {len(png)} bytes sha={sha}")
+    assert resp.text == f"echo: describe | inline: image/png {len(png)} bytes sha={sha}"
     assert resp.usage_metadata.prompt_token_count == 1 + 258
     # The SDK writes `mime_type` in snake case (proto JSON accepts both spellings); the edge
     # passes the body through untouched, so that is what the backend must see.
@@ -122,7 +121,7 @@ def test_inline_image(client: genai.Client, sim):
 
 
 def test_errors_reach_the_sdk_typed(stack: Stack, client: genai.Client):
-    bad = genai.Client(api_key="not-a-key", http_options=types.HttpOptions(base_url=stack.base, api_version="v1beta"))
+    bad = genai.Client(api_key="not-a-key", http_options=types.HttpOptions(base_url=stack.public_base, api_version="v1beta"))
     with pytest.raises(errors.ClientError) as info:
         bad.models.generate_content(model=MODEL, contents="hi")
     assert info.value.code == 401 and info.value.status == "UNAUTHENTICATED"
@@ -136,7 +135,7 @@ def test_the_other_ways_of_passing_the_key(stack: Stack, key: str, way: str):
     """The SDK sends x-goog-api-key; the other three ways, with plain httpx, give the same answer."""
     headers = {"bearer": {"Authorization": f"Bearer {key}"}, "bare": {"Authorization": key}, "query": {}}[way]
     params = {"key": key} if way == "query" else None
-    r = httpx.post(f"{stack.base}/v1beta/models/{MODEL}:generateContent", headers=headers, params=params,
+    r = httpx.post(f"{stack.public_base}/v1beta/models/{MODEL}:generateContent", headers=headers, params=params,
                    json={"contents": [{"role": "user", "parts": [{"text": f"via {way}"}]}]}, trust_env=False)
     assert r.status_code == 200, r.text
     assert r.json()["candidates"][0]["content"]["parts"][0]["text"] == f"echo: via {way}"

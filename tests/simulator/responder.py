@@ -300,12 +300,19 @@ def _function_calls(request: dict[str, Any], prompt: str) -> list[dict[str, Any]
     return parts
 
 
+def _field(obj: dict[str, Any], camel: str) -> Any:
+    """Like the real API's proto-JSON parser, accept lowerCamel and snake_case field names."""
+    if camel in obj:
+        return obj[camel]
+    return obj.get("".join("_" + c.lower() if c.isupper() else c for c in camel))
+
+
 def _inline_suffix(turn: dict[str, Any] | None) -> str:
     if turn is None:
         return ""
     out = []
     for i, part in enumerate(turn["parts"]):
-        inline = part.get("inlineData")
+        inline = _field(part, "inlineData")
         if isinstance(inline, dict):
             data = inline.get("data")
             if not isinstance(data, str):
@@ -315,11 +322,11 @@ def _inline_suffix(turn: dict[str, Any] | None) -> str:
             except (binascii.Error, ValueError):
                 raise RequestError(f"Invalid value at 'inline_data.data' (TYPE_BYTES), Base64 decoding failed "
                                    f"(part {i}).") from None
-            out.append(f" | inline: {inline.get('mimeType', '')} {len(raw)} bytes "
+            out.append(f" | inline: {_field(inline, 'mimeType') or ''} {len(raw)} bytes "
                        f"sha={hashlib.sha256(raw).hexdigest()[:12]}")
-        file_data = part.get("fileData")
+        file_data = _field(part, "fileData")
         if isinstance(file_data, dict):
-            out.append(f" | file: {file_data.get('mimeType', '')} {file_data.get('fileUri', '')}")
+            out.append(f" | file: {_field(file_data, 'mimeType') or ''} {_field(file_data, 'fileUri') or ''}")
     return "".join(out)
 
 
@@ -359,9 +366,9 @@ def _usage(request: dict[str, Any], answer_words: int, thought_words: int) -> di
         for part in content["parts"]:
             if isinstance(part.get("text"), str):
                 text_words += word_count(part["text"])
-            inline = part.get("inlineData")
+            inline = _field(part, "inlineData")
             if isinstance(inline, dict):
-                kind = str(inline.get("mimeType", "")).split("/", 1)[0]
+                kind = str(_field(inline, "mimeType") or "").split("/", 1)[0]
                 modality = _MEDIA_MODALITY.get(kind, "DOCUMENT")
                 media[modality] = media.get(modality, 0) + INLINE_TOKENS
     prompt_tokens = text_words + sum(media.values())
@@ -497,6 +504,6 @@ def count_tokens(request: Any) -> int:
                 raise RequestError("Invalid value at 'request.contents.parts': each part must be an object.")
             if isinstance(part.get("text"), str):
                 total += word_count(part["text"])
-            if isinstance(part.get("inlineData"), dict):
+            if isinstance(_field(part, "inlineData"), dict):
                 total += INLINE_TOKENS
     return total

@@ -74,3 +74,13 @@ def test_explicit_secret_wins(tmp_path):
     s = EdgeSettings(data_dir=tmp_path, license_secret="from-env")
     assert s.resolve_secret() == b"from-env"
     assert not (tmp_path / "license_secret").exists()
+
+
+def test_toml_top_level_shared_and_edge_table_refines(monkeypatch, tmp_path):
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text('max_body_bytes = 1000\nedge_port = 7001\n\n[edge]\nedge_port = 7002\n')
+    monkeypatch.setenv("GATEWAY_CONFIG", str(cfg))
+    for name in ("EDGE_PORT", "MAX_BODY_BYTES"):
+        monkeypatch.delenv(name, raising=False)
+    s = EdgeSettings()
+    assert (s.max_body_bytes, s.edge_port) == (1000, 7002)
