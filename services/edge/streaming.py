@@ -17,6 +17,7 @@ import asyncio
 from typing import AsyncIterator, Awaitable, Callable, Generic, Mapping, TypeVar
 
 from starlette.background import BackgroundTask
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -112,3 +113,34 @@ class Prefetcher(Generic[T]):
 
     def close(self) -> None:
         self._task.cancel()
+
+
+async def _until_disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def unless_disconnected(request: Request, aw: Awaitable[T]) -> T:
+    """Await `aw` (after the request body was read), cancelling it if the client goes away.
+
+    uvicorn does not cancel a handler whose client left, so without this a call waiting on
+    the upstream (a unary answer, or a stream's first chunk) would run to the backend's
+    timeout for nobody.
+    """
+    work = asyncio.ensure_future(aw)
+    watch = asyncio.ensure_future(_until_disconnected(request.receive))
+    try:
+        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        work.cancel()
+        watch.cancel()
+        raise
+    if work.done():
+        watch.cancel()
+        return work.result()
+    work.cancel()
+    try:
+        await work
+    except BaseException:
+        pass
+    raise ClientDisconnect()

@@ -271,8 +271,10 @@ class UpstreamClient:
         return self._models
 
     async def ready(self) -> bool:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
         try:
-            await self.list_models()
-            return True
-        except UpstreamError:
+            resp = await health_pb2_grpc.HealthStub(self._channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=2)
+        except grpc.aio.AioRpcError:
             return False
+        return resp.status == health_pb2.HealthCheckResponse.SERVING

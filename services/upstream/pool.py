@@ -10,6 +10,7 @@ only before the first chunk reached the caller (after that, nothing is retried):
                              a second 401 sets the credential aside briefly, next credential
   invalid_grant              credential DEAD (needs a new login), next credential
   token endpoint 5xx/network credential set aside for TRANSIENT_COOLDOWN_SECONDS, next
+  refresh > REFRESH_TIMEOUT  the same; the refresh goes on, shared, in the background
   403 about the account      (SUBSCRIPTION_REQUIRED, VALIDATION_REQUIRED, CONSUMER_INVALID,
                              TOS_VIOLATION, API not enabled) credential DEAD, next credential
   403 otherwise              PERMISSION_DENIED to the caller, pool untouched
@@ -35,7 +36,7 @@ import httpx
 from . import errors
 from .code_assist import Chunk, CodeAssistClient, EventStream, build_count_body, build_envelope, check_body
 from .credentials import Credential, CredentialState, OAuthCredential, scan_credential_files
-from .errors import (BackendError, CredentialError, EmptyStream, NoCredentials, PoolExhausted,
+from .errors import (BackendError, CredentialError, EmptyStream, NoCredentials, PoolExhausted, RefreshError,
                      StreamCut, TransportError, UpstreamError)
 from .project import ProjectResolver, ineligible_reason
 from .settings import Settings
@@ -147,7 +148,7 @@ class Pool:
                     continue
                 cred = OAuthCredential(file, data, http=self._http, token_url=s.oauth_token_url,
                                        client_id=s.oauth_client_id, client_secret=s.oauth_client_secret,
-                                       timeout=s.connect_timeout + s.read_timeout)
+                                       timeout=s.refresh_timeout)
                 if not cred.project_override and s.google_cloud_project:
                     cred.project_override = s.google_cloud_project
                 self.add(cred)
@@ -246,7 +247,7 @@ class Pool:
     async def _attempt(self, entry: Entry, op: Callable[[Credential, Mapping[str, str], str | None], Awaitable[T]]) -> T:
         """One credential: headers, project, the call; a 401 refreshes once and retries."""
         cred = entry.cred
-        headers = await cred.auth_headers()
+        headers = await self._within_refresh_timeout(cred.auth_headers())
         project = await self._resolver.resolve(cred)
         try:
             return await op(cred, headers, project)
@@ -254,8 +255,17 @@ class Pool:
             if err.http_status != 401:
                 raise
             log.info("credential %s: backend answered 401, refreshing", cred.id)
-            await cred.refresh(rejected=headers)
-            return await op(cred, await cred.auth_headers(), project)
+            await self._within_refresh_timeout(cred.refresh(rejected=headers))
+            return await op(cred, await self._within_refresh_timeout(cred.auth_headers()), project)
+
+    async def _within_refresh_timeout(self, work: Awaitable[T]) -> T:
+        """Wait at most REFRESH_TIMEOUT for a credential's token. The refresh itself runs on
+        (shielded, shared by every caller), so a late answer still lands for later calls."""
+        seconds = self._settings.refresh_timeout
+        try:
+            return await asyncio.wait_for(work, seconds)
+        except TimeoutError:
+            raise RefreshError(f"token refresh took longer than {seconds:g}s", permanent=False) from None
 
     async def run(self, model: str, op: Callable[[Credential, Mapping[str, str], str | None], Awaitable[T]],
                   ) -> tuple[T, Entry]:

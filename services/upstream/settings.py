@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     transient_cooldown_seconds: float = Field(10.0, ge=0)
     # Attempts per call on backend 5xx / network errors (each on another credential if any).
     max_attempts: int = Field(3, ge=1)
+    # Longest a call waits for its credential's token refresh (and the token endpoint's HTTP
+    # timeout). A hung token endpoint then sets the credential aside and the call moves on to
+    # another credential, instead of waiting out the backend read timeout.
+    refresh_timeout: float = Field(15.0, gt=0)
 
     # --- HTTP ------------------------------------------------------------------------------
     connect_timeout: float = Field(10.0, gt=0)

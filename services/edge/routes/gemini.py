@@ -17,6 +17,7 @@ from typing import AsyncIterator
 
 import orjson
 from fastapi import APIRouter, Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from services.edge import catalog
@@ -25,7 +26,7 @@ from services.edge.body import read_json_object
 from services.edge.context import EdgeContext, get_ctx, request_id
 from services.edge.errors import ApiError, error_body
 from services.edge.store import KeyRecord
-from services.edge.streaming import STREAM_HEADERS, StreamResponse
+from services.edge.streaming import STREAM_HEADERS, StreamResponse, unless_disconnected
 from services.edge.upstream_client import Usage, UpstreamError, UpstreamStream
 from services.edge.usage import Meter
 
@@ -73,7 +74,7 @@ async def generate_content(request: Request, key: KeyRecord, ctx: EdgeContext, t
     except UpstreamError as exc:
         meter.finish(exc.http_status)
         raise exc.to_api_error() from None
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, ClientDisconnect):
         meter.finish(499)
         raise
 
@@ -81,7 +82,7 @@ async def generate_content(request: Request, key: KeyRecord, ctx: EdgeContext, t
 async def _generate(request: Request, ctx: EdgeContext, key: KeyRecord, model: str, meter: Meter) -> Response:
     raw, _ = await read_json_object(request, ctx.settings.max_body_bytes)
     ctx.limiter.admit(key, model)
-    msg = await ctx.upstream.generate(model, raw, request_id=meter.request_id, caller=key.name)
+    msg = await unless_disconnected(request, ctx.upstream.generate(model, raw, request_id=meter.request_id, caller=key.name))
     meter.finish(200, Usage.from_proto(msg.usage) if msg.HasField("usage") else None)
     return Response(msg.chunk.data, media_type="application/json", headers={"x-request-id": meter.request_id})
 
@@ -95,7 +96,7 @@ async def _stream(request: Request, ctx: EdgeContext, key: KeyRecord, model: str
     stream = ctx.upstream.stream(model, raw, request_id=meter.request_id, caller=key.name)
     try:
         # Errors before the first chunk still get a real HTTP status (429 with Retry-After...).
-        first = await stream.next()
+        first = await unless_disconnected(request, stream.next())
     except BaseException:
         stream.cancel()
         raise
@@ -153,7 +154,7 @@ async def _array_body(stream: UpstreamStream, first, meter: Meter) -> AsyncItera
 async def _count(request: Request, ctx: EdgeContext, key: KeyRecord, model: str, meter: Meter) -> Response:
     raw, _ = await read_json_object(request, ctx.settings.max_body_bytes)
     ctx.limiter.admit(key, model)
-    resp = await ctx.upstream.count_tokens(model, raw, request_id=meter.request_id, caller=key.name)
+    resp = await unless_disconnected(request, ctx.upstream.count_tokens(model, raw, request_id=meter.request_id, caller=key.name))
     meter.finish(200)
     body = resp.body.data or orjson.dumps({"totalTokens": resp.total_tokens})
     return Response(body, media_type="application/json", headers={"x-request-id": meter.request_id})

@@ -16,6 +16,7 @@ from typing import AsyncIterator
 
 import orjson
 from fastapi import APIRouter, Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from services.edge import catalog
@@ -26,7 +27,7 @@ from services.edge.errors import ApiError, request_style
 from services.edge.media import MediaError
 from services.edge.routes.gemini import get_model_google, list_models_google
 from services.edge.store import KeyRecord
-from services.edge.streaming import STREAM_HEADERS, TIMEOUT, StreamResponse, Prefetcher
+from services.edge.streaming import STREAM_HEADERS, TIMEOUT, StreamResponse, Prefetcher, unless_disconnected
 from services.edge.translate.errors import TranslationError
 from services.edge.translate.gemini_to_openai import ChunkTranslator, completion_from_gemini
 from services.edge.translate.openai_to_gemini import chat_request_to_gemini, media_urls
@@ -64,7 +65,7 @@ async def chat_completions(request: Request) -> Response:
     except UpstreamError as exc:
         meter.finish(exc.http_status)
         raise exc.to_api_error() from None
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, ClientDisconnect):
         meter.finish(499)
         raise
 
@@ -86,7 +87,7 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
             raise ApiError(400, f"{len(urls)} media URLs in one request; at most {ctx.settings.media_max_urls} "
                                 "are fetched (send the others inline as data: URLs)", param="messages",
                            code="too_many_media_urls")
-        media = await ctx.media.fetch_all(urls) if urls else {}
+        media = await unless_disconnected(request, ctx.media.fetch_all(urls)) if urls else {}
         chat = chat_request_to_gemini(body, media)
     except TranslationError as exc:
         raise ApiError(400, exc.message, param=exc.param, code=exc.code) from None
@@ -101,7 +102,7 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
     headers = {"x-request-id": meter.request_id}
 
     if not chat.stream:
-        msg = await ctx.upstream.generate(chat.model, payload, request_id=meter.request_id, caller=key.name)
+        msg = await unless_disconnected(request, ctx.upstream.generate(chat.model, payload, request_id=meter.request_id, caller=key.name))
         usage = Usage.from_proto(msg.usage) if msg.HasField("usage") else None
         try:
             out = completion_from_gemini(orjson.loads(msg.chunk.data), model=requested,
@@ -119,7 +120,7 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
     try:
         # Wait for the first chunk so that early failures (429 with Retry-After, 404...) keep
         # their HTTP status; after one keep-alive interval commit to 200 and send keep-alives.
-        first = await pump.get(keepalive)
+        first = await unless_disconnected(request, pump.get(keepalive))
     except BaseException:
         pump.close()
         stream.cancel()

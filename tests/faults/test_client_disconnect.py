@@ -1,0 +1,87 @@
+"""A client that goes away cancels the backend call: the simulator records it `cancelled`.
+
+Two moments are covered for every route: after the first chunk reached the client (the edge
+is writing a stream), and before any byte of the answer (the edge is still waiting on the
+upstream: a unary call, or a stream whose first chunk has not come). In both, a backend call
+left running would hold a backend connection and a credential's quota for nobody.
+"""
+from __future__ import annotations
+
+import time
+
+import httpx
+import orjson
+import pytest
+
+from tests.faults.rig import MODEL, Rig, chat_body, client, gemini_body, wait_for
+
+pytestmark = pytest.mark.timeout(60)
+
+CANCEL_BOUND_S = 3.0
+
+
+@pytest.fixture(scope="module")
+def rig(rigs) -> Rig:
+    # A short drain: should a call outlive its client (the bug these tests catch), stopping the
+    # edge must not wait the default 30 s for it.
+    return rigs(label="disc", edge_env={"SHUTDOWN_GRACE_SECONDS": "2"})
+
+
+@pytest.fixture(scope="module")
+def key(rig: Rig) -> str:
+    return rig.key()
+
+
+def request_for(rig: Rig, key: str, route: str, text: str) -> dict:
+    if route.startswith("openai"):
+        return dict(method="POST", url=f"{rig.api}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                    json=chat_body(text, stream=route == "openai-stream"))
+    method = {"gemini-unary": "generateContent", "gemini-sse": "streamGenerateContent?alt=sse",
+              "gemini-array": "streamGenerateContent"}[route]
+    return dict(method="POST", url=f"{rig.api}/v1beta/models/{MODEL}:{method}", headers={"x-goog-api-key": key},
+                json=gemini_body(text))
+
+
+def backend_entry(rig: Rig, marker: str, op: str) -> dict:
+    def find():
+        hits = [q for q in rig.sim.requests(op=op) if marker in orjson.dumps(q["body"]).decode()]
+        return hits[-1] if hits else None
+    return wait_for(find, 5, f"the backend to receive {marker!r}")
+
+
+def assert_cancelled(rig: Rig, marker: str, op: str) -> None:
+    deadline = time.monotonic() + CANCEL_BOUND_S
+    entry = backend_entry(rig, marker, op)
+    while not entry["cancelled"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+        entry = backend_entry(rig, marker, op)
+    assert entry["cancelled"], (f"the backend call for {marker!r} was still running {CANCEL_BOUND_S}s after the "
+                                f"client left: {entry}")
+
+
+@pytest.mark.parametrize("route", ["openai-stream", "gemini-sse", "gemini-array"])
+def test_disconnect_after_first_chunk(rig: Rig, key: str, sim, route: str):
+    marker = f"left-{route}"
+    text = f"[chunks=5] [delay=1000] {marker} a b c d e"
+    with client() as c:
+        with c.stream(**request_for(rig, key, route, text)) as r:
+            assert r.status_code == 200
+            next(r.iter_raw())  # the first chunk arrived; now hang up
+    assert_cancelled(rig, marker, "stream")
+    kid = rig.key_id(key)
+    rows = wait_for(lambda: [row for row in rig.usage_rows(kid) if row["status"] == 499 and row["op"] == "stream"
+                             and row["api"] == route.split("-")[0]], 5, "a 499 ledger row")
+    assert rows
+
+
+@pytest.mark.parametrize("route", ["gemini-unary", "openai-unary", "gemini-sse", "gemini-array", "openai-stream"])
+def test_disconnect_before_any_byte(rig: Rig, key: str, sim, route: str):
+    """The backend never answers; the client gives up after half a second."""
+    marker = f"waiting-{route}"
+    op = "stream" if route.endswith(("stream", "sse", "array")) else "generate"
+    sim.add_fault(account=rig.tokens[0], op=op, kind="hang", times=1)
+    req = request_for(rig, key, route, marker)
+    with httpx.Client(timeout=httpx.Timeout(30, read=0.5), trust_env=False) as c:
+        with pytest.raises(httpx.ReadTimeout):
+            c.request(**req)
+    assert_cancelled(rig, marker, op)
