@@ -4,7 +4,13 @@ Layers measured for a streamed answer (time to first chunk and total time):
   (a) direct to the simulator, (b) upstream over gRPC, (c) edge, (d) Envoy → edge → upstream.
 Then non-streaming throughput through the full stack, 1,000 concurrent streams held for a
 minute, and one 20 MiB image through the OpenAI route. Prints a table and writes JSON to
-bench/results/. Everything runs on loopback; the simulator's own latency is zero.
+bench/results/ (latest.json after a complete run). Everything runs on loopback; the
+simulator's own latency is zero.
+
+Measuring on a shared 2-core machine: at concurrency 1 each layer has its own client process
+(bench/worker.py) and the layers take turns in blocks, so load from elsewhere weighs on all
+layers alike; the table also gives the gateway processes' CPU per request, which moves less
+than latency does. `--phases` runs a subset (e.g. `--phases latency --n50 0 --n500 0`).
 """
 from __future__ import annotations
 
@@ -12,12 +18,12 @@ import argparse
 import asyncio
 import base64
 import os
-import statistics
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Awaitable, Callable
 
 import grpc
 import httpx
@@ -27,6 +33,7 @@ from tests import harness
 from tests.simulator.control import SimControl
 
 RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
 MODEL = "gemini-2.5-flash"
 STREAM_BODY = {"contents": [{"role": "user", "parts": [{"text": "bench [len=12] [chunks=4]"}]}]}
 
@@ -48,15 +55,16 @@ def cpu_seconds(pid: int) -> float:
 class PeakRss:
     """Samples RSS of some processes in the background; VmHWM would include earlier phases."""
 
-    def __init__(self, procs: dict[str, harness.Proc]):
+    def __init__(self, procs: dict[str, harness.Proc], interval: float = 0.2):
         self.procs, self.peak = procs, {n: 0.0 for n in procs}
+        self.interval = interval
         self._task: asyncio.Task | None = None
 
     async def _run(self) -> None:
         while True:
             for n, p in self.procs.items():
                 self.peak[n] = max(self.peak[n], rss_mib(p.popen.pid))
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(self.interval)
 
     async def __aenter__(self) -> "PeakRss":
         self._task = asyncio.create_task(self._run())
@@ -137,48 +145,170 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] * 1000 if s else float("nan")
 
 
-async def run_layer(stack: Stack, layer: str, concurrency: int, total: int) -> dict:
-    from gemini_cli.upstream.v1 import upstream_pb2_grpc
+class Clients:
+    """Several small httpx clients instead of one big one: httpx's pool does work in proportion
+    to its connections on every request start and end (quadratic overall), which at a few
+    hundred connections made this load generator, not the gateway, the bottleneck."""
 
+    PER_CLIENT = 16
+
+    def __init__(self, connections: int, **kw) -> None:
+        n = max(1, -(-connections // self.PER_CLIENT))
+        limits = httpx.Limits(max_connections=self.PER_CLIENT, max_keepalive_connections=self.PER_CLIENT)
+        self.clients = [httpx.AsyncClient(limits=limits, trust_env=False, **kw) for _ in range(n)]
+
+    def for_worker(self, i: int) -> httpx.AsyncClient:
+        """The client of the i-th of `connections` concurrent workers (at most PER_CLIENT each)."""
+        return self.clients[(i // self.PER_CLIENT) % len(self.clients)]
+
+    async def __aenter__(self) -> "Clients":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        for c in self.clients:
+            await c.aclose()
+
+
+LAYERS = ("a_simulator", "b_upstream_grpc", "c_edge", "d_envoy_full")
+BLOCK = 25  # requests per layer in a row at concurrency 1
+
+
+def layer_calls(stack: Stack, client: httpx.AsyncClient, stub) -> dict[str, Callable[[], Awaitable[tuple[float, float]]]]:
+    """One streamed request through each layer, as a callable returning (ttfc, total) seconds."""
     body = orjson.dumps(STREAM_BODY)
-    limits = httpx.Limits(max_connections=concurrency + 10, max_keepalive_connections=concurrency + 10)
-    async with httpx.AsyncClient(limits=limits, timeout=60, trust_env=False) as client, \
-            grpc.aio.insecure_channel(stack.upstream.addr) as channel:
-        stub = upstream_pb2_grpc.UpstreamStub(channel)
-        if layer == "a_simulator":
-            envelope = orjson.dumps({"model": MODEL, "project": stack.project, "request": STREAM_BODY})
-            url = f"{stack.sim.url}/v1internal:streamGenerateContent?alt=sse"
-            hdrs = {"Authorization": f"Bearer {stack.access_token}", "Content-Type": "application/json"}
-            one = lambda: stream_http(client, url, hdrs, envelope)  # noqa: E731
-        elif layer == "b_upstream_grpc":
-            one = lambda: stream_grpc(stub, body)  # noqa: E731
-        else:
-            port = stack.edge.port if layer == "c_edge" else stack.envoy.port
-            url = f"http://127.0.0.1:{port}/gemini_cli/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
-            hdrs = {"x-goog-api-key": stack.key, "Content-Type": "application/json"}
-            one = lambda: stream_http(client, url, hdrs, body)  # noqa: E731
-        for _ in range(min(20, total)):  # warm connections and caches
-            await one()
-        sem = asyncio.Semaphore(concurrency)
-        errors = 0
+    envelope = orjson.dumps({"model": MODEL, "project": stack.project, "request": STREAM_BODY})
+    sim_url = f"{stack.sim.url}/v1internal:streamGenerateContent?alt=sse"
+    sim_hdrs = {"Authorization": f"Bearer {stack.access_token}", "Content-Type": "application/json"}
+    path = f"/gemini_cli/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
+    hdrs = {"x-goog-api-key": stack.key, "Content-Type": "application/json"}
+    return {
+        "a_simulator": lambda: stream_http(client, sim_url, sim_hdrs, envelope),
+        "b_upstream_grpc": lambda: stream_grpc(stub, body),
+        "c_edge": lambda: stream_http(client, f"http://127.0.0.1:{stack.edge.port}{path}", hdrs, body),
+        "d_envoy_full": lambda: stream_http(client, f"http://127.0.0.1:{stack.envoy.port}{path}", hdrs, body),
+    }
 
-        async def guarded() -> tuple[float, float] | None:
-            nonlocal errors
-            async with sem:
-                try:
-                    return await one()
-                except Exception:
-                    errors += 1
-                    return None
 
-        t0 = time.perf_counter()
-        results = [r for r in await asyncio.gather(*(guarded() for _ in range(total))) if r]
-        wall = time.perf_counter() - t0
+def layer_result(layer: str, concurrency: int, total: int, errors: int, wall: float,
+                 results: list[tuple[float, float]], cpu_ms: dict[str, float]) -> dict:
     ttfc = [r[0] for r in results]
     tot = [r[1] for r in results]
     return {"layer": layer, "concurrency": concurrency, "requests": total, "errors": errors, "wall_s": wall,
             "ttfc_p50_ms": pct(ttfc, 0.5), "ttfc_p99_ms": pct(ttfc, 0.99),
-            "total_p50_ms": pct(tot, 0.5), "total_p99_ms": pct(tot, 0.99)}
+            "total_p50_ms": pct(tot, 0.5), "total_p99_ms": pct(tot, 0.99), "cpu_ms_per_request": cpu_ms}
+
+
+class LayerWorker:
+    """A `bench.worker` process measuring one layer (see there for why)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, stack: Stack, layer: str) -> "LayerWorker":
+        body = orjson.dumps(STREAM_BODY)
+        path = f"/gemini_cli/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
+        spec = {"layer": layer, "model": MODEL, "grpc_addr": stack.upstream.addr, "url": "", "headers": {},
+                "body": body.decode("latin-1")}
+        if layer == "a_simulator":
+            spec.update(url=f"{stack.sim.url}/v1internal:streamGenerateContent?alt=sse",
+                        headers={"Authorization": f"Bearer {stack.access_token}", "Content-Type": "application/json"},
+                        body=orjson.dumps({"model": MODEL, "project": stack.project, "request": STREAM_BODY}).decode("latin-1"))
+        elif layer in ("c_edge", "d_envoy_full"):
+            port = stack.edge.port if layer == "c_edge" else stack.envoy.port
+            spec.update(url=f"http://127.0.0.1:{port}{path}",
+                        headers={"x-goog-api-key": stack.key, "Content-Type": "application/json"})
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.worker", cwd=str(ROOT),
+                                                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        assert proc.stdin is not None
+        proc.stdin.write(orjson.dumps(spec) + b"\n")
+        return cls(proc)
+
+    async def run(self, n: int) -> tuple[list[tuple[float, float]], int]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(orjson.dumps({"n": n}) + b"\n")
+        await self.proc.stdin.drain()
+        line = await self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("bench worker died")
+        answer = orjson.loads(line)
+        return [tuple(r) for r in answer["results"]], answer["errors"]
+
+    async def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 10)
+        except TimeoutError:
+            self.proc.kill()
+
+
+async def run_latency(stack: Stack, concurrency: int, total: int) -> list[dict]:
+    """Every layer at one concurrency.
+
+    At concurrency 1 each layer is measured from a client process of its own (bench.worker),
+    and the layers take turns in blocks of BLOCK requests, so that a change in the machine's
+    load (it is shared) weighs on all of them alike while each block still runs warm. At higher
+    concurrency each layer runs alone, from this process."""
+    procs = {"upstream": stack.upstream, "edge": stack.edge, "envoy": stack.envoy}
+    if concurrency == 1:
+        workers = {layer: await LayerWorker.start(stack, layer) for layer in LAYERS}
+        try:
+            for w in workers.values():
+                await w.run(min(20, total))  # warm connections and caches
+            results: dict[str, list] = {layer: [] for layer in LAYERS}
+            errors = dict.fromkeys(LAYERS, 0)
+            cpu = {layer: dict.fromkeys(procs, 0.0) for layer in LAYERS}
+            wall = dict.fromkeys(LAYERS, 0.0)
+            for start in range(0, total, BLOCK):
+                for layer in LAYERS:
+                    cpu0 = {n: cpu_seconds(p.popen.pid) for n, p in procs.items()}
+                    t0 = time.perf_counter()
+                    got, errs = await workers[layer].run(min(BLOCK, total - start))
+                    wall[layer] += time.perf_counter() - t0
+                    results[layer] += got
+                    errors[layer] += errs
+                    for n, p in procs.items():
+                        cpu[layer][n] += cpu_seconds(p.popen.pid) - cpu0[n]
+        finally:
+            for w in workers.values():
+                await w.close()
+        return [layer_result(layer, 1, total, errors[layer], wall[layer], results[layer],
+                             {n: round(v * 1000 / total, 3) for n, v in cpu[layer].items()})
+                for layer in LAYERS]
+
+    from gemini_cli.upstream.v1 import upstream_pb2_grpc
+
+    async with Clients(concurrency, timeout=60) as clients, \
+            grpc.aio.insecure_channel(stack.upstream.addr) as channel:
+        stub = upstream_pb2_grpc.UpstreamStub(channel)
+        calls = [layer_calls(stack, c, stub) for c in clients.clients]
+        for per_client in calls:
+            for one in per_client.values():
+                for _ in range(3):  # warm connections and caches
+                    await one()
+        out = []
+        for layer in LAYERS:
+            results: list[tuple[float, float]] = []
+            errs = 0
+
+            async def worker(i: int, count: int) -> None:
+                nonlocal errs
+                one = calls[(i // Clients.PER_CLIENT) % len(calls)][layer]
+                for _ in range(count):
+                    try:
+                        results.append(await one())
+                    except Exception:
+                        errs += 1
+
+            shares = [total // concurrency + (1 if i < total % concurrency else 0) for i in range(concurrency)]
+            cpu0 = {n: cpu_seconds(p.popen.pid) for n, p in procs.items()}
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker(i, k) for i, k in enumerate(shares) if k))
+            elapsed = time.perf_counter() - t0
+            cpu_ms = {n: round((cpu_seconds(p.popen.pid) - cpu0[n]) * 1000 / total, 3) for n, p in procs.items()}
+            out.append(layer_result(layer, concurrency, total, errs, elapsed, results, cpu_ms))
+        return out
 
 
 async def throughput(stack: Stack, seconds: float, concurrency: int) -> dict:
@@ -188,12 +318,12 @@ async def throughput(stack: Stack, seconds: float, concurrency: int) -> dict:
     done = errors = 0
     procs = {n: p for n, p in stack.procs().items() if n != "simulator"}
     cpu0 = {n: cpu_seconds(p.popen.pid) for n, p in procs.items()}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=30, trust_env=False) as client:
+    async with Clients(concurrency, timeout=30) as clients:
         stop = time.perf_counter() + seconds
 
-        async def worker() -> None:
+        async def worker(i: int) -> None:
             nonlocal done, errors
+            client = clients.for_worker(i)
             while time.perf_counter() < stop:
                 r = await client.post(url, content=body, headers=hdrs)
                 if r.status_code == 200:
@@ -202,7 +332,7 @@ async def throughput(stack: Stack, seconds: float, concurrency: int) -> dict:
                     errors += 1
 
         t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
         wall = time.perf_counter() - t0
     cpu = sum(cpu_seconds(p.popen.pid) - cpu0[n] for n, p in procs.items())
     return {"concurrency": concurrency, "requests": done, "errors": errors, "rps": done / wall,
@@ -219,14 +349,13 @@ async def many_streams(stack: Stack, n: int, hold_s: int) -> dict:
     expected = " ".join(f"w{i}" for i in range(1, words + 1))
     intact = 0
     failures: dict[str, int] = {}
-    limits = httpx.Limits(max_connections=n + 10, max_keepalive_connections=n + 10)
-    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(hold_s * 3, connect=30),
-                                 trust_env=False) as client, PeakRss(stack.procs()) as peak:
-        async def one() -> None:
+    async with Clients(n, timeout=httpx.Timeout(hold_s * 3, connect=30)) as clients, \
+            PeakRss(stack.procs()) as peak:
+        async def one(i: int) -> None:
             nonlocal intact
             try:
                 text, finish = "", None
-                async with client.stream("POST", url, content=body, headers=hdrs) as r:
+                async with clients.for_worker(i).stream("POST", url, content=body, headers=hdrs) as r:
                     async for line in r.aiter_lines():
                         if line.startswith("data: "):
                             chunk = orjson.loads(line[6:])
@@ -241,7 +370,7 @@ async def many_streams(stack: Stack, n: int, hold_s: int) -> dict:
                 failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
 
         t0 = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(n)))
+        await asyncio.gather(*(one(i) for i in range(n)))
         wall = time.perf_counter() - t0
     return {"streams": n, "hold_s": hold_s, "intact": intact, "failures": failures, "wall_s": wall,
             "peak_rss_mib": peak.peak}
@@ -253,8 +382,9 @@ async def big_image(stack: Stack, mib: int) -> dict:
         {"type": "text", "text": "describe"},
         {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(raw).decode()}}]}]})
     url = f"{stack.envoy.url}/gemini_cli/v1/chat/completions"
+    # A short request: sample often, or the peak falls between two samples.
     async with httpx.AsyncClient(timeout=120, trust_env=False) as client, PeakRss(
-            {"edge": stack.edge, "upstream": stack.upstream}) as peak:
+            {"edge": stack.edge, "upstream": stack.upstream}, interval=0.005) as peak:
         before = {n: rss_mib(p.popen.pid) for n, p in peak.procs.items()}
         t0 = time.perf_counter()
         r = await client.post(url, content=body, headers={"Authorization": f"Bearer {stack.key}",
@@ -267,63 +397,118 @@ async def big_image(stack: Stack, mib: int) -> dict:
 
 # --- report ---------------------------------------------------------------------------------
 
-def print_table(latency: list[dict], rps: dict, streams: dict, image: dict) -> None:
-    print("\nStreamed answer, time to first chunk (TTFC) and total, ms")
-    print(f"{'layer':<18}{'conc':>6}{'ok':>7}{'err':>5}{'ttfc p50':>10}{'ttfc p99':>10}{'tot p50':>9}"
-          f"{'tot p99':>9}{'+ttfc p50':>11}{'ratio':>7}")
+def print_table(latency: list[dict], rps: dict | None, streams: dict | None, image: dict | None) -> None:
+    if latency:
+        print("\nStreamed answer, time to first chunk (TTFC) and total, ms; gateway CPU ms per request")
+        print(f"{'layer':<18}{'conc':>6}{'ok':>7}{'err':>5}{'ttfc p50':>10}{'ttfc p99':>10}{'tot p50':>9}"
+              f"{'tot p99':>9}{'+ttfc p50':>11}{'ratio':>7}{'cpu up/edge/envoy':>20}")
     base = {r["concurrency"]: r for r in latency if r["layer"] == "a_simulator"}
     for r in latency:
         b = base.get(r["concurrency"])
         added = r["ttfc_p50_ms"] - b["ttfc_p50_ms"] if b else float("nan")
         ratio = r["ttfc_p50_ms"] / b["ttfc_p50_ms"] if b and b["ttfc_p50_ms"] else float("nan")
         r["added_ttfc_p50_ms"], r["ratio_to_direct"] = added, ratio
+        cpu = r.get("cpu_ms_per_request", {})
+        cpu_text = "/".join(f"{cpu.get(n, float('nan')):.2f}" for n in ("upstream", "edge", "envoy"))
         print(f"{r['layer']:<18}{r['concurrency']:>6}{r['requests'] - r['errors']:>7}{r['errors']:>5}"
               f"{r['ttfc_p50_ms']:>10.2f}{r['ttfc_p99_ms']:>10.2f}{r['total_p50_ms']:>9.2f}{r['total_p99_ms']:>9.2f}"
-              f"{added:>11.2f}{ratio:>7.2f}")
-    print(f"\nNon-streaming through Envoy→edge→upstream at concurrency {rps['concurrency']}: "
-          f"{rps['rps']:.0f} req/s, {rps['requests_per_cpu_s']:.0f} req per gateway CPU-second "
-          f"({rps['errors']} errors)")
-    print(f"\n{streams['streams']} concurrent streams held {streams['hold_s']} s: {streams['intact']} intact, "
-          f"failures {streams['failures'] or 'none'}; peak RSS MiB "
-          + ", ".join(f"{n} {v:.0f}" for n, v in streams["peak_rss_mib"].items()))
-    print(f"\n{image['image_mib']} MiB image via /v1/chat/completions: status {image['status']}, intact {image['intact']}, "
-          f"{image['seconds']:.2f} s; peak RSS MiB " + ", ".join(f"{n} {v:.0f}" for n, v in image["peak_rss_mib"].items()))
+              f"{added:>11.2f}{ratio:>7.2f}{cpu_text:>20}")
+    if rps:
+        print(f"\nNon-streaming through Envoy→edge→upstream at concurrency {rps['concurrency']}: "
+              f"{rps['rps']:.0f} req/s, {rps['requests_per_cpu_s']:.0f} req per gateway CPU-second "
+              f"({rps['errors']} errors)")
+    if streams:
+        print(f"\n{streams['streams']} concurrent streams held {streams['hold_s']} s: {streams['intact']} intact, "
+              f"failures {streams['failures'] or 'none'}; peak RSS MiB "
+              + ", ".join(f"{n} {v:.0f}" for n, v in streams["peak_rss_mib"].items()))
+    if image:
+        print(f"\n{image['image_mib']} MiB image via /v1/chat/completions: status {image['status']}, "
+              f"intact {image['intact']}, {image['seconds']:.2f} s; peak RSS MiB "
+              + ", ".join(f"{n} {v:.0f}" for n, v in image["peak_rss_mib"].items()))
+    verdicts = targets(latency, streams)
+    if verdicts:
+        print("\nTargets")
+        for name, (held, detail) in verdicts.items():
+            print(f"  {'HOLDS' if held else 'MISSED':<7}{name}: {detail}")
+
+
+TTFC_BUDGET_MS = 3.0
+RSS_BUDGET_MIB = 300.0
+GATEWAY = ("upstream", "edge", "envoy")
+
+
+def targets(latency: list[dict], streams: dict | None) -> dict[str, tuple[bool, str]]:
+    """The issue's targets, judged on this run's figures."""
+    out: dict[str, tuple[bool, str]] = {}
+    full = next((r for r in latency if r["layer"] == "d_envoy_full" and r["concurrency"] == 1), None)
+    if full is not None and "added_ttfc_p50_ms" in full:
+        added = full["added_ttfc_p50_ms"]
+        out["added TTFC p50 through the whole stack"] = (
+            added <= TTFC_BUDGET_MS, f"{added:.2f} ms at concurrency 1 (budget {TTFC_BUDGET_MS:g} ms)")
+    if streams:
+        lost = streams["streams"] - streams["intact"]
+        out[f"{streams['streams']} streams, none lost"] = (lost == 0, f"{lost} lost")
+        worst = max(streams["peak_rss_mib"][n] for n in GATEWAY if n in streams["peak_rss_mib"])
+        out["RSS per gateway process during the streams"] = (
+            worst <= RSS_BUDGET_MIB, f"largest {worst:.0f} MiB (budget {RSS_BUDGET_MIB:g} MiB)")
+    return out
+
+
+PHASES = ("latency", "rps", "image", "streams")
 
 
 async def main(args: argparse.Namespace) -> int:
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    unknown = set(phases) - set(PHASES)
+    if unknown:
+        print(f"unknown phase(s) {', '.join(sorted(unknown))}; choose from {', '.join(PHASES)}", file=sys.stderr)
+        return 2
     base = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     plan = [(1, args.n1), (50, args.n50), (500, args.n500)]
     latency: list[dict] = []
-    stack = start_stack(base / "s1")
-    try:
-        for conc, total in plan:
-            for layer in ("a_simulator", "b_upstream_grpc", "c_edge", "d_envoy_full"):
-                r = await run_layer(stack, layer, conc, total)
-                latency.append(r)
-                print(f"  {layer} c={conc}: ttfc p50 {r['ttfc_p50_ms']:.2f} ms, errors {r['errors']}", flush=True)
-        rps = await throughput(stack, args.rps_seconds, 64)
-        print(f"  throughput: {rps['rps']:.0f} req/s", flush=True)
-    finally:
-        stack.stop()
-    stack = start_stack(base / "s2")
-    try:
-        image = await big_image(stack, args.image_mib)
-        print(f"  image: {image['seconds']:.2f} s", flush=True)
-    finally:
-        stack.stop()
-    stack = start_stack(base / "s3")
-    try:
-        streams = await many_streams(stack, args.streams, args.hold)
-    finally:
-        stack.stop()
+    rps = streams = image = None
+    if "latency" in phases or "rps" in phases:
+        stack = start_stack(base / "s1")
+        try:
+            if "latency" in phases:
+                for conc, total in plan:
+                    if total <= 0:
+                        continue
+                    for r in await run_latency(stack, conc, total):
+                        latency.append(r)
+                        print(f"  {r['layer']} c={conc}: ttfc p50 {r['ttfc_p50_ms']:.2f} ms, errors {r['errors']}",
+                              flush=True)
+            if "rps" in phases:
+                rps = await throughput(stack, args.rps_seconds, 64)
+                print(f"  throughput: {rps['rps']:.0f} req/s", flush=True)
+        finally:
+            stack.stop()
+    if "image" in phases:
+        stack = start_stack(base / "s2")
+        try:
+            image = await big_image(stack, args.image_mib)
+            print(f"  image: {image['seconds']:.2f} s", flush=True)
+        finally:
+            stack.stop()
+    if "streams" in phases:
+        stack = start_stack(base / "s3")
+        try:
+            streams = await many_streams(stack, args.streams, args.hold)
+        finally:
+            stack.stop()
     print_table(latency, rps, streams, image)
     RESULTS.mkdir(exist_ok=True)
     out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(),
-           "latency": latency, "throughput": rps, "streams": streams, "image": image}
+           "phases": phases, "latency": latency, "throughput": rps, "streams": streams, "image": image,
+           "targets": {name: {"holds": held, "detail": detail}
+                       for name, (held, detail) in targets(latency, streams).items()}}
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    for name in (f"bench-{stamp}.json", "latest.json"):
+    names = [f"bench-{stamp}.json"]
+    if set(phases) == set(PHASES):
+        names.append("latest.json")  # only a complete run replaces the reference figures
+    for name in names:
         (RESULTS / name).write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2))
-    print(f"\nwritten to {RESULTS / 'latest.json'}")
+    print(f"\nwritten to {RESULTS / names[-1]}")
     return 0
 
 
@@ -336,6 +521,8 @@ if __name__ == "__main__":
     p.add_argument("--streams", type=int, default=1000)
     p.add_argument("--hold", type=int, default=60, help="seconds each held stream lasts")
     p.add_argument("--image-mib", type=int, default=20)
+    p.add_argument("--phases", default=",".join(PHASES),
+                   help=f"comma-separated subset of {','.join(PHASES)} (default: all)")
     try:
         import uvloop
         uvloop.install()

@@ -8,13 +8,21 @@ Uvicorn's access log is off: it would print query strings, and `?key=` carries l
 """
 from __future__ import annotations
 
+import gc
 import logging
+import os
 import sys
 
-import uvicorn
+# Before grpc is imported: gRPC's EventEngine client moves every socket event through its own
+# thread pool and then the asyncio poller thread; the classic I/O manager polls in the poller
+# thread itself: ~40% fewer thread hops and a few tenths of a millisecond less per streamed
+# call (measured with bench/). An operator's own GRPC_EXPERIMENTS wins.
+os.environ.setdefault("GRPC_EXPERIMENTS", "-event_engine_client,-event_engine_listener")
 
-from services.edge.app import create_app
-from services.edge.settings import load_settings
+import uvicorn  # noqa: E402
+
+from services.edge.app import create_app  # noqa: E402
+from services.edge.settings import load_settings  # noqa: E402
 
 
 class _Server(uvicorn.Server):
@@ -35,6 +43,10 @@ def main() -> int:
                             timeout_graceful_shutdown=settings.shutdown_grace_seconds or None,
                             timeout_keep_alive=75)
     server = _Server(config)
+    # Everything built so far (modules, the app, its routes) lives as long as the process: keep
+    # it out of the cyclic GC's full collections, which otherwise walk it every few hundred
+    # requests (a ~25 ms pause each time).
+    gc.freeze()
     server.run()
     return 0 if server.started else 3
 

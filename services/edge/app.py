@@ -9,12 +9,16 @@ Routes live under ROOT_PATH (default /gemini_cli); /healthz and /readyz also at 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from starlette.requests import Request
+from starlette.routing import Match, Route
+from starlette.types import Message, Receive, Scope, Send
 
 from services.edge.auth import KeyCache
 from services.edge.context import EdgeContext
@@ -35,6 +39,85 @@ async def _prune_forever(limiter: Limiter, every: float = 60.0) -> None:
     while True:
         await asyncio.sleep(every)
         limiter.prune()
+
+
+class EdgeApp(FastAPI):
+    """FastAPI, with POST requests sent straight to their endpoint.
+
+    Only the generation routes take POST. For them FastAPI's stack — error middleware,
+    telemetry and body-limit wrappers, exception middleware, exit stack, nested routers — cost
+    about 0.1 ms of the edge's ~1.5 ms CPU per streamed request, on the time-to-first-chunk
+    path. Here a POST is matched against those routes (in router order, as the router does) and
+    its endpoint runs with the app's exception handlers applied as ExceptionMiddleware and
+    ServerErrorMiddleware apply them. The shortcut turns itself off if the app gets user
+    middleware, a body limit, a root_path, or a POST route that is not a plain Starlette route
+    (one whose handling FastAPI adds to); every other request takes the normal path.
+    """
+
+    _direct: list[Route] | None = None
+
+    def direct_routes(self, routers: list[tuple[APIRouter, str]]) -> None:
+        """Register the POST routes of `routers` (as included, with their prefixes)."""
+        routes: list[Route] = []
+        for router, prefix in routers:
+            for route in router.routes:
+                methods = getattr(route, "methods", None) or set()
+                if "POST" not in methods:
+                    continue
+                if type(route) is not Route:
+                    self._direct = []
+                    return
+                routes.append(Route(prefix + route.path, route.endpoint, methods=["POST"], name=route.name))
+        self._direct = routes
+
+    def _direct_enabled(self) -> bool:
+        return bool(self._direct) and not self.user_middleware and self.max_body_size is None and not self.root_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and self._direct_enabled():
+            for route in self._direct:  # type: ignore[union-attr]
+                match, child = route.matches(scope)
+                if match is Match.FULL:
+                    scope["app"] = self
+                    scope.setdefault("router", self.router)
+                    scope.update(child)
+                    await self._run_direct(route, scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)
+
+    async def _run_direct(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def sender(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        request = Request(scope, receive, sender)
+        try:
+            response = await route.endpoint(request)
+            await response(scope, receive, sender)
+        except Exception as exc:
+            handler, server_error = self._handler_for(exc)
+            if started or handler is None:
+                raise
+            response = handler(request, exc)
+            if inspect.isawaitable(response):
+                response = await response
+            await response(scope, receive, sender)
+            if server_error:
+                raise  # as ServerErrorMiddleware does: the server logs it too
+
+    def _handler_for(self, exc: Exception):
+        """(handler, is the 500 handler) the middleware stack would use for `exc`."""
+        for cls in type(exc).__mro__:
+            if cls is Exception:
+                break
+            handler = self.exception_handlers.get(cls)
+            if handler is not None:
+                return handler, False
+        return self.exception_handlers.get(Exception) or self.exception_handlers.get(500), True
 
 
 def create_app(settings: EdgeSettings | None = None) -> FastAPI:
@@ -78,7 +161,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
 
     # FastAPI's built-in OpenTelemetry hooks are off: they cost time on every request and the
     # gateway reports through its own ledger and logs.
-    app = FastAPI(title="gemini-cli gateway edge", lifespan=lifespan, docs_url=None, redoc_url=None,
+    app = EdgeApp(title="gemini-cli gateway edge", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None, telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.root_path = settings.root_path
     app.state.settings = settings
@@ -89,4 +172,6 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     app.include_router(health.router)
     if settings.root_path:
         app.include_router(health.router, prefix=settings.root_path)
+    app.direct_routes([(gemini.router, settings.root_path), (openai.router, settings.root_path),
+                       (health.router, ""), (health.router, settings.root_path)])
     return app

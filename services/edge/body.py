@@ -51,6 +51,14 @@ def parse_object(raw: bytes) -> dict:
     return obj
 
 
-async def read_json_object(request: Request, max_bytes: int) -> tuple[bytes, dict]:
+async def read_json_bytes(request: Request, max_bytes: int) -> bytes:
+    """The raw body, checked to be one JSON object. The parsed value is dropped at once, so a
+    large body (inline media) is not held twice while it travels on."""
     raw = await read_body(request, max_bytes)
-    return raw, parse_object(raw)
+    parse_object(raw)
+    return raw
+
+
+async def read_json_dict(request: Request, max_bytes: int) -> dict:
+    """The body as a JSON object; the raw bytes are not kept (see read_json_bytes)."""
+    return parse_object(await read_body(request, max_bytes))

@@ -210,8 +210,11 @@ class UpstreamClient:
 
     @staticmethod
     def _request(model: str, body: bytes, stream: bool, request_id: str, caller: str) -> pb.GenerateRequest:
-        return pb.GenerateRequest(model=model, stream=stream, request_id=request_id, caller=caller,
-                                  body=httpbody_pb2.HttpBody(content_type="application/json", data=body))
+        req = pb.GenerateRequest(model=model, stream=stream, request_id=request_id, caller=caller)
+        # Set in place: passing body=HttpBody(...) would copy the (maybe large) bytes twice.
+        req.body.content_type = "application/json"
+        req.body.data = body
+        return req
 
     def stream(self, model: str, body: bytes, *, request_id: str = "", caller: str = "") -> UpstreamStream:
         call = self._stub.Generate(self._request(model, body, True, request_id, caller), timeout=self._timeout)
@@ -221,6 +224,7 @@ class UpstreamClient:
                        caller: str = "") -> pb.GenerateResponse:
         """A unary Generate: the single response message (its chunk is the whole answer)."""
         call = self._stub.Generate(self._request(model, body, False, request_id, caller), timeout=self._timeout)
+        del body  # the request holds its own copy; a large body is not kept twice while we wait
         s = UpstreamStream(call)
         try:
             msg = await s.next()

@@ -1,9 +1,12 @@
 """HTTP client for the Code Assist backend (the Gemini CLI's `v1internal` API).
 
-One `httpx.AsyncClient` per process (connection pool sized by HTTP_MAX_CONNECTIONS) serves
-every credential and the OAuth token endpoint. Request envelopes are built by splicing the
-caller's request bytes into `{"model":…,"project":…,"user_prompt_id":…,"request":<bytes>}`,
-so a large request is never re-serialized. Error answers become `BackendError`, network
+Backend calls go through one lean HTTP/1.1 connection pool per process (`http1.Http1Pool`,
+sized by HTTP_MAX_CONNECTIONS; about a sixth of httpx's CPU per call), or through the
+process's `httpx.AsyncClient` when a proxy is configured for the backend (or no pool is
+given, as in tests). The OAuth token endpoint always uses httpx. Request envelopes are built
+by splicing the caller's request bytes into
+`{"model":…,"project":…,"user_prompt_id":…,"request":<bytes>}` and sent as parts, so a large
+request is never re-serialized nor copied. Error answers become `BackendError`, network
 failures `TransportError`.
 """
 from __future__ import annotations
@@ -20,6 +23,8 @@ import httpx
 import orjson
 
 from .errors import BackendError, InvalidRequest, TransportError
+from .http1 import DEFAULT_HEADERS, Http1Pool, HttpError, proxy_configured
+from .http1 import Response as Http1Response
 from .settings import Settings
 from .sse import iter_events
 
@@ -37,9 +42,20 @@ def make_http_client(settings: Settings) -> httpx.AsyncClient:
     return httpx.AsyncClient(limits=limits, timeout=timeout, follow_redirects=False)
 
 
+def make_fast_client(settings: Settings) -> Http1Pool | None:
+    """The lean HTTP/1.1 pool for backend calls; None when a proxy applies to the backend URL
+    (httpx, which speaks to proxies, is used then)."""
+    if proxy_configured(settings.base_url):
+        log.info("a proxy is configured for %s: backend calls go through httpx", settings.base_url)
+        return None
+    return Http1Pool(max_connections=settings.http_max_connections, keepalive_expiry=60.0,
+                     connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout,
+                     write_timeout=settings.read_timeout, pool_timeout=settings.connect_timeout)
+
+
 # --- envelopes ---------------------------------------------------------------------------
 
-def check_body(body: bytes) -> None:
+def check_body(body: bytes | memoryview) -> None:
     """The caller's body must be one JSON object, or splicing it would build a broken (or
     hijacked) envelope."""
     try:
@@ -50,13 +66,40 @@ def check_body(body: bytes) -> None:
         raise InvalidRequest("request body must be a JSON object (a Gemini GenerateContentRequest)")
 
 
-def build_envelope(model: str, project: str | None, user_prompt_id: str, body: bytes) -> bytes:
+_ASCII_SPACE = frozenset(b" \t\n\r\x0b\x0c")  # what bytes.strip() removes
+
+
+def _strip(body: bytes | memoryview) -> bytes | memoryview:
+    if isinstance(body, bytes):
+        return body.strip()  # the same object when there is nothing to strip
+    start, end = 0, len(body)
+    while start < end and body[start] in _ASCII_SPACE:
+        start += 1
+    while end > start and body[end - 1] in _ASCII_SPACE:
+        end -= 1
+    return body[start:end]
+
+
+def envelope_parts(model: str, project: str | None, user_prompt_id: str,
+                   body: bytes | memoryview) -> tuple[bytes, bytes | memoryview, bytes]:
+    """The envelope as three parts to send one after the other: the caller's body is not copied."""
     head = {"model": model}
     if project:
         head["project"] = project
     head["user_prompt_id"] = user_prompt_id
     # orjson output of a dict ends with "}": drop it and append the raw request.
-    return orjson.dumps(head)[:-1] + b',"request":' + body.strip() + b"}"
+    return orjson.dumps(head)[:-1] + b',"request":', _strip(body), b"}"
+
+
+def build_envelope(model: str, project: str | None, user_prompt_id: str, body: bytes | memoryview) -> bytes:
+    return b"".join(envelope_parts(model, project, user_prompt_id, body))
+
+
+Content = bytes | tuple[bytes | memoryview, ...] | list[bytes | memoryview]
+
+
+def _joined(content: Content | None) -> bytes | None:
+    return content if content is None or isinstance(content, bytes) else b"".join(content)
 
 
 def build_count_body(model: str, body: bytes) -> bytes:
@@ -201,13 +244,16 @@ def _platform() -> tuple[str, str]:
 
 
 class CodeAssistClient:
-    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+    def __init__(self, settings: Settings, http: httpx.AsyncClient, fast: Http1Pool | None = None) -> None:
         self._settings = settings
         self._http = http
+        self._fast = fast
         self._base = settings.base_url
+        self._stream_url = f"{self._base}:streamGenerateContent?alt=sse"
         self._request_timeout = settings.request_timeout
         self._platform, self._arch = _platform()
         self._ua: dict[str, str] = {}
+        self._fast_head: dict[str, tuple[tuple[bytes, bytes], ...]] = {}
 
     def user_agent(self, model: str) -> str:
         ua = self._ua.get(model)
@@ -222,11 +268,24 @@ class CodeAssistClient:
         headers.update(auth)
         return headers
 
+    def _fast_headers(self, auth: Mapping[str, str], model: str) -> list[tuple[bytes, bytes]]:
+        """The same headers as httpx sends them (its defaults first, in its order)."""
+        head = self._fast_head.get(model)
+        if head is None:
+            head = (*DEFAULT_HEADERS, (b"User-Agent", self.user_agent(model).encode("latin-1")),
+                    (b"Content-Type", b"application/json"))
+            if len(self._fast_head) < 256:
+                self._fast_head[model] = head
+        return [*head, *((k.encode("latin-1"), v.encode("latin-1")) for k, v in auth.items())]
+
     async def _unary(self, method: str, url: str, auth: Mapping[str, str], model: str,
-                     content: bytes | None = None) -> Any:
+                     content: Content | None = None) -> Any:
+        if self._fast is not None:
+            return await self._unary_fast(method, url, auth, model, content)
         try:
             async with asyncio.timeout(self._request_timeout):
-                resp = await self._http.request(method, url, content=content, headers=self._headers(auth, model))
+                resp = await self._http.request(method, url, content=_joined(content),
+                                                headers=self._headers(auth, model))
         except TimeoutError:
             raise TransportError(f"backend gave no answer within {self._request_timeout:g}s", timeout=True) from None
         except httpx.TimeoutException as exc:
@@ -240,23 +299,48 @@ class CodeAssistClient:
         except orjson.JSONDecodeError:
             raise TransportError("backend answered 200 with a body that is not JSON") from None
 
-    async def call(self, rpc: str, auth: Mapping[str, str], body: bytes, model: str = "") -> Any:
-        """POST `{base}:{rpc}` with a JSON body; the parsed JSON answer."""
+    async def _unary_fast(self, method: str, url: str, auth: Mapping[str, str], model: str,
+                          content: Content | None) -> Any:
+        assert self._fast is not None
+        try:
+            async with asyncio.timeout(self._request_timeout):
+                resp = await self._fast.request(method, url, self._fast_headers(auth, model), content)
+                try:
+                    body = await resp.aread()
+                finally:
+                    await resp.aclose()
+        except TimeoutError:
+            raise TransportError(f"backend gave no answer within {self._request_timeout:g}s", timeout=True) from None
+        except HttpError as exc:
+            if exc.timeout:
+                raise TransportError(f"backend timed out ({exc.kind})", timeout=True) from None
+            raise TransportError(f"backend unreachable ({exc.kind}: {exc})") from None
+        if resp.status_code != 200:
+            raise parse_backend_error(resp.status_code, body[:_MAX_ERROR_BODY])
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise TransportError("backend answered 200 with a body that is not JSON") from None
+
+    async def call(self, rpc: str, auth: Mapping[str, str], body: Content, model: str = "") -> Any:
+        """POST `{base}:{rpc}` with a JSON body (bytes, or parts sent in order); the parsed JSON answer."""
         return await self._unary("POST", f"{self._base}:{rpc}", auth, model, body)
 
     async def get_operation(self, name: str, auth: Mapping[str, str]) -> Any:
         return await self._unary("GET", f"{self._base}/{name.lstrip('/')}", auth, "")
 
-    async def generate(self, auth: Mapping[str, str], model: str, envelope: bytes) -> Chunk:
+    async def generate(self, auth: Mapping[str, str], model: str, envelope: Content) -> Chunk:
         return unwrap(await self.call("generateContent", auth, envelope, model))
 
     async def count_tokens(self, auth: Mapping[str, str], model: str, body: bytes) -> Any:
         return await self.call("countTokens", auth, body, model)
 
-    async def open_stream(self, auth: Mapping[str, str], model: str, envelope: bytes) -> "EventStream":
+    async def open_stream(self, auth: Mapping[str, str], model: str, envelope: Content) -> "EventStream":
         """Start a streamGenerateContent call; raises on an error answer, before any chunk."""
+        if self._fast is not None:
+            return await self._open_stream_fast(auth, model, envelope)
         request = self._http.build_request("POST", f"{self._base}:streamGenerateContent", params={"alt": "sse"},
-                                           content=envelope, headers=self._headers(auth, model))
+                                           content=_joined(envelope), headers=self._headers(auth, model))
         try:
             resp = await self._http.send(request, stream=True)
         except httpx.TimeoutException as exc:
@@ -273,12 +357,30 @@ class CodeAssistClient:
             raise parse_backend_error(resp.status_code, body[:_MAX_ERROR_BODY])
         return EventStream(resp)
 
+    async def _open_stream_fast(self, auth: Mapping[str, str], model: str, envelope: Content) -> "EventStream":
+        assert self._fast is not None
+        try:
+            resp = await self._fast.request("POST", self._stream_url, self._fast_headers(auth, model), envelope)
+        except HttpError as exc:
+            if exc.timeout:
+                raise TransportError(f"backend timed out ({exc.kind})", timeout=True) from None
+            raise TransportError(f"backend unreachable ({exc.kind}: {exc})") from None
+        if resp.status_code != 200:
+            try:
+                body = await resp.aread()
+            except HttpError:
+                body = b""
+            finally:
+                await resp.aclose()
+            raise parse_backend_error(resp.status_code, body[:_MAX_ERROR_BODY])
+        return EventStream(resp)
+
 
 class EventStream:
     """The chunks of an open SSE answer. Always `aclose()` it (closing early drops the
     backend connection, which is how a caller's cancellation reaches the backend)."""
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: httpx.Response | Http1Response) -> None:
         self._response = response
         self._events = iter_events(response.aiter_bytes())
         self._chunks_it = self._chunks()
@@ -301,6 +403,10 @@ class EventStream:
             raise TransportError(f"backend stream stalled ({type(exc).__name__})", timeout=True) from None
         except httpx.HTTPError as exc:
             raise TransportError(f"backend stream broke ({type(exc).__name__}: {exc})") from None
+        except HttpError as exc:
+            if exc.timeout:
+                raise TransportError(f"backend stream stalled ({exc.kind})", timeout=True) from None
+            raise TransportError(f"backend stream broke ({exc.kind}: {exc})") from None
 
     async def aclose(self) -> None:
         await self._chunks_it.aclose()

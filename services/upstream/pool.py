@@ -34,7 +34,7 @@ import grpc
 import httpx
 
 from . import errors
-from .code_assist import Chunk, CodeAssistClient, EventStream, build_count_body, build_envelope, check_body
+from .code_assist import Chunk, CodeAssistClient, EventStream, build_count_body, check_body, envelope_parts
 from .credentials import Credential, CredentialState, OAuthCredential, scan_credential_files
 from .errors import (BackendError, CredentialError, EmptyStream, NoCredentials, PoolExhausted, RefreshError,
                      StreamCut, TransportError, UpstreamError)
@@ -263,7 +263,9 @@ class Pool:
         (shielded, shared by every caller), so a late answer still lands for later calls."""
         seconds = self._settings.refresh_timeout
         try:
-            return await asyncio.wait_for(work, seconds)
+            # asyncio.timeout, not wait_for: no task per call (this runs on every request).
+            async with asyncio.timeout(seconds):
+                return await work
         except TimeoutError:
             raise RefreshError(f"token refresh took longer than {seconds:g}s", permanent=False) from None
 
@@ -332,21 +334,21 @@ class Pool:
 
     # --- calls -------------------------------------------------------------------------------
 
-    async def generate(self, model: str, body: bytes, request_id: str) -> tuple[Chunk, Entry]:
+    async def generate(self, model: str, body: bytes | memoryview, request_id: str) -> tuple[Chunk, Entry]:
         check_body(body)
 
         async def op(cred: Credential, headers: Mapping[str, str], project: str | None) -> Chunk:
-            return await self._client.generate(headers, model, build_envelope(model, project, request_id, body))
+            return await self._client.generate(headers, model, envelope_parts(model, project, request_id, body))
 
         return await self.run(model, op)
 
-    async def stream(self, model: str, body: bytes, request_id: str) -> AsyncIterator[tuple[Chunk, Entry]]:
+    async def stream(self, model: str, body: bytes | memoryview, request_id: str) -> AsyncIterator[tuple[Chunk, Entry]]:
         """Chunks of a streamed call as they arrive. Closing the iterator closes the backend
         connection."""
         check_body(body)
 
         async def op(cred: Credential, headers: Mapping[str, str], project: str | None) -> tuple[EventStream, Chunk]:
-            events = await self._client.open_stream(headers, model, build_envelope(model, project, request_id, body))
+            events = await self._client.open_stream(headers, model, envelope_parts(model, project, request_id, body))
             try:
                 first = await events.next()
             except BaseException:

@@ -24,7 +24,7 @@ from gemini_cli.upstream.v1 import upstream_pb2, upstream_pb2_grpc
 
 from . import errors
 from .catalog import ModelInfo, build_catalog
-from .code_assist import Chunk, CodeAssistClient, make_http_client
+from .code_assist import Chunk, CodeAssistClient, make_fast_client, make_http_client
 from .errors import Draining, InvalidRequest, UpstreamError
 from .pool import Entry, Pool
 from .project import ProjectResolver
@@ -66,7 +66,10 @@ def usage_proto(usage: dict[str, Any]) -> upstream_pb2.Usage:
 
 
 def response_message(chunk: Chunk, entry: Entry | None) -> upstream_pb2.GenerateResponse:
-    msg = upstream_pb2.GenerateResponse(chunk=httpbody_pb2.HttpBody(content_type="application/json", data=chunk.data))
+    msg = upstream_pb2.GenerateResponse()
+    # Set in place: chunk=HttpBody(...) would copy the payload twice.
+    msg.chunk.content_type = "application/json"
+    msg.chunk.data = chunk.data
     if chunk.usage is not None:
         msg.usage.CopyFrom(usage_proto(chunk.usage))
     if entry is not None:  # first message only
@@ -164,6 +167,10 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
         return resp
 
 
+def add_servicer(servicer: UpstreamServicer, server: grpc.aio.Server) -> None:
+    upstream_pb2_grpc.add_UpstreamServicer_to_server(servicer, server)
+
+
 async def _warmup(pool: Pool) -> None:
     try:
         await pool.warmup()
@@ -182,7 +189,8 @@ def _total_tokens(result: Any) -> int:
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set); returns the exit code."""
     http = make_http_client(settings)
-    client = CodeAssistClient(settings, http)
+    fast = make_fast_client(settings)
+    client = CodeAssistClient(settings, http, fast)
     resolver = ProjectResolver(client, poll_interval=settings.onboard_poll_interval,
                                max_polls=settings.onboard_max_polls)
     pool = Pool(settings, http, client, resolver)
@@ -198,7 +206,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_ping_strikes", 0),
     ])
-    upstream_pb2_grpc.add_UpstreamServicer_to_server(servicer, server)
+    add_servicer(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -239,5 +247,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await warmup
     await http.aclose()
+    if fast is not None:
+        await fast.aclose()
     log.info("upstream stopped")
     return 0

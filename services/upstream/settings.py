@@ -112,7 +112,10 @@ class Settings(BaseSettings):
     read_timeout: float = Field(120.0, gt=0)
     # Whole-call deadline for unary backend calls.
     request_timeout: float = Field(600.0, gt=0)
-    http_max_connections: int = Field(200, ge=1)
+    # Open backend connections at most. A streamed answer holds one for its whole length
+    # (HTTP/1.1), so this caps the concurrent streams of the process; calls beyond it wait
+    # up to CONNECT_TIMEOUT for a free one.
+    http_max_connections: int = Field(4096, ge=1)
 
     # --- server ----------------------------------------------------------------------------
     upstream_listen: str = "127.0.0.1:50051"

@@ -22,7 +22,7 @@ from starlette.responses import Response
 
 from services.edge import catalog
 from services.edge.auth import authenticate
-from services.edge.body import read_json_object
+from services.edge.body import read_json_bytes
 from services.edge.context import EdgeContext, get_ctx, request_id
 from services.edge.errors import ApiError, error_body
 from services.edge.store import KeyRecord
@@ -80,7 +80,7 @@ async def generate_content(request: Request, key: KeyRecord, ctx: EdgeContext, t
 
 
 async def _generate(request: Request, ctx: EdgeContext, key: KeyRecord, model: str, meter: Meter) -> Response:
-    raw, _ = await read_json_object(request, ctx.settings.max_body_bytes)
+    raw = await read_json_bytes(request, ctx.settings.max_body_bytes)
     ctx.limiter.admit(key, model)
     msg = await unless_disconnected(request, ctx.upstream.generate(model, raw, request_id=meter.request_id, caller=key.name))
     meter.finish(200, Usage.from_proto(msg.usage) if msg.HasField("usage") else None)
@@ -91,7 +91,7 @@ async def _stream(request: Request, ctx: EdgeContext, key: KeyRecord, model: str
     alt = request.query_params.get("alt", "json").lower()
     if alt not in ("sse", "json"):
         raise ApiError(400, f"unsupported alt '{alt}': use alt=sse or no alt", code="invalid_argument")
-    raw, _ = await read_json_object(request, ctx.settings.max_body_bytes)
+    raw = await read_json_bytes(request, ctx.settings.max_body_bytes)
     ctx.limiter.admit(key, model)
     stream = ctx.upstream.stream(model, raw, request_id=meter.request_id, caller=key.name)
     try:
@@ -152,7 +152,7 @@ async def _array_body(stream: UpstreamStream, first, meter: Meter) -> AsyncItera
 
 
 async def _count(request: Request, ctx: EdgeContext, key: KeyRecord, model: str, meter: Meter) -> Response:
-    raw, _ = await read_json_object(request, ctx.settings.max_body_bytes)
+    raw = await read_json_bytes(request, ctx.settings.max_body_bytes)
     ctx.limiter.admit(key, model)
     resp = await unless_disconnected(request, ctx.upstream.count_tokens(model, raw, request_id=meter.request_id, caller=key.name))
     meter.finish(200)

@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from services.edge import catalog
 from services.edge.auth import authenticate
-from services.edge.body import read_json_object
+from services.edge.body import read_json_dict
 from services.edge.context import EdgeContext, get_ctx, new_id, request_id
 from services.edge.errors import ApiError, request_style
 from services.edge.media import MediaError
@@ -71,7 +71,7 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter) -> Response:
-    _, body = await read_json_object(request, ctx.settings.max_body_bytes)
+    body = await read_json_dict(request, ctx.settings.max_body_bytes)
     requested = body.get("model")
     if not isinstance(requested, str) or not requested.strip():
         raise ApiError(400, "'model' is required and must be a string", param="model", code="invalid_type")
@@ -93,16 +93,22 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
         raise ApiError(400, exc.message, param=exc.param, code=exc.code) from None
     except MediaError as exc:
         raise ApiError(400, exc.message, param="messages", code="invalid_media") from None
-
+    # Inline media can be tens of MB: let go of the parsed request and of the translated one as
+    # soon as they are serialized, so no more copies than needed are alive during the call.
+    del body, media
     payload = orjson.dumps(chat.gemini)
+    model, streamed, include_usage = chat.model, chat.stream, chat.include_usage
+    del chat
     completion_id = f"chatcmpl-{new_id()}"
     created = int(time.time())
-    meter.model = chat.model
-    meter.op = "stream" if chat.stream else "generate"
+    meter.model = model
+    meter.op = "stream" if streamed else "generate"
     headers = {"x-request-id": meter.request_id}
 
-    if not chat.stream:
-        msg = await unless_disconnected(request, ctx.upstream.generate(chat.model, payload, request_id=meter.request_id, caller=key.name))
+    if not streamed:
+        call = ctx.upstream.generate(model, payload, request_id=meter.request_id, caller=key.name)
+        del payload
+        msg = await unless_disconnected(request, call)
         usage = Usage.from_proto(msg.usage) if msg.HasField("usage") else None
         try:
             out = completion_from_gemini(orjson.loads(msg.chunk.data), model=requested,
@@ -114,7 +120,8 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
         meter.finish(200, usage)
         return Response(orjson.dumps(out), media_type="application/json", headers=headers)
 
-    stream = ctx.upstream.stream(chat.model, payload, request_id=meter.request_id, caller=key.name)
+    stream = ctx.upstream.stream(model, payload, request_id=meter.request_id, caller=key.name)
+    del payload
     pump: Prefetcher = Prefetcher(stream.next)
     keepalive = ctx.settings.sse_keepalive_seconds or None
     try:
@@ -126,7 +133,7 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
         stream.cancel()
         raise
     translator = ChunkTranslator(model=requested, completion_id=completion_id, created=created,
-                                 include_usage=chat.include_usage)
+                                 include_usage=include_usage)
     return StreamResponse(_sse(stream, pump, first, translator, meter, keepalive),
                           media_type="text/event-stream", headers={**STREAM_HEADERS, **headers})
 
