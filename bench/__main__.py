@@ -29,6 +29,7 @@ import grpc
 import httpx
 import orjson
 
+from bench.worker import stream_http
 from tests import harness
 from tests.simulator.control import SimControl
 
@@ -113,18 +114,6 @@ def start_stack(base: Path) -> Stack:
 
 
 # --- one streamed request per layer, returning (ttfc, total) seconds -------------------------
-
-async def stream_http(client: httpx.AsyncClient, url: str, headers: dict, body: bytes) -> tuple[float, float]:
-    t0 = time.perf_counter()
-    ttfc = None
-    async with client.stream("POST", url, content=body, headers=headers) as r:
-        if r.status_code != 200:
-            raise RuntimeError(f"{url}: {r.status_code} {(await r.aread())[:200]!r}")
-        async for piece in r.aiter_raw():
-            if ttfc is None and b"data:" in piece:
-                ttfc = time.perf_counter() - t0
-    return (ttfc if ttfc is not None else float("nan")), time.perf_counter() - t0
-
 
 async def stream_grpc(stub, body: bytes) -> tuple[float, float]:
     from gemini_cli.upstream.v1 import upstream_pb2

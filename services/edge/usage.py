@@ -11,13 +11,16 @@ import asyncio
 import logging
 import time
 from dataclasses import asdict
+from typing import Awaitable, TypeVar
 from pathlib import Path
 
 import orjson
+from starlette.requests import ClientDisconnect
 
 from services.edge.limits import Limiter
 from services.edge.store import LicenseStore, UsageRow
-from services.edge.upstream_client import Usage
+from services.edge.errors import ApiError
+from services.edge.upstream_client import UpstreamError, Usage
 
 log = logging.getLogger("edge.usage")
 
@@ -148,3 +151,25 @@ class Meter:
             latency_ms=round((time.perf_counter() - self.started) * 1000.0, 3),
             prompt_tokens=u.prompt, completion_tokens=u.completion, thought_tokens=u.thoughts,
             cached_tokens=u.cached, total_tokens=u.total, request_id=self.request_id))
+
+
+T = TypeVar("T")
+
+
+async def metered(meter: Meter, call: Awaitable[T]) -> T:
+    """Run a route's work so that every way it can fail still leaves its ledger row.
+
+    Refusals by the edge keep their status, backend errors become the API's error with the
+    backend's status, and a client that left is recorded as 499.
+    """
+    try:
+        return await call
+    except ApiError as exc:
+        meter.finish(exc.status)
+        raise
+    except UpstreamError as exc:
+        meter.finish(exc.http_status)
+        raise exc.to_api_error() from None
+    except (asyncio.CancelledError, ClientDisconnect):
+        meter.finish(499)
+        raise

@@ -12,12 +12,10 @@ The same under /v1 and /v1alpha (SDK api_version), and with the model written as
 """
 from __future__ import annotations
 
-import asyncio
 from typing import AsyncIterator
 
 import orjson
 from fastapi import APIRouter, Request
-from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from services.edge import catalog
@@ -28,7 +26,7 @@ from services.edge.errors import ApiError, error_body
 from services.edge.store import KeyRecord
 from services.edge.streaming import STREAM_HEADERS, StreamResponse, unless_disconnected
 from services.edge.upstream_client import Usage, UpstreamError, UpstreamStream
-from services.edge.usage import Meter
+from services.edge.usage import Meter, metered
 
 router = APIRouter()
 
@@ -62,21 +60,8 @@ async def generate_content(request: Request, key: KeyRecord, ctx: EdgeContext, t
     rid = request_id(request)
     # Every call of an authenticated key gets its ledger row, refusals by the edge included.
     meter = Meter(ctx.recorder, key.id, "gemini", op, model, rid)
-    try:
-        if op == "generate":
-            return await _generate(request, ctx, key, model, meter)
-        if op == "stream":
-            return await _stream(request, ctx, key, model, meter)
-        return await _count(request, ctx, key, model, meter)
-    except ApiError as exc:
-        meter.finish(exc.status)
-        raise
-    except UpstreamError as exc:
-        meter.finish(exc.http_status)
-        raise exc.to_api_error() from None
-    except (asyncio.CancelledError, ClientDisconnect):
-        meter.finish(499)
-        raise
+    handler = {"generate": _generate, "stream": _stream, "count": _count}[op]
+    return await metered(meter, handler(request, ctx, key, model, meter))
 
 
 async def _generate(request: Request, ctx: EdgeContext, key: KeyRecord, model: str, meter: Meter) -> Response:

@@ -9,14 +9,12 @@ only moves bytes: body → media fetch → translate → gRPC → translate back
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import AsyncIterator
 
 import orjson
 from fastapi import APIRouter, Request
-from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from services.edge import catalog
@@ -33,7 +31,7 @@ from services.edge.translate.gemini_to_openai import ChunkTranslator, completion
 from services.edge.translate.openai_to_gemini import chat_request_to_gemini, media_urls
 from services.edge.translate.thinking import split_model
 from services.edge.upstream_client import Usage, UpstreamError, UpstreamStream
-from services.edge.usage import Meter
+from services.edge.usage import Meter, metered
 
 log = logging.getLogger("edge.openai")
 router = APIRouter()
@@ -57,17 +55,7 @@ async def chat_completions(request: Request) -> Response:
     # Every call of an authenticated key gets its ledger row, refusals by the edge included;
     # model and op are filled in once the body says what they are.
     meter = Meter(ctx.recorder, key.id, "openai", "generate", "", rid)
-    try:
-        return await _chat(request, ctx, key, meter)
-    except ApiError as exc:
-        meter.finish(exc.status)
-        raise
-    except UpstreamError as exc:
-        meter.finish(exc.http_status)
-        raise exc.to_api_error() from None
-    except (asyncio.CancelledError, ClientDisconnect):
-        meter.finish(499)
-        raise
+    return await metered(meter, _chat(request, ctx, key, meter))
 
 
 async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter) -> Response:
