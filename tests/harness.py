@@ -204,6 +204,21 @@ def start_envoy(log_dir: Path, edge_port: int, upstream_port: int, name: str = "
     return proc
 
 
+def usage_rows(db_path: str, key_id: int, *, expect: int | None = None, timeout: float = 5.0) -> list[dict]:
+    """A key's ledger rows from the edge's SQLite file, oldest first; with `expect`, waits
+    (up to `timeout`) until that many are written, since the edge writes them in batches."""
+    import sqlite3
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with sqlite3.connect(db_path, timeout=10) as conn:
+            conn.row_factory = sqlite3.Row
+            rows = [dict(r) for r in conn.execute("SELECT * FROM usage WHERE key_id = ? ORDER BY id", (key_id,))]
+        if expect is None or len(rows) >= expect or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.05)
+
+
 def create_key(edge: Proc, *args: str) -> str:
     """Create a license key with the admin CLI against the edge's database; returns the key."""
     env = _base_env()

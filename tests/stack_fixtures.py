@@ -7,9 +7,7 @@ own stack (own upstream, own edge, own license database); the simulator is share
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,14 +65,11 @@ class Stack:
 
     def ledger(self, key_id: int, *, expect: int | None = None, timeout: float = 5.0) -> list[dict]:
         """The key's ledger rows, oldest first; with `expect`, waits until that many are written."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with sqlite3.connect(self.db_path, timeout=10) as conn:
-                conn.row_factory = sqlite3.Row
-                rows = [dict(r) for r in conn.execute("SELECT * FROM usage WHERE key_id = ? ORDER BY id", (key_id,))]
-            if expect is None or len(rows) >= expect or time.monotonic() > deadline:
-                return rows
-            time.sleep(0.05)
+        return harness.usage_rows(self.db_path, key_id, expect=expect, timeout=timeout)
+
+    def stop(self) -> None:
+        for proc in (self.envoy, self.edge, self.upstream):
+            proc.stop()
 
 
 def start_stack(simulator: harness.Proc, base: Path, edge_env: dict[str, str] | None = None) -> Stack:
@@ -103,8 +98,6 @@ def stack(simulator: harness.Proc, tmp_path_factory: pytest.TempPathFactory) -> 
     try:
         yield s
     finally:
-        s.envoy.stop()
-        s.edge.stop()
-        s.upstream.stop()
+        s.stop()
         if os.environ.get("EDGE_TEST_SHOW_LOGS"):
             print(s.edge.log()[-5000:])

@@ -133,14 +133,7 @@ class Rig:
         return kid
 
     def usage_rows(self, key_id: int, *, expect: int | None = None, timeout: float = 10.0) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while True:
-            with sqlite3.connect(self.db_path, timeout=10) as conn:
-                conn.row_factory = sqlite3.Row
-                rows = [dict(r) for r in conn.execute("SELECT * FROM usage WHERE key_id = ? ORDER BY id", (key_id,))]
-            if expect is None or len(rows) >= expect or time.monotonic() > deadline:
-                return rows
-            time.sleep(0.05)
+        return harness.usage_rows(self.db_path, key_id, expect=expect, timeout=timeout)
 
     def upstream_models(self) -> dict:
         """ListModels straight from the upstream (credential states included), as a dict."""

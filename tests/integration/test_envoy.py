@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -22,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gemini_cli.upstream.v1 import upstream_pb2, upstream_pb2_grpc
 from tests import harness
 from tests.simulator.control import SimControl
+from tests.stack_fixtures import start_stack
 
 MODEL = "gemini-2.5-flash"
 DELAY_MS = 300
@@ -54,21 +54,12 @@ class EnvoyStack:
 
 @pytest.fixture(scope="module")
 def stack(simulator: harness.Proc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnvoyStack]:
-    base = tmp_path_factory.mktemp("envoy-stack")
-    refresh_token = f"rt-envoy-{uuid.uuid4().hex[:8]}"
-    harness.write_credential(base / "creds" / "a.json", refresh_token)
-    logs = base / "logs"
-    procs: list[harness.Proc] = []
+    s = start_stack(simulator, tmp_path_factory.mktemp("envoy-stack"), {"MAX_BODY_BYTES": str(EDGE_LIMIT)})
     try:
-        procs.append(harness.start_upstream(logs, simulator.url, base / "creds"))
-        procs.append(harness.start_edge(logs, procs[0].addr, base / "data", {"MAX_BODY_BYTES": str(EDGE_LIMIT)}))
-        procs.append(harness.start_envoy(logs, procs[1].port, procs[0].port))
-        key = harness.create_key(procs[1], "--name", "t")
         with SimControl(simulator.url) as sim:
-            yield EnvoyStack(sim, refresh_token, *procs, key=key)
+            yield EnvoyStack(sim, s.refresh_token, s.upstream, s.edge, s.envoy, key=s.key(name="t"))
     finally:
-        for proc in reversed(procs):
-            proc.stop()
+        s.stop()
 
 
 def prompt_body(text: str) -> bytes:
