@@ -19,6 +19,9 @@ Environment of the command line (defaults are those of `make run`):
     ENVOY_TEMPLATE        template to render                           deploy/envoy.yaml
     ENVOY_MAX_HEAP_BYTES  heap size the overload actions are scaled to 805306368 (768 MiB)
     ENVOY_BODY_TIMEOUT_SECONDS  deadline for receiving a whole request 60
+    MAX_BODY_BYTES        largest REST body (and unary answer) the     33554432 (32 MiB)
+                          internal listener transcodes; public bodies stream to the edge,
+                          which applies the same limit itself
 
 Only the standard library is used: the Envoy image has no other Python package.
 """
@@ -42,6 +45,8 @@ DEFAULT_DESCRIPTOR = Path(__file__).resolve().parents[1] / "gen" / "upstream.pb"
 DEFAULT_MAX_HEAP_BYTES = 768 * 1024 * 1024
 # Time a client gets to send a whole request, body included (unless answered earlier).
 DEFAULT_BODY_TIMEOUT_SECONDS = 60
+# The edge's default MAX_BODY_BYTES, also the internal listener's transcoding limit.
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 
 # Hostnames, IPv4 and bare IPv6 literals. Anything else (spaces, quotes, YAML syntax) could
 # change the structure of the rendered document, so it is refused instead of escaped.
@@ -91,7 +96,8 @@ def render(*, public_port: int, internal_port: int, admin_port: int, edge_host: 
            edge_port: int, upstream_host: str, upstream_port: int, descriptor_path: str,
            internal_tokens_file: str, listen_address: str = "127.0.0.1",
            internal_listen_address: str = "127.0.0.1", max_heap_bytes: int = DEFAULT_MAX_HEAP_BYTES,
-           body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS, template: Path = TEMPLATE) -> str:
+           body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS,
+           max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, template: Path = TEMPLATE) -> str:
     """The Envoy configuration for these addresses, as YAML text."""
     if not str(internal_tokens_file).strip():
         raise ConfigError("INTERNAL_TOKENS_FILE must name the file of internal callers")
@@ -109,6 +115,7 @@ def render(*, public_port: int, internal_port: int, admin_port: int, edge_host: 
         "DESCRIPTOR_PATH": json.dumps(str(descriptor_path)),
         "INTERNAL_TOKENS_FILE": json.dumps(str(internal_tokens_file)),
         "MAX_HEAP_BYTES": _positive("ENVOY_MAX_HEAP_BYTES", max_heap_bytes),
+        "MAX_BODY_BYTES": _positive("MAX_BODY_BYTES", max_body_bytes),
         # A protobuf Duration: seconds with at most nanosecond digits.
         "BODY_TIMEOUT": f"{_positive('ENVOY_BODY_TIMEOUT_SECONDS', body_timeout_seconds, float):.3f}s",
     }
@@ -157,6 +164,7 @@ def values_from_env(env: Mapping[str, str]) -> dict:
         "internal_tokens_file": env.get("INTERNAL_TOKENS_FILE", ""),
         "max_heap_bytes": env.get("ENVOY_MAX_HEAP_BYTES", DEFAULT_MAX_HEAP_BYTES),
         "body_timeout_seconds": env.get("ENVOY_BODY_TIMEOUT_SECONDS", DEFAULT_BODY_TIMEOUT_SECONDS),
+        "max_body_bytes": env.get("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
         "edge_host": edge_host,
         "edge_port": edge_port,
         "upstream_host": up_host,

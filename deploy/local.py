@@ -232,8 +232,9 @@ def banner(mode: str, ports: Ports, listen: str, data_dir: Path, key: str | None
 
 
 def envoy_limits(env: Mapping[str, str]) -> dict[str, str]:
-    """Envoy's overload and body-deadline settings, when the environment sets them."""
-    names = {"ENVOY_MAX_HEAP_BYTES": "max_heap_bytes", "ENVOY_BODY_TIMEOUT_SECONDS": "body_timeout_seconds"}
+    """Envoy's overload, body-deadline and transcoding-size settings, when the environment sets them."""
+    names = {"ENVOY_MAX_HEAP_BYTES": "max_heap_bytes", "ENVOY_BODY_TIMEOUT_SECONDS": "body_timeout_seconds",
+             "MAX_BODY_BYTES": "max_body_bytes"}
     return {arg: env[var] for var, arg in names.items() if env.get(var)}
 
 

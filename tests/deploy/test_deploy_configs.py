@@ -64,8 +64,8 @@ def test_compose_keeps_credentials_and_licenses_on_named_volumes(compose_config:
     assert mounts("upstream")["/credentials"] == "credentials"
     assert mounts("edge")["/data"] == "edge-data"
     assert services["edge"]["environment"]["LICENSE_DB"].startswith("/data/")
-    # Envoy buffers no body: the edge's limit is the only one.
-    assert services["edge"]["environment"]["MAX_BODY_BYTES"] and "MAX_BODY_BYTES" not in services["envoy"]["environment"]
+    # One body limit: the edge's, and Envoy's for REST bodies on its internal listener.
+    assert services["edge"]["environment"]["MAX_BODY_BYTES"] == services["envoy"]["environment"]["MAX_BODY_BYTES"]
 
 
 def test_compose_wires_internal_callers(compose_config: dict):
@@ -286,7 +286,9 @@ def test_kustomize_build_is_valid_and_ships_the_one_envoy_template(kube_validate
     env.update(ENVOY_TEMPLATE=str(tmp_path / "envoy.yaml"), ENVOY_DESCRIPTOR=str(DESCRIPTOR),
                INTERNAL_TOKENS_FILE=str(harness.internal_auth().tokens_file))
     envoy_validate(render_file(tmp_path / "rendered.yaml", **values_from_env(env)))
-    assert "MAX_BODY_BYTES" not in env  # Envoy buffers no body
+    edge_env = {e["name"]: e.get("value") for e in find(docs, "Deployment", "edge")["spec"]["template"]["spec"]
+                ["containers"][0]["env"]}
+    assert edge_env["MAX_BODY_BYTES"] == env["MAX_BODY_BYTES"]
 
 
 def test_k8s_internal_callers_authenticate_and_network_policies_fence_the_services():

@@ -36,7 +36,7 @@ def test_placeholders_are_only_addresses_ports_paths_and_limits():
     names = set(re.findall(r"\$\{(\w+)\}", text))
     assert names == {"ADMIN_PORT", "PUBLIC_PORT", "INTERNAL_PORT", "LISTEN_ADDRESS", "INTERNAL_LISTEN_ADDRESS",
                      "EDGE_HOST", "EDGE_PORT", "UPSTREAM_HOST", "UPSTREAM_PORT", "DESCRIPTOR_PATH",
-                     "INTERNAL_TOKENS_FILE", "MAX_HEAP_BYTES", "BODY_TIMEOUT"}
+                     "INTERNAL_TOKENS_FILE", "MAX_HEAP_BYTES", "BODY_TIMEOUT", "MAX_BODY_BYTES"}
     # No other "$" that string.Template would trip over.
     assert text.count("$") == len(re.findall(r"\$\{\w+\}", text))
 
@@ -47,7 +47,7 @@ def test_rendered_local_config_is_valid_envoy(tmp_path: Path):
 
 
 def test_rendered_config_keeps_streaming_and_safety_settings(tmp_path: Path):
-    cfg = yaml.safe_load(render(**LOCAL, listen_address="0.0.0.0", body_timeout_seconds=45))
+    cfg = yaml.safe_load(render(**LOCAL, listen_address="0.0.0.0", body_timeout_seconds=45, max_body_bytes=1000))
     # Admin and the internal listener stay on loopback when the public listener serves every
     # interface.
     assert cfg["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 19901}
@@ -87,10 +87,19 @@ def test_rendered_config_keeps_streaming_and_safety_settings(tmp_path: Path):
 
     transcoder = http_filters(lst["internal"])["envoy.filters.http.grpc_json_transcoder"]
     assert transcoder["proto_descriptor"] == str(DESCRIPTOR)
+    # REST bodies are converted whole, up to the gateway's body limit.
+    assert transcoder["max_request_body_size"] == transcoder["max_response_body_size"] == 1000
     assert transcoder["services"] == ["gemini_cli.upstream.v1.Upstream"]
     clusters = {c["name"]: c for c in cfg["static_resources"]["clusters"]}
     assert clusters["edge"]["health_checks"][0]["http_health_check"]["path"] == "/healthz"
     assert "grpc_health_check" in clusters["upstream"]["health_checks"][0]
+
+
+def test_envoy_body_limit_default_matches_the_edge_default():
+    from deploy.envoy_config import DEFAULT_MAX_BODY_BYTES
+    from services.edge.settings import EdgeSettings
+
+    assert DEFAULT_MAX_BODY_BYTES == EdgeSettings.model_fields["max_body_bytes"].default
 
 
 def test_internal_listener_address_is_its_own_setting():
@@ -113,6 +122,7 @@ def test_internal_listener_address_is_its_own_setting():
     {"internal_listen_address": "0.0.0.0 x"},
     {"internal_tokens_file": ""},
     {"max_heap_bytes": 0},
+    {"max_body_bytes": 0},
     {"body_timeout_seconds": "soon"},
 ])
 def test_render_refuses_values_that_would_change_the_document(bad: dict):

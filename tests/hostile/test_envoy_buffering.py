@@ -69,11 +69,11 @@ class PeakRss:
         return (self.peak - self.before) / 1024
 
 
-def slow_keyless_post(port: int) -> tuple[bytes, int]:
-    """POST without a key announcing DECLARED bytes; push body bytes as fast as the server takes
-    them (at most PUSH_CAP, never the whole body) until an answer arrives. Returns (what was
-    received, body bytes sent)."""
-    head = (f"POST {PATH} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+def slow_keyless_post(port: int, path: str = PATH) -> tuple[bytes, int]:
+    """POST without credentials announcing DECLARED bytes; push body bytes as fast as the server
+    takes them (at most PUSH_CAP, never the whole body) until an answer arrives. Returns (what
+    was received, body bytes sent)."""
+    head = (f"POST {path} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
             f"Content-Length: {DECLARED}\r\n\r\n").encode()
     piece = b" " * 65536
     sent, got = 0, b""

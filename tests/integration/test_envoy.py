@@ -142,6 +142,24 @@ def test_internal_rest_unary_calls_and_unknown_paths(stack: EnvoyStack):
         assert client.get(f"{stack.internal}/v2/whatever").status_code == 404
 
 
+def test_bodies_larger_than_envoys_buffers_pass_both_listeners(stack: EnvoyStack):
+    """Envoy holds at most 32-64 KiB per connection of a public body (it streams to the edge);
+    the internal listener's transcoder converts whole REST bodies and answers up to
+    MAX_BODY_BYTES."""
+    text = "x " * 300_000 + " [len=30000]"  # ~600 KB in, ~260 KB out
+    body = orjson.dumps({"contents": [{"role": "user", "parts": [{"text": text}]}]})
+    with internal_client() as client:
+        r = client.post(f"{stack.internal}/v1/models/{MODEL}:generate", content=body,
+                        headers={"content-type": "application/json"})
+        assert r.status_code == 200, r.text[:300]
+        assert len(base64.b64decode(r.json()["chunk"]["data"])) > 150_000
+    with httpx.Client(timeout=60, trust_env=False) as client:
+        r = client.post(f"{stack.public}/v1beta/models/{MODEL}:generateContent", content=body,
+                        headers={"x-goog-api-key": stack.key, "content-type": "application/json"})
+        assert r.status_code == 200, r.text[:300]
+        assert len(r.content) > 150_000
+
+
 def test_internal_rest_errors_carry_the_grpc_status_details(stack: EnvoyStack):
     # The upstream's errors carry google.rpc.ErrorInfo details; the transcoder prints them
     # only when the descriptor set holds google/rpc/error_details.proto (else: empty body).
