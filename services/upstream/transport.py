@@ -131,33 +131,28 @@ def _describe(exc: BaseException, stage: str) -> TransportError:
 
 class _Proxies:
     """Which proxy a URL goes through: the environment's, read once (aiohttp's `trust_env`
-    would look it up in a thread on every request)."""
+    would look it up in a thread on every request). Credentials in a proxy URL are sent by
+    aiohttp as Proxy-Authorization (on the request, or on CONNECT for https)."""
 
     def __init__(self) -> None:
         self._env = urllib.request.getproxies_environment()
-        self._by_origin: dict[tuple[str, str], tuple[URL, dict[str, str] | None] | None] = {}
-        self._parsed: dict[str, tuple[URL, dict[str, str] | None]] = {}
+        self._by_origin: dict[tuple[str, str], URL | None] = {}
+        self._parsed: dict[str, URL] = {}
 
-    def parse(self, proxy: str) -> tuple[URL, dict[str, str] | None]:
+    def parse(self, proxy: str) -> URL:
         got = self._parsed.get(proxy)
         if got is None:
             try:
-                url = URL(proxy)
+                got = URL(proxy)
             except ValueError:
-                url = URL()
-            if url.scheme not in ("http", "https") or not url.host:
-                raise TransportError("the configured proxy is not an http:// or https:// URL")
-            headers = None
-            if url.user is not None:
-                # Credentials go in Proxy-Authorization (aiohttp's proxy_auth= is deprecated).
-                headers = {"Proxy-Authorization": aiohttp.BasicAuth(url.user, url.password or "").encode()}
-                url = url.with_user(None)
-            got = (url, headers)
+                got = URL()
+            if got.scheme not in ("http", "https") or not got.host:
+                raise TransportError("the configured proxy is not an http:// or https:// URL", retry=False)
             if len(self._parsed) < 1024:
                 self._parsed[proxy] = got
         return got
 
-    def for_url(self, url: URL) -> tuple[URL, dict[str, str] | None] | None:
+    def for_url(self, url: URL) -> URL | None:
         key = (url.scheme, url.host or "")
         try:
             return self._by_origin[key]
@@ -227,16 +222,19 @@ class Transport:
                     proxy: str | None) -> aiohttp.ClientResponse:
         session = self._session or self._open()
         target = self._url(url)
-        chosen = self._proxies.parse(proxy) if proxy else self._proxies.for_url(target)
-        proxy_url, proxy_headers = chosen if chosen is not None else (None, None)
+        proxy_url = self._proxies.parse(proxy) if proxy else self._proxies.for_url(target)
         try:
             return await session.request(method, target, headers=headers, data=_payload(body),
-                                         allow_redirects=False, proxy=proxy_url, proxy_headers=proxy_headers)
+                                         allow_redirects=False, proxy=proxy_url)
         except TransportError:
             raise
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.warning("backend %s %s failed: %s: %s", method, target.with_query(None), type(exc).__name__, exc)
             raise _describe(exc, "before the answer") from None
+        except ValueError as exc:  # e.g. a CR/LF in a header value: nothing was sent
+            log.warning("backend %s %s not sent: %s", method, target.with_query(None), exc)
+            raise TransportError("the backend request could not be sent (a header holds a forbidden character)",
+                                 retry=False) from None
 
     # --- unary ---------------------------------------------------------------------------------
 
