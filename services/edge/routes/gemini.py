@@ -31,7 +31,8 @@ from services.edge.usage import Meter, metered
 router = APIRouter()
 
 VERSIONS = ("v1beta", "v1", "v1alpha")
-UNSUPPORTED = {"embedContent", "batchEmbedContents", "predict", "predictLongRunning", "generateAnswer",
+# embedContent and batchEmbedContents have their own routes (routes/embeddings.py).
+UNSUPPORTED = {"predict", "predictLongRunning", "generateAnswer",
                "batchGenerateContent", "asyncBatchEmbedContent"}
 
 
@@ -68,6 +69,7 @@ async def _generate(request: Request, ctx: EdgeContext, key: KeyRecord, model: s
     raw = await read_json_bytes(request, ctx.settings.max_body_bytes)
     ctx.limiter.admit(key, model)
     msg = await unless_disconnected(request, ctx.upstream.generate(model, raw, request_id=meter.request_id, caller=key.name))
+    meter.served_by(msg.credential_kind, msg.credential_id)
     meter.finish(200, Usage.from_proto(msg.usage) if msg.HasField("usage") else None)
     return Response(msg.chunk.data, media_type="application/json", headers={"x-request-id": meter.request_id})
 
@@ -112,6 +114,7 @@ async def _sse_body(stream: UpstreamStream, first, meter: Meter) -> AsyncIterato
         yield _sse_event(error_body("google", exc.to_api_error()))
     finally:
         stream.cancel()
+        meter.served_by(stream.credential_kind, stream.credential_id)
         meter.finish(status, stream.usage)
 
 
@@ -133,6 +136,7 @@ async def _array_body(stream: UpstreamStream, first, meter: Meter) -> AsyncItera
         yield (b",\r\n" if opened else b"[") + error_body("google", exc.to_api_error()) + b"]"
     finally:
         stream.cancel()
+        meter.served_by(stream.credential_kind, stream.credential_id)
         meter.finish(status, stream.usage)
 
 
