@@ -143,6 +143,8 @@ class LicenseStore(Protocol):
     async def usage_summary(self, key_id: int | None = None, since: float | None = None) -> list[UsageSummary]: ...
     async def recent_usage(self, key_id: int | None = None, limit: int = 20) -> list[UsageRow]: ...
     async def count_usage(self, key_id: int | None = None) -> int: ...
+    async def usage_by_credential(self, key_id: int | None = None,
+                                  since: float | None = None) -> list[tuple[str, int, int, int]]: ...
     async def close(self) -> None: ...
 
 
@@ -416,6 +418,14 @@ class SQLiteLicenseStore:
     async def count_usage(self, key_id: int | None = None) -> int:
         where, args = _usage_filter(key_id, None)
         return await self._read(lambda c: c.execute(f"SELECT COUNT(*) FROM usage {where}", args).fetchone()[0])
+
+    async def usage_by_credential(self, key_id: int | None = None,
+                                  since: float | None = None) -> list[tuple[str, int, int, int]]:
+        """(credential kind, requests, errors, total tokens) per kind that served calls ('' = none)."""
+        where, args = _usage_filter(key_id, since)
+        return await self._read(lambda c: [tuple(r) for r in c.execute(
+            "SELECT credential_kind, COUNT(*), SUM(status >= 400), SUM(total_tokens)"
+            f" FROM usage {where} GROUP BY credential_kind ORDER BY credential_kind", args)])
 
 
 def _usage_filter(key_id: int | None, since: float | None) -> tuple[str, tuple[Any, ...]]:

@@ -23,6 +23,7 @@ from services.edge.auth import authenticate
 from services.edge.body import read_json_bytes
 from services.edge.context import EdgeContext, get_ctx, request_id
 from services.edge.errors import ApiError, error_body
+from services.edge.routes import embeddings
 from services.edge.store import KeyRecord
 from services.edge.streaming import STREAM_HEADERS, StreamResponse, unless_disconnected
 from services.edge.upstream_client import Usage, UpstreamError, UpstreamStream
@@ -31,7 +32,6 @@ from services.edge.usage import Meter, metered
 router = APIRouter()
 
 VERSIONS = ("v1beta", "v1", "v1alpha")
-# embedContent and batchEmbedContents have their own routes (routes/embeddings.py).
 UNSUPPORTED = {"predict", "predictLongRunning", "generateAnswer",
                "batchGenerateContent", "asyncBatchEmbedContent"}
 
@@ -55,6 +55,8 @@ async def generate_content(request: Request, key: KeyRecord, ctx: EdgeContext, t
     model, method = parse_target(target)
     op = _OPS.get(method)
     if op is None:
+        if method in embeddings.NATIVE_METHODS:
+            return await embeddings.native(request, key, ctx, model, method)
         if method in UNSUPPORTED:
             raise ApiError(501, f"method '{method}' is not supported by this gateway's backend")
         raise ApiError(404, f"unknown method '{method}'")
