@@ -190,6 +190,7 @@ class UpstreamClient:
         self._small_timeout = small_timeout
         self._models_ttl = models_ttl
         self._models: list[pb.Model] | None = None
+        self._aliases: dict[str, str] = {}
         self._models_at = 0.0
         self._models_inflight: asyncio.Future | None = None
 
@@ -271,8 +272,14 @@ class UpstreamClient:
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
         self._models = list(resp.models)
+        self._aliases = dict(resp.aliases)
         self._models_at = time.monotonic()
         return self._models
+
+    async def aliases(self) -> dict[str, str]:
+        """The upstream's alias map (MODEL_ALIASES), cached with the model list."""
+        await self.list_models()
+        return self._aliases
 
     async def ready(self) -> bool:
         from grpc_health.v1 import health_pb2, health_pb2_grpc
