@@ -196,6 +196,7 @@ class UpstreamClient:
         self._models_ttl = models_ttl
         self._models: list[pb.Model] | None = None
         self._by_id: dict[str, pb.Model] = {}
+        self._aliases: dict[str, str] = {}
         self._models_at = 0.0
         self._models_inflight: asyncio.Future | None = None
 
@@ -288,6 +289,7 @@ class UpstreamClient:
             raise from_rpc_error(exc) from None
         self._models = list(resp.models)
         self._by_id = {m.id: m for m in self._models}
+        self._aliases = dict(resp.aliases)
         self._models_at = time.monotonic()
         return self._models
 
@@ -300,6 +302,11 @@ class UpstreamClient:
         except UpstreamError:
             return None
         return self._by_id.get(model_id)
+
+    async def aliases(self) -> dict[str, str]:
+        """The upstream's alias map (MODEL_ALIASES), cached with the model list."""
+        await self.list_models()
+        return self._aliases
 
     async def ready(self) -> bool:
         from grpc_health.v1 import health_pb2, health_pb2_grpc

@@ -23,6 +23,7 @@ from services.edge.body import read_json_dict
 from services.edge.context import EdgeContext, get_ctx, new_id, request_id
 from services.edge.errors import ApiError, request_style
 from services.edge.media import MediaError
+from services.edge.models import allow_list_id, parse_model
 from services.edge.routes.gemini import get_model_google, list_models_google
 from services.edge.store import KeyRecord
 from services.edge.streaming import STREAM_HEADERS, TIMEOUT, StreamResponse, Prefetcher, unless_disconnected
@@ -60,16 +61,14 @@ async def chat_completions(request: Request) -> Response:
 
 async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter) -> Response:
     body = await read_json_dict(request, ctx.settings.max_body_bytes)
-    requested = body.get("model")
-    if not isinstance(requested, str) or not requested.strip():
-        raise ApiError(400, "'model' is required and must be a string", param="model", code="invalid_type")
-    base_model, _suffix = split_model(requested)
-    meter.model = base_model
+    ref = parse_model(body.get("model"))
+    requested = ref.requested
+    meter.model = ref.base
     if body.get("stream") is True:
         meter.op = "stream"
-    ctx.limiter.admit(key, base_model)
+    ctx.limiter.admit(key, await allow_list_id(key, ref, ctx.upstream))
     # The model's thinking range comes from the upstream's catalogue (cached ListModels).
-    thinking = catalog.thinking_spec(await ctx.upstream.model(base_model))
+    thinking = catalog.thinking_spec(await ctx.upstream.model(ref.base))
 
     try:
         urls = media_urls(body)
