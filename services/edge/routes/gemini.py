@@ -20,7 +20,8 @@ from starlette.responses import Response
 
 from services.edge import catalog
 from services.edge.auth import authenticate
-from services.edge.body import read_json_bytes
+from services.edge.admission import admit, gemini_output_cap
+from services.edge.body import parse_object, read_body, read_json_bytes
 from services.edge.context import EdgeContext, get_ctx, request_id
 from services.edge.errors import ApiError, error_body
 from services.edge.store import KeyRecord
@@ -64,9 +65,17 @@ async def generate_content(request: Request, key: KeyRecord, ctx: EdgeContext, t
     return await metered(meter, handler(request, ctx, key, model, meter))
 
 
+async def _read_and_admit(request: Request, ctx: EdgeContext, key: KeyRecord, model: str, meter: Meter) -> bytes:
+    """The raw body (checked to be a JSON object) of a generation, admitted against the key's
+    limits with its estimated cost."""
+    raw = await read_body(request, ctx.settings.max_body_bytes)
+    cap = gemini_output_cap(parse_object(raw))  # the parsed body is dropped at once
+    await admit(ctx, key, meter, model, body_bytes=len(raw), max_output=cap)
+    return raw
+
+
 async def _generate(request: Request, ctx: EdgeContext, key: KeyRecord, model: str, meter: Meter) -> Response:
-    raw = await read_json_bytes(request, ctx.settings.max_body_bytes)
-    ctx.limiter.admit(key, model)
+    raw = await _read_and_admit(request, ctx, key, model, meter)
     msg = await unless_disconnected(request, ctx.upstream.generate(model, raw, request_id=meter.request_id, caller=key.name))
     meter.finish(200, Usage.from_proto(msg.usage) if msg.HasField("usage") else None)
     return Response(msg.chunk.data, media_type="application/json", headers={"x-request-id": meter.request_id})
@@ -76,8 +85,7 @@ async def _stream(request: Request, ctx: EdgeContext, key: KeyRecord, model: str
     alt = request.query_params.get("alt", "json").lower()
     if alt not in ("sse", "json"):
         raise ApiError(400, f"unsupported alt '{alt}': use alt=sse or no alt", code="invalid_argument")
-    raw = await read_json_bytes(request, ctx.settings.max_body_bytes)
-    ctx.limiter.admit(key, model)
+    raw = await _read_and_admit(request, ctx, key, model, meter)
     stream = ctx.upstream.stream(model, raw, request_id=meter.request_id, caller=key.name)
     try:
         # Errors before the first chunk still get a real HTTP status (429 with Retry-After...).
@@ -112,7 +120,7 @@ async def _sse_body(stream: UpstreamStream, first, meter: Meter) -> AsyncIterato
         yield _sse_event(error_body("google", exc.to_api_error()))
     finally:
         stream.cancel()
-        meter.finish(status, stream.usage)
+        meter.finish_stream(status, stream)
 
 
 async def _array_body(stream: UpstreamStream, first, meter: Meter) -> AsyncIterator[bytes]:
@@ -133,7 +141,7 @@ async def _array_body(stream: UpstreamStream, first, meter: Meter) -> AsyncItera
         yield (b",\r\n" if opened else b"[") + error_body("google", exc.to_api_error()) + b"]"
     finally:
         stream.cancel()
-        meter.finish(status, stream.usage)
+        meter.finish_stream(status, stream)
 
 
 async def _count(request: Request, ctx: EdgeContext, key: KeyRecord, model: str, meter: Meter) -> Response:

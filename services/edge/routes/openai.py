@@ -19,7 +19,8 @@ from starlette.responses import Response
 
 from services.edge import catalog
 from services.edge.auth import authenticate
-from services.edge.body import read_json_dict
+from services.edge.admission import admit, openai_output_cap
+from services.edge.body import parse_object, read_body
 from services.edge.context import EdgeContext, get_ctx, new_id, request_id
 from services.edge.errors import ApiError, request_style
 from services.edge.media import MediaError
@@ -59,7 +60,10 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter) -> Response:
-    body = await read_json_dict(request, ctx.settings.max_body_bytes)
+    raw = await read_body(request, ctx.settings.max_body_bytes)
+    body_bytes = len(raw)
+    body = parse_object(raw)
+    del raw
     requested = body.get("model")
     if not isinstance(requested, str) or not requested.strip():
         raise ApiError(400, "'model' is required and must be a string", param="model", code="invalid_type")
@@ -67,7 +71,7 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
     meter.model = base_model
     if body.get("stream") is True:
         meter.op = "stream"
-    ctx.limiter.admit(key, base_model)
+    await admit(ctx, key, meter, base_model, body_bytes=body_bytes, max_output=openai_output_cap(body))
 
     try:
         urls = media_urls(body)
@@ -153,7 +157,7 @@ async def _sse(stream: UpstreamStream, pump: Prefetcher, first, translator: Chun
     finally:
         pump.close()
         stream.cancel()
-        meter.finish(status, stream.usage)
+        meter.finish_stream(status, stream)
 
 
 # --- models ---------------------------------------------------------------------------------
