@@ -20,7 +20,8 @@ from starlette.responses import Response
 
 from services.edge import catalog
 from services.edge.auth import authenticate
-from services.edge.body import parse_object, read_json_bytes
+from services.edge.admission import admit, gemini_output_cap
+from services.edge.body import parse_object, read_body, read_json_bytes
 from services.edge.context import EdgeContext, get_ctx, request_id
 from services.edge.errors import ApiError, error_body
 from services.edge.models import MAX_MODEL_ID, ModelRef, allow_list_id, parse_model
@@ -93,10 +94,17 @@ async def _apply_suffix(raw: bytes, ref: ModelRef, ctx: EdgeContext) -> bytes:
     return orjson.dumps(body)
 
 
+async def _read_and_admit(request: Request, ctx: EdgeContext, key: KeyRecord, ref: ModelRef, meter: Meter) -> bytes:
+    """The raw body (checked to be a JSON object) of a generation, admitted against the key's
+    limits with its estimated cost, with the model's thinking suffix applied."""
+    raw = await read_body(request, ctx.settings.max_body_bytes)
+    cap = gemini_output_cap(parse_object(raw))  # the parsed body is dropped at once
+    await admit(ctx, key, meter, await allow_list_id(key, ref, ctx.upstream), body_bytes=len(raw), max_output=cap)
+    return await _apply_suffix(raw, ref, ctx)
+
+
 async def _generate(request: Request, ctx: EdgeContext, key: KeyRecord, ref: ModelRef, meter: Meter) -> Response:
-    raw = await read_json_bytes(request, ctx.settings.max_body_bytes)
-    ctx.limiter.admit(key, await allow_list_id(key, ref, ctx.upstream))
-    raw = await _apply_suffix(raw, ref, ctx)
+    raw = await _read_and_admit(request, ctx, key, ref, meter)
     model = ref.base
     msg = await unless_disconnected(request, ctx.upstream.generate(model, raw, request_id=meter.request_id, caller=key.name))
     meter.served_by(msg.credential_kind, msg.credential_id)
@@ -108,9 +116,7 @@ async def _stream(request: Request, ctx: EdgeContext, key: KeyRecord, ref: Model
     alt = request.query_params.get("alt", "json").lower()
     if alt not in ("sse", "json"):
         raise ApiError(400, f"unsupported alt '{alt}': use alt=sse or no alt", code="invalid_argument")
-    raw = await read_json_bytes(request, ctx.settings.max_body_bytes)
-    ctx.limiter.admit(key, await allow_list_id(key, ref, ctx.upstream))
-    raw = await _apply_suffix(raw, ref, ctx)
+    raw = await _read_and_admit(request, ctx, key, ref, meter)
     model = ref.base
     stream = ctx.upstream.stream(model, raw, request_id=meter.request_id, caller=key.name)
     try:
@@ -147,7 +153,7 @@ async def _sse_body(stream: UpstreamStream, first, meter: Meter) -> AsyncIterato
     finally:
         stream.cancel()
         meter.served_by(stream.credential_kind, stream.credential_id)
-        meter.finish(status, stream.usage)
+        meter.finish_stream(status, stream)
 
 
 async def _array_body(stream: UpstreamStream, first, meter: Meter) -> AsyncIterator[bytes]:
@@ -169,7 +175,7 @@ async def _array_body(stream: UpstreamStream, first, meter: Meter) -> AsyncItera
     finally:
         stream.cancel()
         meter.served_by(stream.credential_kind, stream.credential_id)
-        meter.finish(status, stream.usage)
+        meter.finish_stream(status, stream)
 
 
 async def _count(request: Request, ctx: EdgeContext, key: KeyRecord, ref: ModelRef, meter: Meter) -> Response:
