@@ -409,8 +409,10 @@ async def test_a_get_on_a_dropped_kept_alive_connection_is_retried_once() -> Non
 async def test_100_continue_is_not_the_answer() -> None:
     async def reply(head, body, index):
         if b"/stream" in head.split(b"\r\n")[0]:
-            return [b"HTTP/1.1 100 Continue\r\n\r\n", chunked_head(), chunk(b"data: {\"n\":1}\n\n"), b"0\r\n\r\n"]
-        return [b"HTTP/1.1 100 Continue\r\n\r\n", sized(b'{"real":true}')]
+            return [b"HTTP/1.1 100 Continue\r\n\r\n", 0.2, chunked_head(), chunk(b"data: {\"n\":1}\n\n"),
+                    b"0\r\n\r\n"]
+        # The pause keeps the interim answer in a read of its own.
+        return [b"HTTP/1.1 100 Continue\r\n\r\n", 0.2, sized(b'{"real":true}')]
 
     async with Server(reply) as srv:
         t = transport()
