@@ -633,3 +633,16 @@ async def test_tls_through_a_connect_proxy_is_verified(pki: Pki) -> None:
         with pytest.raises(TransportError):
             await untrusting.request("POST", srv.url + "/", headers={}, body=b"{}", proxy=proxy.url)
         await untrusting.aclose()
+
+
+def test_settings_reach_the_transport(monkeypatch: pytest.MonkeyPatch, pki: Pki) -> None:
+    from services.upstream.settings import Settings
+
+    assert Settings().backend_max_response_bytes == 64 * 1024 * 1024 and Settings().backend_ca_file == ""
+    monkeypatch.setenv("BACKEND_MAX_RESPONSE_BYTES", "2097152")
+    monkeypatch.setenv("BACKEND_CA_FILE", str(pki.ca))
+    settings = Settings()
+    t = Transport.from_settings(settings)
+    assert t.max_response_bytes == 2097152
+    assert any(c.get("subject") and ("commonName", "gateway test CA") in sum(c["subject"], ())
+               for c in t.ssl_context.get_ca_certs())
