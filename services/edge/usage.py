@@ -125,7 +125,8 @@ class UsageRecorder:
 class Meter:
     """Measures one request and records its ledger row exactly once."""
 
-    __slots__ = ("recorder", "key_id", "api", "op", "model", "request_id", "started", "done")
+    __slots__ = ("recorder", "key_id", "api", "op", "model", "request_id", "started", "done",
+                 "credential_kind", "credential_id")
 
     def __init__(self, recorder: UsageRecorder, key_id: int, api: str, op: str, model: str,
                  request_id: str = "") -> None:
@@ -137,6 +138,13 @@ class Meter:
         self.request_id = request_id
         self.started = time.perf_counter()
         self.done = False
+        self.credential_kind = ""
+        self.credential_id = ""
+
+    def served_by(self, kind: str, credential_id: str = "") -> None:
+        """Note which credential served the call (from the upstream's first message)."""
+        if kind:
+            self.credential_kind, self.credential_id = kind, credential_id
 
     def finish(self, status: int, usage: Usage | None = None) -> None:
         if self.done:
@@ -150,7 +158,8 @@ class Meter:
             key_id=self.key_id, api=self.api, op=self.op, model=self.model, status=status,
             latency_ms=round((time.perf_counter() - self.started) * 1000.0, 3),
             prompt_tokens=u.prompt, completion_tokens=u.completion, thought_tokens=u.thoughts,
-            cached_tokens=u.cached, total_tokens=u.total, request_id=self.request_id))
+            cached_tokens=u.cached, total_tokens=u.total, request_id=self.request_id,
+            credential_kind=self.credential_kind, credential_id=self.credential_id))
 
 
 T = TypeVar("T")

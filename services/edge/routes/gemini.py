@@ -23,6 +23,7 @@ from services.edge.auth import authenticate
 from services.edge.body import read_json_bytes
 from services.edge.context import EdgeContext, get_ctx, request_id
 from services.edge.errors import ApiError, error_body
+from services.edge.routes import embeddings
 from services.edge.store import KeyRecord
 from services.edge.streaming import STREAM_HEADERS, StreamResponse, unless_disconnected
 from services.edge.upstream_client import Usage, UpstreamError, UpstreamStream
@@ -31,7 +32,7 @@ from services.edge.usage import Meter, metered
 router = APIRouter()
 
 VERSIONS = ("v1beta", "v1", "v1alpha")
-UNSUPPORTED = {"embedContent", "batchEmbedContents", "predict", "predictLongRunning", "generateAnswer",
+UNSUPPORTED = {"predict", "predictLongRunning", "generateAnswer",
                "batchGenerateContent", "asyncBatchEmbedContent"}
 
 
@@ -54,6 +55,8 @@ async def generate_content(request: Request, key: KeyRecord, ctx: EdgeContext, t
     model, method = parse_target(target)
     op = _OPS.get(method)
     if op is None:
+        if method in embeddings.NATIVE_METHODS:
+            return await embeddings.native(request, key, ctx, model, method)
         if method in UNSUPPORTED:
             raise ApiError(501, f"method '{method}' is not supported by this gateway's backend")
         raise ApiError(404, f"unknown method '{method}'")
@@ -68,6 +71,7 @@ async def _generate(request: Request, ctx: EdgeContext, key: KeyRecord, model: s
     raw = await read_json_bytes(request, ctx.settings.max_body_bytes)
     ctx.limiter.admit(key, model)
     msg = await unless_disconnected(request, ctx.upstream.generate(model, raw, request_id=meter.request_id, caller=key.name))
+    meter.served_by(msg.credential_kind, msg.credential_id)
     meter.finish(200, Usage.from_proto(msg.usage) if msg.HasField("usage") else None)
     return Response(msg.chunk.data, media_type="application/json", headers={"x-request-id": meter.request_id})
 
@@ -112,6 +116,7 @@ async def _sse_body(stream: UpstreamStream, first, meter: Meter) -> AsyncIterato
         yield _sse_event(error_body("google", exc.to_api_error()))
     finally:
         stream.cancel()
+        meter.served_by(stream.credential_kind, stream.credential_id)
         meter.finish(status, stream.usage)
 
 
@@ -133,6 +138,7 @@ async def _array_body(stream: UpstreamStream, first, meter: Meter) -> AsyncItera
         yield (b",\r\n" if opened else b"[") + error_body("google", exc.to_api_error()) + b"]"
     finally:
         stream.cancel()
+        meter.served_by(stream.credential_kind, stream.credential_id)
         meter.finish(status, stream.usage)
 
 

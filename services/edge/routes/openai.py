@@ -68,6 +68,8 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
     if body.get("stream") is True:
         meter.op = "stream"
     ctx.limiter.admit(key, base_model)
+    # The model's thinking range comes from the upstream's catalogue (cached ListModels).
+    thinking = catalog.thinking_spec(await ctx.upstream.model(base_model))
 
     try:
         urls = media_urls(body)
@@ -76,7 +78,7 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
                                 "are fetched (send the others inline as data: URLs)", param="messages",
                            code="too_many_media_urls")
         media = await unless_disconnected(request, ctx.media.fetch_all(urls)) if urls else {}
-        chat = chat_request_to_gemini(body, media)
+        chat = chat_request_to_gemini(body, media, thinking=thinking)
     except TranslationError as exc:
         raise ApiError(400, exc.message, param=exc.param, code=exc.code) from None
     except MediaError as exc:
@@ -97,6 +99,7 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
         call = ctx.upstream.generate(model, payload, request_id=meter.request_id, caller=key.name)
         del payload
         msg = await unless_disconnected(request, call)
+        meter.served_by(msg.credential_kind, msg.credential_id)
         usage = Usage.from_proto(msg.usage) if msg.HasField("usage") else None
         try:
             out = completion_from_gemini(orjson.loads(msg.chunk.data), model=requested,
@@ -153,6 +156,7 @@ async def _sse(stream: UpstreamStream, pump: Prefetcher, first, translator: Chun
     finally:
         pump.close()
         stream.cancel()
+        meter.served_by(stream.credential_kind, stream.credential_id)
         meter.finish(status, stream.usage)
 
 

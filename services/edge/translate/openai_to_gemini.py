@@ -17,7 +17,7 @@ from ..media import OCTET_STREAM, MediaError, decode_inline, is_remote
 from . import tool_ids
 from .errors import TranslationError
 from .schema import to_gemini_schema
-from .thinking import model_spec, split_model, thinking_config
+from .thinking import GENERIC, ThinkingSpec, split_model, thinking_config
 
 # Gemini's documented value for history whose function calls carry no signature (protocol §7).
 SKIP_SIGNATURE = "skip_thought_signature_validator"
@@ -611,7 +611,9 @@ def _extra_google(body: dict) -> dict | None:
 
 # --- entry point -----------------------------------------------------------------------------------
 
-def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | None = None) -> ChatRequest:
+def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | None = None, *,
+                           thinking: ThinkingSpec | None = None) -> ChatRequest:
+    """`thinking` is the model's range from the upstream's catalogue (None: unknown model)."""
     if not isinstance(body, dict):
         raise TranslationError("the request body must be a JSON object")
     model = body.get("model")
@@ -633,7 +635,7 @@ def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | 
             raise TranslationError("messages contain no content", "messages")
         # A system-only conversation: Gemini needs at least one turn, so the text becomes it.
         contents, system = [{"role": "user", "parts": system}], []
-    spec = model_spec(base)
+    spec = thinking or GENERIC
     if spec.levels:
         _ensure_signatures(contents)
 
@@ -653,15 +655,15 @@ def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | 
 
     gen = _generation_config(body)
     google = _extra_google(body)
-    thinking = thinking_config(
-        base,
+    thinking_cfg = thinking_config(
+        spec,
         suffix=suffix,
         reasoning_effort=body.get("reasoning_effort"),
         thinking=body.get("thinking"),
         extra_google=google,
     )
-    if thinking:
-        gen["thinkingConfig"] = thinking
+    if thinking_cfg:
+        gen["thinkingConfig"] = thinking_cfg
     if gen:
         gemini["generationConfig"] = gen
     if google:
@@ -692,5 +694,5 @@ def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | 
         gemini=gemini,
         stream=stream,
         include_usage=include_usage,
-        include_thoughts=bool(thinking and thinking.get("includeThoughts")),
+        include_thoughts=bool(thinking_cfg and thinking_cfg.get("includeThoughts")),
     )
