@@ -11,6 +11,7 @@ from services.edge.translate.anthropic_request import count_tokens_body, media_u
 from services.edge.translate.anthropic_response import MessageStream, fold, message_from_gemini, usage_to_anthropic
 from services.edge.translate.errors import TranslationError
 from tests.unit.test_media import png_1x1
+from tests.unit.thinking_ranges import spec_for
 
 PNG = base64.b64encode(png_1x1()).decode()
 SIG = "c2lnLWFiYw=="  # Gemini signatures are opaque base64 strings
@@ -156,7 +157,7 @@ def test_thinking(model, thinking, extra, expected):
     body = {"model": "x", "max_tokens": 40000, "messages": [{"role": "user", "content": "q"}], **extra}
     if thinking is not None:
         body["thinking"] = thinking
-    got = messages_request_to_gemini(body, model)
+    got = messages_request_to_gemini(body, model, thinking=spec_for(model))
     assert got.gemini["generationConfig"]["thinkingConfig"] == expected
     assert got.thinking == (thinking is not None and thinking["type"] != "disabled")
 
@@ -166,7 +167,8 @@ def test_gemini3_history_without_signature_gets_the_bypass():
         {"role": "user", "content": "go"},
         {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_01A", "name": "Bash", "input": {"command": "ls"}}]},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01A", "content": "ok"}]}]}
-    model_turn = messages_request_to_gemini(body, "gemini-3-pro-preview").gemini["contents"][1]
+    model_turn = messages_request_to_gemini(body, "gemini-3-pro-preview",
+                                            thinking=spec_for("gemini-3-pro-preview")).gemini["contents"][1]
     assert model_turn["parts"][0]["thoughtSignature"] == signatures.SKIP_SIGNATURE
 
 

@@ -10,6 +10,7 @@ from services.edge.translate.errors import TranslationError
 from services.edge.translate.responses_request import media_urls, responses_request_to_gemini
 from services.edge.translate.responses_response import ResponseStream, response_from_gemini, usage_to_responses
 from tests.unit.test_media import png_1x1
+from tests.unit.thinking_ranges import spec_for
 
 PNG = base64.b64encode(png_1x1()).decode()
 SIG = "c2lnLXh5eg=="
@@ -86,7 +87,8 @@ REQUESTS = {
 @pytest.mark.parametrize("name", REQUESTS)
 def test_request_translation(name):
     body, expected = REQUESTS[name]
-    got = responses_request_to_gemini(body, {"https://x.test/a.png": ("image/png", "FETCHED")})
+    got = responses_request_to_gemini(body, {"https://x.test/a.png": ("image/png", "FETCHED")},
+                                      thinking=spec_for(body["model"]))
     assert got.gemini == expected
     assert got.stream is bool(body.get("stream"))
 
@@ -101,7 +103,7 @@ def test_json_schema_and_effort_on_gemini3():
     got = responses_request_to_gemini({"model": "gemini-3-pro-preview", "input": "x", "reasoning": {"effort": "high"},
                                        "text": {"format": {"type": "json_schema", "name": "s", "strict": True, "schema": {
                                            "type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"],
-                                           "additionalProperties": False}}}})
+                                           "additionalProperties": False}}}}, thinking=spec_for("gemini-3-pro-preview"))
     gen = got.gemini["generationConfig"]
     assert gen["thinkingConfig"] == {"thinkingLevel": "HIGH"}
     assert gen["responseSchema"]["properties"] == {"a": {"type": "string"}} and gen["responseMimeType"] == "application/json"
@@ -110,7 +112,7 @@ def test_json_schema_and_effort_on_gemini3():
 def test_gemini3_unsigned_history_gets_the_bypass():
     got = responses_request_to_gemini({"model": "gemini-3-pro-preview", "input": [
         {"role": "user", "content": "go"}, {"type": "function_call", "call_id": "c1", "name": "shell", "arguments": "{}"},
-        {"type": "function_call_output", "call_id": "c1", "output": "x"}]})
+        {"type": "function_call_output", "call_id": "c1", "output": "x"}]}, thinking=spec_for("gemini-3-pro-preview"))
     assert got.gemini["contents"][1]["parts"][0]["thoughtSignature"] == signatures.SKIP_SIGNATURE
 
 
@@ -130,7 +132,7 @@ def test_gemini3_unsigned_history_gets_the_bypass():
 ])
 def test_bad_requests_name_the_parameter(body, param):
     with pytest.raises(TranslationError) as exc:
-        responses_request_to_gemini({"model": "gemini-2.5-pro", **body})
+        responses_request_to_gemini({"model": "gemini-2.5-pro", **body}, thinking=spec_for("gemini-2.5-pro"))
     assert exc.value.param == param
 
 

@@ -17,7 +17,8 @@ from services.edge.auth import authenticate
 from services.edge.body import read_json_dict
 from services.edge.context import EdgeContext, get_ctx, new_id, request_id
 from services.edge.errors import ApiError, anthropic_error_dict
-from services.edge.routes.translated import SseTranslator, fetch_media, generate_once, open_stream, pump_sse, untranslatable
+from services.edge.routes.translated import (SseTranslator, fetch_media, generate_once, open_stream, pump_sse,
+                                             thinking_spec, untranslatable)
 from services.edge.store import KeyRecord
 from services.edge.streaming import STREAM_HEADERS, StreamResponse, unless_disconnected
 from services.edge.translate.anthropic_request import count_tokens_body, media_urls, messages_request_to_gemini, resolve_model
@@ -64,9 +65,10 @@ async def _messages(request: Request, ctx: EdgeContext, key: KeyRecord, meter: M
     if body.get("max_tokens") is None:
         raise ApiError(400, "max_tokens: field required", param="max_tokens")
     ctx.limiter.admit(key, base)
+    spec = await thinking_spec(ctx, base)
     media = await fetch_media(request, ctx, media_urls(body), "messages")
     try:
-        req = messages_request_to_gemini(body, target, media)
+        req = messages_request_to_gemini(body, target, media, thinking=spec)
     except TranslationError as exc:
         raise _bad(exc) from None
     del body, media

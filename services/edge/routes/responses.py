@@ -20,7 +20,8 @@ from services.edge.auth import authenticate
 from services.edge.body import read_json_dict
 from services.edge.context import EdgeContext, get_ctx, new_id, request_id
 from services.edge.errors import ApiError
-from services.edge.routes.translated import SseTranslator, fetch_media, generate_once, open_stream, pump_sse, untranslatable
+from services.edge.routes.translated import (SseTranslator, fetch_media, generate_once, open_stream, pump_sse,
+                                             thinking_spec, untranslatable)
 from services.edge.store import KeyRecord
 from services.edge.streaming import STREAM_HEADERS, StreamResponse
 from services.edge.translate.errors import TranslationError
@@ -62,9 +63,10 @@ async def _create(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Met
     if body.get("stream") is True:
         meter.op = "stream"
     ctx.limiter.admit(key, base)
+    spec = await thinking_spec(ctx, base)
     media = await fetch_media(request, ctx, media_urls(body), "input")
     try:
-        req = responses_request_to_gemini(body, media)
+        req = responses_request_to_gemini(body, media, thinking=spec)
     except TranslationError as exc:
         raise ApiError(400, exc.message, param=exc.param, code=exc.code) from None
     del body, media

@@ -13,10 +13,12 @@ from typing import Any, AsyncIterator, Callable
 import orjson
 from fastapi import Request
 
+from services.edge import catalog
 from services.edge.context import EdgeContext
 from services.edge.errors import ApiError
 from services.edge.media import MediaError
 from services.edge.store import KeyRecord
+from services.edge.translate.thinking import ThinkingSpec
 from services.edge.streaming import TIMEOUT, Prefetcher, unless_disconnected
 from services.edge.upstream_client import Usage, UpstreamError, UpstreamStream
 from services.edge.usage import Meter
@@ -38,12 +40,18 @@ async def fetch_media(request: Request, ctx: EdgeContext, urls: list[str], param
         raise ApiError(400, exc.message, param=param, code="invalid_media") from None
 
 
+async def thinking_spec(ctx: EdgeContext, model: str) -> ThinkingSpec | None:
+    """The model's thinking range from the upstream's catalogue (cached ListModels)."""
+    return catalog.thinking_spec(await ctx.upstream.model(model))
+
+
 async def generate_once(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter, model: str,
                         payload: bytes) -> tuple[dict, Usage | None]:
     """One unary Generate: (the backend's parsed answer, its usage). The ledger row is the
     caller's to finish once the answer is translated."""
     msg = await unless_disconnected(request, ctx.upstream.generate(model, payload, request_id=meter.request_id,
                                                                    caller=key.name))
+    meter.served_by(msg.credential_kind, msg.credential_id)
     usage = Usage.from_proto(msg.usage) if msg.HasField("usage") else None
     try:
         return orjson.loads(msg.chunk.data), usage
@@ -119,4 +127,5 @@ async def pump_sse(opened: OpenStream, translator: SseTranslator, meter: Meter,
     finally:
         pump.close()
         stream.cancel()
+        meter.served_by(stream.credential_kind, stream.credential_id)
         meter.finish(status, stream.usage)

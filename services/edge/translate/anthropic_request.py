@@ -29,7 +29,7 @@ from ..media import MediaError, decode_inline, is_remote
 from . import signatures, tool_ids
 from .errors import TranslationError
 from .openai_to_gemini import _declaration, _integer, _number, _shallow, _text, _tool_config
-from .thinking import model_spec, split_model, thinking_config
+from .thinking import GENERIC, ThinkingSpec, split_model, thinking_config
 
 ATTRIBUTION = "x-anthropic-billing-header:"
 _EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "xhigh"}
@@ -334,7 +334,7 @@ def _conversation(body: dict, fetched: Mapping[str, tuple[str, str]]) -> _Conver
     return conv
 
 
-def _thinking(base: str, suffix: str | None, body: dict) -> dict | None:
+def _thinking(spec: ThinkingSpec, suffix: str | None, body: dict) -> dict | None:
     thinking = body.get("thinking")
     effort = None
     output_config = body.get("output_config")
@@ -342,17 +342,20 @@ def _thinking(base: str, suffix: str | None, body: dict) -> dict | None:
         effort = _EFFORTS.get(str(output_config["effort"]).lower())
         if effort is None:
             raise TranslationError("output_config.effort must be low, medium, high, xhigh or max", "output_config.effort")
-    cfg = thinking_config(base, suffix=suffix, reasoning_effort=effort, thinking=thinking, extra_google=None)
+    cfg = thinking_config(spec, suffix=suffix, reasoning_effort=effort, thinking=thinking, extra_google=None)
     if cfg and isinstance(thinking, dict) and thinking.get("display") == "omitted":
         cfg.pop("includeThoughts", None)
     return cfg or None
 
 
-def messages_request_to_gemini(body: dict, model: str, fetched: Mapping[str, tuple[str, str]] | None = None) -> MessagesRequest:
-    """`model` is the Gemini model resolve_model chose (a -thinking style suffix allowed)."""
+def messages_request_to_gemini(body: dict, model: str, fetched: Mapping[str, tuple[str, str]] | None = None, *,
+                               thinking: ThinkingSpec | None = None) -> MessagesRequest:
+    """`model` is the Gemini model resolve_model chose (a -thinking style suffix allowed);
+    `thinking` its range from the upstream's catalogue (None: unknown model)."""
     base, suffix = split_model(model)
+    spec = thinking or GENERIC
     conv = _conversation(body, fetched or {})
-    if model_spec(base).levels:
+    if spec.levels:
         signatures.ensure_first_call_signed(conv.contents)
     gemini: dict = {"contents": conv.contents}
     if conv.system:
@@ -385,9 +388,9 @@ def messages_request_to_gemini(body: dict, model: str, fetched: Mapping[str, tup
             raise TranslationError("stop_sequences must be an array of strings", "stop_sequences")
         if any(stops):
             gen["stopSequences"] = [s for s in stops if s]
-    thinking = _thinking(base, suffix, body)
-    if thinking:
-        gen["thinkingConfig"] = thinking
+    thinking_cfg = _thinking(spec, suffix, body)
+    if thinking_cfg:
+        gen["thinkingConfig"] = thinking_cfg
     if gen:
         gemini["generationConfig"] = gen
     stream = body.get("stream", False)

@@ -27,7 +27,7 @@ from . import signatures, tool_ids
 from .errors import TranslationError
 from .openai_to_gemini import _declaration, _integer, _Media, _number, _shallow, _text, _tool_config
 from .schema import to_gemini_schema
-from .thinking import model_spec, split_model, thinking_config
+from .thinking import GENERIC, ThinkingSpec, split_model, thinking_config
 
 CUSTOM_INPUT = "input"  # the one parameter a custom (freeform) tool is declared with
 _STATEFUL = ("previous_response_id", "conversation")
@@ -272,7 +272,9 @@ def _text_format(body: dict, gen: dict) -> None:
 
 # --- entry point -----------------------------------------------------------------------------------
 
-def responses_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | None = None) -> ResponsesRequest:
+def responses_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | None = None, *,
+                                thinking: ThinkingSpec | None = None) -> ResponsesRequest:
+    """`thinking` is the model's range from the upstream's catalogue (None: unknown model)."""
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
         raise TranslationError("model is required and must be a string", "model")
@@ -296,7 +298,8 @@ def responses_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str
         conv.add(i, item)
     if not conv.contents:
         raise TranslationError("input contains no content", "input")
-    if model_spec(base).levels:
+    spec = thinking or GENERIC
+    if spec.levels:
         signatures.ensure_first_call_signed(conv.contents)
     gemini: dict = {"contents": conv.contents}
     if conv.system:
@@ -328,12 +331,12 @@ def responses_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str
     if effort == "max":
         effort = "xhigh"
     try:
-        thinking = thinking_config(base, suffix=suffix, reasoning_effort=effort,
-                                   thinking=True if reasoning.get("summary") else None, extra_google=None)
+        thinking_cfg = thinking_config(spec, suffix=suffix, reasoning_effort=effort,
+                                       thinking=True if reasoning.get("summary") else None, extra_google=None)
     except TranslationError as exc:
         raise TranslationError(exc.message.replace("reasoning_effort", "reasoning.effort"), "reasoning.effort") from None
-    if thinking:
-        gen["thinkingConfig"] = thinking
+    if thinking_cfg:
+        gen["thinkingConfig"] = thinking_cfg
     if gen:
         gemini["generationConfig"] = gen
 
