@@ -130,6 +130,20 @@ def test_keyless_slow_http1_bodies_get_401_before_the_body_and_envoy_holds_nothi
     assert rss.grown_mib < RSS_BOUND_MIB, f"Envoy RSS grew by {rss.grown_mib:.0f} MiB under {clients} slow bodies"
 
 
+@pytest.mark.parametrize("path", [
+    "/gemini_cli/v1/responses", "/gemini_cli/v1/messages", "/gemini_cli/v1/messages/count_tokens",
+    "/gemini_cli/v1/embeddings", "/gemini_cli/v1beta/models/gemini-2.5-pro:generateContent",
+    "/gemini_cli/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse",
+    "/gemini_cli/v1beta/models/gemini-2.5-pro:countTokens",
+    "/gemini_cli/v1beta/models/gemini-embedding-001:embedContent",
+])
+def test_every_post_route_refuses_a_keyless_body_on_its_headers(rig: Rig, path: str):
+    assert rig.envoy is not None
+    got, sent = slow_keyless_post(rig.envoy.port, path)
+    assert got.startswith(b"HTTP/1.1 401"), (got[:200], sent)
+    assert sent < DECLARED
+
+
 def test_keyless_h2c_streams_get_401_before_the_body_and_envoy_holds_nothing(rig: Rig):
     assert rig.envoy is not None
     streams = 25
