@@ -6,22 +6,20 @@ errors mean "this credential is unusable" (`account_problem`) and how long a 429
 retry hint rests (`backoff_start`). Member-specific facts (project, location, proxy) come
 from the pool entry passed to every call.
 
-`Http` is the one place AI Studio and Vertex calls go out: one client per HTTP proxy, the
-whole-call deadline, and transport failures as `TransportError`.
+`Http` is the one place AI Studio and Vertex calls go out: through the process's transport
+(transport.py: TLS verified, answers capped, a POST never re-sent), with the member's HTTP
+proxy per call and the whole-call deadline.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, AsyncIterator, ClassVar, Mapping
 
-import httpx
 import orjson
 
 from .code_assist import Chunk, parse_backend_error
 from .errors import BackendError, InvalidRequest, TransportError
 from .settings import Settings
-from .sse import SSEParser
 
 if TYPE_CHECKING:
     from .pool import Entry
@@ -29,8 +27,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_ERROR_BODY = 64 * 1024
-# Error answers are read at most this far; a success answer at most MAX_RESPONSE_BYTES.
-MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 
 
 class Backend:
@@ -73,61 +69,29 @@ class ChunkStream:
 # --- HTTP ------------------------------------------------------------------------------------
 
 class Http:
-    def __init__(self, settings: Settings, default: httpx.AsyncClient) -> None:
-        self._settings = settings
-        self._default = default
-        self._proxied: dict[str, httpx.AsyncClient] = {}
+    """Calls through the process's transport (transport.Transport), the member's proxy per call."""
 
-    def client(self, proxy: str | None) -> httpx.AsyncClient:
-        if not proxy:
-            return self._default
-        client = self._proxied.get(proxy)
-        if client is None:
-            s = self._settings
-            client = self._proxied[proxy] = httpx.AsyncClient(
-                proxy=proxy, follow_redirects=False,
-                timeout=httpx.Timeout(connect=s.connect_timeout, read=s.read_timeout, write=s.read_timeout,
-                                      pool=s.connect_timeout))
-        return client
+    def __init__(self, settings: Settings, transport: Any) -> None:
+        self._settings = settings
+        self._transport = transport
 
     async def request(self, method: str, url: str, *, headers: Mapping[str, str], body: bytes | None = None,
                       proxy: str | None = None) -> tuple[int, bytes]:
-        seconds = self._settings.request_timeout
-        try:
-            async with asyncio.timeout(seconds):
-                resp = await self.client(proxy).request(method, url, content=body, headers=headers)
-        except TimeoutError:
-            raise TransportError(f"backend gave no answer within {seconds:g}s", timeout=True) from None
-        except httpx.TimeoutException as exc:
-            raise TransportError(f"backend timed out ({type(exc).__name__})", timeout=True) from None
-        except httpx.HTTPError as exc:
-            raise TransportError(f"backend unreachable ({type(exc).__name__})") from None
-        return resp.status_code, resp.content
+        resp = await self._transport.request(method, url, headers=headers, body=body, proxy=proxy,
+                                             timeout=self._settings.request_timeout)
+        return resp.status, resp.body
 
     async def open_stream(self, url: str, *, headers: Mapping[str, str], body: bytes,
-                          proxy: str | None = None) -> httpx.Response:
+                          proxy: str | None = None) -> Any:
         """A streamed POST; an error answer is read (bounded), closed and raised as BackendError."""
-        client = self.client(proxy)
-        request = client.build_request("POST", url, content=body, headers=headers)
-        try:
-            resp = await client.send(request, stream=True)
-        except httpx.TimeoutException as exc:
-            raise TransportError(f"backend timed out ({type(exc).__name__})", timeout=True) from None
-        except httpx.HTTPError as exc:
-            raise TransportError(f"backend unreachable ({type(exc).__name__})") from None
-        if resp.status_code != 200:
+        stream = await self._transport.open_stream("POST", url, headers=headers, body=body, proxy=proxy)
+        if stream.status != 200:
             try:
-                data = bytearray()
-                async for piece in resp.aiter_bytes():
-                    data += piece
-                    if len(data) >= MAX_ERROR_BODY:
-                        break
-            except httpx.HTTPError:
-                pass
+                data = await stream.error_body()
             finally:
-                await resp.aclose()
-            raise parse_backend_error(resp.status_code, bytes(data[:MAX_ERROR_BODY]))
-        return resp
+                await stream.aclose()
+            raise parse_backend_error(stream.status, data[:MAX_ERROR_BODY])
+        return stream
 
 
 def json_answer(status: int, data: bytes) -> Any:
@@ -157,8 +121,8 @@ def plain_chunk(data: bytes, value: Any) -> Chunk:
 class PlainEventStream(ChunkStream):
     """SSE of plain GenerateContentResponse events, each passed on as the bytes that came."""
 
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
         self._it = self._chunks()
 
     async def next(self) -> Chunk | None:
@@ -168,25 +132,14 @@ class PlainEventStream(ChunkStream):
             return None
 
     async def _chunks(self) -> AsyncIterator[Chunk]:
-        parser = SSEParser()
-        try:
-            async for piece in self._response.aiter_bytes():
-                for data in parser.feed(piece):
-                    chunk = _event(data)
-                    if chunk is not None:
-                        yield chunk
-            for data in parser.close():
-                chunk = _event(data)
-                if chunk is not None:
-                    yield chunk
-        except httpx.TimeoutException as exc:
-            raise TransportError(f"backend stream stalled ({type(exc).__name__})", timeout=True) from None
-        except httpx.HTTPError as exc:
-            raise TransportError(f"backend stream broke ({type(exc).__name__})") from None
+        async for data in self._stream.events():
+            chunk = _event(data)
+            if chunk is not None:
+                yield chunk
 
     async def aclose(self) -> None:
         await self._it.aclose()
-        await self._response.aclose()
+        await self._stream.aclose()
 
 
 def _event(data: bytes) -> Chunk | None:

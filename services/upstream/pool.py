@@ -21,6 +21,7 @@ within a tier. Failure policy, applied only before the first chunk reached the c
                              error goes to the caller when no member is left
   400 / other 4xx            to the caller at once (never retried)
   5xx / network / empty      next member, at most MAX_ATTEMPTS attempts in all
+  answer over the size cap   to the caller (TransportError.retry False: the work is done)
   timeout                    to the caller (its time is spent)
 
 Credentials come back: see roster.py (file rewritten → revived) and `recheck()` (a DEAD
@@ -151,11 +152,12 @@ class CredentialReport:
 
 class Pool:
     def __init__(self, settings: Settings, http: httpx.AsyncClient, client: CodeAssistClient,
-                 resolver: ProjectResolver) -> None:
+                 resolver: ProjectResolver, transport: Any = None) -> None:
         self._settings = settings
-        self._http = http
+        self._http = http  # token endpoints
         self._resolver = resolver
-        shared = Http(settings, http)
+        # Every backend shares the Code Assist client's transport unless told otherwise.
+        shared = Http(settings, transport if transport is not None else client._transport)
         self.backends: dict[str, Backend] = {
             "gemini-cli-oauth": CodeAssistBackend(client),
             "ai-studio-key": AIStudioBackend(shared, settings.ai_studio_endpoint),
@@ -434,7 +436,7 @@ class Pool:
             except (TransportError, EmptyStream) as err:
                 entry.failures += 1
                 entry.last_error = err.message
-                if isinstance(err, TransportError) and err.timeout:
+                if isinstance(err, TransportError) and (err.timeout or not err.retry):
                     raise
                 transient += 1
                 log.warning("credential %s: %s", entry.cred.id, err.message)

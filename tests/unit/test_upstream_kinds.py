@@ -25,6 +25,7 @@ from services.upstream.pool import Pool
 from services.upstream.project import ProjectResolver
 from services.upstream.settings import Settings
 from tests import harness
+from tests.asgi_transport import AsgiTransport
 from tests.cloud_keys import write_service_account
 from tests.simulator.app import create_app
 from tests.simulator.google_api import ApiKey, ServiceAccount
@@ -45,7 +46,7 @@ class Rig:
         fields.update(overrides)
         self.settings = Settings(**fields)
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app))
-        client = CodeAssistClient(self.settings, self.http)
+        client = CodeAssistClient(self.settings, AsgiTransport(self.http))
         self.pool = Pool(self.settings, self.http, client, ProjectResolver(client, poll_interval=0.0, max_polls=3))
 
     def service_account(self, name: str, project: str = "proj-v", register: bool = True) -> tuple[Path, str]:
