@@ -8,7 +8,10 @@ reason an operator can act on.
 """
 from __future__ import annotations
 
+import datetime as dt
 from typing import TYPE_CHECKING, Any, Mapping
+
+import orjson
 
 from .backends import Backend, ChunkStream
 from .code_assist import Chunk, CodeAssistClient, EventStream, build_count_body, envelope_parts
@@ -37,6 +40,33 @@ def backend_model(model: str) -> str:
     return MODEL_MAPPINGS.get(model, model)
 
 
+def caller_models(backend_id: str) -> list[str]:
+    """The ids callers use for a Code Assist model id (itself, and what maps onto it)."""
+    return [backend_id, *(k for k, v in MODEL_MAPPINGS.items() if v == backend_id)]
+
+
+def reset_seconds(reset: str, now: float) -> float | None:
+    """Seconds until an RFC 3339 reset time, None when it is not a future time."""
+    try:
+        when = dt.datetime.fromisoformat(reset.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+    return when - now if when > now else None
+
+
+def parse_quota(reply: Any) -> dict[str, tuple[float, str]]:
+    """retrieveUserQuota's buckets as model → (remaining fraction, reset time)."""
+    out: dict[str, tuple[float, str]] = {}
+    buckets = reply.get("buckets") if isinstance(reply, dict) else None
+    for bucket in buckets if isinstance(buckets, list) else []:
+        if not isinstance(bucket, dict):
+            continue
+        model, fraction = bucket.get("modelId"), bucket.get("remainingFraction")
+        if isinstance(model, str) and isinstance(fraction, (int, float)) and not isinstance(fraction, bool):
+            out[model] = (float(fraction), str(bucket.get("resetTime") or ""))
+    return out
+
+
 def action_for(reason: str) -> str:
     return ACTIONS.get(reason, "")
 
@@ -63,6 +93,11 @@ class CodeAssistBackend(Backend):
     async def count_tokens(self, entry: "Entry", headers: Mapping[str, str], model: str, body: bytes) -> Any:
         target = backend_model(model)
         return await self.client.count_tokens(headers, target, build_count_body(target, body))
+
+    async def quota(self, entry: "Entry", headers: Mapping[str, str]) -> dict[str, tuple[float, str]]:
+        """What retrieveUserQuota says is left per model (as the Gemini CLI polls it)."""
+        body = orjson.dumps({"project": entry.cred.project})
+        return parse_quota(await self.client.call("retrieveUserQuota", headers, body))
 
     def account_problem(self, err: BackendError) -> str | None:
         reason = ineligible_reason(err)

@@ -43,7 +43,7 @@ from . import errors
 from .ai_studio import AIStudioBackend
 from .backends import Backend, ChunkStream, Http, embed_requests
 from .code_assist import Chunk, CodeAssistClient, check_body
-from .code_assist_backend import CodeAssistBackend
+from .code_assist_backend import CodeAssistBackend, caller_models, reset_seconds
 from .credentials import Credential, CredentialState
 from .errors import (BackendError, CredentialError, EmptyStream, NoCredentials, PoolExhausted, RefreshError,
                      StreamCut, TransportError, UpstreamError)
@@ -59,6 +59,7 @@ T = TypeVar("T")
 Op = Callable[["Entry", Mapping[str, str]], Awaitable[T]]
 _ROUTE_CACHE = 512
 _LEARNED_PER_MEMBER = 256
+QUOTA_SPENT = "quota spent (retrieveUserQuota) until its reset"
 
 
 def cooldown_seconds(retry_delay_s: float | None, strikes: int, default: float, maximum: float) -> float:
@@ -91,6 +92,7 @@ class Entry:
     blocked_detail: str = ""
     last_error: str = ""
     quota: dict[str, tuple[float, str]] = field(default_factory=dict)  # model → (fraction, reset time)
+    quota_next: float = 0.0                                   # when to poll the quota again
     requests: int = 0
     failures: int = 0
     current: int = 0                                          # smooth weighted round-robin
@@ -171,6 +173,7 @@ class Pool:
         self._loaded_at: float | None = None
         self._next_check = 0.0
         self._reloading: asyncio.Task[None] | None = None
+        self._polls: set[asyncio.Task[None]] = set()
         self._scan_notes: list[str] = []
 
     # --- loading -------------------------------------------------------------------------
@@ -213,7 +216,6 @@ class Pool:
                 return
             manual = [e for e in self._entries if e.identity.startswith("added|")]
             entries, changed = self._roster.apply([e for e in self._entries if e not in manual], candidates)
-            self.recheck(time.time())
             first = self._loaded_at is None
             self._scan_notes = notes
             self._loaded_at = time.monotonic()
@@ -228,6 +230,8 @@ class Pool:
                         f"{e.cred.id} ({e.cred.kind}, priority {e.spec.priority})" for e in self._entries))
                 else:
                     log.warning("%s", self.no_credentials_message())
+            self.recheck(time.time())
+            self.poll_quotas()
 
     def recheck(self, now: float) -> None:
         """A credential refused for its account gets one more try after a while: licences get
@@ -237,6 +241,40 @@ class Pool:
             if c.state is CredentialState.DEAD and c.ineligible and \
                     now - c.dead_at >= self._settings.ineligible_recheck_seconds:
                 c.revive(f"re-checking after {self._settings.ineligible_recheck_seconds:g}s ({c.detail})")
+
+    def poll_quotas(self) -> None:
+        """Start a retrieveUserQuota poll for each Code Assist member that is due one."""
+        every = self._settings.quota_poll_seconds
+        if every <= 0:
+            return
+        now = time.time()
+        for e in self._entries:
+            if e.quota_next <= now and e.cred.usable and isinstance(e.backend, CodeAssistBackend):
+                e.quota_next = now + every
+                task = asyncio.create_task(self._poll_quota(e), name=f"quota-{e.cred.id}")
+                self._polls.add(task)
+                task.add_done_callback(self._polls.discard)
+
+    async def _poll_quota(self, entry: Entry) -> None:
+        assert isinstance(entry.backend, CodeAssistBackend)
+        try:
+            headers = await self._within_refresh_timeout(entry.cred.auth_headers())
+            await self._resolver.resolve(entry.cred)
+            quota = await entry.backend.quota(entry, headers)
+        except UpstreamError as err:
+            log.info("credential %s: quota poll failed: %s", entry.cred.id, err.message)
+            return
+        entry.quota = quota
+        now = time.time()
+        for model, (fraction, reset) in quota.items():
+            left = reset_seconds(reset, now) if fraction <= 0 else None
+            for asked in caller_models(model):
+                if left is not None:
+                    # Spent until its reset: skipped until then (the next poll may lift it sooner).
+                    entry.cool(asked, left, QUOTA_SPENT, now)
+                elif entry.cooling_reason.get(asked) == QUOTA_SPENT:
+                    entry.cooling.pop(asked, None)
+                    entry.cooling_reason.pop(asked, None)
 
     def no_credentials_message(self) -> str:
         why = "; ".join(self._scan_notes) or "nothing usable"

@@ -131,8 +131,10 @@ class Roster:
             express = spec.kind == "vertex-express"
             return ApiKeyCredential(c.id, c.data, kind="vertex-ai" if express else "ai-studio-key",
                                     express=express, path=c.path)
+        # The member's project, else its file's, else GOOGLE_CLOUD_PROJECT.
+        file_project = c.data.get("project_id") or c.data.get("quota_project_id")
         common = dict(http=self._http, token_url=s.vertex_token_url, timeout=s.refresh_timeout, path=c.path,
-                      project=spec.project or s.google_cloud_project or None)
+                      project=spec.project or file_project or s.google_cloud_project or None)
         if vertex_file_kind(c.data) == "service_account":
             return ServiceAccountCredential(c.id, c.data, **common)
         return AuthorizedUserCredential(c.id, c.data, **common)

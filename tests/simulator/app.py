@@ -266,8 +266,8 @@ async def _quota(call: Call, acct: Account, body: dict[str, Any]) -> Reply:
     if not _project_ok(acct, body):
         return call.error(403, errors.google_error(403))
     reset = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
-    buckets = [{"remainingAmount": "1000", "remainingFraction": 1, "resetTime": reset, "tokenType": "REQUESTS",
-                "modelId": m} for m in responder.KNOWN_MODELS]
+    buckets = [{"remainingAmount": str(int(1000 * acct.quota.get(m, 1.0))), "remainingFraction": acct.quota.get(m, 1.0),
+                "resetTime": reset, "tokenType": "REQUESTS", "modelId": m} for m in responder.KNOWN_MODELS]
     return call.json(200, {"buckets": buckets})
 
 

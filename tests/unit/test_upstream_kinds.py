@@ -368,3 +368,78 @@ async def test_a_changed_pool_file_is_picked_up(make_rig, tmp_path: Path, monkey
     path.write_text("[[members]\n")  # broken: the members stay as they were
     await rig.pool.reload()
     assert [e.cred.id for e in rig.pool.entries] == ["b"]
+
+
+# --- Code Assist in 2026 ------------------------------------------------------------------------
+
+async def test_quota_at_zero_skips_the_credential_for_that_model_until_its_reset(make_rig, tmp_path: Path) -> None:
+    spent, fresh = f"1//spent-{uuid.uuid4().hex[:6]}", f"1//fresh-{uuid.uuid4().hex[:6]}"
+    harness.write_credential(tmp_path / "ca" / "a.json", spent)
+    harness.write_credential(tmp_path / "ca" / "b.json", fresh)
+    rig = make_rig(gemini_credentials=str(tmp_path / "ca"))
+    rig.sim.accounts.upsert({"refresh_token": spent, "quota": {"gemini-2.5-pro": 0.0, "gemini-3-flash": 0.0}})
+    await rig.pool.reload()
+    await asyncio.gather(*rig.pool._polls)
+    a = next(r for r in rig.pool.report() if r.id == "a")
+    assert a.quota["gemini-2.5-pro"][0] == 0.0 and a.quota["gemini-2.5-flash"][0] == 1.0
+    assert a.quota["gemini-2.5-pro"][1].endswith("Z")
+    # Spent models go to the other seat (the CLI's gemini-3.5-flash is gemini-3-flash here) ...
+    for model in ("gemini-2.5-pro", "gemini-3-flash", "gemini-3.5-flash"):
+        for _ in range(3):
+            assert (await rig.generate(model))[1].cred.id == "b"
+    # ... while the others still use both.
+    assert {(await rig.generate(FLASH))[1].cred.id for _ in range(4)} == {"a", "b"}
+    assert len(rig.log("quota")) == 2
+
+
+async def test_unsupported_client_is_dead_with_what_to_do(make_rig, tmp_path: Path) -> None:
+    rt = f"1//indiv-{uuid.uuid4().hex[:6]}"
+    harness.write_credential(tmp_path / "ca" / "a.json", rt)
+    rig = make_rig(gemini_credentials=str(tmp_path / "ca"))
+    rig.sim.accounts.upsert({"refresh_token": rt, "onboarded": False, "ineligible": "UNSUPPORTED_CLIENT"})
+    with pytest.raises(PoolExhausted) as info:
+        await rig.generate()
+    assert info.value.code is grpc.StatusCode.PERMISSION_DENIED
+    detail = rig.pool.report()[0].detail
+    assert "UNSUPPORTED_CLIENT" in detail and "AI Studio / Vertex AI keys" in detail
+
+
+async def test_service_account_and_adc_user_files_in_one_directory(make_rig, tmp_path: Path) -> None:
+    rig = make_rig(vertex_credentials=str(tmp_path / "vertex"), google_cloud_project="proj-adc")
+    rig.service_account("sa9", project="proj-v")
+    rt = f"1//adc-{uuid.uuid4().hex[:6]}"
+    (tmp_path / "vertex" / "adc.json").write_text(orjson.dumps({
+        "type": "authorized_user", "client_id": "cid.apps.googleusercontent.com", "client_secret": "cs",
+        "refresh_token": rt, "quota_project_id": "proj-adc"}).decode())
+    seen = {(await rig.generate())[1].cred.auth for _ in range(4)}
+    assert seen == {"service-account", "authorized-user"}
+    paths = {e["path"].split("/locations/")[0] for e in rig.log("generate")}
+    assert paths == {"/v1/projects/proj-v", "/v1/projects/proj-adc"}
+    grants = {e["body"]["grant_type"] for e in rig.log("refresh")}
+    assert grants == {"refresh_token", "urn:ietf:params:oauth:grant-type:jwt-bearer"}
+
+
+async def test_each_member_uses_its_own_proxy(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TEST_KEY_P", "AIza-proxied")
+    path = _pool_file(tmp_path, '[[members]]\nname = "p"\nkind = "ai-studio"\nenv = "TEST_KEY_P"\n'
+                                'proxy = "http://proxy.test:3128"\n\n'
+                                '[[members]]\nname = "d"\nkind = "ai-studio"\nkey = "AIza-direct"\n')
+    path.write_text("allow_inline_secrets = true\n" + path.read_text())
+    app = create_app()
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+    seen: list[tuple[str, str | None]] = []
+
+    class Recording(AsgiTransport):
+        async def request(self, method, url, *, headers, body=None, proxy=None, timeout=None):
+            seen.append((headers.get("x-goog-api-key", ""), proxy))
+            return await super().request(method, url, headers=headers, body=body, proxy=proxy, timeout=timeout)
+
+    settings = Settings(ai_studio_endpoint=BASE, pool_config=str(path))
+    client = CodeAssistClient(settings, Recording(http))
+    pool = Pool(settings, http, client, ProjectResolver(client, poll_interval=0.0, max_polls=1))
+    try:
+        for _ in range(2):
+            await pool.generate(FLASH, REQUEST, "p")
+    finally:
+        await http.aclose()
+    assert sorted(seen) == [("AIza-direct", None), ("AIza-proxied", "http://proxy.test:3128")]
