@@ -47,7 +47,9 @@ _USAGE_FIELDS = (("promptTokenCount", "prompt_tokens"), ("candidatesTokenCount",
 def model_id(raw: str) -> str:
     model = raw.strip().removeprefix("models/")
     if not _MODEL_ID.match(model):
-        raise InvalidRequest(f"invalid model id {raw!r}" if raw else "model is required")
+        # Never echo a long id: the message travels in gRPC metadata, which has a size limit.
+        shown = raw if len(raw) <= 64 else raw[:64] + "…"
+        raise InvalidRequest(f"invalid model id {shown!r}" if raw else "model is required")
     return model
 
 
@@ -175,7 +177,7 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
                          context: grpc.aio.ServicerContext) -> upstream_pb2.ListModelsResponse:
         await self._pool.ensure_loaded()
         served = [m.to_proto() for m in self._catalog if self._pool.can_serve(m.id, m.kinds, m.embedding)]
-        resp = upstream_pb2.ListModelsResponse(models=served)
+        resp = upstream_pb2.ListModelsResponse(models=served, aliases=self._aliases)
         for r in self._pool.report():
             status = upstream_pb2.CredentialStatus(
                 id=r.id, kind=r.kind, state=_STATES[r.state], project=r.project, detail=r.detail,

@@ -165,5 +165,10 @@ def test_mixed_pool_hides_a_429_storm_on_the_seats(simulator: harness.Proc, sim:
         served = [e for e in sim.requests() if e["op"] in ("generate", "stream") and e["status"] == 200]
         assert len(served) == 6 and all(e["account"] != seat for e in served)
         assert sum(1 for e in sim.requests() if e["status"] == 429) <= 2  # the seat rests after its 429
+        # The ledger says which kind served each call.
+        rows = stack.ledger(stack.key_id(key), expect=7)
+        kinds = [r["credential_kind"] for r in rows]
+        assert kinds[0] == "gemini-cli-oauth"
+        assert len(kinds) == 7 and set(kinds[1:]) <= {"ai-studio-key", "vertex-ai"}
     finally:
         stack.stop()
