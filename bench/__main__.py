@@ -29,6 +29,7 @@ import grpc
 import httpx
 import orjson
 
+from bench.pool_choice import pool_choice, print_pool
 from bench.worker import stream_http
 from tests import harness
 from tests.simulator.control import SimControl
@@ -442,7 +443,7 @@ def targets(latency: list[dict], streams: dict | None) -> dict[str, tuple[bool, 
     return out
 
 
-PHASES = ("latency", "rps", "image", "streams")
+PHASES = ("latency", "rps", "pool", "image", "streams")
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -454,8 +455,8 @@ async def main(args: argparse.Namespace) -> int:
     base = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     plan = [(1, args.n1), (50, args.n50), (500, args.n500)]
     latency: list[dict] = []
-    rps = streams = image = None
-    if "latency" in phases or "rps" in phases:
+    rps = streams = image = pool = None
+    if "latency" in phases or "rps" in phases or "pool" in phases:
         stack = start_stack(base / "s1")
         try:
             if "latency" in phases:
@@ -469,6 +470,9 @@ async def main(args: argparse.Namespace) -> int:
             if "rps" in phases:
                 rps = await throughput(stack, args.rps_seconds, 64)
                 print(f"  throughput: {rps['rps']:.0f} req/s", flush=True)
+            if "pool" in phases:
+                pool = await pool_choice(stack, base / "s1", max(args.n1, 50), LayerWorker, cpu_seconds, pct)
+                print(f"  pool choice: {pool['added_ttfc_p50_ms']:+.3f} ms ttfc p50", flush=True)
         finally:
             stack.stop()
     if "image" in phases:
@@ -485,9 +489,11 @@ async def main(args: argparse.Namespace) -> int:
         finally:
             stack.stop()
     print_table(latency, rps, streams, image)
+    print_pool(pool)
     RESULTS.mkdir(exist_ok=True)
     out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(),
            "phases": phases, "latency": latency, "throughput": rps, "streams": streams, "image": image,
+           "pool_choice": pool,
            "targets": {name: {"holds": held, "detail": detail}
                        for name, (held, detail) in targets(latency, streams).items()}}
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
