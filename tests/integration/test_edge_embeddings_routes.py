@@ -23,6 +23,7 @@ import orjson
 import pytest
 from google import genai
 from google.genai import types
+from google.rpc import error_details_pb2, status_pb2
 
 from gemini_cli.upstream.v1 import upstream_pb2 as pb
 from gemini_cli.upstream.v1 import upstream_pb2_grpc as pb_grpc
@@ -58,6 +59,14 @@ class FakeUpstream(pb_grpc.UpstreamServicer):
             self.embeds.append((request.model, body, request.caller))
         if request.model == "text-embedding-gone":
             context.abort(grpc.StatusCode.NOT_FOUND, "model 'text-embedding-gone' is not served by any pool member")
+        if request.model == "text-embedding-nomember":
+            # What the upstream answers when its pool has no member with embeddings.
+            info = error_details_pb2.ErrorInfo(reason="NO_EMBEDDINGS_MEMBER", domain="gemini-cli-gateway")
+            status = status_pb2.Status(code=grpc.StatusCode.FAILED_PRECONDITION.value[0],
+                                       message="no pool member has embeddings")
+            status.details.add().Pack(info)
+            context.set_trailing_metadata((("grpc-status-details-bin", status.SerializeToString()),))
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no pool member has embeddings")
         out = []
         tokens = 0
         for r in body["requests"]:
@@ -259,6 +268,17 @@ def test_openai_model_no_member_serves(rig: Rig, http: httpx.Client) -> None:
     assert err["code"] == "model_not_found" and "text-embedding-gone" in err["message"]
     row = rig.ledger(key, 1)[0]
     assert (row["status"], row["model"], row["credential_kind"]) == (404, "text-embedding-gone", "")
+
+
+def test_no_member_with_embeddings_is_a_404(rig: Rig, http: httpx.Client) -> None:
+    key = rig.key()
+    err = openai_error(http.post(f"{rig.base}/v1/embeddings", headers=bearer(key),
+                                 json={"model": "text-embedding-nomember", "input": "x"}), 404)
+    assert err["code"] == "model_not_found" and "AI Studio or Vertex AI" in err["message"]
+    err = google_error(http.post(f"{rig.base}/v1beta/models/text-embedding-nomember:batchEmbedContents",
+                                 headers={"x-goog-api-key": key},
+                                 json={"requests": [{"content": {"parts": [{"text": "x"}]}}]}), 404)
+    assert err["status"] == "NOT_FOUND"
 
 
 def test_answer_off_contract_is_a_502(rig: Rig, http: httpx.Client) -> None:

@@ -35,9 +35,19 @@ from services.edge.usage import Meter, metered
 log = logging.getLogger("edge.embeddings")
 router = APIRouter()
 
-# The pool has no member that embeds for this model: not found, as far as the client can tell.
-# UNIMPLEMENTED is what an upstream without the Embed RPC answers.
-_NO_MEMBER = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED)
+# The pool has no member with embeddings (FAILED_PRECONDITION + NO_EMBEDDINGS_MEMBER), or an
+# upstream without the Embed RPC (UNIMPLEMENTED): for the client, the model is not found here.
+_NO_EMBEDDINGS_REASON = "no_embeddings_member"
+
+
+def _not_served(exc: UpstreamError, model: str) -> ApiError | None:
+    if exc.grpc_code == grpc.StatusCode.NOT_FOUND:
+        return ApiError(404, exc.message, param="model", code="model_not_found")
+    if exc.grpc_code == grpc.StatusCode.UNIMPLEMENTED or (exc.reason or "").lower() == _NO_EMBEDDINGS_REASON:
+        return ApiError(404, f"no backend of this gateway serves embeddings for model '{model}' (embeddings "
+                             "need an AI Studio or Vertex AI credential in the pool)", param="model",
+                        code="model_not_found")
+    return None
 
 
 async def _embed(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter, batch: dict) -> pb.EmbedResponse:
@@ -45,12 +55,10 @@ async def _embed(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Mete
         resp = await unless_disconnected(request, ctx.upstream.embed(
             meter.model, orjson.dumps(batch), request_id=meter.request_id, caller=key.name))
     except UpstreamError as exc:
-        if exc.grpc_code in _NO_MEMBER:
-            message = (exc.message if exc.grpc_code == grpc.StatusCode.NOT_FOUND else
-                       f"no backend of this gateway serves embeddings for model '{meter.model}' "
-                       "(embeddings need an AI Studio or Vertex AI credential in the pool)")
-            raise ApiError(404, message, param="model", code="model_not_found") from None
-        raise
+        err = _not_served(exc, meter.model)
+        if err is None:
+            raise
+        raise err from None
     meter.served_by(resp.credential_kind, resp.credential_id)
     return resp
 
