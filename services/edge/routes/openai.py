@@ -19,10 +19,12 @@ from starlette.responses import Response
 
 from services.edge import catalog
 from services.edge.auth import authenticate
-from services.edge.body import read_json_dict
+from services.edge.admission import admit, openai_output_cap
+from services.edge.body import parse_object, read_body
 from services.edge.context import EdgeContext, get_ctx, new_id, request_id
 from services.edge.errors import ApiError, request_style
 from services.edge.media import MediaError
+from services.edge.models import allow_list_id, parse_model
 from services.edge.routes.gemini import get_model_google, list_models_google
 from services.edge.store import KeyRecord
 from services.edge.streaming import STREAM_HEADERS, TIMEOUT, StreamResponse, Prefetcher, unless_disconnected
@@ -59,17 +61,19 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter) -> Response:
-    body = await read_json_dict(request, ctx.settings.max_body_bytes)
-    requested = body.get("model")
-    if not isinstance(requested, str) or not requested.strip():
-        raise ApiError(400, "'model' is required and must be a string", param="model", code="invalid_type")
-    base_model, _suffix = split_model(requested)
-    meter.model = base_model
+    raw = await read_body(request, ctx.settings.max_body_bytes)
+    body_bytes = len(raw)
+    body = parse_object(raw)
+    del raw
+    ref = parse_model(body.get("model"))
+    requested = ref.requested
+    meter.model = ref.base
     if body.get("stream") is True:
         meter.op = "stream"
-    ctx.limiter.admit(key, base_model)
+    await admit(ctx, key, meter, await allow_list_id(key, ref, ctx.upstream), body_bytes=body_bytes,
+                max_output=openai_output_cap(body))
     # The model's thinking range comes from the upstream's catalogue (cached ListModels).
-    thinking = catalog.thinking_spec(await ctx.upstream.model(base_model))
+    thinking = catalog.thinking_spec(await ctx.upstream.model(ref.base))
 
     try:
         urls = media_urls(body)
@@ -157,7 +161,7 @@ async def _sse(stream: UpstreamStream, pump: Prefetcher, first, translator: Chun
         pump.close()
         stream.cancel()
         meter.served_by(stream.credential_kind, stream.credential_id)
-        meter.finish(status, stream.usage)
+        meter.finish_stream(status, stream)
 
 
 # --- models ---------------------------------------------------------------------------------
