@@ -103,7 +103,7 @@ class Rig:
     def base(self) -> str:
         return f"{self.edge.url}/gemini_cli"
 
-    def key(self, *, models: tuple[str, ...] = (), rpm: int | None = None) -> str:
+    def key(self, *, models: tuple[str, ...] = (), rpm: int | None = None, quota: int | None = None) -> str:
         """A new key, written to the edge's store as `keys create` does (without a process start)."""
         env = self.edge.extra["env"]
 
@@ -112,7 +112,8 @@ class Rig:
             try:
                 key = generate_key()
                 rec = await store.create_key(hash_key(env["LICENSE_SECRET"].encode(), key), key_prefix(key),
-                                             NewKey(name=f"emb-{key[-6:]}", models=models, rpm=rpm))
+                                             NewKey(name=f"emb-{key[-6:]}", models=models, rpm=rpm,
+                                                                    quota=quota))
             finally:
                 await store.close()
             self.ids[key] = rec.id
@@ -223,6 +224,8 @@ def test_base64_on_the_wire(rig: Rig, http: httpx.Client) -> None:
         ({"input": "x"}, "model", None),
         ({"model": EMBED, "input": "x", "encoding_format": "int8"}, "encoding_format", None),
         ({"model": EMBED, "input": "x", "dimensions": -1}, "dimensions", None),
+        ({"model": f"{EMBED}-thinking", "input": "x"}, "model", "invalid_model"),
+        ({"model": "bad/model", "input": "x"}, "model", "invalid_model"),
     ],
 )
 def test_openai_bad_requests(rig: Rig, http: httpx.Client, body, param, code) -> None:
@@ -259,6 +262,16 @@ def test_openai_rpm_limit(rig: Rig, http: httpx.Client) -> None:
     r = http.post(f"{rig.base}/v1/embeddings", headers=bearer(key), json=body)
     openai_error(r, 429)
     assert int(r.headers["retry-after"]) >= 1
+
+
+def test_embeddings_count_against_the_token_quota(rig: Rig, http: httpx.Client) -> None:
+    key = rig.key(quota=2)
+    body = {"model": EMBED, "input": "three input tokens"}
+    r = http.post(f"{rig.base}/v1/embeddings", headers=bearer(key), json=body)
+    assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] == 3
+    err = openai_error(http.post(f"{rig.base}/v1/embeddings", headers=bearer(key), json=body), 403)
+    assert err["code"] == "insufficient_quota"
+    assert [row["total_tokens"] for row in rig.ledger(key, 2)] == [3, 0]
 
 
 def test_openai_model_no_member_serves(rig: Rig, http: httpx.Client) -> None:

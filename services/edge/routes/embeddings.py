@@ -19,15 +19,17 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from gemini_cli.upstream.v1 import upstream_pb2 as pb
+from services.edge.admission import admit
 from services.edge.auth import authenticate
-from services.edge.body import read_json_dict
+from services.edge.body import parse_object, read_body
 from services.edge.context import EdgeContext, get_ctx, request_id
 from services.edge.errors import ApiError
+from services.edge.models import MAX_MODEL_ID, ModelRef, allow_list_id, parse_model
 from services.edge.store import KeyRecord
 from services.edge.streaming import unless_disconnected
 from services.edge.translate.embeddings import (batch_embed_to_batch, embed_content_response,
                                                 embed_content_to_batch, embeddings_request_to_gemini,
-                                                embeddings_response, model_id)
+                                                embeddings_response)
 from services.edge.translate.errors import TranslationError
 from services.edge.upstream_client import Usage, UpstreamError
 from services.edge.usage import Meter, metered
@@ -77,6 +79,21 @@ def _translation_error(exc: TranslationError) -> ApiError:
     return ApiError(400, exc.message, param=exc.param, code=exc.code)
 
 
+def _model_ref(raw: object, meter: Meter) -> ModelRef:
+    ref = parse_model(raw)
+    meter.model = ref.base
+    if ref.suffix is not None:
+        raise ApiError(400, f"'{ref.requested}': thinking suffixes do not apply to embedding models",
+                       param="model", code="invalid_model")
+    return ref
+
+
+async def _admit(ctx: EdgeContext, key: KeyRecord, meter: Meter, ref: ModelRef, body_bytes: int) -> None:
+    # Same admission as generation (allow-list after aliases, RPM, quota/TPM reservation);
+    # an embedding costs its input tokens only, so the output cap is 1.
+    await admit(ctx, key, meter, await allow_list_id(key, ref, ctx.upstream), body_bytes=body_bytes, max_output=1)
+
+
 # --- OpenAI ------------------------------------------------------------------------------------------
 
 async def openai_embeddings(request: Request) -> Response:
@@ -87,16 +104,17 @@ async def openai_embeddings(request: Request) -> Response:
 
 
 async def _openai(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter) -> Response:
-    body = await read_json_dict(request, ctx.settings.max_body_bytes)
-    if isinstance(body.get("model"), str):
-        meter.model = body["model"].strip().removeprefix("models/")
+    raw = await read_body(request, ctx.settings.max_body_bytes)
+    body_bytes = len(raw)
+    body = parse_object(raw)
+    del raw
+    ref = _model_ref(body.get("model"), meter)
     try:
-        req = embeddings_request_to_gemini(body)
+        req = embeddings_request_to_gemini({**body, "model": ref.base})
     except TranslationError as exc:
         raise _translation_error(exc) from None
     del body
-    meter.model = req.model
-    ctx.limiter.admit(key, req.model)
+    await _admit(ctx, key, meter, ref, body_bytes)
     resp = await _embed(request, ctx, key, meter, req.batch)
     try:
         out = embeddings_response(orjson.loads(resp.body.data), req, model=req.model,
@@ -114,22 +132,26 @@ NATIVE_METHODS = ("embedContent", "batchEmbedContents")
 
 async def native(request: Request, key: KeyRecord, ctx: EdgeContext, model: str, method: str) -> Response:
     """models/{model}:embedContent or :batchEmbedContents, authenticated and parsed by the caller."""
-    meter = Meter(ctx.recorder, key.id, "gemini", "embed", model, request_id(request))
-    return await metered(meter, _native_call(request, ctx, key, meter, method == "batchEmbedContents"))
+    meter = Meter(ctx.recorder, key.id, "gemini", "embed", model[:MAX_MODEL_ID], request_id(request))
+    return await metered(meter, _native_call(request, ctx, key, meter, model, method == "batchEmbedContents"))
 
 
-async def _native_call(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter, batch_call: bool) -> Response:
-    body = await read_json_dict(request, ctx.settings.max_body_bytes)
+async def _native_call(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter, model: str,
+                       batch_call: bool) -> Response:
+    ref = _model_ref(model, meter)
+    raw = await read_body(request, ctx.settings.max_body_bytes)
+    body_bytes = len(raw)
+    body = parse_object(raw)
+    del raw
     try:
-        meter.model = model_id(meter.model)
         if batch_call:
-            batch, _count = batch_embed_to_batch(meter.model, body)
+            batch, _count = batch_embed_to_batch(ref.base, body)
         else:
-            batch = embed_content_to_batch(meter.model, body)
+            batch = embed_content_to_batch(ref.base, body)
     except TranslationError as exc:
         raise _translation_error(exc) from None
     del body
-    ctx.limiter.admit(key, meter.model)
+    await _admit(ctx, key, meter, ref, body_bytes)
     resp = await _embed(request, ctx, key, meter, batch)
     headers = {"x-request-id": meter.request_id}
     if batch_call:
