@@ -20,7 +20,8 @@ from starlette.responses import Response
 
 from services.edge import catalog
 from services.edge.auth import authenticate
-from services.edge.body import parse_object, read_json_bytes
+from services.edge.body import read_json_bytes
+from services.edge.lean_json import top_level
 from services.edge.context import EdgeContext, get_ctx, request_id
 from services.edge.errors import ApiError, error_body
 from services.edge.models import MAX_MODEL_ID, ModelRef, allow_list_id, parse_model
@@ -74,19 +75,24 @@ async def _resolved(handler, request: Request, ctx: EdgeContext, key: KeyRecord,
 
 def _apply_suffix(raw: bytes, ref: ModelRef) -> bytes:
     """A thinking suffix means on this route what it means on the OpenAI one: the thinking
-    config it names, unless the body sets its own. Only suffixed requests are re-serialized."""
+    config it names, unless the body sets its own. Only `generationConfig` is parsed and
+    rewritten; the other members are spliced back as the client sent them."""
     if ref.suffix is None:
         return raw
     config = thinking_config(ref.base, suffix=ref.suffix, reasoning_effort=None, thinking=None, extra_google=None)
-    body = parse_object(raw)
-    gen = body.get("generationConfig")
-    if gen is None:
-        gen = body["generationConfig"] = {}
+    if not config:
+        return raw
+    members = top_level(raw)
+    key = "generation_config" if "generation_config" in members and "generationConfig" not in members else "generationConfig"
+    gen = orjson.loads(memoryview(members[key])) if key in members else {}
     if not isinstance(gen, dict):
-        raise ApiError(400, "generationConfig must be an object", code="invalid_argument")
-    if config and "thinkingConfig" not in gen and "thinking_config" not in gen:
-        gen["thinkingConfig"] = config
-    return orjson.dumps(body)
+        raise ApiError(400, f"{key} must be an object", code="invalid_argument")
+    if "thinkingConfig" in gen or "thinking_config" in gen:
+        return raw
+    gen["thinkingConfig"] = config
+    out = {k: orjson.Fragment(bytes(memoryview(v))) for k, v in members.items() if k != key}
+    out[key] = gen
+    return orjson.dumps(out)
 
 
 async def _generate(request: Request, ctx: EdgeContext, key: KeyRecord, ref: ModelRef, meter: Meter) -> Response:
