@@ -145,4 +145,4 @@ async def read_json_bytes(request: Request, max_bytes: int) -> bytes:
 
 async def read_json_dict(request: Request, max_bytes: int) -> dict:
     """The body as a JSON object; the raw bytes are not kept (see read_json_bytes)."""
-    return parse_object(await read_body(request, max_bytes))
+    return await off_loop(parse_object, await read_body(request, max_bytes))

@@ -100,3 +100,16 @@ def open_chat(raw: bytes) -> dict:
         except orjson.JSONDecodeError as exc:
             raise _malformed(str(exc)) from None
     return body
+
+
+def parsed_members(raw: bytes, names: tuple[str, ...]) -> dict:
+    """The body checked to be one JSON object, with only the named members parsed."""
+    members = top_level(raw)
+    out = {}
+    for name in names:
+        if name in members:
+            if size(members[name]) > MAX_SMALL_FIELDS:
+                raise ApiError(400, f"'{name}' is larger than {MAX_SMALL_FIELDS // 1024} KiB", param=name,
+                               code="invalid_request_error")
+            out[name] = orjson.loads(memoryview(members[name]))
+    return out

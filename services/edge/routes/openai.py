@@ -10,6 +10,7 @@ only moves bytes: body → media fetch → translate → gRPC → translate back
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import AsyncIterator
@@ -20,6 +21,7 @@ from starlette.responses import Response
 
 from services.edge import catalog
 from services.edge.auth import authenticate
+from services.edge.admission import admit, openai_output_cap
 from services.edge.body import off_loop, read_body
 from services.edge.lean_json import open_chat
 from services.edge.context import EdgeContext, get_ctx, new_id, request_id
@@ -63,6 +65,7 @@ async def chat_completions(request: Request) -> Response:
 
 async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter) -> Response:
     raw = await read_body(request, ctx.settings.max_body_bytes)
+    body_bytes = len(raw)
     # Long arrays stay raw until translated one element at a time (lean_json); large bodies are
     # opened and translated on a worker thread so the event loop keeps serving everyone else.
     body = await off_loop(open_chat, raw)
@@ -72,7 +75,10 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
     meter.model = ref.base
     if body.get("stream") is True:
         meter.op = "stream"
-    ctx.limiter.admit(key, await allow_list_id(key, ref, ctx.upstream))
+    await admit(ctx, key, meter, await allow_list_id(key, ref, ctx.upstream), body_bytes=body_bytes,
+                max_output=openai_output_cap(body))
+    # The model's thinking range comes from the upstream's catalogue (cached ListModels).
+    thinking = catalog.thinking_spec(await ctx.upstream.model(ref.base))
 
     big = _is_big(body)
     try:
@@ -82,7 +88,7 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
                                 "are fetched (send the others inline as data: URLs)", param="messages",
                            code="too_many_media_urls")
         media = await unless_disconnected(request, ctx.media.fetch_all(urls)) if urls else {}
-        chat = await _translate(body, media, big)
+        chat = await _translate(body, media, thinking, big)
     except TranslationError as exc:
         raise ApiError(400, exc.message, param=exc.param, code=exc.code) from None
     except MediaError as exc:
@@ -103,6 +109,7 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
         call = ctx.upstream.generate(model, payload, request_id=meter.request_id, caller=key.name)
         del payload
         msg = await unless_disconnected(request, call)
+        meter.served_by(msg.credential_kind, msg.credential_id)
         usage = Usage.from_proto(msg.usage) if msg.HasField("usage") else None
         try:
             out = completion_from_gemini(orjson.loads(msg.chunk.data), model=requested,
@@ -141,10 +148,10 @@ def _is_big(body: dict) -> bool:
     return isinstance(messages, list) and len(messages) > _OFFLOAD_MESSAGES
 
 
-async def _translate(body: dict, media: dict, big: bool):
+async def _translate(body: dict, media: dict, thinking, big: bool):
     if big:
-        return await asyncio.to_thread(chat_request_to_gemini, body, media)
-    return chat_request_to_gemini(body, media)
+        return await asyncio.to_thread(functools.partial(chat_request_to_gemini, body, media, thinking=thinking))
+    return chat_request_to_gemini(body, media, thinking=thinking)
 
 
 async def _serialize(gemini: dict, big: bool) -> bytes:
@@ -180,7 +187,8 @@ async def _sse(stream: UpstreamStream, pump: Prefetcher, first, translator: Chun
     finally:
         pump.close()
         stream.cancel()
-        meter.finish(status, stream.usage)
+        meter.served_by(stream.credential_kind, stream.credential_id)
+        meter.finish_stream(status, stream)
 
 
 # --- models ---------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from . import tool_ids
 from .contents_writer import ContentsWriter, PartsWriter, load_message, load_tool
 from .errors import TranslationError
 from .schema import SchemaBudget, to_gemini_schema
-from .thinking import model_spec, split_model, thinking_config
+from .thinking import GENERIC, ThinkingSpec, split_model, thinking_config
 
 # Gemini's documented value for history whose function calls carry no signature (protocol §7).
 SKIP_SIGNATURE = "skip_thought_signature_validator"
@@ -651,7 +651,9 @@ def _written(writer: ContentsWriter, conv: _Messages) -> dict:
     return gemini
 
 
-def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | None = None) -> ChatRequest:
+def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | None = None, *,
+                           thinking: ThinkingSpec | None = None) -> ChatRequest:
+    """`thinking` is the model's range from the upstream's catalogue (None: unknown model)."""
     if not isinstance(body, dict):
         raise TranslationError("the request body must be a JSON object")
     model = body.get("model")
@@ -664,7 +666,7 @@ def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | 
         raise TranslationError("messages must be an array", "messages")
     if not messages:
         raise TranslationError("messages must not be empty", "messages")
-    spec = model_spec(base)
+    spec = thinking or GENERIC
     # Messages the edge left raw are parsed one at a time and written out as they are translated.
     writer = ContentsWriter(bool(spec.levels), SKIP_SIGNATURE) if isinstance(messages[0], Raw) else None
     conv = _Messages(_Media(fetched or {}), writer)
@@ -700,15 +702,15 @@ def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | 
 
     gen = _generation_config(body, budget)
     google = _extra_google(body)
-    thinking = thinking_config(
-        base,
+    thinking_cfg = thinking_config(
+        spec,
         suffix=suffix,
         reasoning_effort=body.get("reasoning_effort"),
         thinking=body.get("thinking"),
         extra_google=google,
     )
-    if thinking:
-        gen["thinkingConfig"] = thinking
+    if thinking_cfg:
+        gen["thinkingConfig"] = thinking_cfg
     if gen:
         gemini["generationConfig"] = gen
     if google:
@@ -739,5 +741,5 @@ def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | 
         gemini=gemini,
         stream=stream,
         include_usage=include_usage,
-        include_thoughts=bool(thinking and thinking.get("includeThoughts")),
+        include_thoughts=bool(thinking_cfg and thinking_cfg.get("includeThoughts")),
     )
