@@ -27,7 +27,7 @@ from services.edge.streaming import STREAM_HEADERS, StreamResponse
 from services.edge.translate.errors import TranslationError
 from services.edge.translate.responses_request import media_urls, responses_request_to_gemini
 from services.edge.translate.responses_response import ResponseStream, response_from_gemini
-from services.edge.translate.thinking import split_model
+from services.edge.models import allow_list_id, parse_model
 from services.edge.usage import Meter, metered
 
 router = APIRouter()
@@ -55,14 +55,12 @@ async def create_response(request: Request) -> Response:
 
 async def _create(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter) -> Response:
     body = await read_json_dict(request, ctx.settings.max_body_bytes)
-    requested = body.get("model")
-    if not isinstance(requested, str) or not requested.strip():
-        raise ApiError(400, "'model' is required and must be a string", param="model", code="invalid_type")
-    base, _ = split_model(requested)
+    ref = parse_model(body.get("model"))  # one normalised id on every route (services/edge/models.py)
+    requested, base = ref.requested, ref.base
     meter.model = base
     if body.get("stream") is True:
         meter.op = "stream"
-    ctx.limiter.admit(key, base)
+    ctx.limiter.admit(key, await allow_list_id(key, ref, ctx.upstream))
     spec = await thinking_spec(ctx, base)
     media = await fetch_media(request, ctx, media_urls(body), "input")
     try:
