@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from dataclasses import asdict
-from typing import Awaitable, TypeVar
+from typing import Awaitable, Callable, TypeVar
 from pathlib import Path
 
 import orjson
@@ -131,7 +131,8 @@ class Meter:
     """Measures one request and records its ledger row exactly once; settles the request's
     token reservation (see services/edge/admission.py) at the same moment."""
 
-    __slots__ = ("recorder", "key_id", "api", "op", "model", "request_id", "started", "done", "reservation")
+    __slots__ = ("recorder", "key_id", "api", "op", "model", "request_id", "started", "done", "reservation",
+                 "_deferred")
 
     def __init__(self, recorder: UsageRecorder, key_id: int, api: str, op: str, model: str,
                  request_id: str = "") -> None:
@@ -144,6 +145,13 @@ class Meter:
         self.started = time.perf_counter()
         self.done = False
         self.reservation: Reservation | None = None
+        self._deferred: list[Callable[[], None]] | None = None
+
+    def defer(self, fn: Callable[[], None]) -> None:
+        """Call `fn` when the request ends, whichever way (giving back a media budget...)."""
+        if self._deferred is None:
+            self._deferred = []
+        self._deferred.append(fn)
 
     def __del__(self) -> None:
         # A path that never finished its meter (a stream body that never started) must not keep
@@ -168,6 +176,9 @@ class Meter:
         if self.done:
             return
         self.done = True
+        if self._deferred:
+            for fn in self._deferred:
+                fn()
         u = usage or Usage()
         res = self.reservation
         if res is not None:

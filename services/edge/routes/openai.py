@@ -73,18 +73,23 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
         meter.op = "stream"
     await admit(ctx, key, meter, base_model, body_bytes=body_bytes, max_output=openai_output_cap(body))
 
+    # Fetched media count against this request's total and the edge's in-flight budget until
+    # the backend has the request (or the request ended otherwise).
+    lease = ctx.media.lease()
+    meter.defer(lease.release)
     try:
         urls = media_urls(body)
         if len(urls) > ctx.settings.media_max_urls:
             raise ApiError(400, f"{len(urls)} media URLs in one request; at most {ctx.settings.media_max_urls} "
                                 "are fetched (send the others inline as data: URLs)", param="messages",
                            code="too_many_media_urls")
-        media = await unless_disconnected(request, ctx.media.fetch_all(urls)) if urls else {}
+        media = await unless_disconnected(request, ctx.media.fetch_all(urls, lease)) if urls else {}
         chat = chat_request_to_gemini(body, media)
     except TranslationError as exc:
         raise ApiError(400, exc.message, param=exc.param, code=exc.code) from None
     except MediaError as exc:
-        raise ApiError(400, exc.message, param="messages", code="invalid_media") from None
+        raise ApiError(exc.status, exc.message, param="messages", code=exc.code,
+                       retry_after=exc.retry_after) from None
     # Inline media can be tens of MB: let go of the parsed request and of the translated one as
     # soon as they are serialized, so no more copies than needed are alive during the call.
     del body, media
@@ -101,6 +106,7 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
         call = ctx.upstream.generate(model, payload, request_id=meter.request_id, caller=key.name)
         del payload
         msg = await unless_disconnected(request, call)
+        lease.release()
         usage = Usage.from_proto(msg.usage) if msg.HasField("usage") else None
         try:
             out = completion_from_gemini(orjson.loads(msg.chunk.data), model=requested,
@@ -124,6 +130,7 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
         pump.close()
         stream.cancel()
         raise
+    lease.release()
     translator = ChunkTranslator(model=requested, completion_id=completion_id, created=created,
                                  include_usage=include_usage)
     return StreamResponse(_sse(stream, pump, first, translator, meter, keepalive),
