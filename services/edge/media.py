@@ -16,12 +16,15 @@ import asyncio
 import base64
 import binascii
 import ipaddress
+import logging
 import re
 import socket
 from typing import Iterable
 from urllib.parse import unquote_to_bytes, urljoin, urlsplit, urlunsplit
 
 import httpx
+
+log = logging.getLogger("edge.media")
 
 OCTET_STREAM = "application/octet-stream"
 # Enough decoded bytes for every signature below, including ftyp compatible-brand lists.
@@ -396,7 +399,9 @@ class MediaFetcher:
             raise MediaError(f"cannot resolve media host {host!r}", url)
         for ip in addresses:
             if address_refused(ip) and not any(ip.version == n.version and ip in n for n in self._allowed):
-                raise MediaError(f"media URL host {host!r} resolves to a non-public address ({ip}); refused", url)
+                # The address itself stays in the log: it maps the operator's network for whoever asks.
+                log.warning("media URL host %r resolves to the non-public address %s; refused", host, ip)
+                raise MediaError(f"media URL host {host!r} resolves to a non-public address; refused", url)
         return [str(ip) for ip in addresses]
 
     async def _open(self, current: str, parts, targets: list[str] | None, url: str) -> httpx.Response:

@@ -210,7 +210,7 @@ async def metered(meter: Meter, call: Awaitable[T]) -> T:
         raise
     except UpstreamError as exc:
         meter.finish(exc.http_status)
-        raise exc.to_api_error() from None
+        raise exc.to_api_error(meter.request_id) from None
     except (asyncio.CancelledError, ClientDisconnect):
         meter.finish(499)
         raise

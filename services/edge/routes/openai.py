@@ -155,8 +155,8 @@ async def _sse(stream: UpstreamStream, pump: Prefetcher, first, translator: Chun
         yield _events(tail) + DONE
     except UpstreamError as exc:
         status = exc.http_status
-        err = exc.to_api_error()
-        yield _event(translator.error_chunk(exc.message, err.code)) + DONE
+        err = exc.to_api_error(meter.request_id)
+        yield _event(translator.error_chunk(err.message, err.code)) + DONE
     except Exception:
         log.exception("stream translation failed (request %s)", meter.request_id)
         status = 502
