@@ -25,7 +25,7 @@ from services.edge.context import EdgeContext
 from services.edge.errors import install_error_handlers
 from services.edge.limits import Limiter
 from services.edge.media import MediaFetcher
-from services.edge.routes import gemini, health, openai
+from services.edge.routes import anthropic, embeddings, gemini, health, openai, responses
 from services.edge.settings import EdgeSettings, load_settings
 from services.edge.store import open_store
 from services.edge.upstream_client import UpstreamClient
@@ -171,9 +171,14 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     # Routes are matched in order: the busiest first.
     app.include_router(gemini.router, prefix=settings.root_path)
     app.include_router(openai.router, prefix=settings.root_path)
+    app.include_router(responses.router, prefix=settings.root_path)
+    app.include_router(anthropic.router, prefix=settings.root_path)
+    app.include_router(embeddings.router, prefix=settings.root_path)
     app.include_router(health.router)
     if settings.root_path:
         app.include_router(health.router, prefix=settings.root_path)
     app.direct_routes([(gemini.router, settings.root_path), (openai.router, settings.root_path),
+                       (responses.router, settings.root_path), (anthropic.router, settings.root_path),
+                       (embeddings.router, settings.root_path),
                        (health.router, ""), (health.router, settings.root_path)])
     return app

@@ -165,15 +165,28 @@ async def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
             if args.recent:
                 rows = await store.recent_usage(key_id, args.recent)
                 out.write(table(("TIME", "KEY", "API", "OP", "MODEL", "STATUS", "PROMPT", "COMPLETION", "THOUGHTS",
-                                 "TOTAL", "MS"),
+                                 "TOTAL", "MS", "SERVED BY"),
                                 [(_fmt_time(r.created_at), names.get(r.key_id, r.key_id), r.api, r.op, r.model,
                                   r.status, r.prompt_tokens, r.completion_tokens, r.thought_tokens, r.total_tokens,
-                                  f"{r.latency_ms:.0f}") for r in rows]) + "\n")
+                                  f"{r.latency_ms:.0f}", _served_by(r.credential_kind, r.credential_id))
+                                 for r in rows]) + "\n")
             else:
                 out.write(_usage_table(await store.usage_summary(key_id, since), names) + "\n")
+                kinds = await store.usage_by_credential(key_id, since)
+                if any(kind for kind, *_ in kinds):
+                    out.write("\n" + table(("SERVED BY", "REQUESTS", "ERRORS", "TOTAL"),
+                                           [(kind or "(none)", n, errors, total) for kind, n, errors, total in kinds])
+                              + "\n")
         return 0
     finally:
         await store.close()
+
+
+def _served_by(kind: str, credential_id: str) -> str:
+    """Which credential served a call: "ai-studio-key/studio-1", or "-" when none did."""
+    if not kind:
+        return "-"
+    return f"{kind}/{credential_id}" if credential_id else kind
 
 
 def _usage_table(summary, names: dict[int, str]) -> str:

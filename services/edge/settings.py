@@ -6,17 +6,20 @@ the license database and the HMAC secret.
 """
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 MIB = 1024 * 1024
+DEFAULT_ANTHROPIC_MODEL_MAP = {"opus": "gemini-2.5-pro", "sonnet": "gemini-2.5-pro", "haiku": "gemini-2.5-flash",
+                               "claude": "gemini-2.5-pro"}
 
 
 class _TomlSource(PydanticBaseSettingsSource):
@@ -74,6 +77,10 @@ class EdgeSettings(BaseSettings):
     # once exceeded): bounds the edge's memory for media, whatever the concurrency.
     media_max_inflight_bytes: int = Field(64 * MIB, gt=0)
 
+    # Claude model names (matched by the key they contain, longest key first; "claude" catches
+    # the rest) → Gemini models, for the Anthropic Messages API. JSON or "key=model,key=model".
+    anthropic_model_map: Annotated[dict[str, str], NoDecode] = Field(default_factory=lambda: dict(DEFAULT_ANTHROPIC_MODEL_MAP))
+
     # Comment lines sent on OpenAI streams during silences (long thinking); 0 disables them.
     sse_keepalive_seconds: float = Field(15.0, ge=0)
 
@@ -90,6 +97,20 @@ class EdgeSettings(BaseSettings):
     # In-flight requests (streams included) get this long to finish after SIGTERM.
     shutdown_grace_seconds: float = Field(30.0, ge=0)
     log_level: str = "INFO"
+
+    @field_validator("anthropic_model_map", mode="before")
+    @classmethod
+    def _parse_model_map(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().startswith("{"):
+            v = json.loads(v)
+        elif isinstance(v, str):
+            pairs = [item.partition("=") for item in v.split(",") if item.strip()]
+            if any(not sep or not k.strip() or not m.strip() for k, sep, m in pairs):
+                raise ValueError("ANTHROPIC_MODEL_MAP must be JSON or 'name=model,name=model'")
+            v = {k.strip(): m.strip() for k, _, m in pairs}
+        if isinstance(v, dict):
+            return {str(k).strip().lower(): str(m).strip() for k, m in v.items()}
+        return v
 
     @field_validator("root_path")
     @classmethod

@@ -110,6 +110,10 @@ class UsageRow:
     total_tokens: int = 0
     created_at: float = field(default_factory=time.time)
     request_id: str = ""
+    # Which credential served the call: its kind ("gemini-cli-oauth", "ai-studio-key",
+    # "vertex-ai") and the upstream's id for it; empty when none did (refused, failed early).
+    credential_kind: str = ""
+    credential_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +146,8 @@ class LicenseStore(Protocol):
     async def usage_summary(self, key_id: int | None = None, since: float | None = None) -> list[UsageSummary]: ...
     async def recent_usage(self, key_id: int | None = None, limit: int = 20) -> list[UsageRow]: ...
     async def count_usage(self, key_id: int | None = None) -> int: ...
+    async def usage_by_credential(self, key_id: int | None = None,
+                                  since: float | None = None) -> list[tuple[str, int, int, int]]: ...
     async def close(self) -> None: ...
 
 
@@ -190,17 +196,38 @@ CREATE TABLE IF NOT EXISTS usage (
     total_tokens      INTEGER NOT NULL,
     status            INTEGER NOT NULL,
     latency_ms        REAL NOT NULL,
-    request_id        TEXT NOT NULL DEFAULT ''
+    request_id        TEXT NOT NULL DEFAULT '',
+    credential_kind   TEXT NOT NULL DEFAULT '',
+    credential_id     TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS usage_key_time ON usage (key_id, created_at);
 """
 
+# Columns added after the first release: (table, column, definition). Databases created before
+# get them on open; old rows read as ''.
+_ADDED_COLUMNS = (
+    ("usage", "credential_kind", "TEXT NOT NULL DEFAULT ''"),
+    ("usage", "credential_id", "TEXT NOT NULL DEFAULT ''"),
+    ("keys", "max_concurrent", "INTEGER"),
+)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    for table, column, definition in _ADDED_COLUMNS:
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            try:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+            except sqlite3.OperationalError as exc:
+                # Another process (the edge, the keys CLI) migrated the same file just now.
+                if "duplicate column" not in str(exc):
+                    raise
+
+
 _KEY_COLS = ("id, name, prefix, key_hash, enabled, created_at, expires_at, revoked_at, models, "
              "rpm, tpm, quota, tokens_used, max_concurrent")
-# Columns added after the first release: (table, column, declaration), added to older databases.
-_ADDED_COLUMNS = (("keys", "max_concurrent", "INTEGER"),)
 _USAGE_COLS = ("key_id, api, op, model, status, latency_ms, prompt_tokens, completion_tokens, "
-               "thought_tokens, cached_tokens, total_tokens, created_at, request_id")
+               "thought_tokens, cached_tokens, total_tokens, created_at, request_id, credential_kind, credential_id")
 
 
 def _key_from_row(row: tuple) -> KeyRecord:
@@ -210,14 +237,6 @@ def _key_from_row(row: tuple) -> KeyRecord:
                      created_at=created, expires_at=expires, revoked_at=revoked,
                      models=tuple(orjson.loads(models or "[]")), rpm=rpm, tpm=tpm, quota=quota,
                      tokens_used=used, max_concurrent=max_concurrent)
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Add the columns an older database lacks (CREATE TABLE IF NOT EXISTS keeps old tables)."""
-    for table, column, decl in _ADDED_COLUMNS:
-        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
-        if column not in have:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
 
 class SQLiteLicenseStore:
@@ -370,11 +389,11 @@ class SQLiteLicenseStore:
             per_key[r.key_id] = per_key.get(r.key_id, 0) + r.total_tokens
         params = [(r.key_id, r.api, r.op, r.model, r.status, r.latency_ms, r.prompt_tokens,
                    r.completion_tokens, r.thought_tokens, r.cached_tokens, r.total_tokens,
-                   r.created_at, r.request_id) for r in rows]
+                   r.created_at, r.request_id, r.credential_kind, r.credential_id) for r in rows]
 
         def op(c: sqlite3.Connection) -> None:
             # Rows and the per-key running total commit together, so quota never drifts.
-            c.executemany(f"INSERT INTO usage ({_USAGE_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", params)
+            c.executemany(f"INSERT INTO usage ({_USAGE_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", params)
             c.executemany("UPDATE keys SET tokens_used = tokens_used + ? WHERE id = ?",
                           [(n, k) for k, n in per_key.items() if n])
 
@@ -405,6 +424,14 @@ class SQLiteLicenseStore:
     async def count_usage(self, key_id: int | None = None) -> int:
         where, args = _usage_filter(key_id, None)
         return await self._read(lambda c: c.execute(f"SELECT COUNT(*) FROM usage {where}", args).fetchone()[0])
+
+    async def usage_by_credential(self, key_id: int | None = None,
+                                  since: float | None = None) -> list[tuple[str, int, int, int]]:
+        """(credential kind, requests, errors, total tokens) per kind that served calls ('' = none)."""
+        where, args = _usage_filter(key_id, since)
+        return await self._read(lambda c: [tuple(r) for r in c.execute(
+            "SELECT credential_kind, COUNT(*), SUM(status >= 400), SUM(total_tokens)"
+            f" FROM usage {where} GROUP BY credential_kind ORDER BY credential_kind", args)])
 
 
 def _usage_filter(key_id: int | None, since: float | None) -> tuple[str, tuple[Any, ...]]:

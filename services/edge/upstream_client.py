@@ -209,6 +209,9 @@ class UpstreamStream:
         self._call = call
         self.usage: Usage | None = None
         self.trace_id = ""
+        # Which credential (kind, id) served the call: sent with the first message.
+        self.credential_kind = ""
+        self.credential_id = ""
         self.messages = 0
         # Characters of output streamed so far: what a stream cut before the backend's usage is
         # billed by (see Meter.finish_stream).
@@ -224,6 +227,8 @@ class UpstreamStream:
             self.text_chars += output_chars(msg.chunk.data)
         if msg.trace_id and not self.trace_id:
             self.trace_id = msg.trace_id
+        if msg.credential_kind and not self.credential_kind:
+            self.credential_kind, self.credential_id = msg.credential_kind, msg.credential_id
         return msg
 
     async def next(self) -> pb.GenerateResponse | None:
@@ -254,6 +259,8 @@ class UpstreamClient:
         self._small_timeout = small_timeout
         self._models_ttl = models_ttl
         self._models: list[pb.Model] | None = None
+        self._by_id: dict[str, pb.Model] = {}
+        self._aliases: dict[str, str] = {}
         self._models_at = 0.0
         self._models_inflight: asyncio.Future | None = None
 
@@ -310,6 +317,16 @@ class UpstreamClient:
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
 
+    async def embed(self, model: str, body: bytes, *, request_id: str = "", caller: str = "") -> pb.EmbedResponse:
+        """One Embed call: `body` is a Gemini batchEmbedContents request."""
+        req = pb.EmbedRequest(model=model, request_id=request_id, caller=caller)
+        req.body.content_type = "application/json"
+        req.body.data = body
+        try:
+            return await self._stub.Embed(req, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+
     async def list_models(self, *, fresh: bool = False) -> list[pb.Model]:
         """The upstream's model list, cached for `models_ttl` seconds; concurrent callers share
         one call; a stale list is served when a refresh fails."""
@@ -335,8 +352,25 @@ class UpstreamClient:
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
         self._models = list(resp.models)
+        self._by_id = {m.id: m for m in self._models}
+        self._aliases = dict(resp.aliases)
         self._models_at = time.monotonic()
         return self._models
+
+    async def model(self, model_id: str) -> pb.Model | None:
+        """The catalogue entry of a model (thinking range, limits), or None when the upstream
+        does not list it or cannot be asked right now: callers then go on without it and the
+        backend call itself reports what is wrong."""
+        try:
+            await self.list_models()
+        except UpstreamError:
+            return None
+        return self._by_id.get(model_id)
+
+    async def aliases(self) -> dict[str, str]:
+        """The upstream's alias map (MODEL_ALIASES), cached with the model list."""
+        await self.list_models()
+        return self._aliases
 
     async def ready(self) -> bool:
         from grpc_health.v1 import health_pb2, health_pb2_grpc

@@ -131,8 +131,8 @@ class Meter:
     """Measures one request and records its ledger row exactly once; settles the request's
     token reservation (see services/edge/admission.py) at the same moment."""
 
-    __slots__ = ("recorder", "key_id", "api", "op", "model", "request_id", "started", "done", "reservation",
-                 "_deferred")
+    __slots__ = ("recorder", "key_id", "api", "op", "model", "request_id", "started", "done",
+                 "credential_kind", "credential_id", "reservation", "_deferred")
 
     def __init__(self, recorder: UsageRecorder, key_id: int, api: str, op: str, model: str,
                  request_id: str = "") -> None:
@@ -144,6 +144,8 @@ class Meter:
         self.request_id = request_id
         self.started = time.perf_counter()
         self.done = False
+        self.credential_kind = ""
+        self.credential_id = ""
         self.reservation: Reservation | None = None
         self._deferred: list[Callable[[], None]] | None = None
 
@@ -152,6 +154,11 @@ class Meter:
         if self._deferred is None:
             self._deferred = []
         self._deferred.append(fn)
+
+    def served_by(self, kind: str, credential_id: str = "") -> None:
+        """Note which credential served the call (from the upstream's first message)."""
+        if kind:
+            self.credential_kind, self.credential_id = kind, credential_id
 
     def __del__(self) -> None:
         # A path that never finished its meter (a stream body that never started) must not keep
@@ -190,7 +197,8 @@ class Meter:
             key_id=self.key_id, api=self.api, op=self.op, model=self.model, status=status,
             latency_ms=round((time.perf_counter() - self.started) * 1000.0, 3),
             prompt_tokens=u.prompt, completion_tokens=u.completion, thought_tokens=u.thoughts,
-            cached_tokens=u.cached, total_tokens=u.total, request_id=self.request_id),
+            cached_tokens=u.cached, total_tokens=u.total, request_id=self.request_id,
+            credential_kind=self.credential_kind, credential_id=self.credential_id),
             counted=res is not None and res.counts)
 
 

@@ -17,6 +17,10 @@ class Thinking:
     max_budget: int
     can_disable: bool
     uses_level: bool
+    # thinkingLevel values accepted, lowest first (empty: all four when uses_level).
+    levels: tuple[str, ...] = ()
+    # Does not think unless asked.
+    default_off: bool = False
 
 
 @dataclass(frozen=True)
@@ -33,18 +37,21 @@ class ModelInfo:
         if self.thinking:
             t = self.thinking
             msg.thinking.CopyFrom(upstream_pb2.ThinkingRange(min_budget=t.min_budget, max_budget=t.max_budget,
-                                                             can_disable=t.can_disable, uses_level=t.uses_level))
+                                                             can_disable=t.can_disable, uses_level=t.uses_level,
+                                                             levels=list(t.levels), default_off=t.default_off))
         return msg
 
 
 # Gemini docs' thinking table (2025-11-18): 2.5 Pro 128–32768, cannot disable; 2.5 Flash
-# 0–24576; 2.5 Flash-Lite 512–24576, off by 0; Gemini 3 takes thinkingLevel (a budget is
-# accepted but discouraged) and cannot switch thinking off.
+# 0–24576; 2.5 Flash-Lite 512–24576, off by 0 and off by default; Gemini 3 takes thinkingLevel
+# (a budget is accepted but discouraged) and cannot switch thinking off. 3 Pro knows low/high,
+# 3.1 Pro adds medium, the Flash models take all four levels.
 _PRO_25 = Thinking(128, 32768, can_disable=False, uses_level=False)
 _FLASH_25 = Thinking(0, 24576, can_disable=True, uses_level=False)
-_LITE_25 = Thinking(512, 24576, can_disable=True, uses_level=False)
-_PRO_3 = Thinking(128, 32768, can_disable=False, uses_level=True)
-_FLASH_3 = Thinking(128, 24576, can_disable=False, uses_level=True)
+_LITE_25 = Thinking(512, 24576, can_disable=True, uses_level=False, default_off=True)
+_PRO_3 = Thinking(128, 32768, can_disable=False, uses_level=True, levels=("LOW", "HIGH"))
+_PRO_31 = Thinking(128, 32768, can_disable=False, uses_level=True, levels=("LOW", "MEDIUM", "HIGH"))
+_FLASH_3 = Thinking(128, 24576, can_disable=False, uses_level=True, levels=("MINIMAL", "LOW", "MEDIUM", "HIGH"))
 
 BUILTIN: tuple[ModelInfo, ...] = (
     ModelInfo("gemini-2.5-pro", "Gemini 2.5 Pro", thinking=_PRO_25),
@@ -52,8 +59,8 @@ BUILTIN: tuple[ModelInfo, ...] = (
     ModelInfo("gemini-2.5-flash-lite", "Gemini 2.5 Flash-Lite", thinking=_LITE_25),
     ModelInfo("gemini-3-pro-preview", "Gemini 3 Pro Preview", thinking=_PRO_3),
     ModelInfo("gemini-3-flash-preview", "Gemini 3 Flash Preview", thinking=_FLASH_3),
-    ModelInfo("gemini-3.1-pro-preview", "Gemini 3.1 Pro Preview", thinking=_PRO_3),
-    ModelInfo("gemini-3.1-pro-preview-customtools", "Gemini 3.1 Pro Preview (custom tools)", thinking=_PRO_3),
+    ModelInfo("gemini-3.1-pro-preview", "Gemini 3.1 Pro Preview", thinking=_PRO_31),
+    ModelInfo("gemini-3.1-pro-preview-customtools", "Gemini 3.1 Pro Preview (custom tools)", thinking=_PRO_31),
     ModelInfo("gemini-3.1-flash-lite", "Gemini 3.1 Flash-Lite", thinking=_FLASH_3),
 )
 
@@ -61,8 +68,10 @@ BUILTIN: tuple[ModelInfo, ...] = (
 def _thinking(value: Any) -> Thinking | None:
     if not isinstance(value, dict):
         return None
+    levels = value.get("levels") or ()
     return Thinking(int(value.get("min_budget", 0)), int(value.get("max_budget", 0)),
-                    bool(value.get("can_disable", False)), bool(value.get("uses_level", False)))
+                    bool(value.get("can_disable", False)), bool(value.get("uses_level", False)),
+                    tuple(str(x).upper() for x in levels), bool(value.get("default_off", False)))
 
 
 def _extra(entry: Any) -> ModelInfo:

@@ -66,11 +66,13 @@ class BackendError(UpstreamError):
 
 
 class TransportError(UpstreamError):
-    """The backend could not be reached, or did not answer in time."""
+    """The backend could not be reached, or did not answer in time. `retry=False`: the backend
+    did answer (too much), so another credential must not be spent on the same call."""
 
-    def __init__(self, message: str, *, timeout: bool = False) -> None:
+    def __init__(self, message: str, *, timeout: bool = False, retry: bool = True) -> None:
         super().__init__(message)
         self.timeout = timeout
+        self.retry = retry
 
 
 class StreamCut(UpstreamError):

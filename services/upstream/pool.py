@@ -16,6 +16,7 @@ only before the first chunk reached the caller (after that, nothing is retried):
   403 otherwise              PERMISSION_DENIED to the caller, pool untouched
   400 / 404 / other 4xx      to the caller at once (never retried)
   5xx / network / empty      next credential, at most MAX_ATTEMPTS attempts in all
+  answer over the size cap   to the caller (TransportError.retry False: the work is done)
   timeout                    to the caller (its time is spent)
 
 When no credential is left: RESOURCE_EXHAUSTED + RetryInfo if some are cooling down,
@@ -321,7 +322,7 @@ class Pool:
                 raise
             except (TransportError, EmptyStream) as err:
                 entry.failures += 1
-                if isinstance(err, TransportError) and err.timeout:
+                if isinstance(err, TransportError) and (err.timeout or not err.retry):
                     raise
                 transient += 1
                 log.warning("credential %s: %s", entry.cred.id, err.message)

@@ -24,11 +24,12 @@ from gemini_cli.upstream.v1 import upstream_pb2, upstream_pb2_grpc
 
 from . import errors
 from .catalog import ModelInfo, build_catalog
-from .code_assist import Chunk, CodeAssistClient, make_fast_client, make_http_client
+from .code_assist import Chunk, CodeAssistClient, make_http_client
 from .errors import Draining, InvalidRequest, UpstreamError
 from .pool import Entry, Pool
 from .project import ProjectResolver
 from .settings import Settings
+from .transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,9 @@ _USAGE_FIELDS = (("promptTokenCount", "prompt_tokens"), ("candidatesTokenCount",
 def model_id(raw: str) -> str:
     model = raw.strip().removeprefix("models/")
     if not _MODEL_ID.match(model):
-        raise InvalidRequest(f"invalid model id {raw!r}" if raw else "model is required")
+        # Never echo a long id: the message travels in gRPC metadata, which has a size limit.
+        shown = raw if len(raw) <= 64 else raw[:64] + "…"
+        raise InvalidRequest(f"invalid model id {shown!r}" if raw else "model is required")
     return model
 
 
@@ -154,7 +157,7 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
     async def ListModels(self, request: upstream_pb2.ListModelsRequest,
                          context: grpc.aio.ServicerContext) -> upstream_pb2.ListModelsResponse:
         await self._pool.ensure_loaded()
-        resp = upstream_pb2.ListModelsResponse(models=self._models)
+        resp = upstream_pb2.ListModelsResponse(models=self._models, aliases=self._aliases)
         for r in self._pool.report():
             resp.credentials.append(upstream_pb2.CredentialStatus(
                 id=r.id, kind=r.kind, state=_STATES[r.state], project=r.project, detail=r.detail,
@@ -188,9 +191,13 @@ def _total_tokens(result: Any) -> int:
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set); returns the exit code."""
-    http = make_http_client(settings)
-    fast = make_fast_client(settings)
-    client = CodeAssistClient(settings, http, fast)
+    try:
+        transport = Transport.from_settings(settings)  # one backend HTTP client for the process
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    http = make_http_client(settings, transport.ssl_context)
+    client = CodeAssistClient(settings, transport)
     resolver = ProjectResolver(client, poll_interval=settings.onboard_poll_interval,
                                max_polls=settings.onboard_max_polls)
     pool = Pool(settings, http, client, resolver)
@@ -247,7 +254,6 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await warmup
     await http.aclose()
-    if fast is not None:
-        await fast.aclose()
+    await transport.aclose()
     log.info("upstream stopped")
     return 0

@@ -116,6 +116,12 @@ class Settings(BaseSettings):
     # (HTTP/1.1), so this caps the concurrent streams of the process; calls beyond it wait
     # up to CONNECT_TIMEOUT for a free one.
     http_max_connections: int = Field(4096, ge=1)
+    # Extra CA bundle (PEM) trusted for backend TLS besides the system and certifi roots: a
+    # TLS-inspecting proxy's CA, or a test backend's. Verification itself is never off.
+    backend_ca_file: str = ""
+    # Largest backend answer accepted: a unary body after decompression, or one streamed
+    # event. Past it the call fails (not retried on another credential).
+    backend_max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024)
 
     # --- server ----------------------------------------------------------------------------
     upstream_listen: str = "127.0.0.1:50051"

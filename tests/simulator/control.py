@@ -8,9 +8,10 @@ import httpx
 
 
 class SimControl:
-    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+    def __init__(self, base_url: str, timeout: float = 10.0, verify: Any = True) -> None:
         self.url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout, trust_env=False)
+        # verify: an ssl.SSLContext trusting the test CA when the simulator serves HTTPS.
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, trust_env=False, verify=verify)
 
     def _call(self, method: str, path: str, json: Any = None, params: dict[str, str] | None = None) -> Any:
         resp = self._http.request(method, path, json=json, params=params)

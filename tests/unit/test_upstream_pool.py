@@ -26,6 +26,7 @@ from services.upstream.pool import Pool, cooldown_seconds
 from services.upstream.project import ProjectResolver, ineligible_reason
 from services.upstream.settings import Settings
 from tests import harness
+from tests.asgi_transport import AsgiTransport
 from tests.simulator.app import create_app
 
 BASE = "http://sim.test"
@@ -73,7 +74,7 @@ class Rig:
         fields.update(overrides)
         self.settings = Settings(**fields)
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app))
-        self.client = CodeAssistClient(self.settings, self.http)
+        self.client = CodeAssistClient(self.settings, AsgiTransport(self.http))
         self.resolver = ProjectResolver(self.client, poll_interval=self.settings.onboard_poll_interval,
                                         max_polls=self.settings.onboard_max_polls)
         self.pool = Pool(self.settings, self.http, self.client, self.resolver)

@@ -24,6 +24,7 @@ from services.edge.body import parse_object, read_body
 from services.edge.context import EdgeContext, get_ctx, new_id, request_id
 from services.edge.errors import ApiError, request_style
 from services.edge.media import MediaError
+from services.edge.models import allow_list_id, parse_model
 from services.edge.routes.gemini import get_model_google, list_models_google
 from services.edge.store import KeyRecord
 from services.edge.streaming import STREAM_HEADERS, TIMEOUT, StreamResponse, Prefetcher, unless_disconnected
@@ -64,14 +65,15 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
     body_bytes = len(raw)
     body = parse_object(raw)
     del raw
-    requested = body.get("model")
-    if not isinstance(requested, str) or not requested.strip():
-        raise ApiError(400, "'model' is required and must be a string", param="model", code="invalid_type")
-    base_model, _suffix = split_model(requested)
-    meter.model = base_model
+    ref = parse_model(body.get("model"))
+    requested = ref.requested
+    meter.model = ref.base
     if body.get("stream") is True:
         meter.op = "stream"
-    await admit(ctx, key, meter, base_model, body_bytes=body_bytes, max_output=openai_output_cap(body))
+    await admit(ctx, key, meter, await allow_list_id(key, ref, ctx.upstream), body_bytes=body_bytes,
+                max_output=openai_output_cap(body))
+    # The model's thinking range comes from the upstream's catalogue (cached ListModels).
+    thinking = catalog.thinking_spec(await ctx.upstream.model(ref.base))
 
     # Fetched media count against this request's total and the edge's in-flight budget until
     # the backend has the request (or the request ended otherwise).
@@ -84,7 +86,7 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
                                 "are fetched (send the others inline as data: URLs)", param="messages",
                            code="too_many_media_urls")
         media = await unless_disconnected(request, ctx.media.fetch_all(urls, lease)) if urls else {}
-        chat = chat_request_to_gemini(body, media)
+        chat = chat_request_to_gemini(body, media, thinking=thinking)
     except TranslationError as exc:
         raise ApiError(400, exc.message, param=exc.param, code=exc.code) from None
     except MediaError as exc:
@@ -107,6 +109,7 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
         del payload
         msg = await unless_disconnected(request, call)
         lease.release()
+        meter.served_by(msg.credential_kind, msg.credential_id)
         usage = Usage.from_proto(msg.usage) if msg.HasField("usage") else None
         try:
             out = completion_from_gemini(orjson.loads(msg.chunk.data), model=requested,
@@ -164,6 +167,7 @@ async def _sse(stream: UpstreamStream, pump: Prefetcher, first, translator: Chun
     finally:
         pump.close()
         stream.cancel()
+        meter.served_by(stream.credential_kind, stream.credential_id)
         meter.finish_stream(status, stream)
 
 

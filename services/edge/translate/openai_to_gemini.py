@@ -16,8 +16,8 @@ import orjson
 from ..media import OCTET_STREAM, MediaError, decode_inline, is_remote
 from . import tool_ids
 from .errors import TranslationError
-from .schema import to_gemini_schema
-from .thinking import model_spec, split_model, thinking_config
+from .schema import SchemaBudget, to_gemini_schema
+from .thinking import GENERIC, ThinkingSpec, split_model, thinking_config
 
 # Gemini's documented value for history whose function calls carry no signature (protocol §7).
 SKIP_SIGNATURE = "skip_thought_signature_validator"
@@ -412,7 +412,7 @@ def _has_properties(params: Any) -> bool:
     return isinstance(params, dict) and bool(params.get("properties"))
 
 
-def _declaration(fn: Any, p: str) -> dict:
+def _declaration(fn: Any, p: str, budget: SchemaBudget) -> dict:
     if not isinstance(fn, dict):
         raise TranslationError(f"{p} must be an object", p)
     name = _text(fn.get("name"), f"{p}.name")
@@ -424,14 +424,14 @@ def _declaration(fn: Any, p: str) -> dict:
         decl["description"] = _text(desc, f"{p}.description")
     params = fn.get("parameters")
     if params is not None:
-        cleaned = to_gemini_schema(params, param=f"{p}.parameters")
+        cleaned = to_gemini_schema(params, param=f"{p}.parameters", budget=budget)
         # Gemini rejects an OBJECT schema without properties: a no-argument function has none.
         if cleaned.get("properties"):
             decl["parameters"] = cleaned
     return decl
 
 
-def _tools(body: dict) -> tuple[list[dict], list[dict]]:
+def _tools(body: dict, budget: SchemaBudget) -> tuple[list[dict], list[dict]]:
     """(function declarations, built-in tool objects)."""
     declarations: list[dict] = []
     builtins: dict[str, dict] = {}
@@ -448,7 +448,7 @@ def _tools(body: dict) -> tuple[list[dict], list[dict]]:
                 # A Gemini-native tool object sent as is.
                 for key in _NATIVE_TOOL_KEYS:
                     if key == "functionDeclarations" and isinstance(tool.get(key), list):
-                        declarations.extend(_declaration(fn, f"{p}.functionDeclarations[{k}]") for k, fn in enumerate(tool[key]))
+                        declarations.extend(_declaration(fn, f"{p}.functionDeclarations[{k}]", budget) for k, fn in enumerate(tool[key]))
                     elif key in tool:
                         builtins[_builtin(key) or key] = tool[key] if isinstance(tool[key], dict) else {}
                 continue
@@ -463,7 +463,7 @@ def _tools(body: dict) -> tuple[list[dict], list[dict]]:
                 if builtin and not _has_properties(fn.get("parameters")):
                     builtins[builtin] = {}
                 else:
-                    declarations.append(_declaration(fn, f"{p}.function"))
+                    declarations.append(_declaration(fn, f"{p}.function", budget))
             elif isinstance(kind, str) and _builtin(kind):
                 cfg = tool.get(kind)
                 builtins[_builtin(kind)] = cfg if isinstance(cfg, dict) else {}
@@ -473,7 +473,7 @@ def _tools(body: dict) -> tuple[list[dict], list[dict]]:
     if legacy is not None:
         if not isinstance(legacy, list):
             raise TranslationError("functions must be an array", "functions")
-        declarations.extend(_declaration(fn, f"functions[{k}]") for k, fn in enumerate(legacy))
+        declarations.extend(_declaration(fn, f"functions[{k}]", budget) for k, fn in enumerate(legacy))
     seen: set[str] = set()
     for decl in declarations:
         if decl["name"] in seen:
@@ -530,7 +530,7 @@ def _tool_config(body: dict, declarations: list[dict]) -> tuple[dict | None, set
 
 # --- generation config -----------------------------------------------------------------------------
 
-def _response_format(body: dict, gen: dict) -> None:
+def _response_format(body: dict, gen: dict, budget: SchemaBudget) -> None:
     rf = body.get("response_format")
     if rf is None:
         return
@@ -549,14 +549,14 @@ def _response_format(body: dict, gen: dict) -> None:
         gen["responseMimeType"] = "application/json"
         schema = spec.get("schema")
         if schema is not None:
-            cleaned = to_gemini_schema(schema, param="response_format.json_schema.schema", ordered=True)
+            cleaned = to_gemini_schema(schema, param="response_format.json_schema.schema", ordered=True, budget=budget)
             if cleaned and not (cleaned.get("type") == "object" and not cleaned.get("properties")):
                 gen["responseSchema"] = cleaned
         return
     raise TranslationError("response_format.type must be text, json_object or json_schema", "response_format.type")
 
 
-def _generation_config(body: dict) -> dict:
+def _generation_config(body: dict, budget: SchemaBudget) -> dict:
     gen: dict = {}
     for key, target in (("temperature", "temperature"), ("top_p", "topP")):
         value = _number(body, key)
@@ -595,7 +595,7 @@ def _generation_config(body: dict) -> dict:
         # penalty field, so a no-op value is not forwarded.
         if value:
             gen[target] = value
-    _response_format(body, gen)
+    _response_format(body, gen, budget)
     return gen
 
 
@@ -611,7 +611,9 @@ def _extra_google(body: dict) -> dict | None:
 
 # --- entry point -----------------------------------------------------------------------------------
 
-def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | None = None) -> ChatRequest:
+def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | None = None, *,
+                           thinking: ThinkingSpec | None = None) -> ChatRequest:
+    """`thinking` is the model's range from the upstream's catalogue (None: unknown model)."""
     if not isinstance(body, dict):
         raise TranslationError("the request body must be a JSON object")
     model = body.get("model")
@@ -633,7 +635,7 @@ def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | 
             raise TranslationError("messages contain no content", "messages")
         # A system-only conversation: Gemini needs at least one turn, so the text becomes it.
         contents, system = [{"role": "user", "parts": system}], []
-    spec = model_spec(base)
+    spec = thinking or GENERIC
     if spec.levels:
         _ensure_signatures(contents)
 
@@ -641,7 +643,8 @@ def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | 
     if system:
         gemini["systemInstruction"] = {"parts": system}
 
-    declarations, builtins = _tools(body)
+    budget = SchemaBudget()  # one for all the schemas of the request
+    declarations, builtins = _tools(body, budget)
     calling, keep = _tool_config(body, declarations)
     if keep is not None:
         declarations = [d for d in declarations if d["name"] in keep]
@@ -651,17 +654,17 @@ def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | 
     if calling:
         gemini["toolConfig"] = {"functionCallingConfig": calling}
 
-    gen = _generation_config(body)
+    gen = _generation_config(body, budget)
     google = _extra_google(body)
-    thinking = thinking_config(
-        base,
+    thinking_cfg = thinking_config(
+        spec,
         suffix=suffix,
         reasoning_effort=body.get("reasoning_effort"),
         thinking=body.get("thinking"),
         extra_google=google,
     )
-    if thinking:
-        gen["thinkingConfig"] = thinking
+    if thinking_cfg:
+        gen["thinkingConfig"] = thinking_cfg
     if gen:
         gemini["generationConfig"] = gen
     if google:
@@ -692,5 +695,5 @@ def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | 
         gemini=gemini,
         stream=stream,
         include_usage=include_usage,
-        include_thoughts=bool(thinking and thinking.get("includeThoughts")),
+        include_thoughts=bool(thinking_cfg and thinking_cfg.get("includeThoughts")),
     )

@@ -1,0 +1,141 @@
+"""Embeddings, under the same keys, allow-lists, limits and ledger as generation.
+
+    POST /v1/embeddings                                          OpenAI (route here)
+    POST /{v1beta,v1,v1alpha}/models/{model}:embedContent        Gemini-native (the Gemini
+    POST /{v1beta,v1,v1alpha}/models/{model}:batchEmbedContents  router's models/{target}
+                                                                 route hands them to `native`)
+
+All three become one Embed RPC carrying a Gemini batchEmbedContents body; the upstream sends it
+to a pool member whose backend has embeddings (AI Studio, Vertex AI — Code Assist has none).
+When the pool has none for the model the client gets a 404 model_not_found in its API's format.
+"""
+from __future__ import annotations
+
+import logging
+
+import grpc
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from gemini_cli.upstream.v1 import upstream_pb2 as pb
+from services.edge.auth import authenticate
+from services.edge.body import read_json_dict
+from services.edge.context import EdgeContext, get_ctx, request_id
+from services.edge.errors import ApiError
+from services.edge.store import KeyRecord
+from services.edge.streaming import unless_disconnected
+from services.edge.translate.embeddings import (batch_embed_to_batch, embed_content_response,
+                                                embed_content_to_batch, embeddings_request_to_gemini,
+                                                embeddings_response, model_id)
+from services.edge.translate.errors import TranslationError
+from services.edge.upstream_client import Usage, UpstreamError
+from services.edge.usage import Meter, metered
+
+log = logging.getLogger("edge.embeddings")
+router = APIRouter()
+
+# The pool has no member that embeds for this model: not found, as far as the client can tell.
+# UNIMPLEMENTED is what an upstream without the Embed RPC answers.
+_NO_MEMBER = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED)
+
+
+async def _embed(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter, batch: dict) -> pb.EmbedResponse:
+    try:
+        resp = await unless_disconnected(request, ctx.upstream.embed(
+            meter.model, orjson.dumps(batch), request_id=meter.request_id, caller=key.name))
+    except UpstreamError as exc:
+        if exc.grpc_code in _NO_MEMBER:
+            message = (exc.message if exc.grpc_code == grpc.StatusCode.NOT_FOUND else
+                       f"no backend of this gateway serves embeddings for model '{meter.model}' "
+                       "(embeddings need an AI Studio or Vertex AI credential in the pool)")
+            raise ApiError(404, message, param="model", code="model_not_found") from None
+        raise
+    meter.served_by(resp.credential_kind, resp.credential_id)
+    return resp
+
+
+def _usage(resp: pb.EmbedResponse) -> Usage:
+    return Usage(prompt=resp.prompt_tokens, total=resp.prompt_tokens)
+
+
+def _bad_answer(meter: Meter, resp: pb.EmbedResponse, exc: Exception) -> ApiError:
+    log.error("embeddings answer not usable (request %s): %s", meter.request_id, exc)
+    meter.finish(502, _usage(resp))
+    return ApiError(502, "the backend's embeddings answer could not be read")
+
+
+def _translation_error(exc: TranslationError) -> ApiError:
+    return ApiError(400, exc.message, param=exc.param, code=exc.code)
+
+
+# --- OpenAI ------------------------------------------------------------------------------------------
+
+async def openai_embeddings(request: Request) -> Response:
+    key = await authenticate(request)
+    ctx = get_ctx(request)
+    meter = Meter(ctx.recorder, key.id, "openai", "embed", "", request_id(request))
+    return await metered(meter, _openai(request, ctx, key, meter))
+
+
+async def _openai(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter) -> Response:
+    body = await read_json_dict(request, ctx.settings.max_body_bytes)
+    if isinstance(body.get("model"), str):
+        meter.model = body["model"].strip().removeprefix("models/")
+    try:
+        req = embeddings_request_to_gemini(body)
+    except TranslationError as exc:
+        raise _translation_error(exc) from None
+    del body
+    meter.model = req.model
+    ctx.limiter.admit(key, req.model)
+    resp = await _embed(request, ctx, key, meter, req.batch)
+    try:
+        out = embeddings_response(orjson.loads(resp.body.data), req, model=req.model,
+                                  prompt_tokens=resp.prompt_tokens)
+    except ValueError as exc:  # orjson.JSONDecodeError is one too
+        raise _bad_answer(meter, resp, exc) from None
+    meter.finish(200, _usage(resp))
+    return Response(orjson.dumps(out), media_type="application/json", headers={"x-request-id": meter.request_id})
+
+
+# --- Gemini-native ---------------------------------------------------------------------------------
+
+NATIVE_METHODS = ("embedContent", "batchEmbedContents")
+
+
+async def native(request: Request, key: KeyRecord, ctx: EdgeContext, model: str, method: str) -> Response:
+    """models/{model}:embedContent or :batchEmbedContents, authenticated and parsed by the caller."""
+    meter = Meter(ctx.recorder, key.id, "gemini", "embed", model, request_id(request))
+    return await metered(meter, _native_call(request, ctx, key, meter, method == "batchEmbedContents"))
+
+
+async def _native_call(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter, batch_call: bool) -> Response:
+    body = await read_json_dict(request, ctx.settings.max_body_bytes)
+    try:
+        meter.model = model_id(meter.model)
+        if batch_call:
+            batch, _count = batch_embed_to_batch(meter.model, body)
+        else:
+            batch = embed_content_to_batch(meter.model, body)
+    except TranslationError as exc:
+        raise _translation_error(exc) from None
+    del body
+    ctx.limiter.admit(key, meter.model)
+    resp = await _embed(request, ctx, key, meter, batch)
+    headers = {"x-request-id": meter.request_id}
+    if batch_call:
+        # Google's batchEmbedContents shape already: sent on as the upstream produced it.
+        meter.finish(200, _usage(resp))
+        return Response(resp.body.data, media_type="application/json", headers=headers)
+    try:
+        out = embed_content_response(orjson.loads(resp.body.data))
+    except ValueError as exc:
+        raise _bad_answer(meter, resp, exc) from None
+    meter.finish(200, _usage(resp))
+    return Response(orjson.dumps(out), media_type="application/json", headers=headers)
+
+
+# A plain Starlette route with authentication called explicitly (see routes/gemini.py for why).
+router.add_route("/v1/embeddings", openai_embeddings, methods=["POST"], name="openai_embeddings",
+                 include_in_schema=False)
