@@ -29,6 +29,7 @@ from ..media import MediaError, decode_inline, is_remote
 from . import signatures, tool_ids
 from .errors import TranslationError
 from .openai_to_gemini import _declaration, _integer, _number, _shallow, _text, _tool_config
+from .schema import SchemaBudget
 from .thinking import GENERIC, ThinkingSpec, split_model, thinking_config
 
 ATTRIBUTION = "x-anthropic-billing-header:"
@@ -279,6 +280,7 @@ def _strip_attribution(text: str) -> str:
 # --- tools -----------------------------------------------------------------------------------------
 
 def _tools(body: dict) -> tuple[list[dict], list[dict]]:
+    budget = SchemaBudget()  # one for all the schemas of the request
     raw = body.get("tools")
     if raw is None:
         return [], []
@@ -293,7 +295,7 @@ def _tools(body: dict) -> tuple[list[dict], list[dict]]:
         kind = tool.get("type")
         if kind in (None, "custom"):
             fn = {"name": tool.get("name"), "description": tool.get("description"), "parameters": tool.get("input_schema")}
-            declarations.append(_declaration({k: v for k, v in fn.items() if v is not None}, p))
+            declarations.append(_declaration({k: v for k, v in fn.items() if v is not None}, p, budget))
         elif isinstance(kind, str) and kind.startswith("web_search"):
             if {"googleSearch": {}} not in builtins:
                 builtins.append({"googleSearch": {}})

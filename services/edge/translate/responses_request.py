@@ -26,7 +26,7 @@ from ..media import is_remote
 from . import signatures, tool_ids
 from .errors import TranslationError
 from .openai_to_gemini import _declaration, _integer, _Media, _number, _shallow, _text, _tool_config
-from .schema import to_gemini_schema
+from .schema import SchemaBudget, to_gemini_schema
 from .thinking import GENERIC, ThinkingSpec, split_model, thinking_config
 
 CUSTOM_INPUT = "input"  # the one parameter a custom (freeform) tool is declared with
@@ -209,7 +209,7 @@ def _json_args(raw: Any) -> Any:
 
 # --- tools -----------------------------------------------------------------------------------------
 
-def _tools(body: dict) -> tuple[list[dict], list[dict], frozenset[str]]:
+def _tools(body: dict, budget: SchemaBudget) -> tuple[list[dict], list[dict], frozenset[str]]:
     raw = body.get("tools")
     if raw is None:
         return [], [], frozenset()
@@ -224,7 +224,7 @@ def _tools(body: dict) -> tuple[list[dict], list[dict], frozenset[str]]:
             raise TranslationError(f"{p} must be an object", p)
         kind = tool.get("type")
         if kind == "function":
-            declarations.append(_declaration({k: tool[k] for k in ("name", "description", "parameters") if tool.get(k) is not None}, p))
+            declarations.append(_declaration({k: tool[k] for k in ("name", "description", "parameters") if tool.get(k) is not None}, p, budget))
         elif kind == "custom":
             name = _text(tool.get("name"), f"{p}.name")
             fmt = tool.get("format")
@@ -247,7 +247,7 @@ def _tools(body: dict) -> tuple[list[dict], list[dict], frozenset[str]]:
     return declarations, builtins, frozenset(custom)
 
 
-def _text_format(body: dict, gen: dict) -> None:
+def _text_format(body: dict, gen: dict, budget: SchemaBudget) -> None:
     text = body.get("text")
     if text is None:
         return
@@ -265,7 +265,7 @@ def _text_format(body: dict, gen: dict) -> None:
         raise TranslationError("text.format.type must be text, json_schema or json_object", "text.format.type")
     gen["responseMimeType"] = "application/json"
     if kind == "json_schema" and fmt.get("schema") is not None:
-        cleaned = to_gemini_schema(fmt["schema"], param="text.format.schema", ordered=True)
+        cleaned = to_gemini_schema(fmt["schema"], param="text.format.schema", ordered=True, budget=budget)
         if cleaned and not (cleaned.get("type") == "object" and not cleaned.get("properties")):
             gen["responseSchema"] = cleaned
 
@@ -283,7 +283,8 @@ def responses_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str
             raise TranslationError(f"{key} is not supported: this gateway stores no responses; send the whole "
                                    "conversation in input (as with store: false)", key, code="unsupported_parameter")
     base, suffix = split_model(model.strip())
-    declarations, builtins, custom = _tools(body)
+    budget = SchemaBudget()  # one for all the schemas of the request
+    declarations, builtins, custom = _tools(body, budget)
 
     conv = _Input(_Media(fetched or {}))
     instructions = body.get("instructions")
@@ -322,7 +323,7 @@ def responses_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str
     limit = _integer(body, "max_output_tokens", 1)
     if limit is not None:
         gen["maxOutputTokens"] = limit
-    _text_format(body, gen)
+    _text_format(body, gen, budget)
     reasoning = body.get("reasoning")
     if reasoning is not None and not isinstance(reasoning, dict):
         raise TranslationError("reasoning must be an object", "reasoning")
