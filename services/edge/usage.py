@@ -150,10 +150,17 @@ class Meter:
         self._deferred: list[Callable[[], None]] | None = None
 
     def defer(self, fn: Callable[[], None]) -> None:
-        """Call `fn` when the request ends, whichever way (giving back a media budget...)."""
+        """Call `fn` when the request ends, whichever way (giving back a media budget...), or
+        earlier through `run_deferred()`."""
         if self._deferred is None:
             self._deferred = []
         self._deferred.append(fn)
+
+    def run_deferred(self) -> None:
+        """Run the deferred calls now (the backend has the request: its media may go)."""
+        deferred, self._deferred = self._deferred, None
+        for fn in deferred or ():
+            fn()
 
     def served_by(self, kind: str, credential_id: str = "") -> None:
         """Note which credential served the call (from the upstream's first message)."""
@@ -183,9 +190,7 @@ class Meter:
         if self.done:
             return
         self.done = True
-        if self._deferred:
-            for fn in self._deferred:
-                fn()
+        self.run_deferred()
         u = usage or Usage()
         res = self.reservation
         if res is not None:

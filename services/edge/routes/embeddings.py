@@ -20,7 +20,8 @@ from starlette.responses import Response
 
 from gemini_cli.upstream.v1 import upstream_pb2 as pb
 from services.edge.auth import authenticate
-from services.edge.body import read_json_dict
+from services.edge.admission import admit
+from services.edge.body import parse_object, read_body
 from services.edge.context import EdgeContext, get_ctx, request_id
 from services.edge.errors import ApiError
 from services.edge.store import KeyRecord
@@ -79,7 +80,10 @@ async def openai_embeddings(request: Request) -> Response:
 
 
 async def _openai(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter) -> Response:
-    body = await read_json_dict(request, ctx.settings.max_body_bytes)
+    raw = await read_body(request, ctx.settings.max_body_bytes)
+    body_bytes = len(raw)
+    body = parse_object(raw)
+    del raw
     if isinstance(body.get("model"), str):
         meter.model = body["model"].strip().removeprefix("models/")
     try:
@@ -88,7 +92,7 @@ async def _openai(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Met
         raise _translation_error(exc) from None
     del body
     meter.model = req.model
-    ctx.limiter.admit(key, req.model)
+    await admit(ctx, key, meter, req.model, body_bytes=body_bytes, generates=False)
     resp = await _embed(request, ctx, key, meter, req.batch)
     try:
         out = embeddings_response(orjson.loads(resp.body.data), req, model=req.model,
@@ -111,7 +115,10 @@ async def native(request: Request, key: KeyRecord, ctx: EdgeContext, model: str,
 
 
 async def _native_call(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter, batch_call: bool) -> Response:
-    body = await read_json_dict(request, ctx.settings.max_body_bytes)
+    raw = await read_body(request, ctx.settings.max_body_bytes)
+    body_bytes = len(raw)
+    body = parse_object(raw)
+    del raw
     try:
         meter.model = model_id(meter.model)
         if batch_call:
@@ -121,7 +128,7 @@ async def _native_call(request: Request, ctx: EdgeContext, key: KeyRecord, meter
     except TranslationError as exc:
         raise _translation_error(exc) from None
     del body
-    ctx.limiter.admit(key, meter.model)
+    await admit(ctx, key, meter, meter.model, body_bytes=body_bytes, generates=False)
     resp = await _embed(request, ctx, key, meter, batch)
     headers = {"x-request-id": meter.request_id}
     if batch_call:

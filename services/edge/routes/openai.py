@@ -108,7 +108,7 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
         call = ctx.upstream.generate(model, payload, request_id=meter.request_id, caller=key.name)
         del payload
         msg = await unless_disconnected(request, call)
-        lease.release()
+        meter.run_deferred()
         meter.served_by(msg.credential_kind, msg.credential_id)
         usage = Usage.from_proto(msg.usage) if msg.HasField("usage") else None
         try:
@@ -133,7 +133,7 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
         pump.close()
         stream.cancel()
         raise
-    lease.release()
+    meter.run_deferred()
     translator = ChunkTranslator(model=requested, completion_id=completion_id, created=created,
                                  include_usage=include_usage)
     return StreamResponse(_sse(stream, pump, first, translator, meter, keepalive),
