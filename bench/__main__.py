@@ -200,7 +200,8 @@ class LayerWorker:
     async def start(cls, stack: Stack, layer: str) -> "LayerWorker":
         body = orjson.dumps(STREAM_BODY)
         path = f"/gemini_cli/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
-        spec = {"layer": layer, "model": MODEL, "grpc_addr": stack.upstream.addr, "url": "", "headers": {},
+        spec = {"layer": layer, "model": MODEL, "grpc_addr": stack.upstream.addr,
+                "metadata": list(harness.internal_metadata()), "url": "", "headers": {},
                 "body": body.decode("latin-1")}
         if layer == "a_simulator":
             spec.update(url=f"{stack.sim.url}/v1internal:streamGenerateContent?alt=sse",
@@ -269,11 +270,9 @@ async def run_latency(stack: Stack, concurrency: int, total: int) -> list[dict]:
                              {n: round(v * 1000 / total, 3) for n, v in cpu[layer].items()})
                 for layer in LAYERS]
 
-    from gemini_cli.upstream.v1 import upstream_pb2_grpc
-
     async with Clients(concurrency, timeout=60) as clients, \
             grpc.aio.insecure_channel(stack.upstream.addr) as channel:
-        stub = upstream_pb2_grpc.UpstreamStub(channel)
+        stub = harness.AuthedStub(channel)
         calls = [layer_calls(stack, c, stub) for c in clients.clients]
         for per_client in calls:
             for one in per_client.values():

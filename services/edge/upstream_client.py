@@ -26,6 +26,7 @@ is wrong; 502 says "the gateway's backend refused it", which is what happened.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -250,11 +251,25 @@ class UpstreamStream:
             self._call.cancel()
 
 
+class _Authenticated:
+    """The stub, with the edge's internal-caller credentials on every call (whatever the RPC)."""
+
+    def __init__(self, stub: pb_grpc.UpstreamStub, authorization: str) -> None:
+        self._stub = stub
+        self._metadata = (("authorization", authorization),)
+
+    def __getattr__(self, name: str):
+        method = functools.partial(getattr(self._stub, name), metadata=self._metadata)
+        setattr(self, name, method)  # looked up once per RPC name
+        return method
+
+
 class UpstreamClient:
     def __init__(self, channel: grpc.aio.Channel, *, timeout: float = 600.0, small_timeout: float = 30.0,
-                 models_ttl: float = 30.0) -> None:
+                 models_ttl: float = 30.0, authorization: str = "") -> None:
         self._channel = channel
-        self._stub = pb_grpc.UpstreamStub(channel)
+        stub = pb_grpc.UpstreamStub(channel)
+        self._stub = _Authenticated(stub, authorization) if authorization else stub
         self._timeout = timeout
         self._small_timeout = small_timeout
         self._models_ttl = models_ttl
