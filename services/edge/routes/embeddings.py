@@ -90,8 +90,9 @@ def _model_ref(raw: object, meter: Meter) -> ModelRef:
 
 async def _admit(ctx: EdgeContext, key: KeyRecord, meter: Meter, ref: ModelRef, body_bytes: int) -> None:
     # Same admission as generation (allow-list after aliases, RPM, quota/TPM reservation);
-    # an embedding costs its input tokens only, so the output cap is 1.
-    await admit(ctx, key, meter, await allow_list_id(key, ref, ctx.upstream), body_bytes=body_bytes, max_output=1)
+    # an embedding costs its input tokens only.
+    await admit(ctx, key, meter, await allow_list_id(key, ref, ctx.upstream), body_bytes=body_bytes,
+                generates=False)
 
 
 # --- OpenAI ------------------------------------------------------------------------------------------
