@@ -28,7 +28,8 @@ import orjson
 from ..media import MediaError, decode_inline, is_remote
 from . import signatures, tool_ids
 from .errors import TranslationError
-from .openai_to_gemini import _declaration, _integer, _number, _shallow, _text, _tool_config
+from .openai_tools import declaration, tool_config
+from .params import integer, number, shallow, string
 from .thinking import GENERIC, ThinkingSpec, split_model, thinking_config
 
 ATTRIBUTION = "x-anthropic-billing-header:"
@@ -97,8 +98,8 @@ def _media_part(block: dict, p: str, fetched: Mapping[str, tuple[str, str]]) -> 
         raise TranslationError(f"{p}.source must be an object", f"{p}.source")
     stype = source.get("type")
     if stype == "base64":
-        media_type = _text(source.get("media_type"), f"{p}.source.media_type")
-        data = _text(source.get("data"), f"{p}.source.data")
+        media_type = string(source.get("media_type"), f"{p}.source.media_type")
+        data = string(source.get("data"), f"{p}.source.data")
         if not data:
             raise TranslationError(f"{p}.source.data must not be empty", f"{p}.source.data")
         if kind == "image" and media_type not in _IMAGE_TYPES:
@@ -109,7 +110,7 @@ def _media_part(block: dict, p: str, fetched: Mapping[str, tuple[str, str]]) -> 
             raise TranslationError(f"{p}.source.data: {exc.message}", f"{p}.source.data") from None
         return {"inlineData": {"mimeType": media_type, "data": data}}
     if stype == "url":
-        url = _text(source.get("url"), f"{p}.source.url").strip()
+        url = string(source.get("url"), f"{p}.source.url").strip()
         if is_remote(url):
             got = fetched.get(url)
             if got is None:
@@ -123,7 +124,7 @@ def _media_part(block: dict, p: str, fetched: Mapping[str, tuple[str, str]]) -> 
         assert inline is not None
         return {"inlineData": {"mimeType": inline[0], "data": inline[1]}}
     if stype == "text" and kind == "document":
-        return {"text": _text(source.get("data"), f"{p}.source.data")}
+        return {"text": string(source.get("data"), f"{p}.source.data")}
     if stype == "content" and kind == "document":
         texts = [b.get("text") for b in _blocks(source.get("content")) if isinstance(b, dict) and isinstance(b.get("text"), str)]
         return {"text": "\n".join(texts)}
@@ -160,7 +161,7 @@ class _Conversation:
         for j, block in enumerate(blocks):
             if not isinstance(block, dict) or block.get("type") != "text":
                 raise TranslationError(f"{p}[{j}] must be a text block", f"{p}[{j}]")
-            text = _strip_attribution(_text(block.get("text"), f"{p}[{j}].text"))
+            text = _strip_attribution(string(block.get("text"), f"{p}[{j}].text"))
             if text:
                 self.system.append({"text": text})
 
@@ -191,7 +192,7 @@ class _Conversation:
                 raise TranslationError(f"{bp} must be an object", bp)
             kind = block.get("type")
             if kind == "text":
-                text = _text(block.get("text"), f"{bp}.text")
+                text = string(block.get("text"), f"{bp}.text")
                 if text:
                     parts.append({"text": text})
             elif kind in ("image", "document"):
@@ -224,7 +225,7 @@ class _Conversation:
                 ip = f"{p}.content[{k}]"
                 kind = item.get("type") if isinstance(item, dict) else None
                 if kind == "text":
-                    texts.append(_text(item.get("text"), f"{ip}.text"))
+                    texts.append(string(item.get("text"), f"{ip}.text"))
                 elif kind in ("image", "document"):
                     extra.append(_media_part(item, ip, self.fetched))
                 else:
@@ -247,7 +248,7 @@ class _Conversation:
             elif kind == "redacted_thinking":
                 continue
             elif kind == "text":
-                text = _text(block.get("text"), f"{bp}.text")
+                text = string(block.get("text"), f"{bp}.text")
                 if text:
                     parts.append(pending.attach({"text": text}))
             elif kind == "tool_use":
@@ -257,8 +258,8 @@ class _Conversation:
         return parts
 
     def _tool_use(self, block: dict, p: str, pending: signatures.Pending) -> dict:
-        call_id = _text(block.get("id"), f"{p}.id")
-        name = _text(block.get("name"), f"{p}.name")
+        call_id = string(block.get("id"), f"{p}.id")
+        name = string(block.get("name"), f"{p}.name")
         if not call_id or not name:
             raise TranslationError(f"{p} needs a non-empty id and name", p)
         args = block.get("input", {})
@@ -266,7 +267,7 @@ class _Conversation:
             raise TranslationError(f"{p}.input must be an object", f"{p}.input")
         core, sig = tool_ids.decode(call_id)
         self.call_names[call_id] = self.call_names[core] = name
-        return pending.attach({"functionCall": {"id": core, "name": name, "args": _shallow(args, f"{p}.input")}}, sig)
+        return pending.attach({"functionCall": {"id": core, "name": name, "args": shallow(args, f"{p}.input")}}, sig)
 
 
 def _strip_attribution(text: str) -> str:
@@ -293,7 +294,7 @@ def _tools(body: dict) -> tuple[list[dict], list[dict]]:
         kind = tool.get("type")
         if kind in (None, "custom"):
             fn = {"name": tool.get("name"), "description": tool.get("description"), "parameters": tool.get("input_schema")}
-            declarations.append(_declaration({k: v for k, v in fn.items() if v is not None}, p))
+            declarations.append(declaration({k: v for k, v in fn.items() if v is not None}, p))
         elif isinstance(kind, str) and kind.startswith("web_search"):
             if {"googleSearch": {}} not in builtins:
                 builtins.append({"googleSearch": {}})
@@ -362,7 +363,7 @@ def messages_request_to_gemini(body: dict, model: str, fetched: Mapping[str, tup
         gemini["systemInstruction"] = {"parts": conv.system}
 
     declarations, builtins = _tools(body)
-    calling, keep = _tool_config({"tool_choice": _tool_choice(body)}, declarations)
+    calling, keep = tool_config({"tool_choice": _tool_choice(body)}, declarations)
     if keep is not None:
         declarations = [d for d in declarations if d["name"] in keep]
     tools = ([{"functionDeclarations": declarations}] if declarations else []) + builtins
@@ -372,14 +373,14 @@ def messages_request_to_gemini(body: dict, model: str, fetched: Mapping[str, tup
         gemini["toolConfig"] = {"functionCallingConfig": calling}
 
     gen: dict = {}
-    max_tokens = _integer(body, "max_tokens", 1)
+    max_tokens = integer(body, "max_tokens", 1)
     if max_tokens is not None:
         gen["maxOutputTokens"] = max_tokens
     for key, target in (("temperature", "temperature"), ("top_p", "topP")):
-        value = _number(body, key)
+        value = number(body, key)
         if value is not None:
             gen[target] = value
-    top_k = _integer(body, "top_k", 1)
+    top_k = integer(body, "top_k", 1)
     if top_k is not None:
         gen["topK"] = top_k
     stops = body.get("stop_sequences")
