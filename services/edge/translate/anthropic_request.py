@@ -16,7 +16,8 @@ Mapping (protocol notes, client-apis.md §2.7):
 * thinking blocks only give back their signature; redacted_thinking is dropped;
 * tools[].input_schema → functionDeclarations (schema cleaned), web_search server tools →
   googleSearch; tool_choice auto/any/tool/none → AUTO/ANY/ANY+name/NONE;
-* thinking {enabled, budget_tokens} / adaptive / disabled and output_config.effort → thinkingConfig.
+* thinking {enabled, budget_tokens} / adaptive / disabled and output_config.effort → thinkingConfig;
+  output_config.format {type: json_schema, schema} → structured output.
 """
 from __future__ import annotations
 
@@ -25,16 +26,18 @@ from typing import Any, Mapping
 
 import orjson
 
-from ..media import MediaError, decode_inline, is_remote
 from . import signatures, tool_ids
+from .anthropic_media import media_part, media_urls
 from .errors import TranslationError
 from .openai_tools import declaration, tool_config
 from .params import integer, number, shallow, string
+from .schema import to_gemini_schema
 from .thinking import GENERIC, ThinkingSpec, split_model, thinking_config
+
+__all__ = ["MessagesRequest", "count_tokens_body", "media_urls", "messages_request_to_gemini", "resolve_model"]
 
 ATTRIBUTION = "x-anthropic-billing-header:"
 _EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "xhigh"}
-_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 
 
 @dataclass(frozen=True)
@@ -61,75 +64,6 @@ def resolve_model(requested: str, mapping: Mapping[str, str]) -> str:
         if key != "claude" and key in lower:
             return mapping[key]
     return mapping.get("claude", name)
-
-
-# --- media -----------------------------------------------------------------------------------------
-
-def _source_url(block: Any) -> str | None:
-    if isinstance(block, dict) and block.get("type") in ("image", "document"):
-        source = block.get("source")
-        if isinstance(source, dict) and source.get("type") == "url" and isinstance(source.get("url"), str):
-            return source["url"].strip()
-    return None
-
-
-def _blocks(content: Any) -> list:
-    return content if isinstance(content, list) else []
-
-
-def media_urls(body: dict) -> list[str]:
-    """http(s) URLs of image/document blocks (tool results included), deduplicated, in order."""
-    urls: list[str] = []
-    messages = body.get("messages") if isinstance(body, dict) else None
-    for msg in messages if isinstance(messages, list) else []:
-        for block in _blocks(msg.get("content") if isinstance(msg, dict) else None):
-            url = _source_url(block)
-            if url and is_remote(url):
-                urls.append(url)
-            if isinstance(block, dict) and block.get("type") == "tool_result":
-                urls.extend(u for u in map(_source_url, _blocks(block.get("content"))) if u and is_remote(u))
-    return list(dict.fromkeys(urls))
-
-
-def _media_part(block: dict, p: str, fetched: Mapping[str, tuple[str, str]]) -> dict:
-    source = block.get("source")
-    kind = block["type"]
-    if not isinstance(source, dict):
-        raise TranslationError(f"{p}.source must be an object", f"{p}.source")
-    stype = source.get("type")
-    if stype == "base64":
-        media_type = string(source.get("media_type"), f"{p}.source.media_type")
-        data = string(source.get("data"), f"{p}.source.data")
-        if not data:
-            raise TranslationError(f"{p}.source.data must not be empty", f"{p}.source.data")
-        if kind == "image" and media_type not in _IMAGE_TYPES:
-            raise TranslationError(f"{p}.source.media_type must be one of {', '.join(_IMAGE_TYPES)}", f"{p}.source.media_type")
-        try:
-            _, data = decode_inline(data)  # type: ignore[misc]  (normalises whitespace, rejects URLs)
-        except MediaError as exc:
-            raise TranslationError(f"{p}.source.data: {exc.message}", f"{p}.source.data") from None
-        return {"inlineData": {"mimeType": media_type, "data": data}}
-    if stype == "url":
-        url = string(source.get("url"), f"{p}.source.url").strip()
-        if is_remote(url):
-            got = fetched.get(url)
-            if got is None:
-                raise TranslationError(f"media at {url} could not be fetched", f"{p}.source.url")
-            mime, data = got
-            return {"inlineData": {"mimeType": mime, "data": data}}
-        try:
-            inline = decode_inline(url)
-        except MediaError as exc:
-            raise TranslationError(f"{p}.source.url: {exc.message}", f"{p}.source.url") from None
-        assert inline is not None
-        return {"inlineData": {"mimeType": inline[0], "data": inline[1]}}
-    if stype == "text" and kind == "document":
-        return {"text": string(source.get("data"), f"{p}.source.data")}
-    if stype == "content" and kind == "document":
-        texts = [b.get("text") for b in _blocks(source.get("content")) if isinstance(b, dict) and isinstance(b.get("text"), str)]
-        return {"text": "\n".join(texts)}
-    raise TranslationError(f"{p}.source.type {stype!r} is not supported (base64, url{', text' if kind == 'document' else ''})",
-                           f"{p}.source.type")
 
 
 # --- messages --------------------------------------------------------------------------------------
@@ -196,7 +130,7 @@ class _Conversation:
                 if text:
                     parts.append({"text": text})
             elif kind in ("image", "document"):
-                parts.append(_media_part(block, bp, self.fetched))
+                parts.append(media_part(block, bp, self.fetched))
             elif kind == "tool_result":
                 parts.extend(self._tool_result(block, bp))
             elif kind in ("thinking", "redacted_thinking"):
@@ -227,7 +161,7 @@ class _Conversation:
                 if kind == "text":
                     texts.append(string(item.get("text"), f"{ip}.text"))
                 elif kind in ("image", "document"):
-                    extra.append(_media_part(item, ip, self.fetched))
+                    extra.append(media_part(item, ip, self.fetched))
                 else:
                     raise TranslationError(f"{ip}.type {kind!r} is not supported in a tool_result", f"{ip}.type")
         elif content is not None:
@@ -349,6 +283,19 @@ def _thinking(spec: ThinkingSpec, suffix: str | None, body: dict) -> dict | None
     return cfg or None
 
 
+def _output_format(body: dict, gen: dict) -> None:
+    config = body.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else None
+    if fmt is None:
+        return
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        raise TranslationError('output_config.format must be {"type": "json_schema", "schema": {...}}', "output_config.format")
+    gen["responseMimeType"] = "application/json"
+    schema = to_gemini_schema(fmt.get("schema"), param="output_config.format.schema", ordered=True)
+    if not (schema.get("type") == "object" and not schema.get("properties")):
+        gen["responseSchema"] = schema
+
+
 def messages_request_to_gemini(body: dict, model: str, fetched: Mapping[str, tuple[str, str]] | None = None, *,
                                thinking: ThinkingSpec | None = None) -> MessagesRequest:
     """`model` is the Gemini model resolve_model chose (a -thinking style suffix allowed);
@@ -389,6 +336,7 @@ def messages_request_to_gemini(body: dict, model: str, fetched: Mapping[str, tup
             raise TranslationError("stop_sequences must be an array of strings", "stop_sequences")
         if any(stops):
             gen["stopSequences"] = [s for s in stops if s]
+    _output_format(body, gen)
     thinking_cfg = _thinking(spec, suffix, body)
     if thinking_cfg:
         gen["thinkingConfig"] = thinking_cfg
