@@ -1,7 +1,7 @@
 """Admin command line for license keys and the usage ledger.
 
     python -m services.edge.keys create --name N [--models 'gemini-2.5-*,...'] [--rpm N] [--tpm N]
-                                        [--quota N] [--expires 2026-12-31|30d|12h]
+                                        [--quota N] [--max-concurrent N] [--expires 2026-12-31|30d|12h]
     python -m services.edge.keys list
     python -m services.edge.keys show REF
     python -m services.edge.keys revoke REF
@@ -100,7 +100,8 @@ def describe(rec: KeyRecord, now: float) -> str:
     rows = [
         ("id", rec.id), ("name", rec.name), ("prefix", rec.prefix + "…"), ("state", _state(rec, now)),
         ("models", ",".join(rec.models) or "* (all)"), ("rpm", _fmt_opt(rec.rpm)), ("tpm", _fmt_opt(rec.tpm)),
-        ("quota", _fmt_opt(rec.quota)), ("tokens_used", rec.tokens_used),
+        ("quota", _fmt_opt(rec.quota)), ("concurrent", _fmt_opt(rec.max_concurrent)),
+        ("tokens_used", rec.tokens_used),
         ("expires", _fmt_time(rec.expires_at)), ("created", _fmt_time(rec.created_at)),
         ("revoked", _fmt_time(rec.revoked_at)),
     ]
@@ -123,12 +124,13 @@ async def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
     now = time.time()
     try:
         if args.cmd == "create":
-            for flag in ("rpm", "tpm", "quota"):
+            for flag in ("rpm", "tpm", "quota", "max_concurrent"):
                 v = getattr(args, flag)
                 if v is not None and v < 0:
-                    raise CliError(f"--{flag} must be >= 0")
+                    raise CliError(f"--{flag.replace('_', '-')} must be >= 0")
             spec = NewKey(name=args.name, models=parse_models(args.models), rpm=args.rpm, tpm=args.tpm,
-                          quota=args.quota, expires_at=parse_expiry(args.expires, now))
+                          quota=args.quota, expires_at=parse_expiry(args.expires, now),
+                          max_concurrent=args.max_concurrent)
             key = generate_key()
             rec = await store.create_key(hash_key(settings.resolve_secret(), key), key_prefix(key), spec)
             out.write(key + "\n")
@@ -202,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--rpm", type=int, help="requests per minute")
     c.add_argument("--tpm", type=int, help="tokens per minute")
     c.add_argument("--quota", type=int, help="total tokens")
+    c.add_argument("--max-concurrent", type=int, help="requests of this key that may run at once")
     c.add_argument("--expires", help="30d, 12h, 2026-12-31 (valid through that day, UTC) or an ISO date-time")
     sub.add_parser("list", help="all keys")
     for name, text in (("show", "one key and its usage"), ("revoke", "refuse a key from now on"),

@@ -59,6 +59,7 @@ class NewKey:
     tpm: int | None = None
     quota: int | None = None
     expires_at: float | None = None
+    max_concurrent: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,8 @@ class KeyRecord:
     quota: int | None
     # Ledger sum committed when this record was read.
     tokens_used: int = 0
+    # Requests of this key that may run at once (None: no cap).
+    max_concurrent: int | None = None
 
     def refusal(self, now: float) -> str | None:
         """Why this key may not be used at all right now (None when it may)."""
@@ -166,7 +169,8 @@ CREATE TABLE IF NOT EXISTS keys (
     rpm         INTEGER,
     tpm         INTEGER,
     quota       INTEGER,
-    tokens_used INTEGER NOT NULL DEFAULT 0
+    tokens_used INTEGER NOT NULL DEFAULT 0,
+    max_concurrent INTEGER
 );
 -- Every change that matters for authorisation bumps the revision the edge polls, so a revoke
 -- from the CLI (another process) reaches a running edge at once. tokens_used is left out:
@@ -204,6 +208,7 @@ CREATE INDEX IF NOT EXISTS usage_key_time ON usage (key_id, created_at);
 _ADDED_COLUMNS = (
     ("usage", "credential_kind", "TEXT NOT NULL DEFAULT ''"),
     ("usage", "credential_id", "TEXT NOT NULL DEFAULT ''"),
+    ("keys", "max_concurrent", "INTEGER"),
 )
 
 
@@ -218,19 +223,20 @@ def _migrate(conn: sqlite3.Connection) -> None:
                 if "duplicate column" not in str(exc):
                     raise
 
+
 _KEY_COLS = ("id, name, prefix, key_hash, enabled, created_at, expires_at, revoked_at, models, "
-             "rpm, tpm, quota, tokens_used")
+             "rpm, tpm, quota, tokens_used, max_concurrent")
 _USAGE_COLS = ("key_id, api, op, model, status, latency_ms, prompt_tokens, completion_tokens, "
                "thought_tokens, cached_tokens, total_tokens, created_at, request_id, credential_kind, credential_id")
 
 
 def _key_from_row(row: tuple) -> KeyRecord:
     (id_, name, prefix, key_hash, enabled, created, expires, revoked, models, rpm, tpm, quota,
-     used) = row
+     used, max_concurrent) = row
     return KeyRecord(id=id_, name=name, prefix=prefix, key_hash=key_hash, enabled=bool(enabled),
                      created_at=created, expires_at=expires, revoked_at=revoked,
                      models=tuple(orjson.loads(models or "[]")), rpm=rpm, tpm=tpm, quota=quota,
-                     tokens_used=used)
+                     tokens_used=used, max_concurrent=max_concurrent)
 
 
 class SQLiteLicenseStore:
@@ -316,10 +322,10 @@ class SQLiteLicenseStore:
 
         def op(c: sqlite3.Connection) -> KeyRecord:
             cur = c.execute(
-                "INSERT INTO keys (name, prefix, key_hash, enabled, created_at, expires_at, models, rpm, tpm, quota)"
-                " VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO keys (name, prefix, key_hash, enabled, created_at, expires_at, models, rpm, tpm, quota,"
+                " max_concurrent) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
                 (spec.name, prefix, key_hash, time.time(), spec.expires_at,
-                 orjson.dumps(list(spec.models)).decode(), spec.rpm, spec.tpm, spec.quota))
+                 orjson.dumps(list(spec.models)).decode(), spec.rpm, spec.tpm, spec.quota, spec.max_concurrent))
             row = c.execute(f"SELECT {_KEY_COLS} FROM keys WHERE id = ?", (cur.lastrowid,)).fetchone()
             return _key_from_row(row)
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator
 
 import grpc
+import orjson
 from google.api import httpbody_pb2
 from google.rpc import error_details_pb2, status_pb2
 
@@ -143,11 +144,34 @@ class Usage:
         return cls(u.prompt_tokens, u.candidates_tokens, u.thoughts_tokens, total, u.cached_tokens)
 
 
+def output_chars(chunk: bytes) -> int:
+    """Characters of generated output in one Gemini response chunk: text (thoughts included)
+    and the JSON of function calls. Chunks that carry usage are not counted (their usage is)."""
+    try:
+        data = orjson.loads(chunk)
+    except orjson.JSONDecodeError:
+        return len(chunk)
+    n = 0
+    cands = data.get("candidates") if isinstance(data, dict) else None
+    for cand in cands if isinstance(cands, list) else ():
+        content = cand.get("content") if isinstance(cand, dict) else None
+        parts = content.get("parts") if isinstance(content, dict) else None
+        for part in parts if isinstance(parts, list) else ():
+            if not isinstance(part, dict):
+                continue
+            text = part.get("text")
+            if isinstance(text, str):
+                n += len(text)
+            elif "functionCall" in part:
+                n += len(orjson.dumps(part["functionCall"]))
+    return n
+
+
 class UpstreamStream:
     """One streamed Generate call. `first()` waits for the first message so that errors raised
     before anything was sent can still become a proper HTTP status; iteration continues after it."""
 
-    def __init__(self, call: grpc.aio.UnaryStreamCall) -> None:
+    def __init__(self, call: grpc.aio.UnaryStreamCall, *, count_text: bool = False) -> None:
         self._call = call
         self.usage: Usage | None = None
         self.trace_id = ""
@@ -155,12 +179,18 @@ class UpstreamStream:
         self.credential_kind = ""
         self.credential_id = ""
         self.messages = 0
+        # Characters of output streamed so far: what a stream cut before the backend's usage is
+        # billed by (see Meter.finish_stream).
+        self.text_chars = 0
+        self._count_text = count_text
 
     def _seen(self, msg: pb.GenerateResponse) -> pb.GenerateResponse:
         self.messages += 1
         if msg.HasField("usage"):
             # usageMetadata is cumulative in Gemini streams: the last one is the total.
             self.usage = Usage.from_proto(msg.usage)
+        elif self._count_text and msg.chunk.data:
+            self.text_chars += output_chars(msg.chunk.data)
         if msg.trace_id and not self.trace_id:
             self.trace_id = msg.trace_id
         if msg.credential_kind and not self.credential_kind:
@@ -196,6 +226,7 @@ class UpstreamClient:
         self._models_ttl = models_ttl
         self._models: list[pb.Model] | None = None
         self._by_id: dict[str, pb.Model] = {}
+        self._aliases: dict[str, str] = {}
         self._models_at = 0.0
         self._models_inflight: asyncio.Future | None = None
 
@@ -224,7 +255,7 @@ class UpstreamClient:
 
     def stream(self, model: str, body: bytes, *, request_id: str = "", caller: str = "") -> UpstreamStream:
         call = self._stub.Generate(self._request(model, body, True, request_id, caller), timeout=self._timeout)
-        return UpstreamStream(call)
+        return UpstreamStream(call, count_text=True)
 
     async def generate(self, model: str, body: bytes, *, request_id: str = "",
                        caller: str = "") -> pb.GenerateResponse:
@@ -288,6 +319,7 @@ class UpstreamClient:
             raise from_rpc_error(exc) from None
         self._models = list(resp.models)
         self._by_id = {m.id: m for m in self._models}
+        self._aliases = dict(resp.aliases)
         self._models_at = time.monotonic()
         return self._models
 
@@ -300,6 +332,11 @@ class UpstreamClient:
         except UpstreamError:
             return None
         return self._by_id.get(model_id)
+
+    async def aliases(self) -> dict[str, str]:
+        """The upstream's alias map (MODEL_ALIASES), cached with the model list."""
+        await self.list_models()
+        return self._aliases
 
     async def ready(self) -> bool:
         from grpc_health.v1 import health_pb2, health_pb2_grpc

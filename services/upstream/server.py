@@ -47,7 +47,9 @@ _USAGE_FIELDS = (("promptTokenCount", "prompt_tokens"), ("candidatesTokenCount",
 def model_id(raw: str) -> str:
     model = raw.strip().removeprefix("models/")
     if not _MODEL_ID.match(model):
-        raise InvalidRequest(f"invalid model id {raw!r}" if raw else "model is required")
+        # Never echo a long id: the message travels in gRPC metadata, which has a size limit.
+        shown = raw if len(raw) <= 64 else raw[:64] + "…"
+        raise InvalidRequest(f"invalid model id {shown!r}" if raw else "model is required")
     return model
 
 
@@ -155,7 +157,7 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
     async def ListModels(self, request: upstream_pb2.ListModelsRequest,
                          context: grpc.aio.ServicerContext) -> upstream_pb2.ListModelsResponse:
         await self._pool.ensure_loaded()
-        resp = upstream_pb2.ListModelsResponse(models=self._models)
+        resp = upstream_pb2.ListModelsResponse(models=self._models, aliases=self._aliases)
         for r in self._pool.report():
             resp.credentials.append(upstream_pb2.CredentialStatus(
                 id=r.id, kind=r.kind, state=_STATES[r.state], project=r.project, detail=r.detail,

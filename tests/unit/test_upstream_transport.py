@@ -409,8 +409,10 @@ async def test_a_get_on_a_dropped_kept_alive_connection_is_retried_once() -> Non
 async def test_100_continue_is_not_the_answer() -> None:
     async def reply(head, body, index):
         if b"/stream" in head.split(b"\r\n")[0]:
-            return [b"HTTP/1.1 100 Continue\r\n\r\n", chunked_head(), chunk(b"data: {\"n\":1}\n\n"), b"0\r\n\r\n"]
-        return [b"HTTP/1.1 100 Continue\r\n\r\n", sized(b'{"real":true}')]
+            return [b"HTTP/1.1 100 Continue\r\n\r\n", 0.2, chunked_head(), chunk(b"data: {\"n\":1}\n\n"),
+                    b"0\r\n\r\n"]
+        # The pause keeps the interim answer in a read of its own.
+        return [b"HTTP/1.1 100 Continue\r\n\r\n", 0.2, sized(b'{"real":true}')]
 
     async with Server(reply) as srv:
         t = transport()
@@ -631,3 +633,16 @@ async def test_tls_through_a_connect_proxy_is_verified(pki: Pki) -> None:
         with pytest.raises(TransportError):
             await untrusting.request("POST", srv.url + "/", headers={}, body=b"{}", proxy=proxy.url)
         await untrusting.aclose()
+
+
+def test_settings_reach_the_transport(monkeypatch: pytest.MonkeyPatch, pki: Pki) -> None:
+    from services.upstream.settings import Settings
+
+    assert Settings().backend_max_response_bytes == 64 * 1024 * 1024 and Settings().backend_ca_file == ""
+    monkeypatch.setenv("BACKEND_MAX_RESPONSE_BYTES", "2097152")
+    monkeypatch.setenv("BACKEND_CA_FILE", str(pki.ca))
+    settings = Settings()
+    t = Transport.from_settings(settings)
+    assert t.max_response_bytes == 2097152
+    assert any(c.get("subject") and ("commonName", "gateway test CA") in sum(c["subject"], ())
+               for c in t.ssl_context.get_ca_certs())

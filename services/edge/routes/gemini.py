@@ -20,11 +20,14 @@ from starlette.responses import Response
 
 from services.edge import catalog
 from services.edge.auth import authenticate
-from services.edge.body import read_json_bytes
+from services.edge.admission import admit, gemini_output_cap
+from services.edge.body import parse_object, read_body, read_json_bytes
 from services.edge.context import EdgeContext, get_ctx, request_id
 from services.edge.errors import ApiError, error_body
+from services.edge.models import MAX_MODEL_ID, ModelRef, allow_list_id, parse_model
 from services.edge.routes import embeddings
 from services.edge.store import KeyRecord
+from services.edge.translate.thinking import thinking_config
 from services.edge.streaming import STREAM_HEADERS, StreamResponse, unless_disconnected
 from services.edge.upstream_client import Usage, UpstreamError, UpstreamStream
 from services.edge.usage import Meter, metered
@@ -62,26 +65,59 @@ async def generate_content(request: Request, key: KeyRecord, ctx: EdgeContext, t
         raise ApiError(404, f"unknown method '{method}'")
     rid = request_id(request)
     # Every call of an authenticated key gets its ledger row, refusals by the edge included.
-    meter = Meter(ctx.recorder, key.id, "gemini", op, model, rid)
+    meter = Meter(ctx.recorder, key.id, "gemini", op, model[:MAX_MODEL_ID], rid)
     handler = {"generate": _generate, "stream": _stream, "count": _count}[op]
-    return await metered(meter, handler(request, ctx, key, model, meter))
+    return await metered(meter, _resolved(handler, request, ctx, key, model, meter))
 
 
-async def _generate(request: Request, ctx: EdgeContext, key: KeyRecord, model: str, meter: Meter) -> Response:
-    raw = await read_json_bytes(request, ctx.settings.max_body_bytes)
-    ctx.limiter.admit(key, model)
+async def _resolved(handler, request: Request, ctx: EdgeContext, key: KeyRecord, model: str, meter: Meter) -> Response:
+    ref = parse_model(model)
+    meter.model = ref.base
+    return await handler(request, ctx, key, ref, meter)
+
+
+async def _apply_suffix(raw: bytes, ref: ModelRef, ctx: EdgeContext) -> bytes:
+    """A thinking suffix means on this route what it means on the OpenAI one: the thinking
+    config it names, unless the body sets its own. Only suffixed requests are re-serialized."""
+    if ref.suffix is None:
+        return raw
+    spec = catalog.thinking_spec(await ctx.upstream.model(ref.base))
+    config = thinking_config(spec, suffix=ref.suffix, reasoning_effort=None, thinking=None, extra_google=None)
+    body = parse_object(raw)
+    gen = body.get("generationConfig")
+    if gen is None:
+        gen = body["generationConfig"] = {}
+    if not isinstance(gen, dict):
+        raise ApiError(400, "generationConfig must be an object", code="invalid_argument")
+    if config and "thinkingConfig" not in gen and "thinking_config" not in gen:
+        gen["thinkingConfig"] = config
+    return orjson.dumps(body)
+
+
+async def _read_and_admit(request: Request, ctx: EdgeContext, key: KeyRecord, ref: ModelRef, meter: Meter) -> bytes:
+    """The raw body (checked to be a JSON object) of a generation, admitted against the key's
+    limits with its estimated cost, with the model's thinking suffix applied."""
+    raw = await read_body(request, ctx.settings.max_body_bytes)
+    cap = gemini_output_cap(parse_object(raw))  # the parsed body is dropped at once
+    await admit(ctx, key, meter, await allow_list_id(key, ref, ctx.upstream), body_bytes=len(raw), max_output=cap)
+    return await _apply_suffix(raw, ref, ctx)
+
+
+async def _generate(request: Request, ctx: EdgeContext, key: KeyRecord, ref: ModelRef, meter: Meter) -> Response:
+    raw = await _read_and_admit(request, ctx, key, ref, meter)
+    model = ref.base
     msg = await unless_disconnected(request, ctx.upstream.generate(model, raw, request_id=meter.request_id, caller=key.name))
     meter.served_by(msg.credential_kind, msg.credential_id)
     meter.finish(200, Usage.from_proto(msg.usage) if msg.HasField("usage") else None)
     return Response(msg.chunk.data, media_type="application/json", headers={"x-request-id": meter.request_id})
 
 
-async def _stream(request: Request, ctx: EdgeContext, key: KeyRecord, model: str, meter: Meter) -> Response:
+async def _stream(request: Request, ctx: EdgeContext, key: KeyRecord, ref: ModelRef, meter: Meter) -> Response:
     alt = request.query_params.get("alt", "json").lower()
     if alt not in ("sse", "json"):
         raise ApiError(400, f"unsupported alt '{alt}': use alt=sse or no alt", code="invalid_argument")
-    raw = await read_json_bytes(request, ctx.settings.max_body_bytes)
-    ctx.limiter.admit(key, model)
+    raw = await _read_and_admit(request, ctx, key, ref, meter)
+    model = ref.base
     stream = ctx.upstream.stream(model, raw, request_id=meter.request_id, caller=key.name)
     try:
         # Errors before the first chunk still get a real HTTP status (429 with Retry-After...).
@@ -117,7 +153,7 @@ async def _sse_body(stream: UpstreamStream, first, meter: Meter) -> AsyncIterato
     finally:
         stream.cancel()
         meter.served_by(stream.credential_kind, stream.credential_id)
-        meter.finish(status, stream.usage)
+        meter.finish_stream(status, stream)
 
 
 async def _array_body(stream: UpstreamStream, first, meter: Meter) -> AsyncIterator[bytes]:
@@ -139,12 +175,13 @@ async def _array_body(stream: UpstreamStream, first, meter: Meter) -> AsyncItera
     finally:
         stream.cancel()
         meter.served_by(stream.credential_kind, stream.credential_id)
-        meter.finish(status, stream.usage)
+        meter.finish_stream(status, stream)
 
 
-async def _count(request: Request, ctx: EdgeContext, key: KeyRecord, model: str, meter: Meter) -> Response:
+async def _count(request: Request, ctx: EdgeContext, key: KeyRecord, ref: ModelRef, meter: Meter) -> Response:
     raw = await read_json_bytes(request, ctx.settings.max_body_bytes)
-    ctx.limiter.admit(key, model)
+    ctx.limiter.admit(key, await allow_list_id(key, ref, ctx.upstream))
+    model = ref.base
     resp = await unless_disconnected(request, ctx.upstream.count_tokens(model, raw, request_id=meter.request_id, caller=key.name))
     meter.finish(200)
     body = resp.body.data or orjson.dumps({"totalTokens": resp.total_tokens})

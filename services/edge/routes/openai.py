@@ -17,12 +17,12 @@ from starlette.responses import Response
 
 from services.edge import catalog
 from services.edge.auth import authenticate
-from services.edge.body import read_json_dict
 from services.edge.context import EdgeContext, get_ctx, new_id, request_id
 from services.edge.errors import ApiError, request_style
 from services.edge.routes.gemini import get_model_google, list_models_google
-from services.edge.routes.translated import (SseTranslator, fetch_media, generate_once, open_stream, pump_sse,
-                                             thinking_spec, untranslatable)
+from services.edge.models import parse_model
+from services.edge.routes.translated import (SseTranslator, admit_generation, fetch_media, generate_once, open_stream,
+                                             pump_sse, read_request, thinking_spec, untranslatable)
 from services.edge.store import KeyRecord
 from services.edge.streaming import STREAM_HEADERS, StreamResponse
 from services.edge.translate.errors import TranslationError
@@ -57,16 +57,14 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter) -> Response:
-    body = await read_json_dict(request, ctx.settings.max_body_bytes)
-    requested = body.get("model")
-    if not isinstance(requested, str) or not requested.strip():
-        raise ApiError(400, "'model' is required and must be a string", param="model", code="invalid_type")
-    base_model, _suffix = split_model(requested)
-    meter.model = base_model
+    body, body_bytes = await read_request(request, ctx)
+    ref = parse_model(body.get("model"))
+    requested = ref.requested
+    meter.model = ref.base
     if body.get("stream") is True:
         meter.op = "stream"
-    ctx.limiter.admit(key, base_model)
-    thinking = await thinking_spec(ctx, base_model)
+    await admit_generation(ctx, key, meter, ref, body, body_bytes)
+    thinking = await thinking_spec(ctx, ref.base)
     media = await fetch_media(request, ctx, media_urls(body), "messages")
     try:
         chat = chat_request_to_gemini(body, media, thinking=thinking)

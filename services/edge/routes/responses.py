@@ -17,17 +17,16 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from services.edge.auth import authenticate
-from services.edge.body import read_json_dict
 from services.edge.context import EdgeContext, get_ctx, new_id, request_id
 from services.edge.errors import ApiError
-from services.edge.routes.translated import (SseTranslator, fetch_media, generate_once, open_stream, pump_sse,
-                                             thinking_spec, untranslatable)
+from services.edge.models import parse_model
+from services.edge.routes.translated import (SseTranslator, admit_generation, fetch_media, generate_once, open_stream,
+                                             pump_sse, read_request, thinking_spec, untranslatable)
 from services.edge.store import KeyRecord
 from services.edge.streaming import STREAM_HEADERS, StreamResponse
 from services.edge.translate.errors import TranslationError
 from services.edge.translate.responses_request import media_urls, responses_request_to_gemini
 from services.edge.translate.responses_response import ResponseStream, response_from_gemini
-from services.edge.translate.thinking import split_model
 from services.edge.usage import Meter, metered
 
 router = APIRouter()
@@ -54,16 +53,14 @@ async def create_response(request: Request) -> Response:
 
 
 async def _create(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter) -> Response:
-    body = await read_json_dict(request, ctx.settings.max_body_bytes)
-    requested = body.get("model")
-    if not isinstance(requested, str) or not requested.strip():
-        raise ApiError(400, "'model' is required and must be a string", param="model", code="invalid_type")
-    base, _ = split_model(requested)
-    meter.model = base
+    body, body_bytes = await read_request(request, ctx)
+    ref = parse_model(body.get("model"))
+    requested = ref.requested
+    meter.model = ref.base
     if body.get("stream") is True:
         meter.op = "stream"
-    ctx.limiter.admit(key, base)
-    spec = await thinking_spec(ctx, base)
+    await admit_generation(ctx, key, meter, ref, body, body_bytes)
+    spec = await thinking_spec(ctx, ref.base)
     media = await fetch_media(request, ctx, media_urls(body), "input")
     try:
         req = responses_request_to_gemini(body, media, thinking=spec)

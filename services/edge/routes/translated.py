@@ -14,9 +14,12 @@ import orjson
 from fastapi import Request
 
 from services.edge import catalog
+from services.edge.admission import admit, openai_output_cap
+from services.edge.body import parse_object, read_body
 from services.edge.context import EdgeContext
 from services.edge.errors import ApiError
 from services.edge.media import MediaError
+from services.edge.models import ModelRef, allow_list_id
 from services.edge.store import KeyRecord
 from services.edge.translate.thinking import ThinkingSpec
 from services.edge.streaming import TIMEOUT, Prefetcher, unless_disconnected
@@ -38,6 +41,20 @@ async def fetch_media(request: Request, ctx: EdgeContext, urls: list[str], param
         return await unless_disconnected(request, ctx.media.fetch_all(urls))
     except MediaError as exc:
         raise ApiError(400, exc.message, param=param, code="invalid_media") from None
+
+
+async def read_request(request: Request, ctx: EdgeContext) -> tuple[dict, int]:
+    """The body as a JSON object, and its size as received (for the admission estimate)."""
+    raw = await read_body(request, ctx.settings.max_body_bytes)
+    return parse_object(raw), len(raw)
+
+
+async def admit_generation(ctx: EdgeContext, key: KeyRecord, meter: Meter, ref: ModelRef, body: dict,
+                           body_bytes: int) -> None:
+    """Admission of a translated generation: the allow-list on the id the request will really
+    reach, and its estimated cost reserved on the meter (services/edge/admission.py)."""
+    await admit(ctx, key, meter, await allow_list_id(key, ref, ctx.upstream), body_bytes=body_bytes,
+                max_output=openai_output_cap(body))
 
 
 async def thinking_spec(ctx: EdgeContext, model: str) -> ThinkingSpec | None:
@@ -128,4 +145,4 @@ async def pump_sse(opened: OpenStream, translator: SseTranslator, meter: Meter,
         pump.close()
         stream.cancel()
         meter.served_by(stream.credential_kind, stream.credential_id)
-        meter.finish(status, stream.usage)
+        meter.finish_stream(status, stream)

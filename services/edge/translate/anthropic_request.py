@@ -31,7 +31,7 @@ from .anthropic_media import media_part, media_urls
 from .errors import TranslationError
 from .openai_tools import declaration, tool_config
 from .params import integer, number, shallow, string
-from .schema import to_gemini_schema
+from .schema import SchemaBudget, to_gemini_schema
 from .thinking import GENERIC, ThinkingSpec, split_model, thinking_config
 
 __all__ = ["MessagesRequest", "count_tokens_body", "media_urls", "messages_request_to_gemini", "resolve_model"]
@@ -213,7 +213,7 @@ def _strip_attribution(text: str) -> str:
 
 # --- tools -----------------------------------------------------------------------------------------
 
-def _tools(body: dict) -> tuple[list[dict], list[dict]]:
+def _tools(body: dict, budget: SchemaBudget) -> tuple[list[dict], list[dict]]:
     raw = body.get("tools")
     if raw is None:
         return [], []
@@ -228,7 +228,7 @@ def _tools(body: dict) -> tuple[list[dict], list[dict]]:
         kind = tool.get("type")
         if kind in (None, "custom"):
             fn = {"name": tool.get("name"), "description": tool.get("description"), "parameters": tool.get("input_schema")}
-            declarations.append(declaration({k: v for k, v in fn.items() if v is not None}, p))
+            declarations.append(declaration({k: v for k, v in fn.items() if v is not None}, p, budget))
         elif isinstance(kind, str) and kind.startswith("web_search"):
             if {"googleSearch": {}} not in builtins:
                 builtins.append({"googleSearch": {}})
@@ -283,7 +283,7 @@ def _thinking(spec: ThinkingSpec, suffix: str | None, body: dict) -> dict | None
     return cfg or None
 
 
-def _output_format(body: dict, gen: dict) -> None:
+def _output_format(body: dict, gen: dict, budget: SchemaBudget) -> None:
     config = body.get("output_config")
     fmt = config.get("format") if isinstance(config, dict) else None
     if fmt is None:
@@ -291,7 +291,7 @@ def _output_format(body: dict, gen: dict) -> None:
     if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
         raise TranslationError('output_config.format must be {"type": "json_schema", "schema": {...}}', "output_config.format")
     gen["responseMimeType"] = "application/json"
-    schema = to_gemini_schema(fmt.get("schema"), param="output_config.format.schema", ordered=True)
+    schema = to_gemini_schema(fmt.get("schema"), param="output_config.format.schema", ordered=True, budget=budget)
     if not (schema.get("type") == "object" and not schema.get("properties")):
         gen["responseSchema"] = schema
 
@@ -309,7 +309,8 @@ def messages_request_to_gemini(body: dict, model: str, fetched: Mapping[str, tup
     if conv.system:
         gemini["systemInstruction"] = {"parts": conv.system}
 
-    declarations, builtins = _tools(body)
+    budget = SchemaBudget()  # one for all the schemas of the request
+    declarations, builtins = _tools(body, budget)
     calling, keep = tool_config({"tool_choice": _tool_choice(body)}, declarations)
     if keep is not None:
         declarations = [d for d in declarations if d["name"] in keep]
@@ -336,7 +337,7 @@ def messages_request_to_gemini(body: dict, model: str, fetched: Mapping[str, tup
             raise TranslationError("stop_sequences must be an array of strings", "stop_sequences")
         if any(stops):
             gen["stopSequences"] = [s for s in stops if s]
-    _output_format(body, gen)
+    _output_format(body, gen, budget)
     thinking_cfg = _thinking(spec, suffix, body)
     if thinking_cfg:
         gen["thinkingConfig"] = thinking_cfg
@@ -355,7 +356,7 @@ def count_tokens_body(body: dict, fetched: Mapping[str, tuple[str, str]] | None 
     only, so the system prompt and the tool declarations ride along as a leading user turn."""
     conv = _conversation(body, fetched or {})
     lead = list(conv.system)
-    declarations, _ = _tools(body)
+    declarations, _ = _tools(body, SchemaBudget())
     if declarations:
         lead.append({"text": orjson.dumps(declarations).decode()})
     return {"contents": [{"role": "user", "parts": lead}, *conv.contents] if lead else conv.contents}

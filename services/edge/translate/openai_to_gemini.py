@@ -18,7 +18,7 @@ from .openai_media import MediaParts, media_urls
 from .openai_messages import Messages
 from .openai_tools import chat_tools, tool_config
 from .params import INT32_MAX, boolean, integer, number, string
-from .schema import to_gemini_schema
+from .schema import SchemaBudget, to_gemini_schema
 from .signatures import SKIP_SIGNATURE, ensure_first_call_signed
 from .thinking import GENERIC, ThinkingSpec, split_model, thinking_config
 
@@ -37,7 +37,7 @@ class ChatRequest:
 
 # --- generation config -----------------------------------------------------------------------------
 
-def _response_format(body: dict, gen: dict) -> None:
+def _response_format(body: dict, gen: dict, budget: SchemaBudget) -> None:
     rf = body.get("response_format")
     if rf is None:
         return
@@ -56,14 +56,14 @@ def _response_format(body: dict, gen: dict) -> None:
         gen["responseMimeType"] = "application/json"
         schema = spec.get("schema")
         if schema is not None:
-            cleaned = to_gemini_schema(schema, param="response_format.json_schema.schema", ordered=True)
+            cleaned = to_gemini_schema(schema, param="response_format.json_schema.schema", ordered=True, budget=budget)
             if cleaned and not (cleaned.get("type") == "object" and not cleaned.get("properties")):
                 gen["responseSchema"] = cleaned
         return
     raise TranslationError("response_format.type must be text, json_object or json_schema", "response_format.type")
 
 
-def _generation_config(body: dict) -> dict:
+def _generation_config(body: dict, budget: SchemaBudget) -> dict:
     gen: dict = {}
     for key, target in (("temperature", "temperature"), ("top_p", "topP")):
         value = number(body, key)
@@ -102,7 +102,7 @@ def _generation_config(body: dict) -> dict:
         # penalty field, so a no-op value is not forwarded.
         if value:
             gen[target] = value
-    _response_format(body, gen)
+    _response_format(body, gen, budget)
     return gen
 
 
@@ -149,7 +149,8 @@ def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | 
     if system:
         gemini["systemInstruction"] = {"parts": system}
 
-    declarations, builtins = chat_tools(body)
+    budget = SchemaBudget()  # one for all the schemas of the request
+    declarations, builtins = chat_tools(body, budget)
     calling, keep = tool_config(body, declarations)
     if keep is not None:
         declarations = [d for d in declarations if d["name"] in keep]
@@ -159,7 +160,7 @@ def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | 
     if calling:
         gemini["toolConfig"] = {"functionCallingConfig": calling}
 
-    gen = _generation_config(body)
+    gen = _generation_config(body, budget)
     google = _extra_google(body)
     thinking_cfg = thinking_config(
         spec,

@@ -9,7 +9,7 @@ from typing import Any
 
 from .errors import TranslationError
 from .params import string
-from .schema import to_gemini_schema
+from .schema import SchemaBudget, to_gemini_schema
 
 # "codeExecution", "code_execution", "CodeExecution" … all name the same built-in tool.
 _BUILTIN_TOOLS = {
@@ -29,7 +29,7 @@ def _has_properties(params: Any) -> bool:
     return isinstance(params, dict) and bool(params.get("properties"))
 
 
-def declaration(fn: Any, p: str) -> dict:
+def declaration(fn: Any, p: str, budget: SchemaBudget) -> dict:
     if not isinstance(fn, dict):
         raise TranslationError(f"{p} must be an object", p)
     name = string(fn.get("name"), f"{p}.name")
@@ -41,14 +41,14 @@ def declaration(fn: Any, p: str) -> dict:
         decl["description"] = string(desc, f"{p}.description")
     params = fn.get("parameters")
     if params is not None:
-        cleaned = to_gemini_schema(params, param=f"{p}.parameters")
+        cleaned = to_gemini_schema(params, param=f"{p}.parameters", budget=budget)
         # Gemini rejects an OBJECT schema without properties: a no-argument function has none.
         if cleaned.get("properties"):
             decl["parameters"] = cleaned
     return decl
 
 
-def chat_tools(body: dict) -> tuple[list[dict], list[dict]]:
+def chat_tools(body: dict, budget: SchemaBudget) -> tuple[list[dict], list[dict]]:
     """(function declarations, built-in tool objects)."""
     declarations: list[dict] = []
     builtins: dict[str, dict] = {}
@@ -65,7 +65,7 @@ def chat_tools(body: dict) -> tuple[list[dict], list[dict]]:
                 # A Gemini-native tool object sent as is.
                 for key in _NATIVE_TOOL_KEYS:
                     if key == "functionDeclarations" and isinstance(tool.get(key), list):
-                        declarations.extend(declaration(fn, f"{p}.functionDeclarations[{k}]") for k, fn in enumerate(tool[key]))
+                        declarations.extend(declaration(fn, f"{p}.functionDeclarations[{k}]", budget) for k, fn in enumerate(tool[key]))
                     elif key in tool:
                         builtins[_builtin(key) or key] = tool[key] if isinstance(tool[key], dict) else {}
                 continue
@@ -80,7 +80,7 @@ def chat_tools(body: dict) -> tuple[list[dict], list[dict]]:
                 if builtin and not _has_properties(fn.get("parameters")):
                     builtins[builtin] = {}
                 else:
-                    declarations.append(declaration(fn, f"{p}.function"))
+                    declarations.append(declaration(fn, f"{p}.function", budget))
             elif isinstance(kind, str) and _builtin(kind):
                 cfg = tool.get(kind)
                 builtins[_builtin(kind)] = cfg if isinstance(cfg, dict) else {}
@@ -90,7 +90,7 @@ def chat_tools(body: dict) -> tuple[list[dict], list[dict]]:
     if legacy is not None:
         if not isinstance(legacy, list):
             raise TranslationError("functions must be an array", "functions")
-        declarations.extend(declaration(fn, f"functions[{k}]") for k, fn in enumerate(legacy))
+        declarations.extend(declaration(fn, f"functions[{k}]", budget) for k, fn in enumerate(legacy))
     seen: set[str] = set()
     for decl in declarations:
         if decl["name"] in seen:

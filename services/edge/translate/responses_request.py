@@ -28,7 +28,7 @@ from .errors import TranslationError
 from .openai_media import MediaParts
 from .openai_tools import declaration, tool_config
 from .params import integer, number, shallow, string
-from .schema import to_gemini_schema
+from .schema import SchemaBudget, to_gemini_schema
 from .thinking import GENERIC, ThinkingSpec, split_model, thinking_config
 
 CUSTOM_INPUT = "input"  # the one parameter a custom (freeform) tool is declared with
@@ -211,7 +211,7 @@ def _json_args(raw: Any) -> Any:
 
 # --- tools -----------------------------------------------------------------------------------------
 
-def _tools(body: dict) -> tuple[list[dict], list[dict], frozenset[str]]:
+def _tools(body: dict, budget: SchemaBudget) -> tuple[list[dict], list[dict], frozenset[str]]:
     raw = body.get("tools")
     if raw is None:
         return [], [], frozenset()
@@ -226,7 +226,7 @@ def _tools(body: dict) -> tuple[list[dict], list[dict], frozenset[str]]:
             raise TranslationError(f"{p} must be an object", p)
         kind = tool.get("type")
         if kind == "function":
-            declarations.append(declaration({k: tool[k] for k in ("name", "description", "parameters") if tool.get(k) is not None}, p))
+            declarations.append(declaration({k: tool[k] for k in ("name", "description", "parameters") if tool.get(k) is not None}, p, budget))
         elif kind == "custom":
             name = string(tool.get("name"), f"{p}.name")
             fmt = tool.get("format")
@@ -249,7 +249,7 @@ def _tools(body: dict) -> tuple[list[dict], list[dict], frozenset[str]]:
     return declarations, builtins, frozenset(custom)
 
 
-def _text_format(body: dict, gen: dict) -> None:
+def _text_format(body: dict, gen: dict, budget: SchemaBudget) -> None:
     text = body.get("text")
     if text is None:
         return
@@ -267,7 +267,7 @@ def _text_format(body: dict, gen: dict) -> None:
         raise TranslationError("text.format.type must be text, json_schema or json_object", "text.format.type")
     gen["responseMimeType"] = "application/json"
     if kind == "json_schema" and fmt.get("schema") is not None:
-        cleaned = to_gemini_schema(fmt["schema"], param="text.format.schema", ordered=True)
+        cleaned = to_gemini_schema(fmt["schema"], param="text.format.schema", ordered=True, budget=budget)
         if cleaned and not (cleaned.get("type") == "object" and not cleaned.get("properties")):
             gen["responseSchema"] = cleaned
 
@@ -285,7 +285,8 @@ def responses_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str
             raise TranslationError(f"{key} is not supported: this gateway stores no responses; send the whole "
                                    "conversation in input (as with store: false)", key, code="unsupported_parameter")
     base, suffix = split_model(model.strip())
-    declarations, builtins, custom = _tools(body)
+    budget = SchemaBudget()  # one for all the schemas of the request
+    declarations, builtins, custom = _tools(body, budget)
 
     conv = _Input(MediaParts(fetched or {}))
     instructions = body.get("instructions")
@@ -324,7 +325,7 @@ def responses_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str
     limit = integer(body, "max_output_tokens", 1)
     if limit is not None:
         gen["maxOutputTokens"] = limit
-    _text_format(body, gen)
+    _text_format(body, gen, budget)
     reasoning = body.get("reasoning")
     if reasoning is not None and not isinstance(reasoning, dict):
         raise TranslationError("reasoning must be an object", "reasoning")
