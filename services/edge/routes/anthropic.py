@@ -68,7 +68,7 @@ async def _messages(request: Request, ctx: EdgeContext, key: KeyRecord, meter: M
         raise ApiError(400, "max_tokens: field required", param="max_tokens")
     await admit_generation(ctx, key, meter, ref, body, body_bytes)
     spec = await thinking_spec(ctx, ref.base)
-    media = await fetch_media(request, ctx, media_urls(body), "messages")
+    media = await fetch_media(request, ctx, media_urls(body), "messages", meter)
     try:
         req = messages_request_to_gemini(body, _target(ref), media, thinking=spec)
     except TranslationError as exc:
@@ -130,7 +130,7 @@ async def _count(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Mete
     _requested, ref = _model(body, ctx)
     base = meter.model = ref.base
     ctx.limiter.admit(key, await allow_list_id(key, ref, ctx.upstream))
-    media = await fetch_media(request, ctx, media_urls(body), "messages")
+    media = await fetch_media(request, ctx, media_urls(body), "messages", meter)
     try:
         payload = orjson.dumps(count_tokens_body(body, media))
     except TranslationError as exc:

@@ -9,6 +9,8 @@ only moves bytes: body → media fetch → translate → gRPC → translate back
 """
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
 
 import orjson
@@ -19,6 +21,7 @@ from services.edge import catalog
 from services.edge.auth import authenticate
 from services.edge.context import EdgeContext, get_ctx, new_id, request_id
 from services.edge.errors import ApiError, request_style
+from services.edge.lean_json import open_chat
 from services.edge.routes.gemini import get_model_google, list_models_google
 from services.edge.models import parse_model
 from services.edge.routes.translated import (SseTranslator, admit_generation, fetch_media, generate_once, open_stream,
@@ -57,7 +60,9 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter) -> Response:
-    body, body_bytes = await read_request(request, ctx)
+    # Long arrays stay raw until translated one element at a time (lean_json); large bodies are
+    # opened and translated on a worker thread so the event loop keeps serving everyone else.
+    body, body_bytes = await read_request(request, ctx, open_chat)
     ref = parse_model(body.get("model"))
     requested = ref.requested
     meter.model = ref.base
@@ -65,15 +70,16 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
         meter.op = "stream"
     await admit_generation(ctx, key, meter, ref, body, body_bytes)
     thinking = await thinking_spec(ctx, ref.base)
-    media = await fetch_media(request, ctx, media_urls(body), "messages")
+    big = _is_big(body)
+    media = await fetch_media(request, ctx, media_urls(body), "messages", meter)
     try:
-        chat = chat_request_to_gemini(body, media, thinking=thinking)
+        chat = await _translate(body, media, thinking, big)
     except TranslationError as exc:
         raise ApiError(400, exc.message, param=exc.param, code=exc.code) from None
     # Inline media can be tens of MB: let go of the parsed request and of the translated one as
     # soon as they are serialized, so no more copies than needed are alive during the call.
     del body, media
-    payload = orjson.dumps(chat.gemini)
+    payload = await _serialize(chat.gemini, big)
     model, streamed, include_usage = chat.model, chat.stream, chat.include_usage
     del chat
     completion_id = f"chatcmpl-{new_id()}"
@@ -103,6 +109,27 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
                                error=error, keepalive=lambda: KEEPALIVE)
     return StreamResponse(pump_sse(opened, translator, meter, ctx.settings.sse_keepalive_seconds or None),
                           media_type="text/event-stream", headers={**STREAM_HEADERS, **headers})
+
+
+# Above this many messages translation runs on a worker thread (it is about 1 µs... 10 µs each).
+_OFFLOAD_MESSAGES = 2000
+
+
+def _is_big(body: dict) -> bool:
+    messages = body.get("messages")
+    return isinstance(messages, list) and len(messages) > _OFFLOAD_MESSAGES
+
+
+async def _translate(body: dict, media: dict, thinking, big: bool):
+    if big:
+        return await asyncio.to_thread(functools.partial(chat_request_to_gemini, body, media, thinking=thinking))
+    return chat_request_to_gemini(body, media, thinking=thinking)
+
+
+async def _serialize(gemini: dict, big: bool) -> bytes:
+    if big:
+        return await asyncio.to_thread(orjson.dumps, gemini)
+    return orjson.dumps(gemini)
 
 
 # --- models ---------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ async def _create(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Met
         meter.op = "stream"
     await admit_generation(ctx, key, meter, ref, body, body_bytes)
     spec = await thinking_spec(ctx, ref.base)
-    media = await fetch_media(request, ctx, media_urls(body), "input")
+    media = await fetch_media(request, ctx, media_urls(body), "input", meter)
     try:
         req = responses_request_to_gemini(body, media, thinking=spec)
     except TranslationError as exc:

@@ -15,7 +15,7 @@ from fastapi import Request
 
 from services.edge import catalog
 from services.edge.admission import admit, openai_output_cap
-from services.edge.body import parse_object, read_body
+from services.edge.body import off_loop, parse_object, read_body
 from services.edge.context import EdgeContext
 from services.edge.errors import ApiError
 from services.edge.media import MediaError
@@ -29,24 +29,36 @@ from services.edge.usage import Meter
 log = logging.getLogger("edge.translated")
 
 
-async def fetch_media(request: Request, ctx: EdgeContext, urls: list[str], param: str) -> dict[str, tuple[str, str]]:
-    """{url: (mime, base64)} for the http(s) media of a request, through the guarded fetcher."""
+async def fetch_media(request: Request, ctx: EdgeContext, urls: list[str], param: str,
+                      meter: Meter | None = None) -> dict[str, tuple[str, str]]:
+    """{url: (mime, base64)} for the http(s) media of a request, through the guarded fetcher.
+
+    The bytes count against MEDIA_MAX_TOTAL_BYTES (413) and, until `meter.run_deferred()` (the
+    backend has the request) or the request's end, against MEDIA_MAX_INFLIGHT_BYTES (503)."""
     if not urls:
         return {}
     limit = ctx.settings.media_max_urls
     if len(urls) > limit:
         raise ApiError(400, f"{len(urls)} media URLs in one request; at most {limit} are fetched "
                             "(send the others inline as base64)", param=param, code="too_many_media_urls")
+    lease = ctx.media.lease()
+    if meter is not None:
+        meter.defer(lease.release)
     try:
-        return await unless_disconnected(request, ctx.media.fetch_all(urls))
+        return await unless_disconnected(request, ctx.media.fetch_all(urls, lease))
     except MediaError as exc:
-        raise ApiError(400, exc.message, param=param, code="invalid_media") from None
+        raise ApiError(exc.status, exc.message, param=param, code=exc.code, retry_after=exc.retry_after) from None
+    finally:
+        if meter is None:
+            lease.release()
 
 
-async def read_request(request: Request, ctx: EdgeContext) -> tuple[dict, int]:
-    """The body as a JSON object, and its size as received (for the admission estimate)."""
+async def read_request(request: Request, ctx: EdgeContext,
+                       opener: Callable[[bytes], dict] = parse_object) -> tuple[dict, int]:
+    """The body as a JSON object (opened by `opener`, on a worker thread when large), and its
+    size as received (for the admission estimate)."""
     raw = await read_body(request, ctx.settings.max_body_bytes)
-    return parse_object(raw), len(raw)
+    return await off_loop(opener, raw), len(raw)
 
 
 async def admit_generation(ctx: EdgeContext, key: KeyRecord, meter: Meter, ref: ModelRef, body: dict,
@@ -68,6 +80,7 @@ async def generate_once(request: Request, ctx: EdgeContext, key: KeyRecord, mete
     caller's to finish once the answer is translated."""
     msg = await unless_disconnected(request, ctx.upstream.generate(model, payload, request_id=meter.request_id,
                                                                    caller=key.name))
+    meter.run_deferred()
     meter.served_by(msg.credential_kind, msg.credential_id)
     usage = Usage.from_proto(msg.usage) if msg.HasField("usage") else None
     try:
@@ -103,6 +116,7 @@ async def open_stream(request: Request, ctx: EdgeContext, key: KeyRecord, meter:
         pump.close()
         stream.cancel()
         raise
+    meter.run_deferred()
     return OpenStream(stream, pump, first)
 
 
@@ -136,7 +150,7 @@ async def pump_sse(opened: OpenStream, translator: SseTranslator, meter: Meter,
         yield tail
     except UpstreamError as exc:
         status = exc.http_status
-        yield translator.error(exc.to_api_error())
+        yield translator.error(exc.to_api_error(meter.request_id))
     except Exception:
         log.exception("stream translation failed (request %s)", meter.request_id)
         status = 502

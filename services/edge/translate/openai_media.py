@@ -8,7 +8,10 @@ from __future__ import annotations
 import mimetypes
 from typing import Any, Mapping
 
+from msgspec import Raw
+
 from ..media import OCTET_STREAM, MediaError, decode_inline, is_remote
+from .contents_writer import load_message
 from .errors import TranslationError
 
 MEDIA_TYPES = ("image_url", "input_audio", "file", "video_url", "audio_url")
@@ -43,7 +46,14 @@ def media_urls(body: dict) -> list[str]:
     messages = body.get("messages") if isinstance(body, dict) else None
     if not isinstance(messages, list):
         return urls
-    for msg in messages:
+    for i, msg in enumerate(messages):
+        if isinstance(msg, Raw):
+            if b"://" not in memoryview(msg).tobytes():
+                continue
+            try:
+                msg = load_message(msg, f"messages[{i}]")
+            except (TranslationError, ValueError):
+                continue  # chat_request_to_gemini reports it
         content = msg.get("content") if isinstance(msg, dict) else None
         if not isinstance(content, list):
             continue

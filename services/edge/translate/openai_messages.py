@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from msgspec import Raw
 
 from . import tool_ids
+from .contents_writer import ContentsWriter, PartsWriter, load_message
 from .errors import TranslationError
 from .openai_media import MEDIA_TYPES, MediaParts
 from .params import json_loads, shallow, string
@@ -20,15 +22,21 @@ _IGNORED_ASSISTANT_PARTS = ("thinking", "redacted_thinking", "reasoning")
 
 
 class Messages:
-    def __init__(self, media: MediaParts) -> None:
+    def __init__(self, media: MediaParts, writer: ContentsWriter | None = None) -> None:
         self.media = media
-        self.system: list[dict] = []
+        # With a writer (bodies the edge opened lazily) turns and system parts are written as
+        # JSON as they come, instead of being kept as objects (see contents_writer).
+        self.writer = writer
+        self.system: list[dict] | PartsWriter = [] if writer is None else PartsWriter()
         self.contents: list[dict] = []
         self.call_names: dict[str, str] = {}
         self.legacy_call: str | None = None
 
     def _append(self, role: str, parts: list[dict]) -> None:
         if not parts:
+            return
+        if self.writer is not None:
+            self.writer.append(role, parts)
             return
         # Gemini wants user/model alternation: same-role neighbours become one turn.
         if self.contents and self.contents[-1]["role"] == role:
@@ -38,6 +46,8 @@ class Messages:
 
     def add(self, i: int, msg: Any) -> None:
         p = f"messages[{i}]"
+        if isinstance(msg, Raw):
+            msg = load_message(msg, p)
         if not isinstance(msg, dict):
             raise TranslationError(f"{p} must be an object", p)
         role = msg.get("role")

@@ -13,6 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
+import orjson
+from msgspec import Raw
+
+from .contents_writer import ContentsWriter, PartsWriter
 from .errors import TranslationError
 from .openai_media import MediaParts, media_urls
 from .openai_messages import Messages
@@ -117,6 +121,22 @@ def _extra_google(body: dict) -> dict | None:
 
 # --- entry point -----------------------------------------------------------------------------------
 
+def _written(writer: ContentsWriter, conv: Messages) -> dict:
+    """The request's contents and system instruction from what the writers wrote (the same
+    shape as the list form in chat_request_to_gemini)."""
+    system = conv.system
+    assert isinstance(system, PartsWriter)
+    system_parts = system.finish()
+    if not writer.turns:
+        if not system.count:
+            raise TranslationError("messages contain no content", "messages")
+        return {"contents": orjson.Fragment(b'[{"role":"user","parts":' + system_parts + b"}]")}
+    gemini: dict = {"contents": orjson.Fragment(writer.finish())}
+    if system.count:
+        gemini["systemInstruction"] = {"parts": orjson.Fragment(system_parts)}
+    return gemini
+
+
 def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | None = None, *,
                            thinking: ThinkingSpec | None = None) -> ChatRequest:
     """`thinking` is the model's range from the upstream's catalogue (None: unknown model)."""
@@ -132,22 +152,28 @@ def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | 
         raise TranslationError("messages must be an array", "messages")
     if not messages:
         raise TranslationError("messages must not be empty", "messages")
-    conv = Messages(MediaParts(fetched or {}))
-    for i, msg in enumerate(messages):
-        conv.add(i, msg)
-    contents, system = conv.contents, conv.system
-    if not contents:
-        if not system:
-            raise TranslationError("messages contain no content", "messages")
-        # A system-only conversation: Gemini needs at least one turn, so the text becomes it.
-        contents, system = [{"role": "user", "parts": system}], []
     spec = thinking or GENERIC
-    if spec.levels:
-        ensure_first_call_signed(contents)
-
-    gemini: dict = {"contents": contents}
-    if system:
-        gemini["systemInstruction"] = {"parts": system}
+    # Messages the edge left raw are parsed one at a time and written out as they are translated.
+    writer = ContentsWriter(bool(spec.levels), SKIP_SIGNATURE) if isinstance(messages[0], Raw) else None
+    conv = Messages(MediaParts(fetched or {}), writer)
+    for i in range(len(messages)):
+        conv.add(i, messages[i])
+        if writer is not None:
+            messages[i] = None  # the raw message is no longer needed
+    if writer is not None:
+        gemini = _written(writer, conv)
+    else:
+        contents, system = conv.contents, conv.system
+        if not contents:
+            if not system:
+                raise TranslationError("messages contain no content", "messages")
+            # A system-only conversation: Gemini needs at least one turn, so the text becomes it.
+            contents, system = [{"role": "user", "parts": system}], []
+        if spec.levels:
+            ensure_first_call_signed(contents)
+        gemini = {"contents": contents}
+        if system:
+            gemini["systemInstruction"] = {"parts": system}
 
     budget = SchemaBudget()  # one for all the schemas of the request
     declarations, builtins = chat_tools(body, budget)

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from msgspec import Raw
+
+from .contents_writer import load_tool
 from .errors import TranslationError
 from .params import string
 from .schema import SchemaBudget, to_gemini_schema
@@ -58,6 +61,9 @@ def chat_tools(body: dict, budget: SchemaBudget) -> tuple[list[dict], list[dict]
             raise TranslationError("tools must be an array", "tools")
         for j, tool in enumerate(raw):
             p = f"tools[{j}]"
+            budget.charge(p, 1)
+            if isinstance(tool, Raw):
+                tool = load_tool(tool, p)
             if not isinstance(tool, dict):
                 raise TranslationError(f"{p} must be an object", p)
             kind = tool.get("type")
@@ -65,6 +71,7 @@ def chat_tools(body: dict, budget: SchemaBudget) -> tuple[list[dict], list[dict]
                 # A Gemini-native tool object sent as is.
                 for key in _NATIVE_TOOL_KEYS:
                     if key == "functionDeclarations" and isinstance(tool.get(key), list):
+                        budget.charge(p, len(tool[key]))
                         declarations.extend(declaration(fn, f"{p}.functionDeclarations[{k}]", budget) for k, fn in enumerate(tool[key]))
                     elif key in tool:
                         builtins[_builtin(key) or key] = tool[key] if isinstance(tool[key], dict) else {}
@@ -90,7 +97,10 @@ def chat_tools(body: dict, budget: SchemaBudget) -> tuple[list[dict], list[dict]
     if legacy is not None:
         if not isinstance(legacy, list):
             raise TranslationError("functions must be an array", "functions")
-        declarations.extend(declaration(fn, f"functions[{k}]", budget) for k, fn in enumerate(legacy))
+        for k, fn in enumerate(legacy):
+            budget.charge(f"functions[{k}]", 1)
+            declarations.append(declaration(load_tool(fn, f"functions[{k}]") if isinstance(fn, Raw) else fn,
+                                            f"functions[{k}]", budget))
     seen: set[str] = set()
     for decl in declarations:
         if decl["name"] in seen:
