@@ -6,8 +6,7 @@ endpoint uses httpx (`make_http_client`), trusting the same CAs. Request envelop
 by splicing the caller's request bytes into
 `{"model":…,"project":…,"user_prompt_id":…,"request":<bytes>}` and sent as parts, so a large
 request is never re-serialized nor copied (one under 128 KiB is joined: one send). Error
-answers become `BackendError`, network
-failures `TransportError`.
+answers become `BackendError`, network failures `TransportError`.
 """
 from __future__ import annotations
 
