@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from gemini_cli.upstream.v1 import upstream_pb2, upstream_pb2_grpc
 
-from . import errors
+from . import errors, internal_auth
 from .catalog import ModelInfo, build_catalog
 from .code_assist import Chunk, CodeAssistClient, make_http_client
 from .errors import Draining, InvalidRequest, UpstreamError
@@ -135,7 +135,7 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
             raise
         finally:
             log.info("generate id=%s caller=%s model=%s stream=%s credential=%s chunks=%d outcome=%s ms=%.0f",
-                     rid, request.caller or "-", request.model, request.stream, cred_id or "-", chunks, outcome,
+                     rid, internal_auth.caller_of(request.caller), request.model, request.stream, cred_id or "-", chunks, outcome,
                      (time.monotonic() - started) * 1000)
 
     async def CountTokens(self, request: upstream_pb2.CountTokensRequest,
@@ -150,7 +150,8 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
             log.warning("count_tokens id=%s failed: %s/%s: %s", rid, desc.code.name, desc.reason, desc.message)
             await context.abort_with_status(errors.to_rpc_status(desc))
             raise  # not reached: abort raises
-        log.info("count_tokens id=%s caller=%s model=%s credential=%s", rid, request.caller or "-", model, entry.cred.id)
+        log.info("count_tokens id=%s caller=%s model=%s credential=%s", rid, internal_auth.caller_of(request.caller),
+                 model, entry.cred.id)
         return upstream_pb2.CountTokensResponse(
             total_tokens=_total_tokens(result),
             body=httpbody_pb2.HttpBody(content_type="application/json", data=orjson.dumps(result)))
@@ -217,6 +218,13 @@ def _total_tokens(result: Any) -> int:
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set); returns the exit code."""
     try:
+        verifier = internal_auth.verifier_for(settings.internal_tokens_file, settings.upstream_listen)
+    except internal_auth.TokenFileError as exc:
+        log.error("%s", exc)
+        return 2
+    if verifier.callers is None:
+        log.warning("INTERNAL_TOKENS_FILE is not set: every process on this host can call the upstream")
+    try:
         transport = Transport.from_settings(settings)  # one backend HTTP client for the process
     except ValueError as exc:
         log.error("%s", exc)
@@ -228,7 +236,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     pool = Pool(settings, http, client, resolver)
     servicer = UpstreamServicer(pool, build_catalog(settings.models), settings.model_aliases)
 
-    server = grpc.aio.server(options=[
+    server = grpc.aio.server(interceptors=[internal_auth.AuthInterceptor(verifier)], options=[
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),

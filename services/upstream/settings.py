@@ -152,6 +152,9 @@ class Settings(BaseSettings):
 
     # --- server ----------------------------------------------------------------------------
     upstream_listen: str = "127.0.0.1:50051"
+    # Internal callers (the edge, operators' services): `name:{SHA}hash` lines, see
+    # internal_auth.py. Required unless UPSTREAM_LISTEN is a loopback address.
+    internal_tokens_file: str = ""
     drain_seconds: float = Field(10.0, ge=0)
     log_level: str = "INFO"
 
