@@ -100,6 +100,7 @@ class CredentialReport:
     unsupported: tuple[str, ...] = ()
     last_error: str = ""
     proxy: bool = False
+    tier: str = ""
     quota: dict[str, tuple[float, str]] = field(default_factory=dict)
 
 
@@ -136,5 +137,5 @@ def build_report(entries: list[Entry], now: float) -> list[CredentialReport]:
             auth=e.cred.auth, priority=e.spec.priority, weight=e.spec.weight,
             location=e.spec.location if e.cred.kind == "vertex-ai" else "", models=e.spec.models,
             unsupported=tuple(sorted(m for m, t in e.unsupported.items() if t > now)),
-            last_error=e.last_error, proxy=bool(e.spec.proxy), quota=dict(e.quota)))
+            last_error=e.last_error, proxy=bool(e.spec.proxy), quota=dict(e.quota), tier=e.cred.tier))
     return out
