@@ -184,7 +184,7 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
                 id=r.id, kind=r.kind, state=_STATES[r.state], project=r.project, detail=r.detail,
                 cooling_until=r.cooling_until, requests=r.requests, failures=r.failures, auth=r.auth,
                 priority=r.priority, weight=r.weight, location=r.location, models=list(r.models),
-                unsupported_models=list(r.unsupported), last_error=r.last_error, proxied=r.proxy)
+                unsupported_models=list(r.unsupported), last_error=r.last_error, proxied=r.proxy, tier=r.tier)
             for model, (fraction, reset) in sorted(r.quota.items()):
                 status.quota.add(model=model, remaining_fraction=fraction, reset_time=reset)
             resp.credentials.append(status)
