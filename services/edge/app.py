@@ -134,12 +134,15 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
                         refresh=settings.auth_refresh_seconds, ttl=settings.auth_cache_ttl)
         upstream = UpstreamClient.connect(settings.upstream_addr, timeout=settings.upstream_timeout,
                                           small_timeout=settings.upstream_small_timeout,
-                                          models_ttl=settings.models_cache_seconds)
+                                          models_ttl=settings.models_cache_seconds,
+                                          authorization=settings.internal_authorization())
         http = httpx.AsyncClient(trust_env=False, follow_redirects=False,
                                  timeout=settings.media_fetch_timeout,
                                  headers={"User-Agent": "gemini-cli-gateway-media/1"})
         media = MediaFetcher(http, max_bytes=settings.media_max_bytes, timeout=settings.media_fetch_timeout,
-                             max_redirects=settings.media_max_redirects, allow_private=settings.media_allow_private)
+                             max_redirects=settings.media_max_redirects, allow_private=settings.media_allow_private,
+                             max_total=settings.media_max_total_bytes,
+                             max_inflight=settings.media_max_inflight_bytes)
         await keys.poll_once()
         keys.start()
         recorder.start()
@@ -165,6 +168,8 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
                   openapi_url=None, telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.root_path = settings.root_path
     app.state.settings = settings
+    # What Envoy sends in x-gateway-proxy-token (see context.request_id); b"" trusts no one.
+    app.state.proxy_token = settings.internal_token_value().encode()
     install_error_handlers(app)
     # Routes are matched in order: the busiest first.
     app.include_router(gemini.router, prefix=settings.root_path)

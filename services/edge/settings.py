@@ -6,6 +6,7 @@ the license database and the HMAC secret.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -62,6 +63,11 @@ class EdgeSettings(BaseSettings):
     # Deadline for a whole Generate call (streams included) and for the small unary calls.
     upstream_timeout: float = 600.0
     upstream_small_timeout: float = 30.0
+    # The edge's credentials as an internal caller of the upstream (INTERNAL_TOKEN, or the
+    # file INTERNAL_TOKEN_FILE holding it), under the name INTERNAL_CALLER; see the README.
+    internal_caller: str = "edge"
+    internal_token: SecretStr | None = None
+    internal_token_file: Path | None = None
 
     max_body_bytes: int = Field(32 * MIB, gt=0)
 
@@ -71,6 +77,11 @@ class EdgeSettings(BaseSettings):
     media_allow_private: bool = False
     # Remote media URLs fetched for one OpenAI request (each up to MEDIA_MAX_BYTES).
     media_max_urls: int = Field(16, ge=0)
+    # Bytes fetched from media URLs for one request, all URLs together (413 once exceeded).
+    media_max_total_bytes: int = Field(24 * MIB, gt=0)
+    # Bytes of fetched media held by all requests of one edge process at once (503 + Retry-After
+    # once exceeded): bounds the edge's memory for media, whatever the concurrency.
+    media_max_inflight_bytes: int = Field(64 * MIB, gt=0)
 
     # Claude model names (matched by the key they contain, longest key first; "claude" catches
     # the rest) → Gemini models, for the Anthropic Messages API. JSON or "key=model,key=model".
@@ -125,6 +136,19 @@ class EdgeSettings(BaseSettings):
     @property
     def license_db_location(self) -> str:
         return self.license_db or str(self.data_dir / "licenses.db")
+
+    def internal_token_value(self) -> str:
+        token = self.internal_token.get_secret_value().strip() if self.internal_token else ""
+        if not token and self.internal_token_file is not None:
+            token = self.internal_token_file.expanduser().read_text().strip()
+        return token
+
+    def internal_authorization(self) -> str:
+        """The `authorization` metadata for calls to the upstream ('' when no token is set)."""
+        token = self.internal_token_value()
+        if not token:
+            return ""
+        return "Basic " + base64.b64encode(f"{self.internal_caller}:{token}".encode()).decode()
 
     def resolve_secret(self) -> bytes:
         """The HMAC secret; on first run without LICENSE_SECRET one is generated and kept 0600."""

@@ -89,18 +89,32 @@ def _strip(body: bytes | memoryview) -> bytes | memoryview:
 
 
 def envelope_parts(model: str, project: str | None, user_prompt_id: str,
-                   body: bytes | memoryview) -> tuple[bytes, bytes | memoryview, bytes]:
-    """The envelope as three parts to send one after the other: the caller's body is not copied."""
+                   body: bytes | memoryview, session_id: str | None = None) -> tuple[bytes, bytes | memoryview, bytes]:
+    """The envelope as three parts to send one after the other: the caller's body is not copied.
+
+    With `session_id`, it goes inside `request` as the Gemini CLI sends it (unless the
+    caller's request already has one): the request's closing brace is replaced."""
     head = {"model": model}
     if project:
         head["project"] = project
     head["user_prompt_id"] = user_prompt_id
     # orjson output of a dict ends with "}": drop it and append the raw request.
-    return orjson.dumps(head)[:-1] + b',"request":', _strip(body), b"}"
+    prefix = orjson.dumps(head)[:-1] + b',"request":'
+    request = _strip(body)
+    if session_id is None or (isinstance(request, bytes) and b'"session_id"' in request):
+        return prefix, request, b"}"
+    view = memoryview(request)
+    end = len(view) - 1  # the request's "}"
+    last = end - 1
+    while last >= 0 and view[last] in _ASCII_SPACE:
+        last -= 1
+    sep = b"" if last >= 0 and view[last] == 0x7B else b","  # "{": an empty object
+    return prefix, view[:end], sep + b'"session_id":' + orjson.dumps(session_id) + b"}}"
 
 
-def build_envelope(model: str, project: str | None, user_prompt_id: str, body: bytes | memoryview) -> bytes:
-    return b"".join(envelope_parts(model, project, user_prompt_id, body))
+def build_envelope(model: str, project: str | None, user_prompt_id: str, body: bytes | memoryview,
+                   session_id: str | None = None) -> bytes:
+    return b"".join(envelope_parts(model, project, user_prompt_id, body, session_id))
 
 
 Content = bytes | tuple[bytes | memoryview, ...] | list[bytes | memoryview]

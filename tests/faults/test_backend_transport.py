@@ -15,7 +15,8 @@ import orjson
 import pytest
 from google.api import httpbody_pb2
 
-from gemini_cli.upstream.v1 import upstream_pb2, upstream_pb2_grpc
+from gemini_cli.upstream.v1 import upstream_pb2
+from tests import harness
 from tests.faults.rig import Rig
 
 pytestmark = pytest.mark.timeout(120)
@@ -133,7 +134,7 @@ def generate(rig: Rig, *, stream: bool) -> list[upstream_pb2.GenerateResponse]:
                                        body=httpbody_pb2.HttpBody(content_type="application/json",
                                                                   data=orjson.dumps(body)))
     with grpc.insecure_channel(rig.upstream.addr) as ch:
-        return list(upstream_pb2_grpc.UpstreamStub(ch).Generate(req, timeout=30))
+        return list(harness.AuthedStub(ch).Generate(req, timeout=30))
 
 
 def text(msgs: list[upstream_pb2.GenerateResponse]) -> str:

@@ -159,7 +159,7 @@ async def _sse_body(stream: UpstreamStream, first, meter: Meter) -> AsyncIterato
         status = 200
     except UpstreamError as exc:
         status = exc.http_status
-        yield _sse_event(error_body("google", exc.to_api_error()))
+        yield _sse_event(error_body("google", exc.to_api_error(meter.request_id)))
     finally:
         stream.cancel()
         meter.served_by(stream.credential_kind, stream.credential_id)
@@ -181,7 +181,7 @@ async def _array_body(stream: UpstreamStream, first, meter: Meter) -> AsyncItera
         yield b"]" if opened else b"[]"
     except UpstreamError as exc:
         status = exc.http_status
-        yield (b",\r\n" if opened else b"[") + error_body("google", exc.to_api_error()) + b"]"
+        yield (b",\r\n" if opened else b"[") + error_body("google", exc.to_api_error(meter.request_id)) + b"]"
     finally:
         stream.cancel()
         meter.served_by(stream.credential_kind, stream.credential_id)

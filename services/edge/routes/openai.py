@@ -81,18 +81,23 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
     thinking = catalog.thinking_spec(await ctx.upstream.model(ref.base))
 
     big = _is_big(body)
+    # Fetched media count against this request's total and the edge's in-flight budget until
+    # the backend has the request (or the request ended otherwise).
+    lease = ctx.media.lease()
+    meter.defer(lease.release)
     try:
         urls = media_urls(body)
         if len(urls) > ctx.settings.media_max_urls:
             raise ApiError(400, f"{len(urls)} media URLs in one request; at most {ctx.settings.media_max_urls} "
                                 "are fetched (send the others inline as data: URLs)", param="messages",
                            code="too_many_media_urls")
-        media = await unless_disconnected(request, ctx.media.fetch_all(urls)) if urls else {}
+        media = await unless_disconnected(request, ctx.media.fetch_all(urls, lease)) if urls else {}
         chat = await _translate(body, media, thinking, big)
     except TranslationError as exc:
         raise ApiError(400, exc.message, param=exc.param, code=exc.code) from None
     except MediaError as exc:
-        raise ApiError(400, exc.message, param="messages", code="invalid_media") from None
+        raise ApiError(exc.status, exc.message, param="messages", code=exc.code,
+                       retry_after=exc.retry_after) from None
     # Inline media can be tens of MB: let go of the parsed request and of the translated one as
     # soon as they are serialized, so no more copies than needed are alive during the call.
     del body, media
@@ -109,6 +114,7 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
         call = ctx.upstream.generate(model, payload, request_id=meter.request_id, caller=key.name)
         del payload
         msg = await unless_disconnected(request, call)
+        meter.run_deferred()
         meter.served_by(msg.credential_kind, msg.credential_id)
         usage = Usage.from_proto(msg.usage) if msg.HasField("usage") else None
         try:
@@ -133,6 +139,7 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
         pump.close()
         stream.cancel()
         raise
+    meter.run_deferred()
     translator = ChunkTranslator(model=requested, completion_id=completion_id, created=created,
                                  include_usage=include_usage)
     return StreamResponse(_sse(stream, pump, first, translator, meter, keepalive),
@@ -178,8 +185,8 @@ async def _sse(stream: UpstreamStream, pump: Prefetcher, first, translator: Chun
         yield _events(tail) + DONE
     except UpstreamError as exc:
         status = exc.http_status
-        err = exc.to_api_error()
-        yield _event(translator.error_chunk(exc.message, err.code)) + DONE
+        err = exc.to_api_error(meter.request_id)
+        yield _event(translator.error_chunk(err.message, err.code)) + DONE
     except Exception:
         log.exception("stream translation failed (request %s)", meter.request_id)
         status = 502
