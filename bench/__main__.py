@@ -31,6 +31,7 @@ import httpx
 import orjson
 
 from bench.media import EDGE_ENV as MEDIA_EDGE_ENV, media_rows, print_rows as print_media_rows
+from bench.pool_choice import pool_choice, print_pool
 from bench.worker import stream_http
 from tests import harness
 from tests.simulator.control import SimControl
@@ -450,7 +451,7 @@ def targets(latency: list[dict], streams: dict | None) -> dict[str, tuple[bool, 
     return out
 
 
-PHASES = ("latency", "rps", "image", "media", "streams")
+PHASES = ("latency", "rps", "pool", "image", "media", "streams")
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -462,8 +463,8 @@ async def main(args: argparse.Namespace) -> int:
     base = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     plan = [(1, args.n1), (50, args.n50), (500, args.n500)]
     latency: list[dict] = []
-    rps = streams = image = media = None
-    if "latency" in phases or "rps" in phases:
+    rps = streams = image = media = pool = None
+    if "latency" in phases or "rps" in phases or "pool" in phases:
         stack = start_stack(base / "s1")
         try:
             if "latency" in phases:
@@ -477,6 +478,9 @@ async def main(args: argparse.Namespace) -> int:
             if "rps" in phases:
                 rps = await throughput(stack, args.rps_seconds, 64)
                 print(f"  throughput: {rps['rps']:.0f} req/s", flush=True)
+            if "pool" in phases:
+                pool = await pool_choice(stack, base / "s1", max(args.n1, 50), LayerWorker, cpu_seconds, pct)
+                print(f"  pool choice: {pool['added_ttfc_p50_ms']:+.3f} ms ttfc p50", flush=True)
         finally:
             stack.stop()
     if "image" in phases:
@@ -501,9 +505,11 @@ async def main(args: argparse.Namespace) -> int:
         finally:
             stack.stop()
     print_table(latency, rps, streams, image, media)
+    print_pool(pool)
     RESULTS.mkdir(exist_ok=True)
     out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(),
            "phases": phases, "latency": latency, "throughput": rps, "streams": streams, "image": image, "media": media,
+           "pool_choice": pool,
            "targets": {name: {"holds": held, "detail": detail}
                        for name, (held, detail) in targets(latency, streams).items()}}
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

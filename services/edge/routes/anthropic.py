@@ -25,7 +25,7 @@ from services.edge.streaming import STREAM_HEADERS, StreamResponse, unless_disco
 from services.edge.translate.anthropic_request import count_tokens_body, media_urls, messages_request_to_gemini, resolve_model
 from services.edge.translate.anthropic_response import Event, MessageStream, message_from_gemini
 from services.edge.translate.errors import TranslationError
-from services.edge.translate.thinking import split_model
+from services.edge.models import allow_list_id, parse_model
 from services.edge.usage import Meter, metered
 
 router = APIRouter()
@@ -62,13 +62,15 @@ async def _messages(request: Request, ctx: EdgeContext, key: KeyRecord, meter: M
     body = parse_object(raw)
     del raw
     requested, target = _model(body, ctx)
-    base, _ = split_model(target)
+    ref = parse_model(target)  # one normalised id on every route (services/edge/models.py)
+    base = ref.base
     meter.model = base
     if body.get("stream") is True:
         meter.op = "stream"
     if body.get("max_tokens") is None:
         raise ApiError(400, "max_tokens: field required", param="max_tokens")
-    await admit(ctx, key, meter, base, body_bytes=body_bytes, max_output=openai_output_cap(body))
+    await admit(ctx, key, meter, await allow_list_id(key, ref, ctx.upstream), body_bytes=body_bytes,
+                max_output=openai_output_cap(body))
     spec = await thinking_spec(ctx, base)
     media = await fetch_media(request, ctx, media_urls(body), "messages", meter)
     try:
@@ -130,9 +132,10 @@ async def count_tokens(request: Request) -> Response:
 async def _count(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter) -> Response:
     body = await read_json_dict(request, ctx.settings.max_body_bytes)
     _requested, target = _model(body, ctx)
-    base, _ = split_model(target)
+    ref = parse_model(target)  # one normalised id on every route (services/edge/models.py)
+    base = ref.base
     meter.model = base
-    ctx.limiter.admit(key, base)
+    ctx.limiter.admit(key, await allow_list_id(key, ref, ctx.upstream))
     media = await fetch_media(request, ctx, media_urls(body), "messages", meter)
     try:
         payload = orjson.dumps(count_tokens_body(body, media))

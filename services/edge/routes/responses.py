@@ -28,7 +28,7 @@ from services.edge.streaming import STREAM_HEADERS, StreamResponse
 from services.edge.translate.errors import TranslationError
 from services.edge.translate.responses_request import media_urls, responses_request_to_gemini
 from services.edge.translate.responses_response import ResponseStream, response_from_gemini
-from services.edge.translate.thinking import split_model
+from services.edge.models import allow_list_id, parse_model
 from services.edge.usage import Meter, metered
 
 router = APIRouter()
@@ -59,14 +59,13 @@ async def _create(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Met
     body_bytes = len(raw)
     body = parse_object(raw)
     del raw
-    requested = body.get("model")
-    if not isinstance(requested, str) or not requested.strip():
-        raise ApiError(400, "'model' is required and must be a string", param="model", code="invalid_type")
-    base, _ = split_model(requested)
+    ref = parse_model(body.get("model"))  # one normalised id on every route (services/edge/models.py)
+    requested, base = ref.requested, ref.base
     meter.model = base
     if body.get("stream") is True:
         meter.op = "stream"
-    await admit(ctx, key, meter, base, body_bytes=body_bytes, max_output=openai_output_cap(body))
+    await admit(ctx, key, meter, await allow_list_id(key, ref, ctx.upstream), body_bytes=body_bytes,
+                max_output=openai_output_cap(body))
     spec = await thinking_spec(ctx, base)
     media = await fetch_media(request, ctx, media_urls(body), "input", meter)
     try:
