@@ -196,9 +196,12 @@ def accepted(rig: Rig, key: str, media: MediaServer) -> PeakRss:
     return rss
 
 
-def test_accepted_image_edge_memory_within_four_times(accepted: PeakRss):
+def test_accepted_image_edge_memory_within_five_times(accepted: PeakRss):
+    # The edge holds the image as base64 (4/3 of it) while it becomes the request's JSON: the
+    # fetched text, the translated part, the joined contents, the serialized request; 5x leaves
+    # room for the allocator. (Written contents that copied media into a growing buffer: 5.5x.)
     grown = (accepted.peak["edge"] - accepted.before["edge"]) / 1024
-    assert grown <= 4 * IMAGE / MIB, f"edge grew {grown:.0f} MiB for a 20 MiB image"
+    assert grown <= 5 * IMAGE / MIB, f"edge grew {grown:.0f} MiB for a 20 MiB image"
 
 
 @pytest.mark.xfail(strict=True, reason="the upstream holds ~7x the media while it validates and re-sends the "
