@@ -3,7 +3,8 @@
 Layers measured for a streamed answer (time to first chunk and total time):
   (a) direct to the simulator, (b) upstream over gRPC, (c) edge, (d) Envoy → edge → upstream.
 Then non-streaming throughput through the full stack, 1,000 concurrent streams held for a
-minute, and one 20 MiB image through the OpenAI route. Prints a table and writes JSON to
+minute, one 20 MiB image through the OpenAI route (inline, and fetched from a URL), and
+nine 20 MiB image URLs in one request (refused early by MEDIA_MAX_TOTAL_BYTES). Prints a table and writes JSON to
 bench/results/ (latest.json after a complete run). Everything runs on loopback; the
 simulator's own latency is zero.
 
@@ -29,6 +30,8 @@ import grpc
 import httpx
 import orjson
 
+from bench.media import EDGE_ENV as MEDIA_EDGE_ENV, media_rows, print_rows as print_media_rows
+from bench.pool_choice import pool_choice, print_pool
 from bench.worker import stream_http
 from tests import harness
 from tests.simulator.control import SimControl
@@ -98,13 +101,14 @@ class Stack:
             p.stop()
 
 
-def start_stack(base: Path) -> Stack:
+def start_stack(base: Path, edge_env: dict[str, str] | None = None) -> Stack:
     logs = base / "logs"
     sim = harness.start_simulator(logs)
     SimControl(sim.url).config(chunk_delay=0.0, latency=0.0)
     harness.write_credential(base / "creds" / "bench.json", "rt-bench")
     up = harness.start_upstream(logs, sim.url, base / "creds", {"LOG_LEVEL": "WARNING"})
-    edge = harness.start_edge(logs, up.addr, base / "data", {"LOG_LEVEL": "WARNING", "MAX_BODY_BYTES": str(64 << 20)})
+    edge = harness.start_edge(logs, up.addr, base / "data",
+                              {"LOG_LEVEL": "WARNING", "MAX_BODY_BYTES": str(64 << 20), **(edge_env or {})})
     envoy = harness.start_envoy(logs, edge.port, up.port)
     key = harness.create_key(edge, "--name", "bench")
     tok = httpx.post(f"{sim.url}/token", data={"grant_type": "refresh_token", "refresh_token": "rt-bench"}).json()
@@ -372,7 +376,7 @@ async def big_image(stack: Stack, mib: int) -> dict:
     url = f"{stack.envoy.url}/gemini_cli/v1/chat/completions"
     # A short request: sample often, or the peak falls between two samples.
     async with httpx.AsyncClient(timeout=120, trust_env=False) as client, PeakRss(
-            {"edge": stack.edge, "upstream": stack.upstream}, interval=0.005) as peak:
+            {"envoy": stack.envoy, "edge": stack.edge, "upstream": stack.upstream}, interval=0.005) as peak:
         before = {n: rss_mib(p.popen.pid) for n, p in peak.procs.items()}
         t0 = time.perf_counter()
         r = await client.post(url, content=body, headers={"Authorization": f"Bearer {stack.key}",
@@ -380,12 +384,14 @@ async def big_image(stack: Stack, mib: int) -> dict:
         took = time.perf_counter() - t0
     ok = r.status_code == 200 and f"{len(raw)} bytes" in r.json()["choices"][0]["message"]["content"]
     return {"image_mib": mib, "request_mib": len(body) / (1 << 20), "status": r.status_code, "intact": ok,
-            "seconds": took, "rss_before_mib": before, "peak_rss_mib": peak.peak}
+            "seconds": took, "rss_before_mib": before, "peak_rss_mib": peak.peak,
+            "stack_growth_mib": sum(peak.peak[n] - before[n] for n in before)}
 
 
 # --- report ---------------------------------------------------------------------------------
 
-def print_table(latency: list[dict], rps: dict | None, streams: dict | None, image: dict | None) -> None:
+def print_table(latency: list[dict], rps: dict | None, streams: dict | None, image: dict | None,
+                media: dict | None = None) -> None:
     if latency:
         print("\nStreamed answer, time to first chunk (TTFC) and total, ms; gateway CPU ms per request")
         print(f"{'layer':<18}{'conc':>6}{'ok':>7}{'err':>5}{'ttfc p50':>10}{'ttfc p99':>10}{'tot p50':>9}"
@@ -410,9 +416,12 @@ def print_table(latency: list[dict], rps: dict | None, streams: dict | None, ima
               f"failures {streams['failures'] or 'none'}; peak RSS MiB "
               + ", ".join(f"{n} {v:.0f}" for n, v in streams["peak_rss_mib"].items()))
     if image:
-        print(f"\n{image['image_mib']} MiB image via /v1/chat/completions: status {image['status']}, "
-              f"intact {image['intact']}, {image['seconds']:.2f} s; peak RSS MiB "
+        print(f"\n{image['image_mib']} MiB image inline via /v1/chat/completions: status {image['status']}, "
+              f"intact {image['intact']}, {image['seconds']:.2f} s; whole stack grew "
+              f"{image['stack_growth_mib']:.0f} MiB; peak RSS MiB "
               + ", ".join(f"{n} {v:.0f}" for n, v in image["peak_rss_mib"].items()))
+    if media:
+        print_media_rows(media)
     verdicts = targets(latency, streams)
     if verdicts:
         print("\nTargets")
@@ -442,7 +451,7 @@ def targets(latency: list[dict], streams: dict | None) -> dict[str, tuple[bool, 
     return out
 
 
-PHASES = ("latency", "rps", "image", "streams")
+PHASES = ("latency", "rps", "pool", "image", "media", "streams")
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -454,8 +463,8 @@ async def main(args: argparse.Namespace) -> int:
     base = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     plan = [(1, args.n1), (50, args.n50), (500, args.n500)]
     latency: list[dict] = []
-    rps = streams = image = None
-    if "latency" in phases or "rps" in phases:
+    rps = streams = image = media = pool = None
+    if "latency" in phases or "rps" in phases or "pool" in phases:
         stack = start_stack(base / "s1")
         try:
             if "latency" in phases:
@@ -469,6 +478,9 @@ async def main(args: argparse.Namespace) -> int:
             if "rps" in phases:
                 rps = await throughput(stack, args.rps_seconds, 64)
                 print(f"  throughput: {rps['rps']:.0f} req/s", flush=True)
+            if "pool" in phases:
+                pool = await pool_choice(stack, base / "s1", max(args.n1, 50), LayerWorker, cpu_seconds, pct)
+                print(f"  pool choice: {pool['added_ttfc_p50_ms']:+.3f} ms ttfc p50", flush=True)
         finally:
             stack.stop()
     if "image" in phases:
@@ -478,16 +490,26 @@ async def main(args: argparse.Namespace) -> int:
             print(f"  image: {image['seconds']:.2f} s", flush=True)
         finally:
             stack.stop()
+    if "media" in phases:
+        stack = start_stack(base / "s4", MEDIA_EDGE_ENV)
+        try:
+            media = await media_rows(stack, PeakRss, rss_mib, args.image_mib)
+            print(f"  media: over budget {media['over_budget']['status']} in "
+                  f"{media['over_budget']['seconds']:.2f} s", flush=True)
+        finally:
+            stack.stop()
     if "streams" in phases:
         stack = start_stack(base / "s3")
         try:
             streams = await many_streams(stack, args.streams, args.hold)
         finally:
             stack.stop()
-    print_table(latency, rps, streams, image)
+    print_table(latency, rps, streams, image, media)
+    print_pool(pool)
     RESULTS.mkdir(exist_ok=True)
     out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(),
-           "phases": phases, "latency": latency, "throughput": rps, "streams": streams, "image": image,
+           "phases": phases, "latency": latency, "throughput": rps, "streams": streams, "image": image, "media": media,
+           "pool_choice": pool,
            "targets": {name: {"holds": held, "detail": detail}
                        for name, (held, detail) in targets(latency, streams).items()}}
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

@@ -11,7 +11,9 @@ Environment (defaults in brackets):
     ENVOY_INTERNAL_LISTEN_ADDRESS [127.0.0.1]   the internal API's address (its own setting)
     DATA_DIR [./data]           license database and secret (the demo uses $DATA_DIR/demo), and
                                 internal callers: $DATA_DIR/internal/{internal_tokens,edge.token}
-    GEMINI_CREDENTIALS [~/.gemini/oauth_creds.json]   a credential file or a directory of them
+    GEMINI_API_KEYS, VERTEX_CREDENTIALS, VERTEX_API_KEYS, POOL_CONFIG   AI Studio / Vertex AI members
+    GEMINI_CREDENTIALS [~/.gemini/oauth_creds.json, only when none of the above is set]
+                                Code Assist credential file or a directory of them
 Every other variable (LOG_LEVEL, GATEWAY_CONFIG, MAX_BODY_BYTES, ...) reaches the services.
 """
 from __future__ import annotations
@@ -94,13 +96,41 @@ def missing_credentials_message(path: Path, notes: list[str], *, default: bool) 
         "  3. Or point GEMINI_CREDENTIALS at such a file or directory:",
         "       GEMINI_CREDENTIALS=/path/to/oauth_creds.json make run",
         "",
+        "Without a Code Assist Standard/Enterprise seat, use AI Studio or Vertex AI keys instead",
+        "(Google's terms forbid using Gemini CLI's OAuth from third-party software):",
+        "       GEMINI_API_KEYS=<AI Studio key> make run",
+        "       VERTEX_CREDENTIALS=/path/to/service-account.json make run",
+        "",
         "To try the gateway without a Google account: make demo",
     ]
     return "\n".join(lines)
 
 
-def check_credentials(env: Mapping[str, str]) -> Path:
-    """The credential path the upstream will use; SetupError when it holds nothing usable."""
+OTHER_MEMBERS = ("POOL_CONFIG", "GEMINI_API_KEYS", "VERTEX_CREDENTIALS", "VERTEX_API_KEYS")
+
+
+def check_pool(env: Mapping[str, str]) -> None:
+    """AI Studio / Vertex AI members (or a pool file) are configured: SetupError when none is usable."""
+    from services.upstream.members import PoolConfigError
+    from services.upstream.roster import plan
+    from services.upstream.settings import Settings
+
+    names = (*OTHER_MEMBERS, "GEMINI_CREDENTIALS", "VERTEX_LOCATION")
+    try:
+        settings = Settings(**{k.lower(): env[k] for k in names if env.get(k)})
+        candidates, notes = plan(settings, {})
+    except (PoolConfigError, ValueError) as exc:
+        raise SetupError(f"pool configuration: {exc}") from None
+    if not candidates:
+        raise SetupError("No usable credential in the configured pool:\n" + "\n".join(f"  - {n}" for n in notes))
+
+
+def check_credentials(env: Mapping[str, str]) -> Path | None:
+    """The Code Assist credential path the upstream will use (None when AI Studio / Vertex AI
+    members are configured instead); SetupError when nothing usable is there."""
+    if any(env.get(k) for k in OTHER_MEMBERS):
+        check_pool(env)
+        return None
     # The upstream's own scan, so "found" means exactly what the upstream will load.
     from services.upstream.credentials import scan_credential_files
 
@@ -272,8 +302,10 @@ async def serve(mode: str, sup: Supervisor, env: dict[str, str]) -> int:
     except (internal_tokens.TokenFileError, OSError) as exc:
         raise SetupError(f"internal callers: {exc}") from None
 
-    upstream_env = {**env, "UPSTREAM_LISTEN": f"{LOOPBACK}:{ports.upstream}", "GEMINI_CREDENTIALS": str(creds),
+    upstream_env = {**env, "UPSTREAM_LISTEN": f"{LOOPBACK}:{ports.upstream}",
                     "INTERNAL_TOKENS_FILE": str(auth.tokens_file)}
+    if creds is not None:
+        upstream_env["GEMINI_CREDENTIALS"] = str(creds)
     edge_env = {**env, "EDGE_HOST": LOOPBACK, "EDGE_PORT": str(ports.edge),
                 "UPSTREAM_ADDR": f"{LOOPBACK}:{ports.upstream}", "DATA_DIR": str(data_dir),
                 "INTERNAL_TOKEN": edge_token}

@@ -70,7 +70,8 @@ class Proc:
 
 
 def _base_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "GOOGLE_", "CODE_ASSIST"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("GEMINI_", "GOOGLE_", "CODE_ASSIST", "VERTEX_", "AI_STUDIO_", "POOL_CONFIG"))}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "gen")])
     env["PYTHONUNBUFFERED"] = "1"
     # Tests never reach real Google services; a proxy variable must not reroute loopback.
@@ -196,6 +197,13 @@ class AuthedStub:
         return method
 
 
+def sent_request(record: dict) -> dict:
+    """The Gemini request a recorded generate call carried, whatever the backend: Code Assist
+    wraps it in an envelope (`request`), AI Studio and Vertex AI take it as it is."""
+    body = record["body"]
+    return body["request"] if isinstance(body.get("request"), dict) else body
+
+
 # --- processes --------------------------------------------------------------------------
 
 def start_simulator(log_dir: Path, *args: str) -> Proc:
@@ -206,18 +214,24 @@ def start_simulator(log_dir: Path, *args: str) -> Proc:
     return proc
 
 
-def start_upstream(log_dir: Path, sim_url: str, credentials: Path, env: Mapping[str, str] | None = None,
+def start_upstream(log_dir: Path, sim_url: str, credentials: Path | None, env: Mapping[str, str] | None = None,
                    name: str = "upstream") -> Proc:
+    """The upstream against the simulator, for every backend kind (Code Assist credentials at
+    `credentials` when given; AI Studio / Vertex members come through `env`)."""
     port = free_port()
     full = {
         "UPSTREAM_LISTEN": f"{LOOPBACK}:{port}",
         "CODE_ASSIST_ENDPOINT": sim_url,
         "OAUTH_TOKEN_URL": f"{sim_url}/token",
-        "GEMINI_CREDENTIALS": str(credentials),
+        "AI_STUDIO_ENDPOINT": sim_url,
+        "VERTEX_ENDPOINT": sim_url,
+        "VERTEX_TOKEN_URL": f"{sim_url}/token",
         "ONBOARD_POLL_INTERVAL": "0.05",
         "LOG_LEVEL": "INFO",
         "INTERNAL_TOKENS_FILE": str(internal_auth().tokens_file),
     }
+    if credentials is not None:
+        full["GEMINI_CREDENTIALS"] = str(credentials)
     full.update(env or {})
     proc = spawn(name, [PY, "-m", "services.upstream"], port, log_dir, full)
     wait_until(lambda: grpc_serving(proc.addr), proc)

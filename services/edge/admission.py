@@ -69,13 +69,16 @@ def needs_estimate(key: KeyRecord) -> bool:
 
 
 async def admit(ctx, key: KeyRecord, meter, model: str, *, body_bytes: int = 0,
-                max_output: int | None = None) -> None:
+                max_output: int | None = None, generates: bool = True) -> None:
     """Refuse the request (ApiError) or reserve its estimated cost on `meter`.
 
     `body_bytes` is the size of the request body as received; `max_output` the output cap the
-    request sets itself, if any."""
+    request sets itself, if any; `generates=False` for calls whose cost is their input only
+    (embeddings)."""
     prompt = prompt_estimate(body_bytes)
     estimate = 0
     if needs_estimate(key):
-        estimate = prompt + (max_output or await model_output_cap(ctx.upstream, model))
+        estimate = prompt
+        if generates:
+            estimate += max_output or await model_output_cap(ctx.upstream, model)
     meter.reservation = ctx.limiter.reserve(key, model, estimate, prompt=prompt)

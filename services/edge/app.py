@@ -140,7 +140,9 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
                                  timeout=settings.media_fetch_timeout,
                                  headers={"User-Agent": "gemini-cli-gateway-media/1"})
         media = MediaFetcher(http, max_bytes=settings.media_max_bytes, timeout=settings.media_fetch_timeout,
-                             max_redirects=settings.media_max_redirects, allow_private=settings.media_allow_private)
+                             max_redirects=settings.media_max_redirects, allow_private=settings.media_allow_private,
+                             max_total=settings.media_max_total_bytes,
+                             max_inflight=settings.media_max_inflight_bytes)
         await keys.poll_once()
         keys.start()
         recorder.start()

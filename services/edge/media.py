@@ -16,12 +16,15 @@ import asyncio
 import base64
 import binascii
 import ipaddress
+import logging
 import re
 import socket
 from typing import Iterable
 from urllib.parse import unquote_to_bytes, urljoin, urlsplit, urlunsplit
 
 import httpx
+
+log = logging.getLogger("edge.media")
 
 OCTET_STREAM = "application/octet-stream"
 # Enough decoded bytes for every signature below, including ftyp compatible-brand lists.
@@ -30,12 +33,67 @@ _SNIFF_B64 = SNIFF_BYTES // 3 * 4
 
 
 class MediaError(ValueError):
-    """Media the gateway cannot use (bad data, refused or failed fetch); the edge answers 400."""
+    """Media the gateway cannot use (bad data, refused or failed fetch); the edge answers
+    `status` (400 unless a budget refused it: 413 too much for one request, 503 too much in
+    flight on this edge)."""
 
-    def __init__(self, message: str, url: str | None = None) -> None:
+    def __init__(self, message: str, url: str | None = None, *, status: int = 400, code: str = "invalid_media",
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.url = url
+        self.status = status
+        self.code = code
+        self.retry_after = retry_after
+
+
+class InflightBudget:
+    """Bytes of fetched media held by all requests of this process at once (the edge's memory
+    for media is a small multiple of it)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, n: int) -> bool:
+        if self.held + n > self.limit:
+            return False
+        self.held += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.held = max(0, self.held - n)
+
+
+class MediaLease:
+    """The media bytes one request fetched: bounded by the per-request total, and held against
+    the process-wide in-flight budget until `release()` (once the request was handed on)."""
+
+    def __init__(self, max_total: int, inflight: InflightBudget) -> None:
+        self.max_total = max_total
+        self._inflight = inflight
+        self.total = 0
+
+    def claim(self, n: int, url: str) -> None:
+        if n <= 0:
+            return
+        if self.total + n > self.max_total:
+            raise MediaError(f"the media of this request exceed the limit of {self.max_total} bytes in total "
+                             "(MEDIA_MAX_TOTAL_BYTES)", url, status=413, code="media_too_large")
+        if not self._inflight.take(n):
+            raise MediaError("the gateway is fetching too much media at the moment; retry shortly", url,
+                             status=503, code="media_busy", retry_after=1.0)
+        self.total += n
+
+    def release(self) -> None:
+        self._inflight.give(self.total)
+        self.total = 0
+
+    def __enter__(self) -> "MediaLease":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 # --- sniffing ------------------------------------------------------------------------------------
@@ -233,21 +291,33 @@ class MediaFetcher:
         max_redirects: int,
         allow_private: bool,
         allow_networks: Iterable[str] = (),
+        max_total: int | None = None,
+        max_inflight: int | None = None,
     ) -> None:
         """`allow_networks` (CIDRs) are exempt from the non-public refusal — an operator's
-        internal media host, say — without opening every private address."""
+        internal media host, say — without opening every private address. `max_total` bounds
+        the bytes fetched for one request, `max_inflight` those held by all requests at once."""
         self._client = client
         self._max_bytes = max_bytes
+        self._max_total = max_total if max_total is not None else 1 << 62
+        self.inflight = InflightBudget(max_inflight if max_inflight is not None else 1 << 62)
         self._timeout = timeout
         self._max_redirects = max_redirects
         self._allow_private = allow_private
         self._allowed = tuple(ipaddress.ip_network(n, strict=False) for n in allow_networks)
 
-    async def fetch(self, url: str) -> tuple[str, str]:
+    def lease(self) -> MediaLease:
+        """A new request's media budget; release it once the request was handed on."""
+        return MediaLease(self._max_total, self.inflight)
+
+    async def fetch(self, url: str, lease: MediaLease | None = None) -> tuple[str, str]:
         """(mime, base64) of the resource at `url`; MediaError when refused or failed."""
+        if lease is None:
+            with self.lease() as own:
+                return await self.fetch(url, own)
         try:
             async with asyncio.timeout(self._timeout):
-                return await self._fetch(url)
+                return await self._fetch(url, lease)
         except MediaError:
             raise
         except TimeoutError:
@@ -256,15 +326,19 @@ class MediaFetcher:
             # Bad URL syntax, refused connection, TLS failure…: the client's URL, so a 400.
             raise MediaError(f"fetching {url} failed: {type(exc).__name__}", url) from None
 
-    async def fetch_all(self, urls: Iterable[str]) -> dict[str, tuple[str, str]]:
-        """Fetch several URLs at once; the first failure cancels the rest and is raised."""
+    async def fetch_all(self, urls: Iterable[str], lease: MediaLease | None = None) -> dict[str, tuple[str, str]]:
+        """Fetch several URLs at once; the first failure (a budget exceeded included) cancels
+        the rest and is raised. Without a `lease`, the budget is released on return."""
         unique = list(dict.fromkeys(urls))
         if not unique:
             return {}
+        if lease is None:
+            with self.lease() as own:
+                return await self.fetch_all(unique, own)
         results: dict[str, tuple[str, str]] = {}
 
         async def one(u: str) -> None:
-            results[u] = await self.fetch(u)
+            results[u] = await self.fetch(u, lease)
 
         try:
             async with asyncio.TaskGroup() as tg:
@@ -277,7 +351,7 @@ class MediaFetcher:
             raise first from None
         return {u: results[u] for u in unique}
 
-    async def _fetch(self, url: str) -> tuple[str, str]:
+    async def _fetch(self, url: str, lease: MediaLease) -> tuple[str, str]:
         current = url
         for _hop in range(self._max_redirects + 1):
             parts = urlsplit(current)
@@ -294,12 +368,15 @@ class MediaFetcher:
                     continue
                 if response.status_code != 200:
                     raise MediaError(f"fetching {current} returned HTTP {response.status_code}", url)
-                body = await self._read(response, url)
+                body = await self._read(response, url, lease)
             finally:
                 await response.aclose()
             ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
-            mime = sniff_mime(body[:SNIFF_BYTES]) or (ctype if "/" in ctype and ctype != OCTET_STREAM else None) or OCTET_STREAM
-            return mime, base64.b64encode(body).decode("ascii")
+            mime = sniff_mime(bytes(body[:SNIFF_BYTES])) or (ctype if "/" in ctype and ctype != OCTET_STREAM else None) or OCTET_STREAM
+            # Straight from the receive buffer: no bytes() copy of the whole body first.
+            encoded = base64.b64encode(body)
+            del body
+            return mime, encoded.decode("ascii")
         raise MediaError(f"fetching {url}: more than {self._max_redirects} redirects", url)
 
     async def _targets(self, host: str, port: int, url: str) -> list[str] | None:
@@ -322,7 +399,9 @@ class MediaFetcher:
             raise MediaError(f"cannot resolve media host {host!r}", url)
         for ip in addresses:
             if address_refused(ip) and not any(ip.version == n.version and ip in n for n in self._allowed):
-                raise MediaError(f"media URL host {host!r} resolves to a non-public address ({ip}); refused", url)
+                # The address itself stays in the log: it maps the operator's network for whoever asks.
+                log.warning("media URL host %r resolves to the non-public address %s; refused", host, ip)
+                raise MediaError(f"media URL host {host!r} resolves to a non-public address; refused", url)
         return [str(ip) for ip in addresses]
 
     async def _open(self, current: str, parts, targets: list[str] | None, url: str) -> httpx.Response:
@@ -345,13 +424,40 @@ class MediaFetcher:
                 last = exc
         raise MediaError(f"cannot connect to media host {parts.hostname!r}: {type(last).__name__}", url)
 
-    async def _read(self, response: httpx.Response, url: str) -> bytes:
+    async def _read(self, response: httpx.Response, url: str, lease: MediaLease) -> bytes | bytearray:
+        """The body, counted against the request's and the process's media budgets as it
+        arrives (a declared length is claimed before reading anything).
+
+        No buffer grows by reallocation: a declared length gets its buffer at once, otherwise
+        the chunks are joined at the end. Many growing buffers side by side (one per URL of a
+        request) would fragment the heap to several times the bytes they hold."""
         declared = response.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self._max_bytes:
-            raise MediaError(f"media at {url} is larger than {self._max_bytes} bytes", url)
-        buf = bytearray()
-        async for chunk in response.aiter_bytes():
-            buf += chunk
-            if len(buf) > self._max_bytes:
+        size = int(declared) if declared and declared.isdigit() else None
+        if size is not None:
+            if size > self._max_bytes:
                 raise MediaError(f"media at {url} is larger than {self._max_bytes} bytes", url)
-        return bytes(buf)
+            lease.claim(size, url)
+        buf = bytearray(size) if size is not None else None
+        chunks: list[bytes] = []
+        got = 0
+        claimed = size or 0
+        async for chunk in response.aiter_bytes():
+            end = got + len(chunk)
+            if end > self._max_bytes:
+                raise MediaError(f"media at {url} is larger than {self._max_bytes} bytes", url)
+            if end > claimed:
+                lease.claim(end - claimed, url)
+                claimed = end
+            if buf is not None and end <= len(buf):
+                buf[got:end] = chunk
+            else:
+                if buf is not None:  # more than declared (the client library normally refuses it)
+                    chunks.append(bytes(buf[:got]))
+                    buf = None
+                chunks.append(chunk)
+            got = end
+        if buf is not None:
+            if got < len(buf):
+                del buf[got:]
+            return buf
+        return b"".join(chunks)

@@ -77,6 +77,11 @@ class EdgeSettings(BaseSettings):
     media_allow_private: bool = False
     # Remote media URLs fetched for one OpenAI request (each up to MEDIA_MAX_BYTES).
     media_max_urls: int = Field(16, ge=0)
+    # Bytes fetched from media URLs for one request, all URLs together (413 once exceeded).
+    media_max_total_bytes: int = Field(24 * MIB, gt=0)
+    # Bytes of fetched media held by all requests of one edge process at once (503 + Retry-After
+    # once exceeded): bounds the edge's memory for media, whatever the concurrency.
+    media_max_inflight_bytes: int = Field(64 * MIB, gt=0)
 
     # Claude model names (matched by the key they contain, longest key first; "claude" catches
     # the rest) → Gemini models, for the Anthropic Messages API. JSON or "key=model,key=model".

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from dataclasses import dataclass
 from typing import AsyncIterator
@@ -39,6 +40,8 @@ from google.rpc import error_details_pb2, status_pb2
 from gemini_cli.upstream.v1 import upstream_pb2 as pb
 from gemini_cli.upstream.v1 import upstream_pb2_grpc as pb_grpc
 from services.edge.errors import ApiError
+
+log = logging.getLogger("edge.upstream")
 
 _C = grpc.StatusCode
 # grpc code -> (HTTP status, google.rpc status name shown to the client)
@@ -64,20 +67,54 @@ _MAP: dict[grpc.StatusCode, tuple[int, str]] = {
 _MAX_MESSAGE = 256 * 1024 * 1024
 
 
+# What clients are told when the failure is the gateway's or its backend's, not their request's.
+# The upstream's own message (backend text, credential file names, internal paths) goes to the
+# edge's log with the request id, never to the client.
+_PUBLIC_MESSAGES: dict[int, str] = {
+    403: "the gateway's backend account may not serve this request",
+    501: "this operation is not supported by the gateway's backend",
+    502: "the gateway's backend failed to answer",
+    503: "the gateway's backend is unavailable; retry shortly",
+    504: "the gateway's backend did not answer in time",
+}
+
+
+def public_message(http_status: int, code: grpc.StatusCode, detail: str) -> str | None:
+    """The message a client may see for an upstream failure, or None to show the detail."""
+    if code == _C.UNAUTHENTICATED:
+        return "the gateway's backend credentials were rejected"
+    if code == _C.UNAVAILABLE and "failed to connect" in detail.lower():
+        return "the gateway's upstream service is unreachable"
+    if http_status == 429:
+        return "the gateway's backend is rate limited; retry later"
+    if http_status == 403 or http_status >= 500:
+        return _PUBLIC_MESSAGES.get(http_status) or _PUBLIC_MESSAGES[502]
+    return None  # 400/404/409: about the client's request, and it needs to know what
+
+
 class UpstreamError(Exception):
     def __init__(self, http_status: int, google_status: str, message: str, retry_after: float | None = None,
-                 *, grpc_code: grpc.StatusCode | None = None, reason: str | None = None) -> None:
+                 *, grpc_code: grpc.StatusCode | None = None, reason: str | None = None,
+                 detail: str | None = None) -> None:
         super().__init__(message)
         self.http_status = http_status
         self.google_status = google_status
-        self.message = message
+        self.message = message          # safe to show to clients
+        self.detail = detail or message  # what the upstream said: for the logs only
         self.retry_after = retry_after
         self.grpc_code = grpc_code
         self.reason = reason
 
-    def to_api_error(self) -> ApiError:
+    def to_api_error(self, request_id: str | None = None) -> ApiError:
+        """The client's error. With `request_id`, a withheld detail is logged under it and the
+        message names it, so an operator can find the detail from what the client reports."""
         code = self.reason.lower() if self.reason else (self.grpc_code.name.lower() if self.grpc_code else None)
-        return ApiError(self.http_status, self.message, code=code, google_status=self.google_status,
+        message = self.message
+        if request_id and self.detail != self.message:
+            log.warning("request %s: upstream %s (%d): %s", request_id, self.google_status, self.http_status,
+                        self.detail)
+            message = f"{message} (request id {request_id})"
+        return ApiError(self.http_status, message, code=code, google_status=self.google_status,
                         retry_after=self.retry_after)
 
     def __repr__(self) -> str:
@@ -113,18 +150,15 @@ def _status_details(metadata) -> tuple[float | None, str | None]:
 def map_rpc_error(code: grpc.StatusCode, details: str | None, trailing_metadata=None) -> UpstreamError:
     http, gstatus = _MAP.get(code, (502, "UNKNOWN"))
     retry, reason = _status_details(trailing_metadata)
-    message = details or code.name
-    if code == _C.UNAUTHENTICATED:
-        message = f"the gateway's backend credentials were rejected: {message}"
-    if code == _C.UNAVAILABLE and "failed to connect" in message.lower():
-        message = "the gateway's upstream service is unreachable"
-    if code == _C.RESOURCE_EXHAUSTED and "message larger than max" in message.lower():
+    detail = details or code.name
+    if code == _C.RESOURCE_EXHAUSTED and "message larger than max" in detail.lower():
         # gRPC's own size limit, not a quota: retrying cannot help.
         return UpstreamError(413, "INVALID_ARGUMENT", "the request is too large for the upstream service",
-                             grpc_code=code, reason="REQUEST_TOO_LARGE")
+                             grpc_code=code, reason="REQUEST_TOO_LARGE", detail=detail)
     if http == 429 and retry is None:
         retry = 1.0
-    return UpstreamError(http, gstatus, message, retry, grpc_code=code, reason=reason)
+    message = public_message(http, code, detail) or detail
+    return UpstreamError(http, gstatus, message, retry, grpc_code=code, reason=reason, detail=detail)
 
 
 def from_rpc_error(exc: grpc.aio.AioRpcError) -> UpstreamError:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from dataclasses import asdict
-from typing import Awaitable, TypeVar
+from typing import Awaitable, Callable, TypeVar
 from pathlib import Path
 
 import orjson
@@ -132,7 +132,7 @@ class Meter:
     token reservation (see services/edge/admission.py) at the same moment."""
 
     __slots__ = ("recorder", "key_id", "api", "op", "model", "request_id", "started", "done",
-                 "credential_kind", "credential_id", "reservation")
+                 "credential_kind", "credential_id", "reservation", "_deferred")
 
     def __init__(self, recorder: UsageRecorder, key_id: int, api: str, op: str, model: str,
                  request_id: str = "") -> None:
@@ -147,6 +147,20 @@ class Meter:
         self.credential_kind = ""
         self.credential_id = ""
         self.reservation: Reservation | None = None
+        self._deferred: list[Callable[[], None]] | None = None
+
+    def defer(self, fn: Callable[[], None]) -> None:
+        """Call `fn` when the request ends, whichever way (giving back a media budget...), or
+        earlier through `run_deferred()`."""
+        if self._deferred is None:
+            self._deferred = []
+        self._deferred.append(fn)
+
+    def run_deferred(self) -> None:
+        """Run the deferred calls now (the backend has the request: its media may go)."""
+        deferred, self._deferred = self._deferred, None
+        for fn in deferred or ():
+            fn()
 
     def served_by(self, kind: str, credential_id: str = "") -> None:
         """Note which credential served the call (from the upstream's first message)."""
@@ -176,6 +190,7 @@ class Meter:
         if self.done:
             return
         self.done = True
+        self.run_deferred()
         u = usage or Usage()
         res = self.reservation
         if res is not None:
@@ -208,7 +223,7 @@ async def metered(meter: Meter, call: Awaitable[T]) -> T:
         raise
     except UpstreamError as exc:
         meter.finish(exc.http_status)
-        raise exc.to_api_error() from None
+        raise exc.to_api_error(meter.request_id) from None
     except (asyncio.CancelledError, ClientDisconnect):
         meter.finish(499)
         raise

@@ -1,7 +1,11 @@
 """The models the pool offers, with their limits and thinking ranges (protocol notes §6).
 
-The catalog informs callers (ListModels); it does not gate calls: an id missing here is
-still sent to the backend, whose 404 becomes NOT_FOUND. The MODELS setting adds ids.
+Ids are the ones the current Gemini CLI lists (backends.md §3, §4), each with the backends
+that serve it: Code Assist knows gemini-3-flash (what the CLI's gemini-3.5-flash becomes
+there), AI Studio and Vertex AI serve the embedding models. ListModels shows the models some
+member of the pool can serve. The catalog does not gate calls: an id missing here is still
+sent to the backend, whose 404 becomes NOT_FOUND. The MODELS setting adds ids (for every
+backend).
 """
 from __future__ import annotations
 
@@ -23,6 +27,13 @@ class Thinking:
     default_off: bool = False
 
 
+CODE_ASSIST = "gemini-cli-oauth"
+AI_STUDIO = "ai-studio-key"
+VERTEX = "vertex-ai"
+ALL_KINDS = frozenset({CODE_ASSIST, AI_STUDIO, VERTEX})
+CLOUD = frozenset({AI_STUDIO, VERTEX})
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     id: str
@@ -30,6 +41,8 @@ class ModelInfo:
     input_token_limit: int = 1_048_576
     output_token_limit: int = 65_536
     thinking: Thinking | None = None
+    kinds: frozenset[str] = ALL_KINDS
+    embedding: bool = False
 
     def to_proto(self) -> upstream_pb2.Model:
         msg = upstream_pb2.Model(id=self.id, display_name=self.display_name,
@@ -62,6 +75,16 @@ BUILTIN: tuple[ModelInfo, ...] = (
     ModelInfo("gemini-3.1-pro-preview", "Gemini 3.1 Pro Preview", thinking=_PRO_31),
     ModelInfo("gemini-3.1-pro-preview-customtools", "Gemini 3.1 Pro Preview (custom tools)", thinking=_PRO_31),
     ModelInfo("gemini-3.1-flash-lite", "Gemini 3.1 Flash-Lite", thinking=_FLASH_3),
+    ModelInfo("gemini-3.1-flash-lite-preview", "Gemini 3.1 Flash-Lite Preview", thinking=_FLASH_3),
+    # The CLI's "flash"; Code Assist serves it as gemini-3-flash (code_assist_backend.MODEL_MAPPINGS).
+    ModelInfo("gemini-3.5-flash", "Gemini 3.5 Flash", thinking=_FLASH_3),
+    ModelInfo("gemini-3-flash", "Gemini 3 Flash", thinking=_FLASH_3, kinds=frozenset({CODE_ASSIST})),
+    ModelInfo("gemma-4-31b-it", "Gemma 4 31B IT", input_token_limit=262_144, output_token_limit=32_768),
+    ModelInfo("gemma-4-26b-a4b-it", "Gemma 4 26B A4B IT", input_token_limit=262_144, output_token_limit=32_768),
+    ModelInfo("gemini-embedding-001", "Gemini Embedding 001", input_token_limit=2048, output_token_limit=1,
+              kinds=CLOUD, embedding=True),
+    ModelInfo("text-embedding-005", "Text Embedding 005", input_token_limit=2048, output_token_limit=1,
+              kinds=frozenset({VERTEX}), embedding=True),
 )
 
 

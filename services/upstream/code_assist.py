@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Mapping
 
 import httpx
+import msgspec
 import orjson
 
 from .errors import BackendError, InvalidRequest, TransportError
@@ -43,18 +44,37 @@ def make_http_client(settings: Settings, ssl_context: ssl.SSLContext | None = No
 
 # --- envelopes ---------------------------------------------------------------------------
 
+_ASCII_SPACE = frozenset(b" \t\n\r\x0b\x0c")  # what bytes.strip() removes
+# Checks the syntax of the whole document but builds only its top-level members, each left raw:
+# a body of a million tiny values is not turned into a million objects just to be checked.
+_MEMBERS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def _first(body: bytes | memoryview | msgspec.Raw) -> bytes:
+    view = memoryview(body)
+    for i in range(min(len(view), 4096)):
+        if view[i] not in _ASCII_SPACE:
+            return bytes(view[i:i + 1])
+    return b""
+
+
+def _members(body: bytes | memoryview | msgspec.Raw, what: str) -> dict[str, msgspec.Raw]:
+    if _first(body) != b"{":
+        raise InvalidRequest(f"request body must be a JSON object (a Gemini {what})")
+    try:
+        return _MEMBERS.decode(body)
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest("request body is not valid JSON: nested too deeply") from None
+
+
 def check_body(body: bytes | memoryview) -> None:
     """The caller's body must be one JSON object, or splicing it would build a broken (or
     hijacked) envelope."""
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidRequest("request body must be a JSON object (a Gemini GenerateContentRequest)")
+    _members(body, "GenerateContentRequest")
 
 
-_ASCII_SPACE = frozenset(b" \t\n\r\x0b\x0c")  # what bytes.strip() removes
 
 
 def _strip(body: bytes | memoryview) -> bytes | memoryview:
@@ -69,36 +89,49 @@ def _strip(body: bytes | memoryview) -> bytes | memoryview:
 
 
 def envelope_parts(model: str, project: str | None, user_prompt_id: str,
-                   body: bytes | memoryview) -> tuple[bytes, bytes | memoryview, bytes]:
-    """The envelope as three parts to send one after the other: the caller's body is not copied."""
+                   body: bytes | memoryview, session_id: str | None = None) -> tuple[bytes, bytes | memoryview, bytes]:
+    """The envelope as three parts to send one after the other: the caller's body is not copied.
+
+    With `session_id`, it goes inside `request` as the Gemini CLI sends it (unless the
+    caller's request already has one): the request's closing brace is replaced."""
     head = {"model": model}
     if project:
         head["project"] = project
     head["user_prompt_id"] = user_prompt_id
     # orjson output of a dict ends with "}": drop it and append the raw request.
-    return orjson.dumps(head)[:-1] + b',"request":', _strip(body), b"}"
+    prefix = orjson.dumps(head)[:-1] + b',"request":'
+    request = _strip(body)
+    if session_id is None or (isinstance(request, bytes) and b'"session_id"' in request):
+        return prefix, request, b"}"
+    view = memoryview(request)
+    end = len(view) - 1  # the request's "}"
+    last = end - 1
+    while last >= 0 and view[last] in _ASCII_SPACE:
+        last -= 1
+    sep = b"" if last >= 0 and view[last] == 0x7B else b","  # "{": an empty object
+    return prefix, view[:end], sep + b'"session_id":' + orjson.dumps(session_id) + b"}}"
 
 
-def build_envelope(model: str, project: str | None, user_prompt_id: str, body: bytes | memoryview) -> bytes:
-    return b"".join(envelope_parts(model, project, user_prompt_id, body))
+def build_envelope(model: str, project: str | None, user_prompt_id: str, body: bytes | memoryview,
+                   session_id: str | None = None) -> bytes:
+    return b"".join(envelope_parts(model, project, user_prompt_id, body, session_id))
 
 
 Content = bytes | tuple[bytes | memoryview, ...] | list[bytes | memoryview]
 
 
 def build_count_body(model: str, body: bytes) -> bytes:
-    """Gemini countTokens body → Code Assist's `{request:{model:"models/<id>", contents}}`."""
-    try:
-        value = orjson.loads(body) if body.strip() else {}
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidRequest("request body must be a JSON object (a Gemini CountTokensRequest)")
+    """Gemini countTokens body → Code Assist's `{request:{model:"models/<id>", contents}}`; the
+    contents are spliced in as sent, not parsed."""
+    value = _members(body, "CountTokensRequest") if body.strip() else {}
     inner = value.get("generateContentRequest")
-    contents = inner.get("contents") if isinstance(inner, dict) else value.get("contents")
-    if not isinstance(contents, list):
+    if inner is not None and _first(inner) == b"{":
+        value = _MEMBERS.decode(inner)
+    contents = value.get("contents")
+    if contents is None or _first(contents) != b"[":
         raise InvalidRequest("countTokens needs `contents` (or `generateContentRequest.contents`)")
-    return orjson.dumps({"request": {"model": f"models/{model}", "contents": contents}})
+    return b"".join((b'{"request":{"model":', orjson.dumps(f"models/{model}"), b',"contents":',
+                     memoryview(contents), b"}}"))
 
 
 # --- errors -------------------------------------------------------------------------------

@@ -35,6 +35,8 @@ REASON_TIMEOUT = "UPSTREAM_TIMEOUT"                   # backend too slow
 REASON_EMPTY = "UPSTREAM_EMPTY"                       # backend closed a stream without any event
 REASON_STREAM_CUT = "STREAM_CUT"                      # the backend stream broke after it started
 REASON_DRAINING = "DRAINING"                          # the server is shutting down
+REASON_MODEL_NOT_SERVED = "MODEL_NOT_SERVED"          # no pool member serves the model
+REASON_NO_EMBEDDINGS = "NO_EMBEDDINGS_MEMBER"         # no pool member has embeddings
 
 
 class UpstreamError(Exception):

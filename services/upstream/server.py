@@ -78,6 +78,7 @@ def response_message(chunk: Chunk, entry: Entry | None) -> upstream_pb2.Generate
     if entry is not None:  # first message only
         msg.trace_id = chunk.trace_id
         msg.credential_id = entry.cred.id
+        msg.credential_kind = entry.cred.kind
     return msg
 
 
@@ -85,7 +86,7 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
     def __init__(self, pool: Pool, catalog: list[ModelInfo], aliases: dict[str, str] | None = None) -> None:
         self._pool = pool
         self._aliases = aliases or {}
-        self._models = [m.to_proto() for m in catalog]
+        self._catalog = catalog
         self.draining = False
 
     def _model(self, raw: str) -> str:
@@ -155,18 +156,42 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
             total_tokens=_total_tokens(result),
             body=httpbody_pb2.HttpBody(content_type="application/json", data=orjson.dumps(result)))
 
+    async def Embed(self, request: upstream_pb2.EmbedRequest,
+                    context: grpc.aio.ServicerContext) -> upstream_pb2.EmbedResponse:
+        rid = request.request_id or uuid.uuid4().hex
+        try:
+            self._check_open()
+            model = self._model(request.model)
+            (vectors, tokens), entry = await self._pool.embed(model, request_body(request.body), rid)
+        except UpstreamError as err:
+            desc = errors.describe(err)
+            log.warning("embed id=%s failed: %s/%s: %s", rid, desc.code.name, desc.reason, desc.message)
+            await context.abort_with_status(errors.to_rpc_status(desc))
+            raise  # not reached: abort raises
+        log.info("embed id=%s caller=%s model=%s credential=%s n=%d", rid, request.caller or "-", model,
+                 entry.cred.id, len(vectors))
+        return upstream_pb2.EmbedResponse(
+            body=httpbody_pb2.HttpBody(content_type="application/json", data=orjson.dumps({"embeddings": vectors})),
+            prompt_tokens=tokens, credential_id=entry.cred.id, credential_kind=entry.cred.kind)
+
     async def ListModels(self, request: upstream_pb2.ListModelsRequest,
                          context: grpc.aio.ServicerContext) -> upstream_pb2.ListModelsResponse:
         await self._pool.ensure_loaded()
-        resp = upstream_pb2.ListModelsResponse(models=self._models, aliases=self._aliases)
+        served = [m.to_proto() for m in self._catalog if self._pool.can_serve(m.id, m.kinds, m.embedding)]
+        resp = upstream_pb2.ListModelsResponse(models=served, aliases=self._aliases)
         for r in self._pool.report():
-            resp.credentials.append(upstream_pb2.CredentialStatus(
+            status = upstream_pb2.CredentialStatus(
                 id=r.id, kind=r.kind, state=_STATES[r.state], project=r.project, detail=r.detail,
-                cooling_until=r.cooling_until, requests=r.requests, failures=r.failures))
+                cooling_until=r.cooling_until, requests=r.requests, failures=r.failures, auth=r.auth,
+                priority=r.priority, weight=r.weight, location=r.location, models=list(r.models),
+                unsupported_models=list(r.unsupported), last_error=r.last_error, proxied=r.proxy)
+            for model, (fraction, reset) in sorted(r.quota.items()):
+                status.quota.add(model=model, remaining_fraction=fraction, reset_time=reset)
+            resp.credentials.append(status)
         if not self._pool.entries:
             # Nothing loaded: say where we looked, so the operator sees it next to the models.
             resp.credentials.append(upstream_pb2.CredentialStatus(
-                id="(none)", kind="gemini-cli-oauth", state=upstream_pb2.CredentialStatus.STATE_UNSPECIFIED,
+                id="(none)", kind="", state=upstream_pb2.CredentialStatus.STATE_UNSPECIFIED,
                 detail=self._pool.no_credentials_message()))
         return resp
 
@@ -237,8 +262,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    log.info("upstream listening on %s (backend %s, credentials %s)", settings.upstream_listen,
-             settings.base_url, settings.credentials_path)
+    log.info("upstream listening on %s", settings.upstream_listen)
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -94,11 +94,18 @@ class _Parts(aiohttp_payload.Payload):
         await self.write(writer)
 
 
+# Up to this size a body given in parts is joined: the copy costs less than the extra send()
+# per part (the first write also carries the request head: one syscall for a small request).
+_JOIN_BELOW = 128 * 1024
+
+
 def _payload(body: Body | None) -> bytes | aiohttp_payload.Payload | None:
     if body is None or isinstance(body, bytes):
         return body
     if isinstance(body, memoryview):
         return aiohttp_payload.BytesPayload(body, content_type=None)
+    if sum(len(p) for p in body) <= _JOIN_BELOW:
+        return b"".join(body)
     return _Parts(body)
 
 
@@ -109,7 +116,7 @@ def _describe(exc: BaseException, stage: str) -> TransportError:
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return TransportError("could not connect to the backend within the connect timeout", timeout=True)
     if isinstance(exc, (aiohttp.ServerTimeoutError, TimeoutError)):
-        return TransportError(f"backend sent nothing within the read timeout ({stage})", timeout=True)
+        return TransportError(f"backend sent nothing within the read timeout {stage}", timeout=True)
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return TransportError("the backend's TLS certificate is not trusted (see BACKEND_CA_FILE)")
     if isinstance(exc, aiohttp.ClientSSLError):
@@ -121,11 +128,11 @@ def _describe(exc: BaseException, stage: str) -> TransportError:
     if isinstance(exc, aiohttp.ClientConnectorError):
         return TransportError(f"backend unreachable ({kind})")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return TransportError(f"backend closed the connection ({stage})")
+        return TransportError(f"backend closed the connection {stage}")
     if isinstance(exc, aiohttp.ClientPayloadError):
-        return TransportError(f"backend response body is broken ({stage})")
+        return TransportError(f"backend answer broke off {stage} (incomplete or corrupt body)")
     if isinstance(exc, aiohttp.ClientResponseError):
-        return TransportError(f"invalid HTTP response from the backend ({exc.message})")
+        return TransportError(f"invalid HTTP response from the backend {stage}")
     return TransportError(f"backend unreachable ({kind})")
 
 
@@ -230,7 +237,7 @@ class Transport:
             raise
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.warning("backend %s %s failed: %s: %s", method, target.with_query(None), type(exc).__name__, exc)
-            raise _describe(exc, "before the answer") from None
+            raise _describe(exc, "before answering") from None
         except ValueError as exc:  # e.g. a CR/LF in a header value: nothing was sent
             log.warning("backend %s %s not sent: %s", method, target.with_query(None), exc)
             raise TransportError("the backend request could not be sent (a header holds a forbidden character)",
@@ -295,7 +302,7 @@ async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ServerTimeoutError):
             raise  # the caller's deadline
-        raise _describe(exc, "reading the answer") from None
+        raise _describe(exc, "while answering") from None
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
@@ -346,9 +353,8 @@ class BackendStream:
             raise TransportError(f"backend sent an event larger than {self._max_event} bytes", retry=False) from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             if isinstance(exc, TimeoutError):
-                raise TransportError("backend stream stalled (nothing within the read timeout)",
-                                     timeout=True) from None
-            raise _describe(exc, "the stream broke") from None
+                raise TransportError("backend stream stalled (nothing within the read timeout)", timeout=True) from None
+            raise _describe(exc, "mid-stream") from None
 
     async def aclose(self) -> None:
         # A body read to its end already went back to the pool; otherwise this drops it.

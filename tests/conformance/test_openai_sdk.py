@@ -14,16 +14,16 @@ import pytest
 
 from tests import fixtures, harness
 from tests.conformance.media import MEDIA, media_server  # noqa: F401  (a fixture)
+from tests.stack_fixtures import POOLS, pool_members
 
 
-@pytest.fixture(scope="module")
-def oai_stack(simulator: harness.Proc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+@pytest.fixture(scope="module", params=POOLS)
+def oai_stack(request: pytest.FixtureRequest, simulator: harness.Proc,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     base = tmp_path_factory.mktemp("openai")
-    creds = base / "creds"
-    for name in ("a", "b"):
-        harness.write_credential(creds / f"{name}.json", f"rt-openai-{name}")
+    creds, env = pool_members(request.param, simulator, base, "openai", code_assist_accounts=2)
     logs = base / "logs"
-    up = harness.start_upstream(logs, simulator.url, creds)
+    up = harness.start_upstream(logs, simulator.url, creds, env)
     edge = harness.start_edge(logs, up.addr, base / "data", {"MEDIA_ALLOW_PRIVATE": "true"})
     envoy = harness.start_envoy(logs, edge.port, up.port)
     key = harness.create_key(edge, "--name", "openai-sdk")
@@ -42,7 +42,7 @@ def client(oai_stack: dict) -> openai.OpenAI:
 def _last_generate(sim) -> dict:
     reqs = [r for r in sim.requests() if r["op"] in ("generate", "stream")]
     assert reqs, "the simulator saw no generate call"
-    return reqs[-1]["body"]["request"]
+    return harness.sent_request(reqs[-1])
 
 
 def _stream_text(stream) -> tuple[str, str, list, dict | None, str | None]:

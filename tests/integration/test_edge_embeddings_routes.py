@@ -23,6 +23,7 @@ import orjson
 import pytest
 from google import genai
 from google.genai import types
+from google.rpc import error_details_pb2, status_pb2
 
 from gemini_cli.upstream.v1 import upstream_pb2 as pb
 from gemini_cli.upstream.v1 import upstream_pb2_grpc as pb_grpc
@@ -58,6 +59,14 @@ class FakeUpstream(pb_grpc.UpstreamServicer):
             self.embeds.append((request.model, body, request.caller))
         if request.model == "text-embedding-gone":
             context.abort(grpc.StatusCode.NOT_FOUND, "model 'text-embedding-gone' is not served by any pool member")
+        if request.model == "text-embedding-nomember":
+            # What the upstream answers when its pool has no member with embeddings.
+            info = error_details_pb2.ErrorInfo(reason="NO_EMBEDDINGS_MEMBER", domain="gemini-cli-gateway")
+            status = status_pb2.Status(code=grpc.StatusCode.FAILED_PRECONDITION.value[0],
+                                       message="no pool member has embeddings")
+            status.details.add().Pack(info)
+            context.set_trailing_metadata((("grpc-status-details-bin", status.SerializeToString()),))
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no pool member has embeddings")
         out = []
         tokens = 0
         for r in body["requests"]:
@@ -94,7 +103,7 @@ class Rig:
     def base(self) -> str:
         return f"{self.edge.url}/gemini_cli"
 
-    def key(self, *, models: tuple[str, ...] = (), rpm: int | None = None) -> str:
+    def key(self, *, models: tuple[str, ...] = (), rpm: int | None = None, quota: int | None = None) -> str:
         """A new key, written to the edge's store as `keys create` does (without a process start)."""
         env = self.edge.extra["env"]
 
@@ -103,7 +112,8 @@ class Rig:
             try:
                 key = generate_key()
                 rec = await store.create_key(hash_key(env["LICENSE_SECRET"].encode(), key), key_prefix(key),
-                                             NewKey(name=f"emb-{key[-6:]}", models=models, rpm=rpm))
+                                             NewKey(name=f"emb-{key[-6:]}", models=models, rpm=rpm,
+                                                                    quota=quota))
             finally:
                 await store.close()
             self.ids[key] = rec.id
@@ -214,6 +224,8 @@ def test_base64_on_the_wire(rig: Rig, http: httpx.Client) -> None:
         ({"input": "x"}, "model", None),
         ({"model": EMBED, "input": "x", "encoding_format": "int8"}, "encoding_format", None),
         ({"model": EMBED, "input": "x", "dimensions": -1}, "dimensions", None),
+        ({"model": f"{EMBED}-thinking", "input": "x"}, "model", "invalid_model"),
+        ({"model": "bad/model", "input": "x"}, "model", "invalid_model"),
     ],
 )
 def test_openai_bad_requests(rig: Rig, http: httpx.Client, body, param, code) -> None:
@@ -252,6 +264,16 @@ def test_openai_rpm_limit(rig: Rig, http: httpx.Client) -> None:
     assert int(r.headers["retry-after"]) >= 1
 
 
+def test_embeddings_count_against_the_token_quota(rig: Rig, http: httpx.Client) -> None:
+    key = rig.key(quota=2)
+    body = {"model": EMBED, "input": "three input tokens"}
+    r = http.post(f"{rig.base}/v1/embeddings", headers=bearer(key), json=body)
+    assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] == 3
+    err = openai_error(http.post(f"{rig.base}/v1/embeddings", headers=bearer(key), json=body), 403)
+    assert err["code"] == "insufficient_quota"
+    assert [row["total_tokens"] for row in rig.ledger(key, 2)] == [3, 0]
+
+
 def test_openai_model_no_member_serves(rig: Rig, http: httpx.Client) -> None:
     key = rig.key()
     r = http.post(f"{rig.base}/v1/embeddings", headers=bearer(key), json={"model": "text-embedding-gone", "input": "x"})
@@ -259,6 +281,17 @@ def test_openai_model_no_member_serves(rig: Rig, http: httpx.Client) -> None:
     assert err["code"] == "model_not_found" and "text-embedding-gone" in err["message"]
     row = rig.ledger(key, 1)[0]
     assert (row["status"], row["model"], row["credential_kind"]) == (404, "text-embedding-gone", "")
+
+
+def test_no_member_with_embeddings_is_a_404(rig: Rig, http: httpx.Client) -> None:
+    key = rig.key()
+    err = openai_error(http.post(f"{rig.base}/v1/embeddings", headers=bearer(key),
+                                 json={"model": "text-embedding-nomember", "input": "x"}), 404)
+    assert err["code"] == "model_not_found" and "AI Studio or Vertex AI" in err["message"]
+    err = google_error(http.post(f"{rig.base}/v1beta/models/text-embedding-nomember:batchEmbedContents",
+                                 headers={"x-goog-api-key": key},
+                                 json={"requests": [{"content": {"parts": [{"text": "x"}]}}]}), 404)
+    assert err["status"] == "NOT_FOUND"
 
 
 def test_answer_off_contract_is_a_502(rig: Rig, http: httpx.Client) -> None:

@@ -66,6 +66,26 @@ class SimControl:
     def expire(self, refresh_token: str) -> dict[str, Any]:
         return self._call("POST", f"/_sim/accounts/{quote(refresh_token, safe='')}/expire")
 
+    # --- AI Studio / Vertex AI ---------------------------------------------------------------
+
+    def add_key(self, key: str, revoked: bool = False, leaked: bool = False) -> dict[str, Any]:
+        return self._call("POST", "/_sim/keys", {"key": key, "revoked": revoked, "leaked": leaked})
+
+    def add_service_account(self, client_email: str, public_key_pem: str, project: str | None = None,
+                            revoked: bool = False, token_ttl: float = 3600) -> dict[str, Any]:
+        return self._call("POST", "/_sim/service_accounts", {
+            "client_email": client_email, "public_key_pem": public_key_pem, "project": project,
+            "revoked": revoked, "token_ttl": token_ttl})
+
+    def service_accounts(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/_sim/service_accounts")
+
+    def revoke_service_account(self, client_email: str) -> dict[str, Any]:
+        return self._call("POST", f"/_sim/service_accounts/{quote(client_email, safe='')}/revoke")
+
+    def expire_service_account(self, client_email: str) -> dict[str, Any]:
+        return self._call("POST", f"/_sim/service_accounts/{quote(client_email, safe='')}/expire")
+
     # --- record ---------------------------------------------------------------------------
 
     def requests(self, op: str | None = None, account: str | None = None) -> list[dict[str, Any]]:

@@ -273,3 +273,25 @@ def test_private_media_url_refused(app_and_key):
                     json={"model": "gemini-2.5-pro", "messages": [{"role": "user", "content": [part]}]})
     err = _oai_error(r, 400)
     assert err["code"] == "invalid_media" and "127.0.0.1" in err["message"]
+
+
+@pytest.mark.parametrize(("code", "shown"), [
+    (grpc.StatusCode.INTERNAL, False),
+    (grpc.StatusCode.UNKNOWN, False),
+    (grpc.StatusCode.UNAVAILABLE, False),
+    (grpc.StatusCode.DEADLINE_EXCEEDED, False),
+    (grpc.StatusCode.UNAUTHENTICATED, False),
+    (grpc.StatusCode.PERMISSION_DENIED, False),
+    (grpc.StatusCode.RESOURCE_EXHAUSTED, False),
+    (grpc.StatusCode.INVALID_ARGUMENT, True),   # about the client's own request
+    (grpc.StatusCode.NOT_FOUND, True),
+])
+def test_upstream_details_are_withheld_from_clients(code, shown, caplog):
+    detail = "failed reading /srv/creds/bob@example.com.json"
+    err = map_rpc_error(code, detail, None)
+    assert err.detail == detail
+    api = err.to_api_error("rid-123")
+    assert (detail in api.message) is shown
+    if not shown:
+        assert api.message.endswith("(request id rid-123)") and "backend" in api.message
+        assert any("rid-123" in r.getMessage() and detail in r.getMessage() for r in caplog.records)

@@ -168,3 +168,21 @@ async def test_name_required(store):
 def test_postgres_not_yet():
     with pytest.raises(StoreError):
         open_store("postgresql://u@h/db")
+
+
+async def test_old_database_gains_max_concurrent(tmp_path: Path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:  # the keys table as the first release created it
+        conn.execute("CREATE TABLE keys (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, prefix TEXT NOT NULL,"
+                     " key_hash TEXT NOT NULL UNIQUE, enabled INTEGER NOT NULL DEFAULT 1, created_at REAL NOT NULL,"
+                     " expires_at REAL, revoked_at REAL, models TEXT NOT NULL DEFAULT '[]', rpm INTEGER, tpm INTEGER,"
+                     " quota INTEGER, tokens_used INTEGER NOT NULL DEFAULT 0)")
+        conn.execute("INSERT INTO keys (name, prefix, key_hash, created_at) VALUES ('old', 'gcli-old', 'h', 0)")
+    store = SQLiteLicenseStore(path)
+    try:
+        (old,) = await store.get_key("old")
+        assert old.max_concurrent is None
+        _key, rec = await _new(store, "capped", max_concurrent=3)
+        assert rec.max_concurrent == 3 and (await store.find_by_hash(rec.key_hash)).max_concurrent == 3
+    finally:
+        await store.close()

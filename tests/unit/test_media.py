@@ -415,3 +415,24 @@ async def test_fetch_all_fails_on_first_error(media_server, client) -> None:
     with pytest.raises(MediaError, match="HTTP 404"):
         await fetcher(client, timeout=5).fetch_all([f"{media_server}/trickle", f"{media_server}/missing"])
     assert time.monotonic() - started < 4  # the trickling fetch was cancelled, not waited for
+
+
+def test_media_lease_budgets() -> None:
+    from services.edge.media import InflightBudget, MediaLease
+
+    inflight = InflightBudget(100)
+    a, b = MediaLease(60, inflight), MediaLease(60, inflight)
+    a.claim(50, "u")
+    with pytest.raises(MediaError) as too_big:
+        a.claim(11, "u")
+    assert too_big.value.status == 413 and too_big.value.code == "media_too_large"
+    b.claim(50, "u")
+    with pytest.raises(MediaError) as busy:
+        MediaLease(60, inflight).claim(1, "u")
+    assert busy.value.status == 503 and busy.value.retry_after
+    a.release()
+    a.release()  # idempotent
+    assert inflight.held == 50
+    with MediaLease(60, inflight) as c:
+        c.claim(50, "u")
+    assert inflight.held == 50

@@ -144,6 +144,21 @@ async def test_request_line_headers_and_body_parts() -> None:
         await t.aclose()
 
 
+async def test_a_large_body_in_parts_is_sent_whole_and_in_order() -> None:
+    async def reply(head, body, index):
+        return [sized(b"{}")]
+
+    image = bytes(range(256)) * 2048  # 512 KiB: sent part by part, not joined
+    parts = [b'{"request":"', memoryview(image)[1000:], b'"}']
+    async with Server(reply) as srv:
+        t = transport()
+        await t.request("POST", srv.url + "/", headers={}, body=parts)
+        head, body, _ = srv.requests[0]
+        assert body == b'{"request":"' + image[1000:] + b'"}'
+        assert f"Content-Length: {len(body)}".encode() in head.split(b"\r\n")
+        await t.aclose()
+
+
 async def test_query_string_is_sent_as_given() -> None:
     async def reply(head, body, index):
         return [sized(b"{}")]

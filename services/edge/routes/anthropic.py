@@ -14,7 +14,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from services.edge.auth import authenticate
-from services.edge.body import read_json_dict
+from services.edge.admission import admit, openai_output_cap
+from services.edge.body import parse_object, read_body, read_json_dict
 from services.edge.context import EdgeContext, get_ctx, new_id, request_id
 from services.edge.errors import ApiError, anthropic_error_dict
 from services.edge.routes.translated import (SseTranslator, fetch_media, generate_once, open_stream, pump_sse,
@@ -24,7 +25,7 @@ from services.edge.streaming import STREAM_HEADERS, StreamResponse, unless_disco
 from services.edge.translate.anthropic_request import count_tokens_body, media_urls, messages_request_to_gemini, resolve_model
 from services.edge.translate.anthropic_response import Event, MessageStream, message_from_gemini
 from services.edge.translate.errors import TranslationError
-from services.edge.translate.thinking import split_model
+from services.edge.models import allow_list_id, parse_model
 from services.edge.usage import Meter, metered
 
 router = APIRouter()
@@ -56,17 +57,22 @@ async def messages(request: Request) -> Response:
 
 
 async def _messages(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter) -> Response:
-    body = await read_json_dict(request, ctx.settings.max_body_bytes)
+    raw = await read_body(request, ctx.settings.max_body_bytes)
+    body_bytes = len(raw)
+    body = parse_object(raw)
+    del raw
     requested, target = _model(body, ctx)
-    base, _ = split_model(target)
+    ref = parse_model(target)  # one normalised id on every route (services/edge/models.py)
+    base = ref.base
     meter.model = base
     if body.get("stream") is True:
         meter.op = "stream"
     if body.get("max_tokens") is None:
         raise ApiError(400, "max_tokens: field required", param="max_tokens")
-    ctx.limiter.admit(key, base)
+    await admit(ctx, key, meter, await allow_list_id(key, ref, ctx.upstream), body_bytes=body_bytes,
+                max_output=openai_output_cap(body))
     spec = await thinking_spec(ctx, base)
-    media = await fetch_media(request, ctx, media_urls(body), "messages")
+    media = await fetch_media(request, ctx, media_urls(body), "messages", meter)
     try:
         req = messages_request_to_gemini(body, target, media, thinking=spec)
     except TranslationError as exc:
@@ -126,10 +132,11 @@ async def count_tokens(request: Request) -> Response:
 async def _count(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter) -> Response:
     body = await read_json_dict(request, ctx.settings.max_body_bytes)
     _requested, target = _model(body, ctx)
-    base, _ = split_model(target)
+    ref = parse_model(target)  # one normalised id on every route (services/edge/models.py)
+    base = ref.base
     meter.model = base
-    ctx.limiter.admit(key, base)
-    media = await fetch_media(request, ctx, media_urls(body), "messages")
+    ctx.limiter.admit(key, await allow_list_id(key, ref, ctx.upstream))
+    media = await fetch_media(request, ctx, media_urls(body), "messages", meter)
     try:
         payload = orjson.dumps(count_tokens_body(body, media))
     except TranslationError as exc:

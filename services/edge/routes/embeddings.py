@@ -19,15 +19,17 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from gemini_cli.upstream.v1 import upstream_pb2 as pb
+from services.edge.admission import admit
 from services.edge.auth import authenticate
-from services.edge.body import read_json_dict
+from services.edge.body import parse_object, read_body
 from services.edge.context import EdgeContext, get_ctx, request_id
 from services.edge.errors import ApiError
+from services.edge.models import MAX_MODEL_ID, ModelRef, allow_list_id, parse_model
 from services.edge.store import KeyRecord
 from services.edge.streaming import unless_disconnected
 from services.edge.translate.embeddings import (batch_embed_to_batch, embed_content_response,
                                                 embed_content_to_batch, embeddings_request_to_gemini,
-                                                embeddings_response, model_id)
+                                                embeddings_response)
 from services.edge.translate.errors import TranslationError
 from services.edge.upstream_client import Usage, UpstreamError
 from services.edge.usage import Meter, metered
@@ -35,9 +37,19 @@ from services.edge.usage import Meter, metered
 log = logging.getLogger("edge.embeddings")
 router = APIRouter()
 
-# The pool has no member that embeds for this model: not found, as far as the client can tell.
-# UNIMPLEMENTED is what an upstream without the Embed RPC answers.
-_NO_MEMBER = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED)
+# The pool has no member with embeddings (FAILED_PRECONDITION + NO_EMBEDDINGS_MEMBER), or an
+# upstream without the Embed RPC (UNIMPLEMENTED): for the client, the model is not found here.
+_NO_EMBEDDINGS_REASON = "no_embeddings_member"
+
+
+def _not_served(exc: UpstreamError, model: str) -> ApiError | None:
+    if exc.grpc_code == grpc.StatusCode.NOT_FOUND:
+        return ApiError(404, exc.message, param="model", code="model_not_found")
+    if exc.grpc_code == grpc.StatusCode.UNIMPLEMENTED or (exc.reason or "").lower() == _NO_EMBEDDINGS_REASON:
+        return ApiError(404, f"no backend of this gateway serves embeddings for model '{model}' (embeddings "
+                             "need an AI Studio or Vertex AI credential in the pool)", param="model",
+                        code="model_not_found")
+    return None
 
 
 async def _embed(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter, batch: dict) -> pb.EmbedResponse:
@@ -45,12 +57,10 @@ async def _embed(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Mete
         resp = await unless_disconnected(request, ctx.upstream.embed(
             meter.model, orjson.dumps(batch), request_id=meter.request_id, caller=key.name))
     except UpstreamError as exc:
-        if exc.grpc_code in _NO_MEMBER:
-            message = (exc.message if exc.grpc_code == grpc.StatusCode.NOT_FOUND else
-                       f"no backend of this gateway serves embeddings for model '{meter.model}' "
-                       "(embeddings need an AI Studio or Vertex AI credential in the pool)")
-            raise ApiError(404, message, param="model", code="model_not_found") from None
-        raise
+        err = _not_served(exc, meter.model)
+        if err is None:
+            raise
+        raise err from None
     meter.served_by(resp.credential_kind, resp.credential_id)
     return resp
 
@@ -69,6 +79,22 @@ def _translation_error(exc: TranslationError) -> ApiError:
     return ApiError(400, exc.message, param=exc.param, code=exc.code)
 
 
+def _model_ref(raw: object, meter: Meter) -> ModelRef:
+    ref = parse_model(raw)
+    meter.model = ref.base
+    if ref.suffix is not None:
+        raise ApiError(400, f"'{ref.requested}': thinking suffixes do not apply to embedding models",
+                       param="model", code="invalid_model")
+    return ref
+
+
+async def _admit(ctx: EdgeContext, key: KeyRecord, meter: Meter, ref: ModelRef, body_bytes: int) -> None:
+    # Same admission as generation (allow-list after aliases, RPM, quota/TPM reservation);
+    # an embedding costs its input tokens only.
+    await admit(ctx, key, meter, await allow_list_id(key, ref, ctx.upstream), body_bytes=body_bytes,
+                generates=False)
+
+
 # --- OpenAI ------------------------------------------------------------------------------------------
 
 async def openai_embeddings(request: Request) -> Response:
@@ -79,16 +105,17 @@ async def openai_embeddings(request: Request) -> Response:
 
 
 async def _openai(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter) -> Response:
-    body = await read_json_dict(request, ctx.settings.max_body_bytes)
-    if isinstance(body.get("model"), str):
-        meter.model = body["model"].strip().removeprefix("models/")
+    raw = await read_body(request, ctx.settings.max_body_bytes)
+    body_bytes = len(raw)
+    body = parse_object(raw)
+    del raw
+    ref = _model_ref(body.get("model"), meter)
     try:
-        req = embeddings_request_to_gemini(body)
+        req = embeddings_request_to_gemini({**body, "model": ref.base})
     except TranslationError as exc:
         raise _translation_error(exc) from None
     del body
-    meter.model = req.model
-    ctx.limiter.admit(key, req.model)
+    await _admit(ctx, key, meter, ref, body_bytes)
     resp = await _embed(request, ctx, key, meter, req.batch)
     try:
         out = embeddings_response(orjson.loads(resp.body.data), req, model=req.model,
@@ -106,22 +133,26 @@ NATIVE_METHODS = ("embedContent", "batchEmbedContents")
 
 async def native(request: Request, key: KeyRecord, ctx: EdgeContext, model: str, method: str) -> Response:
     """models/{model}:embedContent or :batchEmbedContents, authenticated and parsed by the caller."""
-    meter = Meter(ctx.recorder, key.id, "gemini", "embed", model, request_id(request))
-    return await metered(meter, _native_call(request, ctx, key, meter, method == "batchEmbedContents"))
+    meter = Meter(ctx.recorder, key.id, "gemini", "embed", model[:MAX_MODEL_ID], request_id(request))
+    return await metered(meter, _native_call(request, ctx, key, meter, model, method == "batchEmbedContents"))
 
 
-async def _native_call(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter, batch_call: bool) -> Response:
-    body = await read_json_dict(request, ctx.settings.max_body_bytes)
+async def _native_call(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter, model: str,
+                       batch_call: bool) -> Response:
+    ref = _model_ref(model, meter)
+    raw = await read_body(request, ctx.settings.max_body_bytes)
+    body_bytes = len(raw)
+    body = parse_object(raw)
+    del raw
     try:
-        meter.model = model_id(meter.model)
         if batch_call:
-            batch, _count = batch_embed_to_batch(meter.model, body)
+            batch, _count = batch_embed_to_batch(ref.base, body)
         else:
-            batch = embed_content_to_batch(meter.model, body)
+            batch = embed_content_to_batch(ref.base, body)
     except TranslationError as exc:
         raise _translation_error(exc) from None
     del body
-    ctx.limiter.admit(key, meter.model)
+    await _admit(ctx, key, meter, ref, body_bytes)
     resp = await _embed(request, ctx, key, meter, batch)
     headers = {"x-request-id": meter.request_id}
     if batch_call:

@@ -21,7 +21,8 @@ from starlette.responses import Response
 from services.edge import catalog
 from services.edge.auth import authenticate
 from services.edge.admission import admit, gemini_output_cap
-from services.edge.body import parse_object, read_body, read_json_bytes
+from services.edge.body import off_loop, read_body, read_json_bytes
+from services.edge.lean_json import parsed_members, top_level
 from services.edge.context import EdgeContext, get_ctx, request_id
 from services.edge.errors import ApiError, error_body
 from services.edge.models import MAX_MODEL_ID, ModelRef, allow_list_id, parse_model
@@ -78,27 +79,36 @@ async def _resolved(handler, request: Request, ctx: EdgeContext, key: KeyRecord,
 
 async def _apply_suffix(raw: bytes, ref: ModelRef, ctx: EdgeContext) -> bytes:
     """A thinking suffix means on this route what it means on the OpenAI one: the thinking
-    config it names, unless the body sets its own. Only suffixed requests are re-serialized."""
+    config it names, unless the body sets its own. Only `generationConfig` is parsed and
+    rewritten; the other members are spliced back as the client sent them."""
     if ref.suffix is None:
         return raw
     spec = catalog.thinking_spec(await ctx.upstream.model(ref.base))
     config = thinking_config(spec, suffix=ref.suffix, reasoning_effort=None, thinking=None, extra_google=None)
-    body = parse_object(raw)
-    gen = body.get("generationConfig")
-    if gen is None:
-        gen = body["generationConfig"] = {}
+    if not config:
+        return raw
+    members = await off_loop(top_level, raw)
+    key = "generation_config" if "generation_config" in members and "generationConfig" not in members else "generationConfig"
+    gen = orjson.loads(memoryview(members[key])) if key in members else {}
     if not isinstance(gen, dict):
-        raise ApiError(400, "generationConfig must be an object", code="invalid_argument")
-    if config and "thinkingConfig" not in gen and "thinking_config" not in gen:
-        gen["thinkingConfig"] = config
-    return orjson.dumps(body)
+        raise ApiError(400, f"{key} must be an object", code="invalid_argument")
+    if "thinkingConfig" in gen or "thinking_config" in gen:
+        return raw
+    gen["thinkingConfig"] = config
+    out = {k: orjson.Fragment(bytes(memoryview(v))) for k, v in members.items() if k != key}
+    out[key] = gen
+    return orjson.dumps(out)
+
+
+_CONFIG_MEMBERS = ("generationConfig", "generation_config")
 
 
 async def _read_and_admit(request: Request, ctx: EdgeContext, key: KeyRecord, ref: ModelRef, meter: Meter) -> bytes:
     """The raw body (checked to be a JSON object) of a generation, admitted against the key's
     limits with its estimated cost, with the model's thinking suffix applied."""
     raw = await read_body(request, ctx.settings.max_body_bytes)
-    cap = gemini_output_cap(parse_object(raw))  # the parsed body is dropped at once
+    # Only generationConfig is parsed: the rest is checked without being built (lean_json).
+    cap = gemini_output_cap(await off_loop(parsed_members, raw, _CONFIG_MEMBERS))
     await admit(ctx, key, meter, await allow_list_id(key, ref, ctx.upstream), body_bytes=len(raw), max_output=cap)
     return await _apply_suffix(raw, ref, ctx)
 
@@ -149,7 +159,7 @@ async def _sse_body(stream: UpstreamStream, first, meter: Meter) -> AsyncIterato
         status = 200
     except UpstreamError as exc:
         status = exc.http_status
-        yield _sse_event(error_body("google", exc.to_api_error()))
+        yield _sse_event(error_body("google", exc.to_api_error(meter.request_id)))
     finally:
         stream.cancel()
         meter.served_by(stream.credential_kind, stream.credential_id)
@@ -171,7 +181,7 @@ async def _array_body(stream: UpstreamStream, first, meter: Meter) -> AsyncItera
         yield b"]" if opened else b"[]"
     except UpstreamError as exc:
         status = exc.http_status
-        yield (b",\r\n" if opened else b"[") + error_body("google", exc.to_api_error()) + b"]"
+        yield (b",\r\n" if opened else b"[") + error_body("google", exc.to_api_error(meter.request_id)) + b"]"
     finally:
         stream.cancel()
         meter.served_by(stream.credential_kind, stream.credential_id)

@@ -17,7 +17,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from services.edge.auth import authenticate
-from services.edge.body import read_json_dict
+from services.edge.admission import admit, openai_output_cap
+from services.edge.body import parse_object, read_body
 from services.edge.context import EdgeContext, get_ctx, new_id, request_id
 from services.edge.errors import ApiError
 from services.edge.routes.translated import (SseTranslator, fetch_media, generate_once, open_stream, pump_sse,
@@ -27,7 +28,7 @@ from services.edge.streaming import STREAM_HEADERS, StreamResponse
 from services.edge.translate.errors import TranslationError
 from services.edge.translate.responses_request import media_urls, responses_request_to_gemini
 from services.edge.translate.responses_response import ResponseStream, response_from_gemini
-from services.edge.translate.thinking import split_model
+from services.edge.models import allow_list_id, parse_model
 from services.edge.usage import Meter, metered
 
 router = APIRouter()
@@ -54,17 +55,19 @@ async def create_response(request: Request) -> Response:
 
 
 async def _create(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter) -> Response:
-    body = await read_json_dict(request, ctx.settings.max_body_bytes)
-    requested = body.get("model")
-    if not isinstance(requested, str) or not requested.strip():
-        raise ApiError(400, "'model' is required and must be a string", param="model", code="invalid_type")
-    base, _ = split_model(requested)
+    raw = await read_body(request, ctx.settings.max_body_bytes)
+    body_bytes = len(raw)
+    body = parse_object(raw)
+    del raw
+    ref = parse_model(body.get("model"))  # one normalised id on every route (services/edge/models.py)
+    requested, base = ref.requested, ref.base
     meter.model = base
     if body.get("stream") is True:
         meter.op = "stream"
-    ctx.limiter.admit(key, base)
+    await admit(ctx, key, meter, await allow_list_id(key, ref, ctx.upstream), body_bytes=body_bytes,
+                max_output=openai_output_cap(body))
     spec = await thinking_spec(ctx, base)
-    media = await fetch_media(request, ctx, media_urls(body), "input")
+    media = await fetch_media(request, ctx, media_urls(body), "input", meter)
     try:
         req = responses_request_to_gemini(body, media, thinking=spec)
     except TranslationError as exc:

@@ -26,18 +26,28 @@ from services.edge.usage import Meter
 log = logging.getLogger("edge.translated")
 
 
-async def fetch_media(request: Request, ctx: EdgeContext, urls: list[str], param: str) -> dict[str, tuple[str, str]]:
-    """{url: (mime, base64)} for the http(s) media of a request, through the guarded fetcher."""
+async def fetch_media(request: Request, ctx: EdgeContext, urls: list[str], param: str,
+                      meter: Meter | None = None) -> dict[str, tuple[str, str]]:
+    """{url: (mime, base64)} for the http(s) media of a request, through the guarded fetcher.
+
+    The bytes count against MEDIA_MAX_TOTAL_BYTES (413) and, until `meter.run_deferred()` (the
+    backend has the request) or the request's end, against MEDIA_MAX_INFLIGHT_BYTES (503)."""
     if not urls:
         return {}
     limit = ctx.settings.media_max_urls
     if len(urls) > limit:
         raise ApiError(400, f"{len(urls)} media URLs in one request; at most {limit} are fetched "
                             "(send the others inline as base64)", param=param, code="too_many_media_urls")
+    lease = ctx.media.lease()
+    if meter is not None:
+        meter.defer(lease.release)
     try:
-        return await unless_disconnected(request, ctx.media.fetch_all(urls))
+        return await unless_disconnected(request, ctx.media.fetch_all(urls, lease))
     except MediaError as exc:
-        raise ApiError(400, exc.message, param=param, code="invalid_media") from None
+        raise ApiError(exc.status, exc.message, param=param, code=exc.code, retry_after=exc.retry_after) from None
+    finally:
+        if meter is None:
+            lease.release()
 
 
 async def thinking_spec(ctx: EdgeContext, model: str) -> ThinkingSpec | None:
@@ -51,6 +61,7 @@ async def generate_once(request: Request, ctx: EdgeContext, key: KeyRecord, mete
     caller's to finish once the answer is translated."""
     msg = await unless_disconnected(request, ctx.upstream.generate(model, payload, request_id=meter.request_id,
                                                                    caller=key.name))
+    meter.run_deferred()
     meter.served_by(msg.credential_kind, msg.credential_id)
     usage = Usage.from_proto(msg.usage) if msg.HasField("usage") else None
     try:
@@ -86,6 +97,7 @@ async def open_stream(request: Request, ctx: EdgeContext, key: KeyRecord, meter:
         pump.close()
         stream.cancel()
         raise
+    meter.run_deferred()
     return OpenStream(stream, pump, first)
 
 
@@ -119,7 +131,7 @@ async def pump_sse(opened: OpenStream, translator: SseTranslator, meter: Meter,
         yield tail
     except UpstreamError as exc:
         status = exc.http_status
-        yield translator.error(exc.to_api_error())
+        yield translator.error(exc.to_api_error(meter.request_id))
     except Exception:
         log.exception("stream translation failed (request %s)", meter.request_id)
         status = 502
@@ -128,4 +140,4 @@ async def pump_sse(opened: OpenStream, translator: SseTranslator, meter: Meter,
         pump.close()
         stream.cancel()
         meter.served_by(stream.credential_kind, stream.credential_id)
-        meter.finish(status, stream.usage)
+        meter.finish_stream(status, stream)

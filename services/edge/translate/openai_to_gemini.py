@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import orjson
+from msgspec import Raw
 
 from ..media import OCTET_STREAM, MediaError, decode_inline, is_remote
 from . import tool_ids
+from .contents_writer import ContentsWriter, PartsWriter, load_message, load_tool
 from .errors import TranslationError
 from .schema import SchemaBudget, to_gemini_schema
 from .thinking import GENERIC, ThinkingSpec, split_model, thinking_config
@@ -75,7 +77,14 @@ def media_urls(body: dict) -> list[str]:
     messages = body.get("messages") if isinstance(body, dict) else None
     if not isinstance(messages, list):
         return urls
-    for msg in messages:
+    for i, msg in enumerate(messages):
+        if isinstance(msg, Raw):
+            if b"://" not in memoryview(msg).tobytes():
+                continue
+            try:
+                msg = load_message(msg, f"messages[{i}]")
+            except (TranslationError, ValueError):
+                continue  # chat_request_to_gemini reports it
         content = msg.get("content") if isinstance(msg, dict) else None
         if not isinstance(content, list):
             continue
@@ -192,15 +201,21 @@ def _shallow(value: Any, param: str) -> Any:
 # --- messages --------------------------------------------------------------------------------------
 
 class _Messages:
-    def __init__(self, media: _Media) -> None:
+    def __init__(self, media: _Media, writer: ContentsWriter | None = None) -> None:
         self.media = media
-        self.system: list[dict] = []
+        # With a writer (bodies the edge opened lazily) turns and system parts are written as
+        # JSON as they come, instead of being kept as objects (see contents_writer).
+        self.writer = writer
+        self.system: list[dict] | PartsWriter = [] if writer is None else PartsWriter()
         self.contents: list[dict] = []
         self.call_names: dict[str, str] = {}
         self.legacy_call: str | None = None
 
     def _append(self, role: str, parts: list[dict]) -> None:
         if not parts:
+            return
+        if self.writer is not None:
+            self.writer.append(role, parts)
             return
         # Gemini wants user/model alternation: same-role neighbours become one turn.
         if self.contents and self.contents[-1]["role"] == role:
@@ -210,6 +225,8 @@ class _Messages:
 
     def add(self, i: int, msg: Any) -> None:
         p = f"messages[{i}]"
+        if isinstance(msg, Raw):
+            msg = load_message(msg, p)
         if not isinstance(msg, dict):
             raise TranslationError(f"{p} must be an object", p)
         role = msg.get("role")
@@ -441,6 +458,9 @@ def _tools(body: dict, budget: SchemaBudget) -> tuple[list[dict], list[dict]]:
             raise TranslationError("tools must be an array", "tools")
         for j, tool in enumerate(raw):
             p = f"tools[{j}]"
+            budget.charge(p, 1)
+            if isinstance(tool, Raw):
+                tool = load_tool(tool, p)
             if not isinstance(tool, dict):
                 raise TranslationError(f"{p} must be an object", p)
             kind = tool.get("type")
@@ -448,6 +468,7 @@ def _tools(body: dict, budget: SchemaBudget) -> tuple[list[dict], list[dict]]:
                 # A Gemini-native tool object sent as is.
                 for key in _NATIVE_TOOL_KEYS:
                     if key == "functionDeclarations" and isinstance(tool.get(key), list):
+                        budget.charge(p, len(tool[key]))
                         declarations.extend(_declaration(fn, f"{p}.functionDeclarations[{k}]", budget) for k, fn in enumerate(tool[key]))
                     elif key in tool:
                         builtins[_builtin(key) or key] = tool[key] if isinstance(tool[key], dict) else {}
@@ -473,7 +494,10 @@ def _tools(body: dict, budget: SchemaBudget) -> tuple[list[dict], list[dict]]:
     if legacy is not None:
         if not isinstance(legacy, list):
             raise TranslationError("functions must be an array", "functions")
-        declarations.extend(_declaration(fn, f"functions[{k}]", budget) for k, fn in enumerate(legacy))
+        for k, fn in enumerate(legacy):
+            budget.charge(f"functions[{k}]", 1)
+            declarations.append(_declaration(load_tool(fn, f"functions[{k}]") if isinstance(fn, Raw) else fn,
+                                            f"functions[{k}]", budget))
     seen: set[str] = set()
     for decl in declarations:
         if decl["name"] in seen:
@@ -611,6 +635,22 @@ def _extra_google(body: dict) -> dict | None:
 
 # --- entry point -----------------------------------------------------------------------------------
 
+def _written(writer: ContentsWriter, conv: _Messages) -> dict:
+    """The request's contents and system instruction from what the writers wrote (the same
+    shape as the list form below)."""
+    system = conv.system
+    assert isinstance(system, PartsWriter)
+    system_parts = system.finish()
+    if not writer.turns:
+        if not system.count:
+            raise TranslationError("messages contain no content", "messages")
+        return {"contents": orjson.Fragment(b'[{"role":"user","parts":' + system_parts + b"}]")}
+    gemini: dict = {"contents": orjson.Fragment(writer.finish())}
+    if system.count:
+        gemini["systemInstruction"] = {"parts": orjson.Fragment(system_parts)}
+    return gemini
+
+
 def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | None = None, *,
                            thinking: ThinkingSpec | None = None) -> ChatRequest:
     """`thinking` is the model's range from the upstream's catalogue (None: unknown model)."""
@@ -626,22 +666,28 @@ def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | 
         raise TranslationError("messages must be an array", "messages")
     if not messages:
         raise TranslationError("messages must not be empty", "messages")
-    conv = _Messages(_Media(fetched or {}))
-    for i, msg in enumerate(messages):
-        conv.add(i, msg)
-    contents, system = conv.contents, conv.system
-    if not contents:
-        if not system:
-            raise TranslationError("messages contain no content", "messages")
-        # A system-only conversation: Gemini needs at least one turn, so the text becomes it.
-        contents, system = [{"role": "user", "parts": system}], []
     spec = thinking or GENERIC
-    if spec.levels:
-        _ensure_signatures(contents)
-
-    gemini: dict = {"contents": contents}
-    if system:
-        gemini["systemInstruction"] = {"parts": system}
+    # Messages the edge left raw are parsed one at a time and written out as they are translated.
+    writer = ContentsWriter(bool(spec.levels), SKIP_SIGNATURE) if isinstance(messages[0], Raw) else None
+    conv = _Messages(_Media(fetched or {}), writer)
+    for i in range(len(messages)):
+        conv.add(i, messages[i])
+        if writer is not None:
+            messages[i] = None  # the raw message is no longer needed
+    if writer is not None:
+        gemini = _written(writer, conv)
+    else:
+        contents, system = conv.contents, conv.system
+        if not contents:
+            if not system:
+                raise TranslationError("messages contain no content", "messages")
+            # A system-only conversation: Gemini needs at least one turn, so the text becomes it.
+            contents, system = [{"role": "user", "parts": system}], []
+        if spec.levels:
+            _ensure_signatures(contents)
+        gemini = {"contents": contents}
+        if system:
+            gemini["systemInstruction"] = {"parts": system}
 
     budget = SchemaBudget()  # one for all the schemas of the request
     declarations, builtins = _tools(body, budget)
