@@ -168,7 +168,7 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
             log.warning("embed id=%s failed: %s/%s: %s", rid, desc.code.name, desc.reason, desc.message)
             await context.abort_with_status(errors.to_rpc_status(desc))
             raise  # not reached: abort raises
-        log.info("embed id=%s caller=%s model=%s credential=%s n=%d", rid, request.caller or "-", model,
+        log.info("embed id=%s caller=%s model=%s credential=%s n=%d", rid, internal_auth.caller_of(request.caller), model,
                  entry.cred.id, len(vectors))
         return upstream_pb2.EmbedResponse(
             body=httpbody_pb2.HttpBody(content_type="application/json", data=orjson.dumps({"embeddings": vectors})),
