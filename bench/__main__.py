@@ -29,6 +29,7 @@ import grpc
 import httpx
 import orjson
 
+from bench.pool_choice import pool_choice, print_pool
 from bench.worker import stream_http
 from tests import harness
 from tests.simulator.control import SimControl
@@ -197,7 +198,8 @@ class LayerWorker:
     async def start(cls, stack: Stack, layer: str) -> "LayerWorker":
         body = orjson.dumps(STREAM_BODY)
         path = f"/gemini_cli/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
-        spec = {"layer": layer, "model": MODEL, "grpc_addr": stack.upstream.addr, "url": "", "headers": {},
+        spec = {"layer": layer, "model": MODEL, "grpc_addr": stack.upstream.addr,
+                "metadata": list(harness.internal_metadata()), "url": "", "headers": {},
                 "body": body.decode("latin-1")}
         if layer == "a_simulator":
             spec.update(url=f"{stack.sim.url}/v1internal:streamGenerateContent?alt=sse",
@@ -266,11 +268,9 @@ async def run_latency(stack: Stack, concurrency: int, total: int) -> list[dict]:
                              {n: round(v * 1000 / total, 3) for n, v in cpu[layer].items()})
                 for layer in LAYERS]
 
-    from gemini_cli.upstream.v1 import upstream_pb2_grpc
-
     async with Clients(concurrency, timeout=60) as clients, \
             grpc.aio.insecure_channel(stack.upstream.addr) as channel:
-        stub = upstream_pb2_grpc.UpstreamStub(channel)
+        stub = harness.AuthedStub(channel)
         calls = [layer_calls(stack, c, stub) for c in clients.clients]
         for per_client in calls:
             for one in per_client.values():
@@ -443,7 +443,7 @@ def targets(latency: list[dict], streams: dict | None) -> dict[str, tuple[bool, 
     return out
 
 
-PHASES = ("latency", "rps", "image", "streams")
+PHASES = ("latency", "rps", "pool", "image", "streams")
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -455,8 +455,8 @@ async def main(args: argparse.Namespace) -> int:
     base = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     plan = [(1, args.n1), (50, args.n50), (500, args.n500)]
     latency: list[dict] = []
-    rps = streams = image = None
-    if "latency" in phases or "rps" in phases:
+    rps = streams = image = pool = None
+    if "latency" in phases or "rps" in phases or "pool" in phases:
         stack = start_stack(base / "s1")
         try:
             if "latency" in phases:
@@ -470,6 +470,9 @@ async def main(args: argparse.Namespace) -> int:
             if "rps" in phases:
                 rps = await throughput(stack, args.rps_seconds, 64)
                 print(f"  throughput: {rps['rps']:.0f} req/s", flush=True)
+            if "pool" in phases:
+                pool = await pool_choice(stack, base / "s1", max(args.n1, 50), LayerWorker, cpu_seconds, pct)
+                print(f"  pool choice: {pool['added_ttfc_p50_ms']:+.3f} ms ttfc p50", flush=True)
         finally:
             stack.stop()
     if "image" in phases:
@@ -486,9 +489,11 @@ async def main(args: argparse.Namespace) -> int:
         finally:
             stack.stop()
     print_table(latency, rps, streams, image)
+    print_pool(pool)
     RESULTS.mkdir(exist_ok=True)
     out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(),
            "phases": phases, "latency": latency, "throughput": rps, "streams": streams, "image": image,
+           "pool_choice": pool,
            "targets": {name: {"holds": held, "detail": detail}
                        for name, (held, detail) in targets(latency, streams).items()}}
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

@@ -6,7 +6,7 @@ booked against the gateway. Each layer now has its own client process, the same 
 only layer b's loads gRPC.
 
 Protocol, one JSON object per line: the first line on stdin describes the layer
-({"layer", "url", "headers", "body" (latin-1), "grpc_addr", "model"}); then each line {"n": N} runs N
+({"layer", "url", "headers", "body" (latin-1), "grpc_addr", "metadata", "model"}); then each line {"n": N} runs N
 streamed requests one after another and answers {"results": [[ttfc, total], ...], "errors": E}
 (seconds). End of input ends the process.
 """
@@ -47,12 +47,15 @@ async def main() -> int:
 
             channel = grpc.aio.insecure_channel(spec["grpc_addr"])
             stub = upstream_pb2_grpc.UpstreamStub(channel)
+            # The upstream serves internal callers only (INTERNAL_TOKENS_FILE).
+            metadata = tuple(tuple(kv) for kv in spec.get("metadata", ()))
 
             async def one() -> tuple[float, float]:
                 t0 = time.perf_counter()
                 ttfc = None
                 call = stub.Generate(upstream_pb2.GenerateRequest(
-                    model=spec["model"], stream=True, body=httpbody_pb2.HttpBody(content_type="application/json", data=body)))
+                    model=spec["model"], stream=True, body=httpbody_pb2.HttpBody(content_type="application/json", data=body)),
+                    metadata=metadata)
                 async for _ in call:
                     if ttfc is None:
                         ttfc = time.perf_counter() - t0

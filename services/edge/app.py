@@ -26,7 +26,7 @@ from services.edge.context import EdgeContext
 from services.edge.errors import install_error_handlers
 from services.edge.limits import Limiter
 from services.edge.media import MediaFetcher
-from services.edge.routes import gemini, health, openai
+from services.edge.routes import anthropic, embeddings, gemini, health, openai, responses
 from services.edge.settings import EdgeSettings, load_settings
 from services.edge.store import open_store
 from services.edge.upstream_client import UpstreamClient
@@ -135,7 +135,8 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
                         refresh=settings.auth_refresh_seconds, ttl=settings.auth_cache_ttl)
         upstream = UpstreamClient.connect(settings.upstream_addr, timeout=settings.upstream_timeout,
                                           small_timeout=settings.upstream_small_timeout,
-                                          models_ttl=settings.models_cache_seconds)
+                                          models_ttl=settings.models_cache_seconds,
+                                          authorization=settings.internal_authorization())
         http = httpx.AsyncClient(trust_env=False, follow_redirects=False,
                                  timeout=settings.media_fetch_timeout,
                                  headers={"User-Agent": "gemini-cli-gateway-media/1"})
@@ -168,13 +169,20 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
                   openapi_url=None, telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.root_path = settings.root_path
     app.state.settings = settings
+    # What Envoy sends in x-gateway-proxy-token (see context.request_id); b"" trusts no one.
+    app.state.proxy_token = settings.internal_token_value().encode()
     install_error_handlers(app)
     # Routes are matched in order: the busiest first.
     app.include_router(gemini.router, prefix=settings.root_path)
     app.include_router(openai.router, prefix=settings.root_path)
+    app.include_router(responses.router, prefix=settings.root_path)
+    app.include_router(anthropic.router, prefix=settings.root_path)
+    app.include_router(embeddings.router, prefix=settings.root_path)
     app.include_router(health.router)
     if settings.root_path:
         app.include_router(health.router, prefix=settings.root_path)
     app.direct_routes([(gemini.router, settings.root_path), (openai.router, settings.root_path),
+                       (responses.router, settings.root_path), (anthropic.router, settings.root_path),
+                       (embeddings.router, settings.root_path),
                        (health.router, ""), (health.router, settings.root_path)])
     return app

@@ -1,7 +1,8 @@
 """License-key authentication: a FastAPI dependency plus a short-lived cache of key records.
 
 The key is taken from, in this order: `Authorization: Bearer K`, a bare `Authorization: K`,
-`X-Goog-Api-Key: K`, the query parameter `?key=K`. It is hashed at once and never logged.
+`X-Goog-Api-Key: K`, `X-Api-Key: K` (Anthropic clients), the query parameter `?key=K`. It is
+hashed at once and never logged.
 
 Cached records are trusted until the store's change counter moves (polled every
 `auth_refresh_seconds`; every write to the keys table bumps it, including the admin CLI's from
@@ -42,6 +43,9 @@ def extract_key(headers: Mapping[str, str], query: Mapping[str, str]) -> tuple[s
     goog = (headers.get("x-goog-api-key") or "").strip()
     if goog:
         return goog, "x-goog-api-key"
+    anthropic = (headers.get("x-api-key") or "").strip()
+    if anthropic:
+        return anthropic, "x-api-key"
     q = (query.get("key") or "").strip()
     if q:
         return q, "query"
@@ -131,7 +135,7 @@ async def authenticate(request: Request) -> KeyRecord:
     key, _source = extract_key(request.headers, request.query_params)
     if not key:
         raise ApiError(401, "missing license key: send 'Authorization: Bearer <key>', "
-                            "'x-goog-api-key: <key>' or '?key=<key>'", code="missing_api_key")
+                            "'x-goog-api-key: <key>', 'x-api-key: <key>' or '?key=<key>'", code="missing_api_key")
     try:
         record = await request.app.state.ctx.keys.lookup(key)
     except Exception:

@@ -5,9 +5,11 @@ from typing import Iterable, Sequence
 
 from gemini_cli.upstream.v1 import upstream_pb2 as pb
 from services.edge.store import model_allowed
+from services.edge.translate.thinking import LEVELS, ThinkingSpec
 
 THINKING_SUFFIXES = ("thinking", "nothinking", "maxthinking")
 GENERATION_METHODS = ["generateContent", "streamGenerateContent", "countTokens"]
+EMBEDDING_METHODS = ["embedContent", "batchEmbedContents"]
 # OpenAI's model objects need a creation time; the upstream does not know one.
 _CREATED = 1735689600  # 2025-01-01
 
@@ -20,6 +22,22 @@ def has_thinking(m: pb.Model) -> bool:
     return m.HasField("thinking")
 
 
+def is_embedding(m: pb.Model) -> bool:
+    # Every Google embedding model id says so (gemini-embedding-001, text-embedding-005,
+    # text-multilingual-embedding-002, gemini-embedding-2), and no generation model's does.
+    return "embedding" in m.id
+
+
+def thinking_spec(m: pb.Model | None) -> ThinkingSpec | None:
+    """The model's thinking range as the translators take it; None when the catalogue has none."""
+    if m is None or not m.HasField("thinking"):
+        return None
+    t = m.thinking
+    levels = tuple(lv.upper() for lv in t.levels if lv.upper() in LEVELS) or (LEVELS if t.uses_level else ())
+    return ThinkingSpec(levels=levels or None, min_budget=t.min_budget, max_budget=t.max_budget,
+                        can_disable=t.can_disable, default_off=t.default_off)
+
+
 def google_model(m: pb.Model) -> dict:
     d = {
         "name": f"models/{m.id}",
@@ -29,6 +47,12 @@ def google_model(m: pb.Model) -> dict:
         "description": f"{m.display_name or m.id} served through the gemini-cli gateway",
         "inputTokenLimit": m.input_token_limit,
         "outputTokenLimit": m.output_token_limit,
+    }
+    if is_embedding(m):
+        # As Google lists its embedding models: no sampling parameters, no thinking.
+        d["supportedGenerationMethods"] = list(EMBEDDING_METHODS)
+        return d
+    d |= {
         "supportedGenerationMethods": list(GENERATION_METHODS),
         "temperature": 1.0,
         "maxTemperature": 2.0,

@@ -1,6 +1,7 @@
 """Everything a request handler needs, created once per process by the app's lifespan."""
 from __future__ import annotations
 
+import hmac
 import itertools
 import secrets
 from dataclasses import dataclass
@@ -43,8 +44,15 @@ def new_id() -> str:
 
 
 def request_id(request: Request) -> str:
-    """The caller's x-request-id when it sent a sane one, else a fresh id."""
+    """Envoy's x-request-id when the request came through the gateway's Envoy, else a fresh id.
+
+    Envoy replaces any id a client sends and proves it forwarded the request with the edge's
+    internal token in x-gateway-proxy-token; without that proof (a client that reached the
+    edge directly) an x-request-id is not taken, so no client chooses the id of its ledger rows."""
     rid = request.headers.get("x-request-id", "")
     if rid and len(rid) <= 128 and rid.isascii() and rid.isprintable():
-        return rid
+        expected: bytes = request.app.state.proxy_token
+        proof = request.headers.get("x-gateway-proxy-token", "")
+        if expected and hmac.compare_digest(proof.encode(), expected):
+            return rid
     return new_id()

@@ -5,6 +5,8 @@ rendered in the shape of the API the request addressed:
 
 - OpenAI routes (`/v1/...`):  `{"error": {"message", "type", "param", "code"}}`
 - Gemini routes (`/v1beta/...`, `/v1/models/M:method`): `{"error": {"code", "message", "status"}}`
+- Anthropic routes (`/v1/messages...`): `{"type": "error", "error": {"type", "message"}}`, with
+  503 sent as Anthropic's 529 overloaded_error
 
 A 429 always carries `Retry-After`. Nothing a client sends can produce a 500: framework errors
 (unknown path, wrong method, validation) are mapped to 4xx here too.
@@ -24,7 +26,7 @@ from starlette.responses import Response
 
 log = logging.getLogger("edge.errors")
 
-Style = Literal["openai", "google"]
+Style = Literal["openai", "google", "anthropic"]
 
 # HTTP status -> google.rpc.Code name, as Google's REST APIs pair them.
 GOOGLE_STATUS: dict[int, str] = {
@@ -61,6 +63,28 @@ OPENAI_TYPE: dict[int, str] = {
     422: "invalid_request_error",
     429: "rate_limit_error",
 }
+
+
+# HTTP status -> Anthropic error "type" (docs.claude.com/en/api/errors).
+ANTHROPIC_TYPE: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_status(status: int) -> int:
+    return 529 if status == 503 else status
+
+
+def anthropic_type_for(status: int) -> str:
+    return ANTHROPIC_TYPE.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
 
 
 def google_status_for(status: int) -> str:
@@ -110,13 +134,20 @@ def google_error_dict(err: ApiError) -> dict:
     return {"error": body}
 
 
+def anthropic_error_dict(err: ApiError) -> dict:
+    return {"type": "error", "error": {"type": anthropic_type_for(err.status), "message": err.message}}
+
+
 def error_body(style: Style, err: ApiError) -> bytes:
+    if style == "anthropic":
+        return orjson.dumps(anthropic_error_dict(err))
     return orjson.dumps(openai_error_dict(err) if style == "openai" else google_error_dict(err))
 
 
 def error_response(style: Style, err: ApiError) -> Response:
     headers = retry_after_header(err.retry_after) if err.status in (429, 503) else {}
-    return Response(error_body(style, err), status_code=err.status, media_type="application/json",
+    status = anthropic_status(err.status) if style == "anthropic" else err.status
+    return Response(error_body(style, err), status_code=status, media_type="application/json",
                     headers=headers)
 
 
@@ -135,6 +166,8 @@ def style_for(path: str, root_path: str, headers: Mapping[str, str], query: str 
         return "google"
     if p.startswith("/v1/models/") and ":" in p.rsplit("/", 1)[-1]:
         return "google"
+    if p == "/v1/messages" or p.startswith("/v1/messages/"):
+        return "anthropic"
     # GET /v1/models[/{id}] is shared by both SDKs: answer in the dialect the caller speaks.
     if (p == "/v1/models" or p.startswith("/v1/models/")) and _used_google_key(headers, query):
         return "google"

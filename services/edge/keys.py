@@ -1,7 +1,7 @@
 """Admin command line for license keys and the usage ledger.
 
     python -m services.edge.keys create --name N [--models 'gemini-2.5-*,...'] [--rpm N] [--tpm N]
-                                        [--quota N] [--expires 2026-12-31|30d|12h]
+                                        [--quota N] [--max-concurrent N] [--expires 2026-12-31|30d|12h]
     python -m services.edge.keys list
     python -m services.edge.keys show REF
     python -m services.edge.keys revoke REF
@@ -100,7 +100,8 @@ def describe(rec: KeyRecord, now: float) -> str:
     rows = [
         ("id", rec.id), ("name", rec.name), ("prefix", rec.prefix + "…"), ("state", _state(rec, now)),
         ("models", ",".join(rec.models) or "* (all)"), ("rpm", _fmt_opt(rec.rpm)), ("tpm", _fmt_opt(rec.tpm)),
-        ("quota", _fmt_opt(rec.quota)), ("tokens_used", rec.tokens_used),
+        ("quota", _fmt_opt(rec.quota)), ("concurrent", _fmt_opt(rec.max_concurrent)),
+        ("tokens_used", rec.tokens_used),
         ("expires", _fmt_time(rec.expires_at)), ("created", _fmt_time(rec.created_at)),
         ("revoked", _fmt_time(rec.revoked_at)),
     ]
@@ -123,12 +124,13 @@ async def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
     now = time.time()
     try:
         if args.cmd == "create":
-            for flag in ("rpm", "tpm", "quota"):
+            for flag in ("rpm", "tpm", "quota", "max_concurrent"):
                 v = getattr(args, flag)
                 if v is not None and v < 0:
-                    raise CliError(f"--{flag} must be >= 0")
+                    raise CliError(f"--{flag.replace('_', '-')} must be >= 0")
             spec = NewKey(name=args.name, models=parse_models(args.models), rpm=args.rpm, tpm=args.tpm,
-                          quota=args.quota, expires_at=parse_expiry(args.expires, now))
+                          quota=args.quota, expires_at=parse_expiry(args.expires, now),
+                          max_concurrent=args.max_concurrent)
             key = generate_key()
             rec = await store.create_key(hash_key(settings.resolve_secret(), key), key_prefix(key), spec)
             out.write(key + "\n")
@@ -163,15 +165,28 @@ async def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
             if args.recent:
                 rows = await store.recent_usage(key_id, args.recent)
                 out.write(table(("TIME", "KEY", "API", "OP", "MODEL", "STATUS", "PROMPT", "COMPLETION", "THOUGHTS",
-                                 "TOTAL", "MS"),
+                                 "TOTAL", "MS", "SERVED BY"),
                                 [(_fmt_time(r.created_at), names.get(r.key_id, r.key_id), r.api, r.op, r.model,
                                   r.status, r.prompt_tokens, r.completion_tokens, r.thought_tokens, r.total_tokens,
-                                  f"{r.latency_ms:.0f}") for r in rows]) + "\n")
+                                  f"{r.latency_ms:.0f}", _served_by(r.credential_kind, r.credential_id))
+                                 for r in rows]) + "\n")
             else:
                 out.write(_usage_table(await store.usage_summary(key_id, since), names) + "\n")
+                kinds = await store.usage_by_credential(key_id, since)
+                if any(kind for kind, *_ in kinds):
+                    out.write("\n" + table(("SERVED BY", "REQUESTS", "ERRORS", "TOTAL"),
+                                           [(kind or "(none)", n, errors, total) for kind, n, errors, total in kinds])
+                              + "\n")
         return 0
     finally:
         await store.close()
+
+
+def _served_by(kind: str, credential_id: str) -> str:
+    """Which credential served a call: "ai-studio-key/studio-1", or "-" when none did."""
+    if not kind:
+        return "-"
+    return f"{kind}/{credential_id}" if credential_id else kind
 
 
 def _usage_table(summary, names: dict[int, str]) -> str:
@@ -189,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--rpm", type=int, help="requests per minute")
     c.add_argument("--tpm", type=int, help="tokens per minute")
     c.add_argument("--quota", type=int, help="total tokens")
+    c.add_argument("--max-concurrent", type=int, help="requests of this key that may run at once")
     c.add_argument("--expires", help="30d, 12h, 2026-12-31 (valid through that day, UTC) or an ISO date-time")
     sub.add_parser("list", help="all keys")
     for name, text in (("show", "one key and its usage"), ("revoke", "refuse a key from now on"),

@@ -1,14 +1,27 @@
-"""Per-key admission: model allow-list, total token quota, and RPM/TPM sliding windows.
+"""Per-key admission: model allow-list, total token quota, RPM/TPM sliding windows, and a cap on
+concurrent requests, with token reservations so that limits hold under concurrency.
 
-Everything is in memory and O(1) amortised per request. Windows are per edge process; the
-quota is anchored to the ledger (the store's committed running total, re-read whenever the key
-record is re-read) plus the tokens this process has recorded since.
+A request that may run holds a `Reservation` of tokens until it ends: its estimated cost (see
+services/edge/admission.py), capped at the room the key has left. While it runs, that room is
+taken, so requests running at once can never be admitted past a limit together; when it ends,
+`settle(actual)` swaps the reservation for the tokens really used. The most a key can exceed
+its quota or TPM by is therefore the overrun of the last request admitted (what it used beyond
+its reservation), not the sum over every request in flight.
+
+The interface is small on purpose — `reserve(key, model, estimate) -> Reservation`,
+`Reservation.settle(actual)`, `Reservation.release()` — so that a shared store (Redis) can back
+it later. This implementation is in memory and O(1) amortised per request; windows and
+reservations are per edge process; the quota is anchored to the ledger (the store's committed
+running total, re-read whenever the key record is re-read) plus the tokens this process has
+recorded since.
 
 Order of checks, and what each refusal means to the client:
-    model not in the allow-list       403
-    total token quota spent           403
-    requests-per-minute reached       429 + Retry-After
-    tokens-per-minute reached         429 + Retry-After
+    model not in the allow-list                       403
+    total token quota spent                           403
+    concurrent-request cap reached                    429 + Retry-After
+    rest of the quota reserved by requests running    429 + Retry-After
+    requests-per-minute reached                       429 + Retry-After
+    tokens-per-minute reached (or all reserved)       429 + Retry-After
 """
 from __future__ import annotations
 
@@ -20,6 +33,8 @@ from services.edge.errors import ApiError
 from services.edge.store import KeyRecord
 
 WINDOW = 60.0
+# Retry-After when the room is held by requests in progress: they usually end within seconds.
+BUSY_RETRY = 1.0
 
 
 class _TokenWindow:
@@ -48,6 +63,38 @@ class _TokenWindow:
         return window
 
 
+class Reservation:
+    """Tokens held for one admitted request until it ends. `settle` and `release` are
+    idempotent: the first call wins, so every exit path may call them."""
+
+    __slots__ = ("_limiter", "key_id", "tokens", "prompt", "done")
+
+    def __init__(self, limiter: "Limiter | None", key_id: int, tokens: int, prompt: int = 0) -> None:
+        self._limiter = limiter
+        self.key_id = key_id
+        self.tokens = tokens      # held against the key's quota and TPM while the request runs
+        self.prompt = prompt      # the prompt part of the estimate (bills a stream cut before usage)
+        self.done = False
+
+    @property
+    def counts(self) -> bool:
+        """Whether settling counts the actual tokens (False: a key without token limits, whose
+        tokens the ledger writer counts)."""
+        return self._limiter is not None
+
+    def settle(self, actual: int) -> None:
+        """The request ended having used `actual` tokens: give back the reservation, count those."""
+        if self.done:
+            return
+        self.done = True
+        if self._limiter is not None:
+            self._limiter._settle(self, actual)
+
+    def release(self) -> None:
+        """The request ended without using tokens (refused or failed before the backend ran)."""
+        self.settle(0)
+
+
 class Limiter:
     def __init__(self, *, window: float = WINDOW, clock: Callable[[], float] = time.monotonic) -> None:
         self.window = window
@@ -55,6 +102,8 @@ class Limiter:
         self._requests: dict[int, deque[float]] = {}
         self._tokens: dict[int, _TokenWindow] = {}
         self._used: dict[int, int] = {}
+        self._reserved: dict[int, int] = {}
+        self._running: dict[int, int] = {}
 
     # -- quota bookkeeping -------------------------------------------------------------
 
@@ -65,6 +114,14 @@ class Limiter:
 
     def used(self, key: KeyRecord) -> int:
         return self._used.get(key.id, key.tokens_used)
+
+    def reserved(self, key_id: int) -> int:
+        """Tokens held by this key's requests in progress."""
+        return self._reserved.get(key_id, 0)
+
+    def running(self, key_id: int) -> int:
+        """This key's requests in progress (admitted, not yet settled)."""
+        return self._running.get(key_id, 0)
 
     def record_tokens(self, key_id: int, tokens: int, now: float | None = None) -> None:
         if tokens <= 0:
@@ -84,23 +141,46 @@ class Limiter:
         if not key.allows_model(model):
             raise ApiError(403, f"this key may not use model '{model}'", code="model_not_allowed")
 
-    def admit(self, key: KeyRecord, model: str, now: float | None = None) -> None:
-        """Raise ApiError when the request may not run; otherwise count it against the RPM window."""
+    def reserve(self, key: KeyRecord, model: str, estimate: int = 1, *, prompt: int = 0,
+                now: float | None = None) -> Reservation:
+        """Admit a request that may cost up to `estimate` tokens, or raise ApiError.
+
+        The reservation is the estimate capped at the room the key has left (quota and TPM),
+        so a request is refused only when nothing is left; one that is bigger than the room
+        takes all of it, and what it uses beyond that is the overrun the bound allows."""
         self.check_model(key, model)
+        now = self.clock() if now is None else now
+        held = self._reserved.get(key.id, 0)
+        room: int | None = None
         if key.quota is not None:
             used = self.used(key)
             if used >= key.quota:
                 raise ApiError(403, f"token quota of this key is spent ({used} of {key.quota} tokens)",
                                code="insufficient_quota", error_type="insufficient_quota")
-        now = self.clock() if now is None else now
+            room = key.quota - used - held
+            if room <= 0:
+                raise ApiError(429, "the rest of this key's token quota is reserved by its requests in progress",
+                               code="rate_limit_exceeded", retry_after=BUSY_RETRY)
+        max_running = key.max_concurrent
+        if max_running is not None and self._running.get(key.id, 0) >= max_running:
+            raise ApiError(429, f"concurrent-request limit of this key reached ({max_running})",
+                           code="rate_limit_exceeded", retry_after=BUSY_RETRY)
         if key.tpm is not None:
             tw = self._tokens.get(key.id)
+            total = 0
             if tw is not None:
                 tw.expire(now, self.window)
-                if tw.total >= key.tpm:
+                total = tw.total
+                if total >= key.tpm:
                     wait = tw.wait_until_below(key.tpm, now, self.window)
                     raise ApiError(429, f"tokens-per-minute limit of this key reached ({key.tpm})",
                                    code="rate_limit_exceeded", retry_after=max(wait, 0.001))
+            tpm_room = key.tpm - total - held
+            if tpm_room <= 0:
+                raise ApiError(429, f"tokens-per-minute limit of this key reached ({key.tpm}, "
+                                    "reserved by its requests in progress)",
+                               code="rate_limit_exceeded", retry_after=BUSY_RETRY)
+            room = tpm_room if room is None else min(room, tpm_room)
         if key.rpm is not None:
             reqs = self._requests.get(key.id)
             if reqs is None:
@@ -112,6 +192,34 @@ class Limiter:
                 raise ApiError(429, f"requests-per-minute limit of this key reached ({key.rpm})",
                                code="rate_limit_exceeded", retry_after=max(wait, 0.001))
             reqs.append(now)
+        tokens = max(1, estimate) if room is None else max(1, min(estimate, room))
+        if room is not None:
+            self._reserved[key.id] = held + tokens
+        elif max_running is None:
+            # An unlimited key: nothing to hold, nothing to give back.
+            return Reservation(None, key.id, 0, prompt)
+        self._running[key.id] = self._running.get(key.id, 0) + 1
+        return Reservation(self, key.id, tokens if room is not None else 0, prompt)
+
+    def admit(self, key: KeyRecord, model: str, now: float | None = None) -> None:
+        """Check a request that reserves nothing (counted against RPM only); raise ApiError when
+        it may not run. Routes that generate tokens use `reserve`."""
+        self.reserve(key, model, 0, now=now).release()
+
+    def _settle(self, res: Reservation, actual: int) -> None:
+        key_id = res.key_id
+        if res.tokens:
+            left = self._reserved.get(key_id, 0) - res.tokens
+            if left > 0:
+                self._reserved[key_id] = left
+            else:
+                self._reserved.pop(key_id, None)
+        n = self._running.get(key_id, 0) - 1
+        if n > 0:
+            self._running[key_id] = n
+        else:
+            self._running.pop(key_id, None)
+        self.record_tokens(key_id, actual)
 
     def prune(self, now: float | None = None) -> None:
         """Drop empty windows of keys that went quiet (called now and then)."""

@@ -6,17 +6,21 @@ the license database and the HMAC secret.
 """
 from __future__ import annotations
 
+import base64
+import json
 import os
 import secrets
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 MIB = 1024 * 1024
+DEFAULT_ANTHROPIC_MODEL_MAP = {"opus": "gemini-2.5-pro", "sonnet": "gemini-2.5-pro", "haiku": "gemini-2.5-flash",
+                               "claude": "gemini-2.5-pro"}
 
 
 class _TomlSource(PydanticBaseSettingsSource):
@@ -59,6 +63,11 @@ class EdgeSettings(BaseSettings):
     # Deadline for a whole Generate call (streams included) and for the small unary calls.
     upstream_timeout: float = 600.0
     upstream_small_timeout: float = 30.0
+    # The edge's credentials as an internal caller of the upstream (INTERNAL_TOKEN, or the
+    # file INTERNAL_TOKEN_FILE holding it), under the name INTERNAL_CALLER; see the README.
+    internal_caller: str = "edge"
+    internal_token: SecretStr | None = None
+    internal_token_file: Path | None = None
 
     max_body_bytes: int = Field(32 * MIB, gt=0)
 
@@ -68,6 +77,10 @@ class EdgeSettings(BaseSettings):
     media_allow_private: bool = False
     # Remote media URLs fetched for one OpenAI request (each up to MEDIA_MAX_BYTES).
     media_max_urls: int = Field(16, ge=0)
+
+    # Claude model names (matched by the key they contain, longest key first; "claude" catches
+    # the rest) → Gemini models, for the Anthropic Messages API. JSON or "key=model,key=model".
+    anthropic_model_map: Annotated[dict[str, str], NoDecode] = Field(default_factory=lambda: dict(DEFAULT_ANTHROPIC_MODEL_MAP))
 
     # Comment lines sent on OpenAI streams during silences (long thinking); 0 disables them.
     sse_keepalive_seconds: float = Field(15.0, ge=0)
@@ -85,6 +98,20 @@ class EdgeSettings(BaseSettings):
     # In-flight requests (streams included) get this long to finish after SIGTERM.
     shutdown_grace_seconds: float = Field(30.0, ge=0)
     log_level: str = "INFO"
+
+    @field_validator("anthropic_model_map", mode="before")
+    @classmethod
+    def _parse_model_map(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().startswith("{"):
+            v = json.loads(v)
+        elif isinstance(v, str):
+            pairs = [item.partition("=") for item in v.split(",") if item.strip()]
+            if any(not sep or not k.strip() or not m.strip() for k, sep, m in pairs):
+                raise ValueError("ANTHROPIC_MODEL_MAP must be JSON or 'name=model,name=model'")
+            v = {k.strip(): m.strip() for k, _, m in pairs}
+        if isinstance(v, dict):
+            return {str(k).strip().lower(): str(m).strip() for k, m in v.items()}
+        return v
 
     @field_validator("root_path")
     @classmethod
@@ -104,6 +131,19 @@ class EdgeSettings(BaseSettings):
     @property
     def license_db_location(self) -> str:
         return self.license_db or str(self.data_dir / "licenses.db")
+
+    def internal_token_value(self) -> str:
+        token = self.internal_token.get_secret_value().strip() if self.internal_token else ""
+        if not token and self.internal_token_file is not None:
+            token = self.internal_token_file.expanduser().read_text().strip()
+        return token
+
+    def internal_authorization(self) -> str:
+        """The `authorization` metadata for calls to the upstream ('' when no token is set)."""
+        token = self.internal_token_value()
+        if not token:
+            return ""
+        return "Basic " + base64.b64encode(f"{self.internal_caller}:{token}".encode()).decode()
 
     def resolve_secret(self) -> bytes:
         """The HMAC secret; on first run without LICENSE_SECRET one is generated and kept 0600."""

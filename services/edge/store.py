@@ -59,6 +59,7 @@ class NewKey:
     tpm: int | None = None
     quota: int | None = None
     expires_at: float | None = None
+    max_concurrent: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,8 @@ class KeyRecord:
     quota: int | None
     # Ledger sum committed when this record was read.
     tokens_used: int = 0
+    # Requests of this key that may run at once (None: no cap).
+    max_concurrent: int | None = None
 
     def refusal(self, now: float) -> str | None:
         """Why this key may not be used at all right now (None when it may)."""
@@ -107,6 +110,10 @@ class UsageRow:
     total_tokens: int = 0
     created_at: float = field(default_factory=time.time)
     request_id: str = ""
+    # Which credential served the call: its kind ("gemini-cli-oauth", "ai-studio-key",
+    # "vertex-ai") and the upstream's id for it; empty when none did (refused, failed early).
+    credential_kind: str = ""
+    credential_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +146,8 @@ class LicenseStore(Protocol):
     async def usage_summary(self, key_id: int | None = None, since: float | None = None) -> list[UsageSummary]: ...
     async def recent_usage(self, key_id: int | None = None, limit: int = 20) -> list[UsageRow]: ...
     async def count_usage(self, key_id: int | None = None) -> int: ...
+    async def usage_by_credential(self, key_id: int | None = None,
+                                  since: float | None = None) -> list[tuple[str, int, int, int]]: ...
     async def close(self) -> None: ...
 
 
@@ -160,7 +169,8 @@ CREATE TABLE IF NOT EXISTS keys (
     rpm         INTEGER,
     tpm         INTEGER,
     quota       INTEGER,
-    tokens_used INTEGER NOT NULL DEFAULT 0
+    tokens_used INTEGER NOT NULL DEFAULT 0,
+    max_concurrent INTEGER
 );
 -- Every change that matters for authorisation bumps the revision the edge polls, so a revoke
 -- from the CLI (another process) reaches a running edge at once. tokens_used is left out:
@@ -186,24 +196,47 @@ CREATE TABLE IF NOT EXISTS usage (
     total_tokens      INTEGER NOT NULL,
     status            INTEGER NOT NULL,
     latency_ms        REAL NOT NULL,
-    request_id        TEXT NOT NULL DEFAULT ''
+    request_id        TEXT NOT NULL DEFAULT '',
+    credential_kind   TEXT NOT NULL DEFAULT '',
+    credential_id     TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS usage_key_time ON usage (key_id, created_at);
 """
 
+# Columns added after the first release: (table, column, definition). Databases created before
+# get them on open; old rows read as ''.
+_ADDED_COLUMNS = (
+    ("usage", "credential_kind", "TEXT NOT NULL DEFAULT ''"),
+    ("usage", "credential_id", "TEXT NOT NULL DEFAULT ''"),
+    ("keys", "max_concurrent", "INTEGER"),
+)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    for table, column, definition in _ADDED_COLUMNS:
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            try:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+            except sqlite3.OperationalError as exc:
+                # Another process (the edge, the keys CLI) migrated the same file just now.
+                if "duplicate column" not in str(exc):
+                    raise
+
+
 _KEY_COLS = ("id, name, prefix, key_hash, enabled, created_at, expires_at, revoked_at, models, "
-             "rpm, tpm, quota, tokens_used")
+             "rpm, tpm, quota, tokens_used, max_concurrent")
 _USAGE_COLS = ("key_id, api, op, model, status, latency_ms, prompt_tokens, completion_tokens, "
-               "thought_tokens, cached_tokens, total_tokens, created_at, request_id")
+               "thought_tokens, cached_tokens, total_tokens, created_at, request_id, credential_kind, credential_id")
 
 
 def _key_from_row(row: tuple) -> KeyRecord:
     (id_, name, prefix, key_hash, enabled, created, expires, revoked, models, rpm, tpm, quota,
-     used) = row
+     used, max_concurrent) = row
     return KeyRecord(id=id_, name=name, prefix=prefix, key_hash=key_hash, enabled=bool(enabled),
                      created_at=created, expires_at=expires, revoked_at=revoked,
                      models=tuple(orjson.loads(models or "[]")), rpm=rpm, tpm=tpm, quota=quota,
-                     tokens_used=used)
+                     tokens_used=used, max_concurrent=max_concurrent)
 
 
 class SQLiteLicenseStore:
@@ -221,6 +254,7 @@ class SQLiteLicenseStore:
         is_new = self.path != ":memory:" and not Path(self.path).exists()
         conn = self._connect()
         conn.executescript(_SCHEMA)
+        _migrate(conn)
         conn.close()
         if is_new:
             # Hashes only, but usage and key names are nobody else's business either.
@@ -288,10 +322,10 @@ class SQLiteLicenseStore:
 
         def op(c: sqlite3.Connection) -> KeyRecord:
             cur = c.execute(
-                "INSERT INTO keys (name, prefix, key_hash, enabled, created_at, expires_at, models, rpm, tpm, quota)"
-                " VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO keys (name, prefix, key_hash, enabled, created_at, expires_at, models, rpm, tpm, quota,"
+                " max_concurrent) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
                 (spec.name, prefix, key_hash, time.time(), spec.expires_at,
-                 orjson.dumps(list(spec.models)).decode(), spec.rpm, spec.tpm, spec.quota))
+                 orjson.dumps(list(spec.models)).decode(), spec.rpm, spec.tpm, spec.quota, spec.max_concurrent))
             row = c.execute(f"SELECT {_KEY_COLS} FROM keys WHERE id = ?", (cur.lastrowid,)).fetchone()
             return _key_from_row(row)
 
@@ -355,11 +389,11 @@ class SQLiteLicenseStore:
             per_key[r.key_id] = per_key.get(r.key_id, 0) + r.total_tokens
         params = [(r.key_id, r.api, r.op, r.model, r.status, r.latency_ms, r.prompt_tokens,
                    r.completion_tokens, r.thought_tokens, r.cached_tokens, r.total_tokens,
-                   r.created_at, r.request_id) for r in rows]
+                   r.created_at, r.request_id, r.credential_kind, r.credential_id) for r in rows]
 
         def op(c: sqlite3.Connection) -> None:
             # Rows and the per-key running total commit together, so quota never drifts.
-            c.executemany(f"INSERT INTO usage ({_USAGE_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", params)
+            c.executemany(f"INSERT INTO usage ({_USAGE_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", params)
             c.executemany("UPDATE keys SET tokens_used = tokens_used + ? WHERE id = ?",
                           [(n, k) for k, n in per_key.items() if n])
 
@@ -390,6 +424,14 @@ class SQLiteLicenseStore:
     async def count_usage(self, key_id: int | None = None) -> int:
         where, args = _usage_filter(key_id, None)
         return await self._read(lambda c: c.execute(f"SELECT COUNT(*) FROM usage {where}", args).fetchone()[0])
+
+    async def usage_by_credential(self, key_id: int | None = None,
+                                  since: float | None = None) -> list[tuple[str, int, int, int]]:
+        """(credential kind, requests, errors, total tokens) per kind that served calls ('' = none)."""
+        where, args = _usage_filter(key_id, since)
+        return await self._read(lambda c: [tuple(r) for r in c.execute(
+            "SELECT credential_kind, COUNT(*), SUM(status >= 400), SUM(total_tokens)"
+            f" FROM usage {where} GROUP BY credential_kind ORDER BY credential_kind", args)])
 
 
 def _usage_filter(key_id: int | None, since: float | None) -> tuple[str, tuple[Any, ...]]:

@@ -26,11 +26,13 @@ is wrong; 502 says "the gateway's backend refused it", which is what happened.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass
 from typing import AsyncIterator
 
 import grpc
+import orjson
 from google.api import httpbody_pb2
 from google.rpc import error_details_pb2, status_pb2
 
@@ -143,6 +145,29 @@ class Usage:
         return cls(u.prompt_tokens, u.candidates_tokens, u.thoughts_tokens, total, u.cached_tokens)
 
 
+def output_chars(chunk: bytes) -> int:
+    """Characters of generated output in one Gemini response chunk: text (thoughts included)
+    and the JSON of function calls. Chunks that carry usage are not counted (their usage is)."""
+    try:
+        data = orjson.loads(chunk)
+    except orjson.JSONDecodeError:
+        return len(chunk)
+    n = 0
+    cands = data.get("candidates") if isinstance(data, dict) else None
+    for cand in cands if isinstance(cands, list) else ():
+        content = cand.get("content") if isinstance(cand, dict) else None
+        parts = content.get("parts") if isinstance(content, dict) else None
+        for part in parts if isinstance(parts, list) else ():
+            if not isinstance(part, dict):
+                continue
+            text = part.get("text")
+            if isinstance(text, str):
+                n += len(text)
+            elif "functionCall" in part:
+                n += len(orjson.dumps(part["functionCall"]))
+    return n
+
+
 def _retrieve(read: asyncio.Future) -> None:
     # A read whose reader was cancelled ends unobserved: its error is expected, not "never retrieved".
     if not read.cancelled():
@@ -158,20 +183,31 @@ class UpstreamStream:
     read batch's native memory in grpc.aio (grpc/grpc#43360: about 150 bytes per call, never
     freed; the edge grew in a straight line under a soak with abandoned streams)."""
 
-    def __init__(self, call: grpc.aio.UnaryStreamCall) -> None:
+    def __init__(self, call: grpc.aio.UnaryStreamCall, *, count_text: bool = False) -> None:
         self._call = call
         self._read: asyncio.Future | None = None
         self.usage: Usage | None = None
         self.trace_id = ""
+        # Which credential (kind, id) served the call: sent with the first message.
+        self.credential_kind = ""
+        self.credential_id = ""
         self.messages = 0
+        # Characters of output streamed so far: what a stream cut before the backend's usage is
+        # billed by (see Meter.finish_stream).
+        self.text_chars = 0
+        self._count_text = count_text
 
     def _seen(self, msg: pb.GenerateResponse) -> pb.GenerateResponse:
         self.messages += 1
         if msg.HasField("usage"):
             # usageMetadata is cumulative in Gemini streams: the last one is the total.
             self.usage = Usage.from_proto(msg.usage)
+        elif self._count_text and msg.chunk.data:
+            self.text_chars += output_chars(msg.chunk.data)
         if msg.trace_id and not self.trace_id:
             self.trace_id = msg.trace_id
+        if msg.credential_kind and not self.credential_kind:
+            self.credential_kind, self.credential_id = msg.credential_kind, msg.credential_id
         return msg
 
     async def next(self) -> pb.GenerateResponse | None:
@@ -203,15 +239,31 @@ class UpstreamStream:
             self._call.cancel()
 
 
+class _Authenticated:
+    """The stub, with the edge's internal-caller credentials on every call (whatever the RPC)."""
+
+    def __init__(self, stub: pb_grpc.UpstreamStub, authorization: str) -> None:
+        self._stub = stub
+        self._metadata = (("authorization", authorization),)
+
+    def __getattr__(self, name: str):
+        method = functools.partial(getattr(self._stub, name), metadata=self._metadata)
+        setattr(self, name, method)  # looked up once per RPC name
+        return method
+
+
 class UpstreamClient:
     def __init__(self, channel: grpc.aio.Channel, *, timeout: float = 600.0, small_timeout: float = 30.0,
-                 models_ttl: float = 30.0) -> None:
+                 models_ttl: float = 30.0, authorization: str = "") -> None:
         self._channel = channel
-        self._stub = pb_grpc.UpstreamStub(channel)
+        stub = pb_grpc.UpstreamStub(channel)
+        self._stub = _Authenticated(stub, authorization) if authorization else stub
         self._timeout = timeout
         self._small_timeout = small_timeout
         self._models_ttl = models_ttl
         self._models: list[pb.Model] | None = None
+        self._by_id: dict[str, pb.Model] = {}
+        self._aliases: dict[str, str] = {}
         self._models_at = 0.0
         self._models_inflight: asyncio.Future | None = None
 
@@ -240,7 +292,7 @@ class UpstreamClient:
 
     def stream(self, model: str, body: bytes, *, request_id: str = "", caller: str = "") -> UpstreamStream:
         call = self._stub.Generate(self._request(model, body, True, request_id, caller), timeout=self._timeout)
-        return UpstreamStream(call)
+        return UpstreamStream(call, count_text=True)
 
     async def generate(self, model: str, body: bytes, *, request_id: str = "",
                        caller: str = "") -> pb.GenerateResponse:
@@ -265,6 +317,16 @@ class UpstreamClient:
                                     body=httpbody_pb2.HttpBody(content_type="application/json", data=body))
         try:
             return await self._stub.CountTokens(req, timeout=self._small_timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    async def embed(self, model: str, body: bytes, *, request_id: str = "", caller: str = "") -> pb.EmbedResponse:
+        """One Embed call: `body` is a Gemini batchEmbedContents request."""
+        req = pb.EmbedRequest(model=model, request_id=request_id, caller=caller)
+        req.body.content_type = "application/json"
+        req.body.data = body
+        try:
+            return await self._stub.Embed(req, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
 
@@ -293,8 +355,25 @@ class UpstreamClient:
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
         self._models = list(resp.models)
+        self._by_id = {m.id: m for m in self._models}
+        self._aliases = dict(resp.aliases)
         self._models_at = time.monotonic()
         return self._models
+
+    async def model(self, model_id: str) -> pb.Model | None:
+        """The catalogue entry of a model (thinking range, limits), or None when the upstream
+        does not list it or cannot be asked right now: callers then go on without it and the
+        backend call itself reports what is wrong."""
+        try:
+            await self.list_models()
+        except UpstreamError:
+            return None
+        return self._by_id.get(model_id)
+
+    async def aliases(self) -> dict[str, str]:
+        """The upstream's alias map (MODEL_ALIASES), cached with the model list."""
+        await self.list_models()
+        return self._aliases
 
     async def ready(self) -> bool:
         from grpc_health.v1 import health_pb2, health_pb2_grpc

@@ -17,12 +17,15 @@ from pathlib import Path
 import orjson
 from starlette.requests import ClientDisconnect
 
-from services.edge.limits import Limiter
+from services.edge.limits import Limiter, Reservation
 from services.edge.store import LicenseStore, UsageRow
 from services.edge.errors import ApiError
-from services.edge.upstream_client import UpstreamError, Usage
+from services.edge.upstream_client import UpstreamError, UpstreamStream, Usage
 
 log = logging.getLogger("edge.usage")
+
+# Output text streamed per token, to bill a stream that ended without the backend's usage.
+CHARS_PER_TOKEN = 4
 
 
 class UsageRecorder:
@@ -41,11 +44,13 @@ class UsageRecorder:
         self._lock = asyncio.Lock()
         self.written = 0
 
-    def record(self, row: UsageRow) -> None:
+    def record(self, row: UsageRow, *, counted: bool = False) -> None:
+        """Queue a ledger row. Its tokens go to the limiter too, unless `counted` (a settled
+        reservation already counted them)."""
         self._queue.append(row)
         if row.total_tokens:
             self._pending[row.key_id] = self._pending.get(row.key_id, 0) + row.total_tokens
-            if self._limiter is not None:
+            if self._limiter is not None and not counted:
                 self._limiter.record_tokens(row.key_id, row.total_tokens)
         if len(self._queue) >= self._batch_max:
             self._wake.set()
@@ -123,9 +128,11 @@ class UsageRecorder:
 
 
 class Meter:
-    """Measures one request and records its ledger row exactly once."""
+    """Measures one request and records its ledger row exactly once; settles the request's
+    token reservation (see services/edge/admission.py) at the same moment."""
 
-    __slots__ = ("recorder", "key_id", "api", "op", "model", "request_id", "started", "done")
+    __slots__ = ("recorder", "key_id", "api", "op", "model", "request_id", "started", "done",
+                 "credential_kind", "credential_id", "reservation")
 
     def __init__(self, recorder: UsageRecorder, key_id: int, api: str, op: str, model: str,
                  request_id: str = "") -> None:
@@ -137,12 +144,42 @@ class Meter:
         self.request_id = request_id
         self.started = time.perf_counter()
         self.done = False
+        self.credential_kind = ""
+        self.credential_id = ""
+        self.reservation: Reservation | None = None
+
+    def served_by(self, kind: str, credential_id: str = "") -> None:
+        """Note which credential served the call (from the upstream's first message)."""
+        if kind:
+            self.credential_kind, self.credential_id = kind, credential_id
+
+    def __del__(self) -> None:
+        # A path that never finished its meter (a stream body that never started) must not keep
+        # its reservation, and the request still gets its ledger row.
+        if not self.done:
+            try:
+                self.finish(499)
+            except Exception:
+                pass
+
+    def finish_stream(self, status: int, stream: UpstreamStream) -> None:
+        """Finish a streamed request: the backend's usage, or, when it sent none (the stream
+        was cut or abandoned), what was streamed: the prompt estimate plus output text / 4."""
+        usage = stream.usage
+        if usage is None and stream.messages:
+            prompt = self.reservation.prompt if self.reservation is not None else 0
+            completion = -(-stream.text_chars // CHARS_PER_TOKEN)
+            usage = Usage(prompt=prompt, completion=completion, total=prompt + completion)
+        self.finish(status, usage)
 
     def finish(self, status: int, usage: Usage | None = None) -> None:
         if self.done:
             return
         self.done = True
         u = usage or Usage()
+        res = self.reservation
+        if res is not None:
+            res.settle(u.total)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("request %s key=%d %s/%s model=%s status=%d tokens=%d", self.request_id, self.key_id,
                       self.api, self.op, self.model, status, u.total)
@@ -150,7 +187,9 @@ class Meter:
             key_id=self.key_id, api=self.api, op=self.op, model=self.model, status=status,
             latency_ms=round((time.perf_counter() - self.started) * 1000.0, 3),
             prompt_tokens=u.prompt, completion_tokens=u.completion, thought_tokens=u.thoughts,
-            cached_tokens=u.cached, total_tokens=u.total, request_id=self.request_id))
+            cached_tokens=u.cached, total_tokens=u.total, request_id=self.request_id,
+            credential_kind=self.credential_kind, credential_id=self.credential_id),
+            counted=res is not None and res.counts)
 
 
 T = TypeVar("T")
@@ -172,4 +211,7 @@ async def metered(meter: Meter, call: Awaitable[T]) -> T:
         raise exc.to_api_error() from None
     except (asyncio.CancelledError, ClientDisconnect):
         meter.finish(499)
+        raise
+    except Exception:
+        meter.finish(500)
         raise

@@ -1,9 +1,8 @@
 """HTTP client for the Code Assist backend (the Gemini CLI's `v1internal` API).
 
-Backend calls go through one lean HTTP/1.1 connection pool per process (`http1.Http1Pool`,
-sized by HTTP_MAX_CONNECTIONS; about a sixth of httpx's CPU per call), or through the
-process's `httpx.AsyncClient` when a proxy is configured for the backend (or no pool is
-given, as in tests). The OAuth token endpoint always uses httpx. Request envelopes are built
+Backend calls go through the process's `transport.Transport` (aiohttp: bounded keep-alive
+pool, TLS always verified, answers size-capped, a POST never re-sent). The OAuth token
+endpoint uses httpx (`make_http_client`), trusting the same CAs. Request envelopes are built
 by splicing the caller's request bytes into
 `{"model":…,"project":…,"user_prompt_id":…,"request":<bytes>}` and sent as parts, so a large
 request is never re-serialized nor copied. Error answers become `BackendError`, network
@@ -11,62 +10,71 @@ failures `TransportError`.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import platform
 import re
+import ssl
 import sys
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Mapping
 
 import httpx
+import msgspec
 import orjson
 
 from .errors import BackendError, InvalidRequest, TransportError
-from .http1 import DEFAULT_HEADERS, Http1Pool, HttpError, proxy_configured
-from .http1 import Response as Http1Response
 from .settings import Settings
-from .sse import iter_events
+from .sse import BAD, decode
+from .transport import MAX_ERROR_BODY, BackendStream, Transport, make_ssl_context
 
 log = logging.getLogger(__name__)
 
 SETUP_METADATA = {"ideType": "IDE_UNSPECIFIED", "platform": "PLATFORM_UNSPECIFIED", "pluginType": "GEMINI"}
-_MAX_ERROR_BODY = 64 * 1024
 
 
-def make_http_client(settings: Settings) -> httpx.AsyncClient:
+def make_http_client(settings: Settings, ssl_context: ssl.SSLContext | None = None) -> httpx.AsyncClient:
+    """httpx client for the OAuth token endpoint; it trusts what backend calls trust."""
     limits = httpx.Limits(max_connections=settings.http_max_connections,
                           max_keepalive_connections=settings.http_max_connections, keepalive_expiry=60)
     timeout = httpx.Timeout(connect=settings.connect_timeout, read=settings.read_timeout,
                             write=settings.read_timeout, pool=settings.connect_timeout)
-    return httpx.AsyncClient(limits=limits, timeout=timeout, follow_redirects=False)
-
-
-def make_fast_client(settings: Settings) -> Http1Pool | None:
-    """The lean HTTP/1.1 pool for backend calls; None when a proxy applies to the backend URL
-    (httpx, which speaks to proxies, is used then)."""
-    if proxy_configured(settings.base_url):
-        log.info("a proxy is configured for %s: backend calls go through httpx", settings.base_url)
-        return None
-    return Http1Pool(max_connections=settings.http_max_connections, keepalive_expiry=60.0,
-                     connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout,
-                     write_timeout=settings.read_timeout, pool_timeout=settings.connect_timeout)
+    verify = ssl_context or make_ssl_context(settings.backend_ca_file or None)
+    return httpx.AsyncClient(limits=limits, timeout=timeout, follow_redirects=False, verify=verify)
 
 
 # --- envelopes ---------------------------------------------------------------------------
 
+_ASCII_SPACE = frozenset(b" \t\n\r\x0b\x0c")  # what bytes.strip() removes
+# Checks the syntax of the whole document but builds only its top-level members, each left raw:
+# a body of a million tiny values is not turned into a million objects just to be checked.
+_MEMBERS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def _first(body: bytes | memoryview | msgspec.Raw) -> bytes:
+    view = memoryview(body)
+    for i in range(min(len(view), 4096)):
+        if view[i] not in _ASCII_SPACE:
+            return bytes(view[i:i + 1])
+    return b""
+
+
+def _members(body: bytes | memoryview | msgspec.Raw, what: str) -> dict[str, msgspec.Raw]:
+    if _first(body) != b"{":
+        raise InvalidRequest(f"request body must be a JSON object (a Gemini {what})")
+    try:
+        return _MEMBERS.decode(body)
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest("request body is not valid JSON: nested too deeply") from None
+
+
 def check_body(body: bytes | memoryview) -> None:
     """The caller's body must be one JSON object, or splicing it would build a broken (or
     hijacked) envelope."""
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidRequest("request body must be a JSON object (a Gemini GenerateContentRequest)")
+    _members(body, "GenerateContentRequest")
 
 
-_ASCII_SPACE = frozenset(b" \t\n\r\x0b\x0c")  # what bytes.strip() removes
 
 
 def _strip(body: bytes | memoryview) -> bytes | memoryview:
@@ -81,40 +89,49 @@ def _strip(body: bytes | memoryview) -> bytes | memoryview:
 
 
 def envelope_parts(model: str, project: str | None, user_prompt_id: str,
-                   body: bytes | memoryview) -> tuple[bytes, bytes | memoryview, bytes]:
-    """The envelope as three parts to send one after the other: the caller's body is not copied."""
+                   body: bytes | memoryview, session_id: str | None = None) -> tuple[bytes, bytes | memoryview, bytes]:
+    """The envelope as three parts to send one after the other: the caller's body is not copied.
+
+    With `session_id`, it goes inside `request` as the Gemini CLI sends it (unless the
+    caller's request already has one): the request's closing brace is replaced."""
     head = {"model": model}
     if project:
         head["project"] = project
     head["user_prompt_id"] = user_prompt_id
     # orjson output of a dict ends with "}": drop it and append the raw request.
-    return orjson.dumps(head)[:-1] + b',"request":', _strip(body), b"}"
+    prefix = orjson.dumps(head)[:-1] + b',"request":'
+    request = _strip(body)
+    if session_id is None or (isinstance(request, bytes) and b'"session_id"' in request):
+        return prefix, request, b"}"
+    view = memoryview(request)
+    end = len(view) - 1  # the request's "}"
+    last = end - 1
+    while last >= 0 and view[last] in _ASCII_SPACE:
+        last -= 1
+    sep = b"" if last >= 0 and view[last] == 0x7B else b","  # "{": an empty object
+    return prefix, view[:end], sep + b'"session_id":' + orjson.dumps(session_id) + b"}}"
 
 
-def build_envelope(model: str, project: str | None, user_prompt_id: str, body: bytes | memoryview) -> bytes:
-    return b"".join(envelope_parts(model, project, user_prompt_id, body))
+def build_envelope(model: str, project: str | None, user_prompt_id: str, body: bytes | memoryview,
+                   session_id: str | None = None) -> bytes:
+    return b"".join(envelope_parts(model, project, user_prompt_id, body, session_id))
 
 
 Content = bytes | tuple[bytes | memoryview, ...] | list[bytes | memoryview]
 
 
-def _joined(content: Content | None) -> bytes | None:
-    return content if content is None or isinstance(content, bytes) else b"".join(content)
-
-
 def build_count_body(model: str, body: bytes) -> bytes:
-    """Gemini countTokens body → Code Assist's `{request:{model:"models/<id>", contents}}`."""
-    try:
-        value = orjson.loads(body) if body.strip() else {}
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidRequest("request body must be a JSON object (a Gemini CountTokensRequest)")
+    """Gemini countTokens body → Code Assist's `{request:{model:"models/<id>", contents}}`; the
+    contents are spliced in as sent, not parsed."""
+    value = _members(body, "CountTokensRequest") if body.strip() else {}
     inner = value.get("generateContentRequest")
-    contents = inner.get("contents") if isinstance(inner, dict) else value.get("contents")
-    if not isinstance(contents, list):
+    if inner is not None and _first(inner) == b"{":
+        value = _MEMBERS.decode(inner)
+    contents = value.get("contents")
+    if contents is None or _first(contents) != b"[":
         raise InvalidRequest("countTokens needs `contents` (or `generateContentRequest.contents`)")
-    return orjson.dumps({"request": {"model": f"models/{model}", "contents": contents}})
+    return b"".join((b'{"request":{"model":', orjson.dumps(f"models/{model}"), b',"contents":',
+                     memoryview(contents), b"}}"))
 
 
 # --- errors -------------------------------------------------------------------------------
@@ -244,16 +261,14 @@ def _platform() -> tuple[str, str]:
 
 
 class CodeAssistClient:
-    def __init__(self, settings: Settings, http: httpx.AsyncClient, fast: Http1Pool | None = None) -> None:
+    def __init__(self, settings: Settings, transport: Transport) -> None:
         self._settings = settings
-        self._http = http
-        self._fast = fast
+        self._transport = transport
         self._base = settings.base_url
         self._stream_url = f"{self._base}:streamGenerateContent?alt=sse"
         self._request_timeout = settings.request_timeout
         self._platform, self._arch = _platform()
         self._ua: dict[str, str] = {}
-        self._fast_head: dict[str, tuple[tuple[bytes, bytes], ...]] = {}
 
     def user_agent(self, model: str) -> str:
         ua = self._ua.get(model)
@@ -264,61 +279,18 @@ class CodeAssistClient:
         return ua
 
     def _headers(self, auth: Mapping[str, str], model: str) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "User-Agent": self.user_agent(model)}
+        headers = {"User-Agent": self.user_agent(model), "Content-Type": "application/json"}
         headers.update(auth)
         return headers
 
-    def _fast_headers(self, auth: Mapping[str, str], model: str) -> list[tuple[bytes, bytes]]:
-        """The same headers as httpx sends them (its defaults first, in its order)."""
-        head = self._fast_head.get(model)
-        if head is None:
-            head = (*DEFAULT_HEADERS, (b"User-Agent", self.user_agent(model).encode("latin-1")),
-                    (b"Content-Type", b"application/json"))
-            if len(self._fast_head) < 256:
-                self._fast_head[model] = head
-        return [*head, *((k.encode("latin-1"), v.encode("latin-1")) for k, v in auth.items())]
-
     async def _unary(self, method: str, url: str, auth: Mapping[str, str], model: str,
                      content: Content | None = None) -> Any:
-        if self._fast is not None:
-            return await self._unary_fast(method, url, auth, model, content)
+        resp = await self._transport.request(method, url, headers=self._headers(auth, model), body=content,
+                                             timeout=self._request_timeout)
+        if resp.status != 200:
+            raise parse_backend_error(resp.status, resp.body[:MAX_ERROR_BODY])
         try:
-            async with asyncio.timeout(self._request_timeout):
-                resp = await self._http.request(method, url, content=_joined(content),
-                                                headers=self._headers(auth, model))
-        except TimeoutError:
-            raise TransportError(f"backend gave no answer within {self._request_timeout:g}s", timeout=True) from None
-        except httpx.TimeoutException as exc:
-            raise TransportError(f"backend timed out ({type(exc).__name__})", timeout=True) from None
-        except httpx.HTTPError as exc:
-            raise TransportError(f"backend unreachable ({type(exc).__name__}: {exc})") from None
-        if resp.status_code != 200:
-            raise parse_backend_error(resp.status_code, resp.content[:_MAX_ERROR_BODY])
-        try:
-            return orjson.loads(resp.content)
-        except orjson.JSONDecodeError:
-            raise TransportError("backend answered 200 with a body that is not JSON") from None
-
-    async def _unary_fast(self, method: str, url: str, auth: Mapping[str, str], model: str,
-                          content: Content | None) -> Any:
-        assert self._fast is not None
-        try:
-            async with asyncio.timeout(self._request_timeout):
-                resp = await self._fast.request(method, url, self._fast_headers(auth, model), content)
-                try:
-                    body = await resp.aread()
-                finally:
-                    await resp.aclose()
-        except TimeoutError:
-            raise TransportError(f"backend gave no answer within {self._request_timeout:g}s", timeout=True) from None
-        except HttpError as exc:
-            if exc.timeout:
-                raise TransportError(f"backend timed out ({exc.kind})", timeout=True) from None
-            raise TransportError(f"backend unreachable ({exc.kind}: {exc})") from None
-        if resp.status_code != 200:
-            raise parse_backend_error(resp.status_code, body[:_MAX_ERROR_BODY])
-        try:
-            return orjson.loads(body)
+            return orjson.loads(resp.body)
         except orjson.JSONDecodeError:
             raise TransportError("backend answered 200 with a body that is not JSON") from None
 
@@ -337,52 +309,24 @@ class CodeAssistClient:
 
     async def open_stream(self, auth: Mapping[str, str], model: str, envelope: Content) -> "EventStream":
         """Start a streamGenerateContent call; raises on an error answer, before any chunk."""
-        if self._fast is not None:
-            return await self._open_stream_fast(auth, model, envelope)
-        request = self._http.build_request("POST", f"{self._base}:streamGenerateContent", params={"alt": "sse"},
-                                           content=_joined(envelope), headers=self._headers(auth, model))
-        try:
-            resp = await self._http.send(request, stream=True)
-        except httpx.TimeoutException as exc:
-            raise TransportError(f"backend timed out ({type(exc).__name__})", timeout=True) from None
-        except httpx.HTTPError as exc:
-            raise TransportError(f"backend unreachable ({type(exc).__name__}: {exc})") from None
-        if resp.status_code != 200:
+        stream = await self._transport.open_stream("POST", self._stream_url, headers=self._headers(auth, model),
+                                                   body=envelope)
+        if stream.status != 200:
             try:
-                body = await resp.aread()
-            except httpx.HTTPError:
-                body = b""
+                body = await stream.error_body()
             finally:
-                await resp.aclose()
-            raise parse_backend_error(resp.status_code, body[:_MAX_ERROR_BODY])
-        return EventStream(resp)
-
-    async def _open_stream_fast(self, auth: Mapping[str, str], model: str, envelope: Content) -> "EventStream":
-        assert self._fast is not None
-        try:
-            resp = await self._fast.request("POST", self._stream_url, self._fast_headers(auth, model), envelope)
-        except HttpError as exc:
-            if exc.timeout:
-                raise TransportError(f"backend timed out ({exc.kind})", timeout=True) from None
-            raise TransportError(f"backend unreachable ({exc.kind}: {exc})") from None
-        if resp.status_code != 200:
-            try:
-                body = await resp.aread()
-            except HttpError:
-                body = b""
-            finally:
-                await resp.aclose()
-            raise parse_backend_error(resp.status_code, body[:_MAX_ERROR_BODY])
-        return EventStream(resp)
+                await stream.aclose()
+            raise parse_backend_error(stream.status, body)
+        return EventStream(stream)
 
 
 class EventStream:
     """The chunks of an open SSE answer. Always `aclose()` it (closing early drops the
     backend connection, which is how a caller's cancellation reaches the backend)."""
 
-    def __init__(self, response: httpx.Response | Http1Response) -> None:
-        self._response = response
-        self._events = iter_events(response.aiter_bytes())
+    def __init__(self, stream: BackendStream) -> None:
+        self._stream = stream
+        self._events = stream.events()
         self._chunks_it = self._chunks()
 
     def __aiter__(self) -> AsyncIterator[Chunk]:
@@ -396,19 +340,12 @@ class EventStream:
             return None
 
     async def _chunks(self) -> AsyncIterator[Chunk]:
-        try:
-            async for event in self._events:
+        async for data in self._events:
+            event = decode(data)
+            if event is not BAD:
                 yield unwrap(event)
-        except httpx.TimeoutException as exc:
-            raise TransportError(f"backend stream stalled ({type(exc).__name__})", timeout=True) from None
-        except httpx.HTTPError as exc:
-            raise TransportError(f"backend stream broke ({type(exc).__name__}: {exc})") from None
-        except HttpError as exc:
-            if exc.timeout:
-                raise TransportError(f"backend stream stalled ({exc.kind})", timeout=True) from None
-            raise TransportError(f"backend stream broke ({exc.kind}: {exc})") from None
 
     async def aclose(self) -> None:
         await self._chunks_it.aclose()
         await self._events.aclose()
-        await self._response.aclose()
+        await self._stream.aclose()

@@ -1,10 +1,13 @@
 """Backend credentials: what the pool holds and asks for request headers.
 
-`Credential` is the interface every kind implements, so AI Studio API keys or Vertex AI
-service accounts can later join the same pool behind the same RPC. Today there is one
-kind, `OAuthCredential`: a Gemini CLI `oauth_creds.json` file whose access token is
-refreshed with its refresh token (single flight per credential) and written back
-atomically.
+`Credential` is the interface every kind implements: Code Assist OAuth (`OAuthCredential`
+here: a Gemini CLI `oauth_creds.json` file whose access token is refreshed with its refresh
+token, single flight per credential, and written back atomically), and the AI Studio /
+Vertex AI kinds in cloud_credentials.py.
+
+Credentials come back: a DEAD credential whose file is rewritten with new secret material
+(a new login, a new key) is READY again (`reload`); one refused for its account (licence,
+tier) is probed again after INELIGIBLE_RECHECK_SECONDS (the pool decides when).
 """
 from __future__ import annotations
 
@@ -37,8 +40,9 @@ class CredentialState(enum.Enum):
 class Credential(abc.ABC):
     """One identity the pool can send backend calls with."""
 
-    kind: ClassVar[str]
-    # Code Assist calls carry a project; an API key would not need one.
+    kind: ClassVar[str]           # backend: gemini-cli-oauth, ai-studio-key, vertex-ai
+    auth: ClassVar[str] = "oauth"  # how it authenticates: oauth, api-key, service-account, ...
+    # Code Assist calls carry a discovered project; the other backends do not discover one.
     needs_project: ClassVar[bool] = True
 
     def __init__(self, id: str, *, project_override: str | None = None) -> None:
@@ -49,6 +53,7 @@ class Credential(abc.ABC):
         self.ineligible = False
         self.project_override = project_override or None
         self.discovered_project: str | None = None
+        self.dead_at = 0.0
 
     @property
     def project(self) -> str | None:
@@ -64,6 +69,21 @@ class Credential(abc.ABC):
         self.state = CredentialState.DEAD
         self.detail = detail
         self.ineligible = ineligible
+        self.dead_at = time.time()
+
+    def revive(self, why: str) -> None:
+        """READY again (a new login or key arrived, or an ineligible account is probed again)."""
+        if self.state is CredentialState.DEAD:
+            log.warning("credential %s is back: %s", self.id, why)
+        self.state = CredentialState.READY
+        self.detail = ""
+        self.ineligible = False
+        self.discovered_project = None
+
+    def reload(self, data: Any) -> bool:
+        """The credential's file changed to `data`: take new secret material. True when the
+        secret changed (a DEAD credential is then READY again)."""
+        return False
 
     @abc.abstractmethod
     async def auth_headers(self) -> dict[str, str]:
@@ -107,6 +127,26 @@ class OAuthCredential(Credential):
     def access_token(self) -> str:
         token = self._data.get("access_token")
         return token if isinstance(token, str) else ""
+
+    def reload(self, data: Any) -> bool:
+        if not isinstance(data, dict):
+            return False
+        disabled = data.get("disabled") is True
+        if disabled and self.state is not CredentialState.DISABLED:
+            self.state, self.detail = CredentialState.DISABLED, "disabled in its credential file"
+        elif not disabled and self.state is CredentialState.DISABLED:
+            self.state, self.detail = CredentialState.READY, ""
+        if not looks_like_oauth_creds(data) or data.get("refresh_token") == self._data.get("refresh_token"):
+            return False
+        # A new login: the old token, project and death are history.
+        self._data = dict(data)
+        self._headers = None
+        project = data.get("project_id")
+        self.project_override = project if isinstance(project, str) and project else self.project_override
+        if self.state is CredentialState.DEAD:
+            self.revive(f"new login in {self.path}")
+        self.discovered_project = None
+        return True
 
     def _expiry_ms(self) -> int | None:
         value = self._data.get("expiry_date")

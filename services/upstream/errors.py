@@ -35,6 +35,8 @@ REASON_TIMEOUT = "UPSTREAM_TIMEOUT"                   # backend too slow
 REASON_EMPTY = "UPSTREAM_EMPTY"                       # backend closed a stream without any event
 REASON_STREAM_CUT = "STREAM_CUT"                      # the backend stream broke after it started
 REASON_DRAINING = "DRAINING"                          # the server is shutting down
+REASON_MODEL_NOT_SERVED = "MODEL_NOT_SERVED"          # no pool member serves the model
+REASON_NO_EMBEDDINGS = "NO_EMBEDDINGS_MEMBER"         # no pool member has embeddings
 
 
 class UpstreamError(Exception):
@@ -66,11 +68,13 @@ class BackendError(UpstreamError):
 
 
 class TransportError(UpstreamError):
-    """The backend could not be reached, or did not answer in time."""
+    """The backend could not be reached, or did not answer in time. `retry=False`: the backend
+    did answer (too much), so another credential must not be spent on the same call."""
 
-    def __init__(self, message: str, *, timeout: bool = False) -> None:
+    def __init__(self, message: str, *, timeout: bool = False, retry: bool = True) -> None:
         super().__init__(message)
         self.timeout = timeout
+        self.retry = retry
 
 
 class StreamCut(UpstreamError):

@@ -1,30 +1,36 @@
-"""The credential pool: which credential serves a call, and what happens when it fails.
+"""The credential pool: which member serves a call, and what happens when it fails.
 
-Selection is round-robin over the credentials usable for the model. Failure policy, applied
-only before the first chunk reached the caller (after that, nothing is retried):
+Members are credentials of three kinds (Code Assist OAuth, AI Studio keys, Vertex AI) with a
+backend each. A model is served by the members allowed to serve it (their `models`
+patterns, minus the models they answered 404/403 for, which they are not asked again for
+UNSUPPORTED_MODEL_SECONDS); the lowest priority tier first, smooth weighted round-robin
+within a tier. Failure policy, applied only before the first chunk reached the caller
+(after that, nothing is retried):
 
-  429                        cool (credential, model) down for RetryInfo.retryDelay, else
-                             ErrorInfo quotaResetDelay, else DEFAULT_COOLDOWN_SECONDS doubled
-                             per consecutive 429; capped by MAX_COOLDOWN_SECONDS; next credential
-  401                        refresh once (single flight) and retry on the same credential;
-                             a second 401 sets the credential aside briefly, next credential
-  invalid_grant              credential DEAD (needs a new login), next credential
-  token endpoint 5xx/network credential set aside for TRANSIENT_COOLDOWN_SECONDS, next
-  refresh > REFRESH_TIMEOUT  the same; the refresh goes on, shared, in the background
-  403 about the account      (SUBSCRIPTION_REQUIRED, VALIDATION_REQUIRED, CONSUMER_INVALID,
-                             TOS_VIOLATION, API not enabled) credential DEAD, next credential
-  403 otherwise              PERMISSION_DENIED to the caller, pool untouched
-  400 / 404 / other 4xx      to the caller at once (never retried)
-  5xx / network / empty      next credential, at most MAX_ATTEMPTS attempts in all
+  429                        cool (member, model) down for the backend's hint (RetryInfo,
+                             quotaResetDelay, AI Studio's daily quota → midnight Pacific),
+                             else exponential backoff from the backend's start (Vertex 1 s,
+                             others DEFAULT_COOLDOWN_SECONDS); capped by MAX_COOLDOWN_SECONDS
+  401                        refresh once (single flight) and retry on the same member;
+                             a second 401 sets the member aside briefly, next member
+  token grant refused        credential DEAD (new login / new key needed), next member
+  token endpoint 5xx/network member set aside for TRANSIENT_COOLDOWN_SECONDS, next
+  backend says the account   (licence, tier, verification, key invalid/leaked, API off, no
+  or key is unusable         IAM role) credential DEAD with the action to take, next member
+  404 / other 403            the member learns it cannot serve the model, next member; the
+                             error goes to the caller when no member is left
+  400 / other 4xx            to the caller at once (never retried)
+  5xx / network / empty      next member, at most MAX_ATTEMPTS attempts in all
+  answer over the size cap   to the caller (TransportError.retry False: the work is done)
   timeout                    to the caller (its time is spent)
 
-When no credential is left: RESOURCE_EXHAUSTED + RetryInfo if some are cooling down,
-UNAVAILABLE + RetryInfo if some are only set aside, UNAUTHENTICATED / PERMISSION_DENIED if
-all are dead.
+Credentials come back: see roster.py (file rewritten → revived) and `recheck()` (a DEAD
+credential refused for its account is probed again after INELIGIBLE_RECHECK_SECONDS).
 """
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
 import time
 from dataclasses import dataclass, field
@@ -34,26 +40,34 @@ import grpc
 import httpx
 
 from . import errors
-from .code_assist import Chunk, CodeAssistClient, EventStream, build_count_body, check_body, envelope_parts
-from .credentials import Credential, CredentialState, OAuthCredential, scan_credential_files
+from .ai_studio import AIStudioBackend
+from .backends import Backend, ChunkStream, Http, embed_requests
+from .code_assist import Chunk, CodeAssistClient, check_body
+from .code_assist_backend import CodeAssistBackend, caller_models, reset_seconds
+from .credentials import Credential, CredentialState
 from .errors import (BackendError, CredentialError, EmptyStream, NoCredentials, PoolExhausted, RefreshError,
                      StreamCut, TransportError, UpstreamError)
-from .project import ProjectResolver, ineligible_reason
+from .members import MemberSpec, PoolConfigError
+from .project import ProjectResolver
+from .roster import Roster, plan
 from .settings import Settings
+from .vertex import VertexBackend
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-# An empty credential directory is looked at again at most this often.
-RESCAN_SECONDS = 10.0
+Op = Callable[["Entry", Mapping[str, str]], Awaitable[T]]
+_ROUTE_CACHE = 512
+_LEARNED_PER_MEMBER = 256
+QUOTA_SPENT = "quota spent (retrieveUserQuota) until its reset"
 
 
 def cooldown_seconds(retry_delay_s: float | None, strikes: int, default: float, maximum: float) -> float:
-    """How long a (credential, model) rests after a 429.
+    """How long a (member, model) rests after a 429.
 
     The backend's own delay wins; without one the default doubles with each consecutive 429
     (strikes ≥ 1). Never longer than `maximum`, so a far-off quota reset hint cannot block a
-    credential long after it recovered: once the cap passes, one call probes it again."""
+    member long after it recovered: once the cap passes, one call probes it again."""
     if retry_delay_s is not None and retry_delay_s >= 0:
         base = retry_delay_s
     else:
@@ -61,23 +75,35 @@ def cooldown_seconds(retry_delay_s: float | None, strikes: int, default: float, 
     return max(0.0, min(base, maximum))
 
 
-@dataclass
+@dataclass(eq=False)
 class Entry:
-    """A credential and the pool's bookkeeping about it."""
+    """A member (credential, backend, routing facts) and the pool's bookkeeping about it."""
 
     cred: Credential
+    spec: MemberSpec = field(default_factory=lambda: MemberSpec(kind="code-assist"))
+    backend: Backend | None = None
+    identity: str = ""
     cooling: dict[str, float] = field(default_factory=dict)   # model → unix time the rest ends
     strikes: dict[str, int] = field(default_factory=dict)     # model → consecutive 429s
     cooling_reason: dict[str, str] = field(default_factory=dict)
+    unsupported: dict[str, float] = field(default_factory=dict)  # model → unix time to ask again
     served: set[str] = field(default_factory=set)             # models it answered
     blocked_until: float = 0.0                                # every model (transient trouble)
     blocked_detail: str = ""
+    last_error: str = ""
+    quota: dict[str, tuple[float, str]] = field(default_factory=dict)  # model → (fraction, reset time)
+    quota_next: float = 0.0                                   # when to poll the quota again
     requests: int = 0
     failures: int = 0
+    current: int = 0                                          # smooth weighted round-robin
+
+    def allows(self, model: str) -> bool:
+        patterns = self.spec.models
+        return not patterns or any(fnmatch.fnmatchcase(model, p) for p in patterns)
 
     def wait(self, model: str, now: float) -> float:
         """Seconds before this entry can serve `model` (0: now; inf: never)."""
-        if self.cred.state is not CredentialState.READY:
+        if self.cred.state is not CredentialState.READY or self.unsupported.get(model, 0.0) > now:
             return float("inf")
         return max(0.0, self.blocked_until - now, self.cooling.get(model, 0.0) - now)
 
@@ -89,11 +115,20 @@ class Entry:
         self.blocked_until = now + seconds
         self.blocked_detail = detail
 
+    def learn_unsupported(self, model: str, seconds: float, now: float) -> None:
+        if len(self.unsupported) >= _LEARNED_PER_MEMBER:
+            self.unsupported = {m: t for m, t in self.unsupported.items() if t > now}
+            if len(self.unsupported) >= _LEARNED_PER_MEMBER:
+                return
+        self.unsupported[model] = now + seconds
+
     def succeeded(self, model: str) -> None:
         self.served.add(model)
-        self.strikes.pop(model, None)
-        self.cooling.pop(model, None)
-        self.cooling_reason.pop(model, None)
+        if self.strikes:
+            self.strikes.pop(model, None)
+        if self.cooling:
+            self.cooling.pop(model, None)
+            self.cooling_reason.pop(model, None)
 
 
 @dataclass
@@ -106,19 +141,39 @@ class CredentialReport:
     cooling_until: dict[str, float]
     requests: int
     failures: int
+    auth: str = ""
+    priority: int = 0
+    weight: int = 1
+    location: str = ""
+    models: tuple[str, ...] = ()
+    unsupported: tuple[str, ...] = ()
+    last_error: str = ""
+    proxy: bool = False
+    quota: dict[str, tuple[float, str]] = field(default_factory=dict)
 
 
 class Pool:
     def __init__(self, settings: Settings, http: httpx.AsyncClient, client: CodeAssistClient,
-                 resolver: ProjectResolver) -> None:
+                 resolver: ProjectResolver, transport: Any = None) -> None:
         self._settings = settings
-        self._http = http
-        self._client = client
+        self._http = http  # token endpoints
         self._resolver = resolver
+        # Every backend shares the Code Assist client's transport unless told otherwise.
+        shared = Http(settings, transport if transport is not None else client._transport)
+        self.backends: dict[str, Backend] = {
+            "gemini-cli-oauth": CodeAssistBackend(client),
+            "ai-studio-key": AIStudioBackend(shared, settings.ai_studio_endpoint),
+            "vertex-ai": VertexBackend(shared, settings.vertex_endpoint),
+        }
+        self._roster = Roster(settings, http, self.backends,
+                              lambda cred, spec, backend: Entry(cred, spec, backend))
         self._entries: list[Entry] = []
-        self._cursor = 0
+        self._routes: dict[tuple[str, bool], list[list[Entry]]] = {}
         self._load_lock = asyncio.Lock()
         self._loaded_at: float | None = None
+        self._next_check = 0.0
+        self._reloading: asyncio.Task[None] | None = None
+        self._polls: set[asyncio.Task[None]] = set()
         self._scan_notes: list[str] = []
 
     # --- loading -------------------------------------------------------------------------
@@ -127,49 +182,107 @@ class Pool:
     def entries(self) -> list[Entry]:
         return self._entries
 
-    def add(self, cred: Credential) -> Entry:
-        """Put a credential into the pool (besides those found in GEMINI_CREDENTIALS)."""
-        entry = Entry(cred)
-        self._entries.append(entry)
+    def add(self, cred: Credential, spec: MemberSpec | None = None) -> Entry:
+        """Put a credential into the pool by hand (besides the configured members)."""
+        spec = spec or MemberSpec(kind={"ai-studio-key": "ai-studio"}.get(cred.kind, "code-assist")
+                                  if cred.kind != "vertex-ai" else "vertex")
+        entry = Entry(cred, spec, self._roster.backend(spec), identity=f"added|{id(cred)}")
+        self._entries = [*self._entries, entry]
+        self._routes.clear()
         return entry
 
     async def ensure_loaded(self) -> None:
-        if self._loaded_at is not None and (self._entries or time.monotonic() - self._loaded_at < RESCAN_SECONDS):
+        now = time.monotonic()
+        if self._loaded_at is not None and self._entries:
+            if now >= self._next_check and (self._reloading is None or self._reloading.done()):
+                # Files are looked at in the background; this call goes on with what it has.
+                self._next_check = now + self._settings.pool_reload_seconds
+                self._reloading = asyncio.create_task(self.reload(), name="pool-reload")
             return
+        if self._loaded_at is not None and now < self._next_check:
+            return
+        await self.reload()
+
+    async def reload(self) -> None:
+        """Read the pool file and changed credential files; add, drop and revive members."""
         async with self._load_lock:
-            if self._loaded_at is not None and (self._entries or time.monotonic() - self._loaded_at < RESCAN_SECONDS):
+            try:
+                candidates, notes = await asyncio.to_thread(plan, self._settings, dict(self._roster.stats))
+            except PoolConfigError as exc:
+                log.error("%s (members unchanged)", exc)
+                self._scan_notes = [str(exc)]
+                self._loaded_at = self._loaded_at or time.monotonic()
+                self._next_check = time.monotonic() + self._settings.pool_reload_seconds
                 return
-            path = self._settings.credentials_path
-            found, notes = await asyncio.to_thread(scan_credential_files, path)
-            s = self._settings
-            known = {e.cred.path for e in self._entries if isinstance(e.cred, OAuthCredential)}
-            for file, data in found:
-                if file in known:
-                    continue
-                cred = OAuthCredential(file, data, http=self._http, token_url=s.oauth_token_url,
-                                       client_id=s.oauth_client_id, client_secret=s.oauth_client_secret,
-                                       timeout=s.refresh_timeout)
-                if not cred.project_override and s.google_cloud_project:
-                    cred.project_override = s.google_cloud_project
-                self.add(cred)
+            manual = [e for e in self._entries if e.identity.startswith("added|")]
+            entries, changed = self._roster.apply([e for e in self._entries if e not in manual], candidates)
+            first = self._loaded_at is None
             self._scan_notes = notes
             self._loaded_at = time.monotonic()
-            for note in notes:
-                log.info("credentials: %s", note)
-            if self._entries:
-                log.info("credentials: %d loaded from %s: %s", len(self._entries), path,
-                         ", ".join(e.cred.id for e in self._entries))
-            else:
-                log.warning("%s", self.no_credentials_message())
+            self._next_check = self._loaded_at + self._settings.pool_reload_seconds
+            if changed or first:
+                self._entries = [*entries, *manual]
+                self._routes.clear()
+                for note in notes:
+                    log.info("credentials: %s", note)
+                if self._entries:
+                    log.info("pool: %d member(s): %s", len(self._entries), ", ".join(
+                        f"{e.cred.id} ({e.cred.kind}, priority {e.spec.priority})" for e in self._entries))
+                else:
+                    log.warning("%s", self.no_credentials_message())
+            self.recheck(time.time())
+            self.poll_quotas()
+
+    def recheck(self, now: float) -> None:
+        """A credential refused for its account gets one more try after a while: licences get
+        assigned, accounts verified, APIs enabled, without anyone touching the gateway."""
+        for e in self._entries:
+            c = e.cred
+            if c.state is CredentialState.DEAD and c.ineligible and \
+                    now - c.dead_at >= self._settings.ineligible_recheck_seconds:
+                c.revive(f"re-checking after {self._settings.ineligible_recheck_seconds:g}s ({c.detail})")
+
+    def poll_quotas(self) -> None:
+        """Start a retrieveUserQuota poll for each Code Assist member that is due one."""
+        every = self._settings.quota_poll_seconds
+        if every <= 0:
+            return
+        now = time.time()
+        for e in self._entries:
+            if e.quota_next <= now and e.cred.usable and isinstance(e.backend, CodeAssistBackend):
+                e.quota_next = now + every
+                task = asyncio.create_task(self._poll_quota(e), name=f"quota-{e.cred.id}")
+                self._polls.add(task)
+                task.add_done_callback(self._polls.discard)
+
+    async def _poll_quota(self, entry: Entry) -> None:
+        assert isinstance(entry.backend, CodeAssistBackend)
+        try:
+            headers = await self._within_refresh_timeout(entry.cred.auth_headers())
+            await self._resolver.resolve(entry.cred)
+            quota = await entry.backend.quota(entry, headers)
+        except UpstreamError as err:
+            log.info("credential %s: quota poll failed: %s", entry.cred.id, err.message)
+            return
+        entry.quota = quota
+        now = time.time()
+        for model, (fraction, reset) in quota.items():
+            left = reset_seconds(reset, now) if fraction <= 0 else None
+            for asked in caller_models(model):
+                if left is not None:
+                    # Spent until its reset: skipped until then (the next poll may lift it sooner).
+                    entry.cool(asked, left, QUOTA_SPENT, now)
+                elif entry.cooling_reason.get(asked) == QUOTA_SPENT:
+                    entry.cooling.pop(asked, None)
+                    entry.cooling_reason.pop(asked, None)
 
     def no_credentials_message(self) -> str:
-        path = self._settings.credentials_path
         why = "; ".join(self._scan_notes) or "nothing usable"
-        return (f"no Gemini CLI credential found at {path} ({why}); set GEMINI_CREDENTIALS to an "
-                "oauth_creds.json file or a directory of them")
+        return (f"no credential configured ({why}); set GEMINI_API_KEYS, VERTEX_CREDENTIALS, VERTEX_API_KEYS, "
+                "GEMINI_CREDENTIALS or POOL_CONFIG")
 
     async def warmup(self) -> None:
-        """Refresh tokens and find projects for every credential now rather than on first use."""
+        """Get tokens and find projects for every member now rather than on first use."""
         await self.ensure_loaded()
 
         async def one(entry: Entry) -> None:
@@ -185,41 +298,72 @@ class Pool:
 
     # --- selection -------------------------------------------------------------------------
 
-    def _select(self, model: str, tried: set[int]) -> tuple[int, Entry] | None:
-        entries = self._entries
-        n = len(entries)
+    def _tiers(self, model: str, embed: bool) -> list[list[Entry]]:
+        key = (model, embed)
+        tiers = self._routes.get(key)
+        if tiers is None:
+            by_priority: dict[int, list[Entry]] = {}
+            for e in self._entries:
+                if e.allows(model) and (not embed or (e.backend is not None and e.backend.has_embeddings)):
+                    by_priority.setdefault(e.spec.priority, []).append(e)
+            tiers = [by_priority[p] for p in sorted(by_priority)]
+            if len(self._routes) >= _ROUTE_CACHE:
+                self._routes.clear()
+            self._routes[key] = tiers
+        return tiers
+
+    def _select(self, model: str, tried: set[Entry], embed: bool = False) -> Entry | None:
         now = time.time()
-        for i in range(n):
-            idx = (self._cursor + i) % n
-            entry = entries[idx]
-            if idx in tried or entry.wait(model, now) > 0:
-                continue
-            self._cursor = idx + 1
-            return idx, entry
+        for tier in self._tiers(model, embed):
+            best: Entry | None = None
+            total = 0
+            for e in tier:
+                if e in tried or e.wait(model, now) > 0:
+                    continue
+                e.current += e.spec.weight
+                total += e.spec.weight
+                if best is None or e.current > best.current:
+                    best = e
+            if best is not None:
+                best.current -= total
+                return best
         return None
 
-    def _exhausted(self, model: str, last: UpstreamError | None) -> UpstreamError:
+    def _exhausted(self, model: str, last: UpstreamError | None, embed: bool) -> UpstreamError:
         if not self._entries:
             return NoCredentials(self.no_credentials_message())
         now = time.time()
-        live = [e for e in self._entries if e.cred.state is CredentialState.READY]
-        cooling = [e for e in live if e.cooling.get(model, 0.0) > now]
-        if cooling or live:
-            retry = min(e.wait(model, now) for e in live)
-            if cooling:
+        members = [e for tier in self._tiers(model, embed) for e in tier]
+        if not members:
+            if embed:
+                return PoolExhausted("no pool member has embeddings (Code Assist has none): add AI Studio or "
+                                     "Vertex AI members", code=grpc.StatusCode.FAILED_PRECONDITION,
+                                     reason=errors.REASON_NO_EMBEDDINGS)
+            return PoolExhausted(f"no pool member is configured to serve model {model}",
+                                 code=grpc.StatusCode.NOT_FOUND, reason=errors.REASON_MODEL_NOT_SERVED)
+        live = [e for e in members if e.cred.state is CredentialState.READY]
+        able = [e for e in live if e.unsupported.get(model, 0.0) <= now]
+        if live and not able:
+            if isinstance(last, BackendError) and last.http_status in (403, 404):
+                return last
+            return PoolExhausted(f"no pool member can serve model {model} (every one answered that it cannot)",
+                                 code=grpc.StatusCode.NOT_FOUND, reason=errors.REASON_MODEL_NOT_SERVED, last=last)
+        if able:
+            retry = min(e.wait(model, now) for e in able)
+            if any(e.cooling.get(model, 0.0) > now for e in able):
                 return PoolExhausted(
-                    f"all {len(live)} usable credential(s) are cooling down for model {model}; "
+                    f"all {len(able)} usable member(s) are cooling down for model {model}; "
                     f"retry in {retry:.1f}s" + (f" (backend: {last.message})" if isinstance(last, BackendError) else ""),
                     code=grpc.StatusCode.RESOURCE_EXHAUSTED, reason=errors.REASON_ALL_COOLING,
                     retry_delay_s=retry, last=last)
-            details = "; ".join(f"{e.cred.id}: {e.blocked_detail}" for e in live if e.blocked_detail)
+            details = "; ".join(f"{e.cred.id}: {e.blocked_detail}" for e in able if e.blocked_detail)
             return PoolExhausted(f"no credential can serve now ({details or 'all set aside'}); retry in {retry:.1f}s",
                                  code=grpc.StatusCode.UNAVAILABLE, reason=errors.REASON_CREDENTIALS_UNAVAILABLE,
                                  retry_delay_s=retry, last=last)
-        dead = [e for e in self._entries if e.cred.state is CredentialState.DEAD]
-        details = "; ".join(f"{e.cred.id}: {e.cred.detail}" for e in self._entries)
+        dead = [e for e in members if e.cred.state is CredentialState.DEAD]
+        details = "; ".join(f"{e.cred.id}: {e.cred.detail}" for e in members)
         if dead and all(e.cred.ineligible for e in dead):
-            return PoolExhausted(f"no credential is allowed to use Code Assist: {details}",
+            return PoolExhausted(f"no credential is allowed to use its backend: {details}",
                                  code=grpc.StatusCode.PERMISSION_DENIED, reason=errors.REASON_CREDENTIALS_INELIGIBLE,
                                  last=last)
         return PoolExhausted(f"no usable credential: {details}", code=grpc.StatusCode.UNAUTHENTICATED,
@@ -228,6 +372,7 @@ class Pool:
     # --- failure policy ----------------------------------------------------------------------
 
     def _credential_failed(self, entry: Entry, err: CredentialError, now: float) -> None:
+        entry.last_error = err.message
         if err.permanent:
             entry.cred.mark_dead(err.message, ineligible=err.ineligible)
         else:
@@ -239,24 +384,28 @@ class Pool:
         strikes = entry.strikes.get(model, 0) + 1
         entry.strikes[model] = strikes
         s = self._settings
-        seconds = cooldown_seconds(err.retry_delay_s, strikes, s.default_cooldown_seconds, s.max_cooldown_seconds)
+        start = entry.backend.backoff_start if entry.backend is not None else None
+        seconds = cooldown_seconds(err.retry_delay_s, strikes, start if start is not None
+                                   else s.default_cooldown_seconds, s.max_cooldown_seconds)
         entry.cool(model, seconds, err.reason or err.status or "429", now)
+        entry.last_error = str(err)
         log.warning("credential %s cooling down %.1fs for %s (%s)", entry.cred.id, seconds, model,
                     err.reason or err.message)
 
-    async def _attempt(self, entry: Entry, op: Callable[[Credential, Mapping[str, str], str | None], Awaitable[T]]) -> T:
-        """One credential: headers, project, the call; a 401 refreshes once and retries."""
+    async def _attempt(self, entry: Entry, op: Op[T]) -> T:
+        """One member: headers, project, the call; a 401 refreshes once and retries."""
         cred = entry.cred
         headers = await self._within_refresh_timeout(cred.auth_headers())
-        project = await self._resolver.resolve(cred)
+        if cred.needs_project:
+            await self._resolver.resolve(cred)
         try:
-            return await op(cred, headers, project)
+            return await op(entry, headers)
         except BackendError as err:
             if err.http_status != 401:
                 raise
             log.info("credential %s: backend answered 401, refreshing", cred.id)
             await self._within_refresh_timeout(cred.refresh(rejected=headers))
-            return await op(cred, await self._within_refresh_timeout(cred.auth_headers()), project)
+            return await op(entry, await self._within_refresh_timeout(cred.auth_headers()))
 
     async def _within_refresh_timeout(self, work: Awaitable[T]) -> T:
         """Wait at most REFRESH_TIMEOUT for a credential's token. The refresh itself runs on
@@ -269,21 +418,19 @@ class Pool:
         except TimeoutError:
             raise RefreshError(f"token refresh took longer than {seconds:g}s", permanent=False) from None
 
-    async def run(self, model: str, op: Callable[[Credential, Mapping[str, str], str | None], Awaitable[T]],
-                  ) -> tuple[T, Entry]:
-        """Run `op` on credentials of the pool until one succeeds or the policy gives up."""
+    async def run(self, model: str, op: Op[T], *, embed: bool = False) -> tuple[T, Entry]:
+        """Run `op` on members of the pool until one succeeds or the policy gives up."""
         await self.ensure_loaded()
-        tried: set[int] = set()
+        tried: set[Entry] = set()
         transient = 0
         last: UpstreamError | None = None
         while True:
-            picked = self._select(model, tried)
-            if picked is None:
+            entry = self._select(model, tried, embed)
+            if entry is None:
                 if last is not None and _retryable(last):
                     raise last
-                raise self._exhausted(model, last)
-            idx, entry = picked
-            tried.add(idx)
+                raise self._exhausted(model, last, embed)
+            tried.add(entry)
             entry.requests += 1
             try:
                 result = await self._attempt(entry, op)
@@ -295,6 +442,7 @@ class Pool:
             except BackendError as err:
                 entry.failures += 1
                 now = time.time()
+                entry.last_error = str(err)
                 if err.http_status == 429:
                     self._rate_limited(entry, model, err, now)
                     last = err
@@ -304,11 +452,15 @@ class Pool:
                                 f"backend rejected a freshly refreshed token: {err.message}", now)
                     last = err
                     continue
-                if err.http_status == 403:
-                    why = ineligible_reason(err)
-                    if why is None:
-                        raise
-                    entry.cred.mark_dead(f"Code Assist refused the account ({why}): {err.message}", ineligible=True)
+                problem = entry.backend.account_problem(err) if entry.backend is not None else None
+                if problem is not None:
+                    entry.cred.mark_dead(problem, ineligible=True)
+                    last = err
+                    continue
+                if err.http_status in (403, 404):
+                    log.info("credential %s cannot serve %s (HTTP %d): not asked again for %gs", entry.cred.id,
+                             model, err.http_status, self._settings.unsupported_model_seconds)
+                    entry.learn_unsupported(model, self._settings.unsupported_model_seconds, now)
                     last = err
                     continue
                 if err.http_status >= 500:
@@ -321,7 +473,8 @@ class Pool:
                 raise
             except (TransportError, EmptyStream) as err:
                 entry.failures += 1
-                if isinstance(err, TransportError) and err.timeout:
+                entry.last_error = err.message
+                if isinstance(err, TransportError) and (err.timeout or not err.retry):
                     raise
                 transient += 1
                 log.warning("credential %s: %s", entry.cred.id, err.message)
@@ -337,8 +490,9 @@ class Pool:
     async def generate(self, model: str, body: bytes | memoryview, request_id: str) -> tuple[Chunk, Entry]:
         check_body(body)
 
-        async def op(cred: Credential, headers: Mapping[str, str], project: str | None) -> Chunk:
-            return await self._client.generate(headers, model, envelope_parts(model, project, request_id, body))
+        async def op(entry: Entry, headers: Mapping[str, str]) -> Chunk:
+            assert entry.backend is not None
+            return await entry.backend.generate(entry, headers, model, body, request_id)
 
         return await self.run(model, op)
 
@@ -347,8 +501,9 @@ class Pool:
         connection."""
         check_body(body)
 
-        async def op(cred: Credential, headers: Mapping[str, str], project: str | None) -> tuple[EventStream, Chunk]:
-            events = await self._client.open_stream(headers, model, envelope_parts(model, project, request_id, body))
+        async def op(entry: Entry, headers: Mapping[str, str]) -> tuple[ChunkStream, Chunk]:
+            assert entry.backend is not None
+            events = await entry.backend.open_stream(entry, headers, model, body, request_id)
             try:
                 first = await events.next()
             except BaseException:
@@ -382,14 +537,34 @@ class Pool:
             await events.aclose()
 
     async def count_tokens(self, model: str, body: bytes, request_id: str) -> tuple[Any, Entry]:
-        payload = build_count_body(model, body)
-
-        async def op(cred: Credential, headers: Mapping[str, str], project: str | None) -> Any:
-            return await self._client.count_tokens(headers, model, payload)
+        async def op(entry: Entry, headers: Mapping[str, str]) -> Any:
+            assert entry.backend is not None
+            return await entry.backend.count_tokens(entry, headers, model, body)
 
         return await self.run(model, op)
 
+    async def embed(self, model: str, body: bytes, request_id: str) -> tuple[tuple[list[dict[str, Any]], int], Entry]:
+        """Embeddings of a batchEmbedContents body, from members whose backend has them."""
+        requests = embed_requests(body)
+
+        async def op(entry: Entry, headers: Mapping[str, str]) -> tuple[list[dict[str, Any]], int]:
+            assert entry.backend is not None
+            return await entry.backend.embed(entry, headers, model, requests)
+
+        return await self.run(model, op, embed=True)
+
     # --- reporting ---------------------------------------------------------------------------
+
+    def can_serve(self, model: str, kinds: frozenset[str] | set[str] | None = None, embed: bool = False) -> bool:
+        """Some member (of one of `kinds`) is configured for `model`, not switched off, and has
+        not said it cannot serve it."""
+        now = time.time()
+        return any(e.cred.state is not CredentialState.DISABLED and e.unsupported.get(model, 0.0) <= now
+                   and (kinds is None or e.cred.kind in kinds)
+                   for tier in self._tiers(model, embed) for e in tier)
+
+    def kinds(self) -> set[str]:
+        return {e.cred.kind for e in self._entries}
 
     def report(self) -> list[CredentialReport]:
         now = time.time()
@@ -405,8 +580,12 @@ class Pool:
                 elif cooling and not (e.served - cooling.keys()):
                     state = "COOLING"
                     detail = "; ".join(f"{m}: {e.cooling_reason.get(m, '429')}" for m in cooling)
-            out.append(CredentialReport(e.cred.id, e.cred.kind, state, e.cred.project or "", detail, cooling,
-                                        e.requests, e.failures))
+            out.append(CredentialReport(
+                e.cred.id, e.cred.kind, state, e.cred.project or "", detail, cooling, e.requests, e.failures,
+                auth=e.cred.auth, priority=e.spec.priority, weight=e.spec.weight,
+                location=e.spec.location if e.cred.kind == "vertex-ai" else "", models=e.spec.models,
+                unsupported=tuple(sorted(m for m, t in e.unsupported.items() if t > now)),
+                last_error=e.last_error, proxy=bool(e.spec.proxy), quota=dict(e.quota)))
         return out
 
 

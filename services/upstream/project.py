@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 # 403 reasons (ErrorInfo.reason, or words of the message) that concern the account itself:
 # another credential may well work.
 INELIGIBLE_REASONS = ("SUBSCRIPTION_REQUIRED", "VALIDATION_REQUIRED", "CONSUMER_INVALID", "TOS_VIOLATION",
-                      "SERVICE_DISABLED", "ACCOUNT_DISABLED")
+                      "SERVICE_DISABLED", "ACCOUNT_DISABLED", "UNSUPPORTED_CLIENT")
 INELIGIBLE_MESSAGES = ("has not been used in project", "it is disabled", "lack a gemini code assist license",
                        "account suspended", "is not enabled")
 
@@ -62,7 +62,10 @@ def describe_ineligible(load: Mapping[str, Any]) -> str | None:
         url = tier.get("validationUrl")
         piece = f"{code}" + (f": {text}" if text else "")
         if code == "VALIDATION_REQUIRED" and url:
-            piece += f" — verify the account at {url}, then restart the upstream"
+            piece += f" — verify the account at {url}, then rewrite its credential file (or wait for the re-check)"
+        elif code == "UNSUPPORTED_CLIENT":
+            piece += (" — Code Assist no longer serves this tier: use a Standard/Enterprise seat, or AI Studio / "
+                      "Vertex AI keys")
         parts.append(piece)
     return "; ".join(parts) or None
 

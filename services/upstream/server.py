@@ -24,13 +24,14 @@ from grpc_reflection.v1alpha import reflection
 
 from gemini_cli.upstream.v1 import upstream_pb2, upstream_pb2_grpc
 
-from . import errors
+from . import errors, internal_auth
 from .catalog import ModelInfo, build_catalog
-from .code_assist import Chunk, CodeAssistClient, make_fast_client, make_http_client
+from .code_assist import Chunk, CodeAssistClient, make_http_client
 from .errors import Draining, InvalidRequest, UpstreamError
 from .pool import Entry, Pool
 from .project import ProjectResolver
 from .settings import Settings
+from .transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,9 @@ _USAGE_FIELDS = (("promptTokenCount", "prompt_tokens"), ("candidatesTokenCount",
 def model_id(raw: str) -> str:
     model = raw.strip().removeprefix("models/")
     if not _MODEL_ID.match(model):
-        raise InvalidRequest(f"invalid model id {raw!r}" if raw else "model is required")
+        # Never echo a long id: the message travels in gRPC metadata, which has a size limit.
+        shown = raw if len(raw) <= 64 else raw[:64] + "…"
+        raise InvalidRequest(f"invalid model id {shown!r}" if raw else "model is required")
     return model
 
 
@@ -77,6 +80,7 @@ def response_message(chunk: Chunk, entry: Entry | None) -> upstream_pb2.Generate
     if entry is not None:  # first message only
         msg.trace_id = chunk.trace_id
         msg.credential_id = entry.cred.id
+        msg.credential_kind = entry.cred.kind
     return msg
 
 
@@ -84,7 +88,7 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
     def __init__(self, pool: Pool, catalog: list[ModelInfo], aliases: dict[str, str] | None = None) -> None:
         self._pool = pool
         self._aliases = aliases or {}
-        self._models = [m.to_proto() for m in catalog]
+        self._catalog = catalog
         self.draining = False
 
     def _model(self, raw: str) -> str:
@@ -133,7 +137,7 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
             raise
         finally:
             log.info("generate id=%s caller=%s model=%s stream=%s credential=%s chunks=%d outcome=%s ms=%.0f",
-                     rid, request.caller or "-", request.model, request.stream, cred_id or "-", chunks, outcome,
+                     rid, internal_auth.caller_of(request.caller), request.model, request.stream, cred_id or "-", chunks, outcome,
                      (time.monotonic() - started) * 1000)
 
     async def CountTokens(self, request: upstream_pb2.CountTokensRequest,
@@ -148,23 +152,48 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
             log.warning("count_tokens id=%s failed: %s/%s: %s", rid, desc.code.name, desc.reason, desc.message)
             await context.abort_with_status(errors.to_rpc_status(desc))
             raise  # not reached: abort raises
-        log.info("count_tokens id=%s caller=%s model=%s credential=%s", rid, request.caller or "-", model, entry.cred.id)
+        log.info("count_tokens id=%s caller=%s model=%s credential=%s", rid, internal_auth.caller_of(request.caller),
+                 model, entry.cred.id)
         return upstream_pb2.CountTokensResponse(
             total_tokens=_total_tokens(result),
             body=httpbody_pb2.HttpBody(content_type="application/json", data=orjson.dumps(result)))
 
+    async def Embed(self, request: upstream_pb2.EmbedRequest,
+                    context: grpc.aio.ServicerContext) -> upstream_pb2.EmbedResponse:
+        rid = request.request_id or uuid.uuid4().hex
+        try:
+            self._check_open()
+            model = self._model(request.model)
+            (vectors, tokens), entry = await self._pool.embed(model, request_body(request.body), rid)
+        except UpstreamError as err:
+            desc = errors.describe(err)
+            log.warning("embed id=%s failed: %s/%s: %s", rid, desc.code.name, desc.reason, desc.message)
+            await context.abort_with_status(errors.to_rpc_status(desc))
+            raise  # not reached: abort raises
+        log.info("embed id=%s caller=%s model=%s credential=%s n=%d", rid, request.caller or "-", model,
+                 entry.cred.id, len(vectors))
+        return upstream_pb2.EmbedResponse(
+            body=httpbody_pb2.HttpBody(content_type="application/json", data=orjson.dumps({"embeddings": vectors})),
+            prompt_tokens=tokens, credential_id=entry.cred.id, credential_kind=entry.cred.kind)
+
     async def ListModels(self, request: upstream_pb2.ListModelsRequest,
                          context: grpc.aio.ServicerContext) -> upstream_pb2.ListModelsResponse:
         await self._pool.ensure_loaded()
-        resp = upstream_pb2.ListModelsResponse(models=self._models)
+        served = [m.to_proto() for m in self._catalog if self._pool.can_serve(m.id, m.kinds, m.embedding)]
+        resp = upstream_pb2.ListModelsResponse(models=served, aliases=self._aliases)
         for r in self._pool.report():
-            resp.credentials.append(upstream_pb2.CredentialStatus(
+            status = upstream_pb2.CredentialStatus(
                 id=r.id, kind=r.kind, state=_STATES[r.state], project=r.project, detail=r.detail,
-                cooling_until=r.cooling_until, requests=r.requests, failures=r.failures))
+                cooling_until=r.cooling_until, requests=r.requests, failures=r.failures, auth=r.auth,
+                priority=r.priority, weight=r.weight, location=r.location, models=list(r.models),
+                unsupported_models=list(r.unsupported), last_error=r.last_error, proxied=r.proxy)
+            for model, (fraction, reset) in sorted(r.quota.items()):
+                status.quota.add(model=model, remaining_fraction=fraction, reset_time=reset)
+            resp.credentials.append(status)
         if not self._pool.entries:
             # Nothing loaded: say where we looked, so the operator sees it next to the models.
             resp.credentials.append(upstream_pb2.CredentialStatus(
-                id="(none)", kind="gemini-cli-oauth", state=upstream_pb2.CredentialStatus.STATE_UNSPECIFIED,
+                id="(none)", kind="", state=upstream_pb2.CredentialStatus.STATE_UNSPECIFIED,
                 detail=self._pool.no_credentials_message()))
         return resp
 
@@ -196,15 +225,26 @@ def _write_stats() -> None:
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set); returns the exit code."""
-    http = make_http_client(settings)
-    fast = make_fast_client(settings)
-    client = CodeAssistClient(settings, http, fast)
+    try:
+        verifier = internal_auth.verifier_for(settings.internal_tokens_file, settings.upstream_listen)
+    except internal_auth.TokenFileError as exc:
+        log.error("%s", exc)
+        return 2
+    if verifier.callers is None:
+        log.warning("INTERNAL_TOKENS_FILE is not set: every process on this host can call the upstream")
+    try:
+        transport = Transport.from_settings(settings)  # one backend HTTP client for the process
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    http = make_http_client(settings, transport.ssl_context)
+    client = CodeAssistClient(settings, transport)
     resolver = ProjectResolver(client, poll_interval=settings.onboard_poll_interval,
                                max_polls=settings.onboard_max_polls)
     pool = Pool(settings, http, client, resolver)
     servicer = UpstreamServicer(pool, build_catalog(settings.models), settings.model_aliases)
 
-    server = grpc.aio.server(options=[
+    server = grpc.aio.server(interceptors=[internal_auth.AuthInterceptor(verifier)], options=[
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),
@@ -230,8 +270,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    log.info("upstream listening on %s (backend %s, credentials %s)", settings.upstream_listen,
-             settings.base_url, settings.credentials_path)
+    log.info("upstream listening on %s", settings.upstream_listen)
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -259,7 +298,6 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await warmup
     await http.aclose()
-    if fast is not None:
-        await fast.aclose()
+    await transport.aclose()
     log.info("upstream stopped")
     return 0

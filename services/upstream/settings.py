@@ -24,15 +24,16 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 GEMINI_CLI_CLIENT_ID = "681255809395-oo8ft2oprdrnp9e3aqf6av3hmdib135j.apps.googleusercontent.com"
 GEMINI_CLI_CLIENT_SECRET = "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"
 
+# Used only when nothing else names a credential (no POOL_CONFIG, GEMINI_API_KEYS, VERTEX_*).
 DEFAULT_CREDENTIALS = "~/.gemini/oauth_creds.json"
+AI_STUDIO_ENDPOINT = "https://generativelanguage.googleapis.com"
+GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
 
 
 DEFAULT_MODEL_ALIASES = {
     "gemini-2.0-pro": "gemini-2.5-pro",
     "gemini-2.0-flash": "gemini-2.5-flash",
     "gemini-2.0-flash-lite": "gemini-2.5-flash-lite",
-    # The CLI says gemini-3.5-flash where the backend expects gemini-3-flash (CCPA_AI_MODEL_MAPPINGS).
-    "gemini-3.5-flash": "gemini-3-flash",
 }
 
 
@@ -82,8 +83,34 @@ class Settings(BaseSettings):
     # Version put in the User-Agent, which mimics the Gemini CLI's.
     cli_version: str = "0.56.0"
 
+    # --- AI Studio and Vertex AI ------------------------------------------------------------
+    ai_studio_endpoint: str = AI_STUDIO_ENDPOINT
+    # Base URL used as-is for every Vertex location when set (else Google's regional/global hosts).
+    vertex_endpoint: str = ""
+    vertex_token_url: str = GOOGLE_TOKEN_URL
+    vertex_location: str = "global"
+
     # --- credentials and projects --------------------------------------------------------
-    gemini_credentials: str = DEFAULT_CREDENTIALS
+    # Code Assist oauth_creds.json file or directory ("" = the Gemini CLI's own file, but only
+    # when no other credential is configured).
+    gemini_credentials: str = ""
+    # AI Studio API keys, comma-separated.
+    gemini_api_keys: str = ""
+    # Vertex AI service-account (or ADC) JSON file, or a directory of them.
+    vertex_credentials: str = ""
+    # Vertex AI express-mode API keys, comma-separated.
+    vertex_api_keys: str = ""
+    # TOML file listing pool members (kinds, secrets' locations, models, priority, weight, proxy).
+    pool_config: str = ""
+    # How often credential and pool files are checked for changes (seconds).
+    pool_reload_seconds: float = Field(2.0, gt=0)
+    # A credential the backend refused for its account (SUBSCRIPTION_REQUIRED, tier gone, ...)
+    # is tried again after this long, or at once when its file changes.
+    ineligible_recheck_seconds: float = Field(1800.0, gt=0)
+    # A model a member answered 404/403 for is not asked of it again for this long.
+    unsupported_model_seconds: float = Field(3600.0, gt=0)
+    # retrieveUserQuota is polled this often per Code Assist credential (0 = never).
+    quota_poll_seconds: float = Field(300.0, ge=0)
     # The Gemini CLI honours both names.
     google_cloud_project: str = Field("", validation_alias=AliasChoices("google_cloud_project",
                                                                         "google_cloud_project_id"))
@@ -116,9 +143,18 @@ class Settings(BaseSettings):
     # (HTTP/1.1), so this caps the concurrent streams of the process; calls beyond it wait
     # up to CONNECT_TIMEOUT for a free one.
     http_max_connections: int = Field(4096, ge=1)
+    # Extra CA bundle (PEM) trusted for backend TLS besides the system and certifi roots: a
+    # TLS-inspecting proxy's CA, or a test backend's. Verification itself is never off.
+    backend_ca_file: str = ""
+    # Largest backend answer accepted: a unary body after decompression, or one streamed
+    # event. Past it the call fails (not retried on another credential).
+    backend_max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024)
 
     # --- server ----------------------------------------------------------------------------
     upstream_listen: str = "127.0.0.1:50051"
+    # Internal callers (the edge, operators' services): `name:{SHA}hash` lines, see
+    # internal_auth.py. Required unless UPSTREAM_LISTEN is a loopback address.
+    internal_tokens_file: str = ""
     drain_seconds: float = Field(10.0, ge=0)
     log_level: str = "INFO"
 
@@ -153,7 +189,8 @@ class Settings(BaseSettings):
             return {old.strip(): new.strip() for old, new in pairs}
         return value
 
-    @field_validator("code_assist_endpoint", "oauth_token_url")
+    @field_validator("code_assist_endpoint", "oauth_token_url", "ai_studio_endpoint", "vertex_endpoint",
+                     "vertex_token_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
@@ -169,7 +206,13 @@ class Settings(BaseSettings):
 
     @property
     def credentials_path(self) -> Path:
-        return Path(self.gemini_credentials).expanduser()
+        return Path(self.gemini_credentials or DEFAULT_CREDENTIALS).expanduser()
+
+    @property
+    def only_default_credentials(self) -> bool:
+        """Nothing configured at all: look for the Gemini CLI's own login file."""
+        return not any((self.gemini_credentials, self.gemini_api_keys, self.vertex_credentials,
+                        self.vertex_api_keys, self.pool_config))
 
     @classmethod
     def settings_customise_sources(

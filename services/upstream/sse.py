@@ -6,7 +6,8 @@ whose data lines are joined with "\\n"; comment (`:`), `id:`, `event:` and `retr
 are ignored; there is no `[DONE]` sentinel, the stream ends when the connection closes.
 
 Works on bytes as they come off the socket: a line, even a CRLF pair, may be split across
-reads.
+reads. `max_event_bytes` bounds what one event (and one line) may buffer, so a backend that
+never ends a line cannot grow it without limit.
 """
 from __future__ import annotations
 
@@ -18,14 +19,20 @@ import orjson
 log = logging.getLogger(__name__)
 
 
+class EventTooLarge(ValueError):
+    """One event (or one line) is larger than the parser's `max_event_bytes`."""
+
+
 class SSEParser:
     """Feed raw bytes, get back the data payload of every event completed so far."""
 
-    __slots__ = ("_buf", "_data", "_skip_lf")
+    __slots__ = ("_buf", "_data", "_data_size", "_skip_lf", "_max")
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_bytes: int | None = None) -> None:
         self._buf = bytearray()
         self._data: list[bytes] = []
+        self._data_size = 0
+        self._max = max_event_bytes
         # The previous read ended with CR: an LF at the start of the next read belongs to it.
         self._skip_lf = False
 
@@ -58,6 +65,8 @@ class SSEParser:
             self._line(bytes(buf[start:end]), events)
             start = nxt
         del buf[:start]
+        if self._max is not None and len(buf) + self._data_size > self._max:
+            raise EventTooLarge(f"a server-sent event is larger than {self._max} bytes")
         return events
 
     def close(self) -> list[bytes]:
@@ -74,12 +83,17 @@ class SSEParser:
             if self._data:
                 events.append(b"\n".join(self._data))
                 self._data = []
+                self._data_size = 0
             return
         if line.startswith(b"data:"):
             value = line[5:]
             if value.startswith(b" "):
                 value = value[1:]
-            self._data.append(value.strip())
+            value = value.strip()
+            self._data.append(value)
+            self._data_size += len(value) + 1
+            if self._max is not None and self._data_size > self._max:
+                raise EventTooLarge(f"a server-sent event is larger than {self._max} bytes")
         # Anything else (":" comments, id:, event:, retry:, unknown fields) carries nothing for us.
 
 
@@ -88,21 +102,21 @@ async def iter_events(chunks: AsyncIterable[bytes]) -> AsyncIterator[Any]:
     parser = SSEParser()
     async for chunk in chunks:
         for data in parser.feed(chunk):
-            value = _decode(data)
-            if value is not _BAD:
+            value = decode(data)
+            if value is not BAD:
                 yield value
     for data in parser.close():
-        value = _decode(data)
-        if value is not _BAD:
+        value = decode(data)
+        if value is not BAD:
             yield value
 
 
-_BAD = object()
+BAD = object()  # what decode() returns for an event that is not JSON
 
 
-def _decode(data: bytes) -> Any:
+def decode(data: bytes) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         log.warning("dropped an SSE event that is not valid JSON (%d bytes)", len(data))
-        return _BAD
+        return BAD

@@ -14,7 +14,7 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
-from tests import fixtures
+from tests import fixtures, harness
 from tests.stack_fixtures import Stack
 
 MODEL = "gemini-2.5-pro"
@@ -45,7 +45,7 @@ def test_generate_content(client: genai.Client, sim):
     assert resp.usage_metadata.candidates_token_count == len(resp.text.split())
     # The request reached the backend unchanged (config included).
     (call,) = [r for r in sim.requests() if r["op"] == "generate"]
-    assert call["body"]["request"]["generationConfig"]["temperature"] == 0.3
+    assert harness.sent_request(call)["generationConfig"]["temperature"] == 0.3
 
 
 def test_generate_content_stream(client: genai.Client):
@@ -97,7 +97,7 @@ def test_function_declaration(client: genai.Client, sim):
             name="get_current_weather", response={"temp": 21})])]
     final = client.models.generate_content(model=MODEL, contents=history, config=config)
     assert final.text == 'tool results: get_current_weather={"temp":21}'
-    sent = [r for r in sim.requests() if r["op"] == "generate"][-1]["body"]["request"]
+    sent = harness.sent_request([r for r in sim.requests() if r["op"] == "generate"][-1])
     echoed = sent["contents"][1]["parts"][0]
     assert echoed["functionCall"]["name"] == "get_current_weather"
     # The signature the backend issued comes back unchanged (the SDK holds it as decoded bytes).
@@ -115,7 +115,7 @@ def test_inline_image(client: genai.Client, sim):
     assert resp.usage_metadata.prompt_token_count == 1 + 258
     # The SDK writes `mime_type` in snake case (proto JSON accepts both spellings); the edge
     # passes the body through untouched, so that is what the backend must see.
-    sent = [r for r in sim.requests() if r["op"] == "generate"][-1]["body"]["request"]
+    sent = harness.sent_request([r for r in sim.requests() if r["op"] == "generate"][-1])
     inline = sent["contents"][0]["parts"][1]["inlineData"]
     assert (inline.get("mimeType") or inline.get("mime_type")) == "image/png"
 

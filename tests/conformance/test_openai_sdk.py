@@ -6,8 +6,6 @@ simulator actually received.
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
@@ -15,46 +13,17 @@ import openai
 import pytest
 
 from tests import fixtures, harness
-
-MEDIA = {
-    "/cat.png": ("image/png", fixtures.png()),
-    "/talk.mp3": ("application/octet-stream", fixtures.mp3()),  # wrong type on purpose: sniffed
-    "/clip.mp4": ("video/mp4", fixtures.mp4()),
-}
+from tests.conformance.media import MEDIA, media_server  # noqa: F401  (a fixture)
+from tests.stack_fixtures import POOLS, pool_members
 
 
-class _MediaHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (stdlib name)
-        if self.path not in MEDIA:
-            self.send_error(404)
-            return
-        mime, body = MEDIA[self.path]
-        self.send_response(200)
-        self.send_header("Content-Type", mime)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def media_server() -> Iterator[str]:
-    srv = ThreadingHTTPServer((harness.LOOPBACK, 0), _MediaHandler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://{harness.LOOPBACK}:{srv.server_address[1]}"
-    srv.shutdown()
-
-
-@pytest.fixture(scope="module")
-def oai_stack(simulator: harness.Proc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+@pytest.fixture(scope="module", params=POOLS)
+def oai_stack(request: pytest.FixtureRequest, simulator: harness.Proc,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     base = tmp_path_factory.mktemp("openai")
-    creds = base / "creds"
-    for name in ("a", "b"):
-        harness.write_credential(creds / f"{name}.json", f"rt-openai-{name}")
+    creds, env = pool_members(request.param, simulator, base, "openai", code_assist_accounts=2)
     logs = base / "logs"
-    up = harness.start_upstream(logs, simulator.url, creds)
+    up = harness.start_upstream(logs, simulator.url, creds, env)
     edge = harness.start_edge(logs, up.addr, base / "data", {"MEDIA_ALLOW_PRIVATE": "true"})
     envoy = harness.start_envoy(logs, edge.port, up.port)
     key = harness.create_key(edge, "--name", "openai-sdk")
@@ -73,7 +42,7 @@ def client(oai_stack: dict) -> openai.OpenAI:
 def _last_generate(sim) -> dict:
     reqs = [r for r in sim.requests() if r["op"] in ("generate", "stream")]
     assert reqs, "the simulator saw no generate call"
-    return reqs[-1]["body"]["request"]
+    return harness.sent_request(reqs[-1])
 
 
 def _stream_text(stream) -> tuple[str, str, list, dict | None, str | None]:

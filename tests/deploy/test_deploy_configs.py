@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from deploy.envoy_config import render_file, values_from_env
+from tests import harness
 from tests.deploy.conftest import DEPLOY, DESCRIPTOR, ROOT, envoy_validate, run
 
 K8S_FILES = sorted((DEPLOY / "k8s").glob("*.yaml"))
@@ -63,14 +64,35 @@ def test_compose_keeps_credentials_and_licenses_on_named_volumes(compose_config:
     assert mounts("upstream")["/credentials"] == "credentials"
     assert mounts("edge")["/data"] == "edge-data"
     assert services["edge"]["environment"]["LICENSE_DB"].startswith("/data/")
-    # Envoy and the edge must agree on the body limit.
+    # One body limit: the edge's, and Envoy's for REST bodies on its internal listener.
     assert services["edge"]["environment"]["MAX_BODY_BYTES"] == services["envoy"]["environment"]["MAX_BODY_BYTES"]
+
+
+def test_compose_wires_internal_callers(compose_config: dict):
+    """One file of internal callers for the upstream and Envoy's internal listener, the edge's
+    token for the edge (and for Envoy, which shows it to the edge); the internal port stays on
+    the host's loopback."""
+    services = compose_config["services"]
+    assert "internal-auth" in compose_config["volumes"]
+    init = services["internal-auth-init"]
+    assert "deploy.internal_tokens" in init["command"] and "init" in init["command"]
+    tokens = services["upstream"]["environment"]["INTERNAL_TOKENS_FILE"]
+    assert services["envoy"]["environment"]["INTERNAL_TOKENS_FILE"] == tokens
+    assert services["edge"]["environment"]["INTERNAL_TOKEN_FILE"] == services["envoy"]["environment"]["INTERNAL_TOKEN_FILE"]
+    for name in ("upstream", "edge", "envoy"):
+        mounted = {v["target"]: v for v in services[name]["volumes"] if v["source"] == "internal-auth"}
+        assert tokens.rsplit("/", 1)[0] in mounted and mounted[tokens.rsplit("/", 1)[0]].get("read_only"), name
+    internal_port = services["envoy"]["environment"]["ENVOY_INTERNAL_PORT"]
+    published = [p for p in services["envoy"]["ports"] if str(p["target"]) == internal_port]
+    assert published and all(p["host_ip"] == "127.0.0.1" for p in published)
 
 
 def test_compose_envoy_config_is_valid(compose_config: dict, tmp_path: Path):
     env = dict(compose_config["services"]["envoy"]["environment"])
-    # Container paths: the template the image copies from deploy/, the descriptor `make proto` builds.
+    # Container paths: the template the image copies from deploy/, the descriptor `make proto`
+    # builds, the tokens file the init container writes.
     env["ENVOY_DESCRIPTOR"] = str(DESCRIPTOR)
+    env["INTERNAL_TOKENS_FILE"] = str(harness.internal_auth().tokens_file)
     cfg = render_file(tmp_path / "envoy.yaml", **values_from_env(env))
     envoy_validate(cfg)
 
@@ -253,18 +275,68 @@ def test_kustomize_build_is_valid_and_ships_the_one_envoy_template(kube_validate
     # Render it as the Envoy pod does, with the pod's own environment, and validate.
     pod = find(docs, "Deployment", "envoy")["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     mounted = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     configmap_volume = next(v for v in pod["volumes"] if "configMap" in v)
     assert configmap_volume["configMap"]["name"] == find(docs, "ConfigMap", "envoy-template")["metadata"]["name"]
     assert env["ENVOY_TEMPLATE"] == f"{mounted[configmap_volume['name']]}/envoy.yaml"
     (tmp_path / "envoy.yaml").write_text(template)
-    env.update(ENVOY_TEMPLATE=str(tmp_path / "envoy.yaml"), ENVOY_DESCRIPTOR=str(DESCRIPTOR))
+    tokens_mount = env["INTERNAL_TOKENS_FILE"].rsplit("/", 1)[0]
+    assert tokens_mount in mounted.values()
+    env.update(ENVOY_TEMPLATE=str(tmp_path / "envoy.yaml"), ENVOY_DESCRIPTOR=str(DESCRIPTOR),
+               INTERNAL_TOKENS_FILE=str(harness.internal_auth().tokens_file))
     envoy_validate(render_file(tmp_path / "rendered.yaml", **values_from_env(env)))
-
     edge_env = {e["name"]: e.get("value") for e in find(docs, "Deployment", "edge")["spec"]["template"]["spec"]
                 ["containers"][0]["env"]}
     assert edge_env["MAX_BODY_BYTES"] == env["MAX_BODY_BYTES"]
+
+
+def test_k8s_internal_callers_authenticate_and_network_policies_fence_the_services():
+    docs = [d for f in K8S_FILES for d in k8s_docs(f)]
+
+    def pod(name: str) -> dict:
+        return find(docs, "Deployment", name)["spec"]["template"]["spec"]
+
+    def env(name: str) -> dict:
+        return {e["name"]: e for e in pod(name)["containers"][0]["env"]}
+
+    # The upstream and Envoy read one file of internal callers from the Secret; the edge and
+    # Envoy get the edge's token from it.
+    for name in ("upstream", "envoy"):
+        path = env(name)["INTERNAL_TOKENS_FILE"]["value"]
+        mounts = {m["mountPath"]: m["name"] for m in pod(name)["containers"][0]["volumeMounts"]}
+        volume = next(v for v in pod(name)["volumes"] if v["name"] == mounts[path.rsplit("/", 1)[0]])
+        assert volume["secret"]["secretName"] == "internal-auth", name
+    for name in ("edge", "envoy"):
+        ref = env(name)["INTERNAL_TOKEN"]["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == "internal-auth" and not ref.get("optional"), name
+    assert env("envoy")["ENVOY_INTERNAL_LISTEN_ADDRESS"]["value"] == "0.0.0.0"
+
+    policies = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+    deny = [p for p in policies.values() if p["podSelector"] == {} and not p.get("ingress")]
+    assert deny and deny[0]["policyTypes"] == ["Ingress"]
+
+    def allowed(target: str) -> list[tuple[dict | None, int]]:
+        """(from-peer, port) pairs that admit traffic to `target`'s pods (None: from anywhere)."""
+        out = []
+        for spec in policies.values():
+            if spec["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") != target:
+                continue
+            for rule in spec.get("ingress", []):
+                for port in rule["ports"]:
+                    for peer in rule.get("from") or [None]:
+                        out.append((peer, port["port"]))
+        return out
+
+    def names(pairs: list[tuple[dict | None, int]], port: int) -> set[str | None]:
+        return {None if peer is None else peer["podSelector"]["matchLabels"].get("app.kubernetes.io/name", "labelled")
+                for peer, p in pairs if p == port}
+
+    assert names(allowed("edge"), 8081) == {"envoy"}
+    assert names(allowed("upstream"), 50051) == {"edge", "envoy"}
+    assert names(allowed("envoy"), 8080) == {None}
+    internal = [peer for peer, port in allowed("envoy") if port == 8090]
+    assert internal and all(peer is not None and peer["podSelector"]["matchLabels"] for peer in internal)
 
 
 # --- make run without credentials ----------------------------------------------------------------

@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploy import envoy_config
-from deploy.envoy_config import BODY_MARGIN, ConfigError, render, render_file, split_addr, values_from_env
+from deploy.envoy_config import ConfigError, render, render_file, split_addr, values_from_env
+from tests import harness
 from tests.deploy.conftest import DEPLOY, DESCRIPTOR, ROOT, envoy_validate
 
+TOKENS = str(harness.internal_auth().tokens_file)
 LOCAL = dict(public_port=18080, internal_port=18090, admin_port=19901, edge_host="127.0.0.1", edge_port=18081,
-             upstream_host="127.0.0.1", upstream_port=50551, descriptor_path=str(DESCRIPTOR))
+             upstream_host="127.0.0.1", upstream_port=50551, descriptor_path=str(DESCRIPTOR),
+             internal_tokens_file=TOKENS)
 
 
 def listeners(cfg: dict) -> dict[str, dict]:
@@ -29,11 +31,12 @@ def http_filters(listener: dict) -> dict[str, dict]:
     return {f["name"]: f.get("typed_config", {}) for f in hcm(listener)["http_filters"]}
 
 
-def test_placeholders_are_only_addresses_ports_descriptor_and_body_limit():
+def test_placeholders_are_only_addresses_ports_paths_and_limits():
     text = (DEPLOY / "envoy.yaml").read_text()
     names = set(re.findall(r"\$\{(\w+)\}", text))
-    assert names == {"ADMIN_PORT", "PUBLIC_PORT", "INTERNAL_PORT", "LISTEN_ADDRESS", "EDGE_HOST", "EDGE_PORT",
-                     "UPSTREAM_HOST", "UPSTREAM_PORT", "DESCRIPTOR_PATH", "MAX_REQUEST_BYTES"}
+    assert names == {"ADMIN_PORT", "PUBLIC_PORT", "INTERNAL_PORT", "LISTEN_ADDRESS", "INTERNAL_LISTEN_ADDRESS",
+                     "EDGE_HOST", "EDGE_PORT", "UPSTREAM_HOST", "UPSTREAM_PORT", "DESCRIPTOR_PATH",
+                     "INTERNAL_TOKENS_FILE", "MAX_HEAP_BYTES", "BODY_TIMEOUT", "MAX_BODY_BYTES"}
     # No other "$" that string.Template would trip over.
     assert text.count("$") == len(re.findall(r"\$\{\w+\}", text))
 
@@ -44,11 +47,13 @@ def test_rendered_local_config_is_valid_envoy(tmp_path: Path):
 
 
 def test_rendered_config_keeps_streaming_and_safety_settings(tmp_path: Path):
-    cfg = yaml.safe_load(render(**LOCAL, listen_address="0.0.0.0", max_body_bytes=1000))
-    # Admin stays on loopback even when the listeners serve every interface.
+    cfg = yaml.safe_load(render(**LOCAL, listen_address="0.0.0.0", body_timeout_seconds=45, max_body_bytes=1000))
+    # Admin and the internal listener stay on loopback when the public listener serves every
+    # interface.
     assert cfg["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 19901}
     lst = listeners(cfg)
     assert lst["public"]["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 18080}
+    assert lst["internal"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 18090}
 
     public = hcm(lst["public"])
     route = public["route_config"]["virtual_hosts"][0]["routes"][0]
@@ -56,11 +61,24 @@ def test_rendered_config_keeps_streaming_and_safety_settings(tmp_path: Path):
     assert route["route"]["cluster"] == "edge"
     assert route["route"]["timeout"] == "0s"  # streams have no overall deadline
     assert public["generate_request_id"] is True and public["always_set_request_id_in_response"] is True
-    # The body limit follows the edge's MAX_BODY_BYTES, with the documented margin.
-    assert http_filters(lst["public"])["envoy.filters.http.buffer"]["max_request_bytes"] == 1000 + BODY_MARGIN
-    # Nothing may buffer responses: only the health check, the request buffer and the router.
-    assert list(http_filters(lst["public"])) == ["envoy.filters.http.health_check", "envoy.filters.http.buffer",
-                                                 "envoy.filters.http.router"]
+    # Nothing buffers requests or responses: only the health check and the router. Bodies
+    # stream under small flow-control windows, with a deadline for the whole request.
+    assert list(http_filters(lst["public"])) == ["envoy.filters.http.health_check", "envoy.filters.http.router"]
+    for listener in lst.values():
+        assert listener["per_connection_buffer_limit_bytes"] <= 64 * 1024
+        h2 = hcm(listener)["http2_protocol_options"]
+        assert h2["max_concurrent_streams"] <= 100 and h2["initial_stream_window_size"] <= 64 * 1024
+        assert h2["initial_connection_window_size"] <= 1024 * 1024
+        assert hcm(listener)["request_timeout"] == "45.000s"
+    # Internal callers authenticate before the transcoder sees anything.
+    internal_filters = list(http_filters(lst["internal"]))
+    assert internal_filters[0] == "envoy.filters.http.basic_auth"
+    assert http_filters(lst["internal"])["envoy.filters.http.basic_auth"]["users"] == {"filename": TOKENS}
+    # Overload actions on heap size.
+    overload = cfg["overload_manager"]
+    assert {m["name"] for m in overload["resource_monitors"]} >= {"envoy.resource_monitors.fixed_heap"}
+    assert {a["name"] for a in overload["actions"]} >= {"envoy.overload_actions.reset_high_memory_stream",
+                                                         "envoy.overload_actions.stop_accepting_requests"}
     # The access log never prints a query string (`?key=` carries license keys).
     for listener in lst.values():
         for log in hcm(listener)["access_log"]:
@@ -69,6 +87,8 @@ def test_rendered_config_keeps_streaming_and_safety_settings(tmp_path: Path):
 
     transcoder = http_filters(lst["internal"])["envoy.filters.http.grpc_json_transcoder"]
     assert transcoder["proto_descriptor"] == str(DESCRIPTOR)
+    # REST bodies are converted whole, up to the gateway's body limit.
+    assert transcoder["max_request_body_size"] == transcoder["max_response_body_size"] == 1000
     assert transcoder["services"] == ["gemini_cli.upstream.v1.Upstream"]
     clusters = {c["name"]: c for c in cfg["static_resources"]["clusters"]}
     assert clusters["edge"]["health_checks"][0]["http_health_check"]["path"] == "/healthz"
@@ -76,9 +96,19 @@ def test_rendered_config_keeps_streaming_and_safety_settings(tmp_path: Path):
 
 
 def test_envoy_body_limit_default_matches_the_edge_default():
+    from deploy.envoy_config import DEFAULT_MAX_BODY_BYTES
     from services.edge.settings import EdgeSettings
 
-    assert envoy_config.DEFAULT_MAX_BODY_BYTES == EdgeSettings.model_fields["max_body_bytes"].default
+    assert DEFAULT_MAX_BODY_BYTES == EdgeSettings.model_fields["max_body_bytes"].default
+
+
+def test_internal_listener_address_is_its_own_setting():
+    values = values_from_env({"ENVOY_LISTEN_ADDRESS": "0.0.0.0", "INTERNAL_TOKENS_FILE": TOKENS})
+    assert values["listen_address"] == "0.0.0.0" and values["internal_listen_address"] == "127.0.0.1"
+    values = values_from_env({"ENVOY_INTERNAL_LISTEN_ADDRESS": "10.0.0.5", "INTERNAL_TOKENS_FILE": TOKENS})
+    assert values["internal_listen_address"] == "10.0.0.5"
+    cfg = yaml.safe_load(render(**{**LOCAL, "internal_listen_address": "0.0.0.0"}))
+    assert listeners(cfg)["internal"]["address"]["socket_address"]["address"] == "0.0.0.0"
 
 
 @pytest.mark.parametrize("bad", [
@@ -89,7 +119,11 @@ def test_envoy_body_limit_default_matches_the_edge_default():
     {"admin_port": "90x"},
     {"internal_port": 70000},
     {"admin_port": 18080},  # same as the public port
+    {"internal_listen_address": "0.0.0.0 x"},
+    {"internal_tokens_file": ""},
+    {"max_heap_bytes": 0},
     {"max_body_bytes": 0},
+    {"body_timeout_seconds": "soon"},
 ])
 def test_render_refuses_values_that_would_change_the_document(bad: dict):
     with pytest.raises(ConfigError):
@@ -108,17 +142,18 @@ def test_addresses_from_the_environment():
     with pytest.raises(ConfigError):
         split_addr("X", "edge")
     values = values_from_env({"EDGE_ADDR": "edge:9000", "UPSTREAM_ADDR": "up.ns.svc:50051", "PORT": "80",
-                              "MAX_BODY_BYTES": "2048"})
+                              "ENVOY_MAX_HEAP_BYTES": "2048"})
     assert (values["edge_host"], values["edge_port"]) == ("edge", 9000)
     assert (values["upstream_host"], values["upstream_port"]) == ("up.ns.svc", 50051)
-    assert values["public_port"] == "80" and values["max_body_bytes"] == 2048
+    assert values["public_port"] == "80" and values["max_heap_bytes"] == "2048"
     with pytest.raises(ConfigError):
-        values_from_env({"MAX_BODY_BYTES": "lots"})
+        render(**{**LOCAL, **values_from_env({"ENVOY_MAX_HEAP_BYTES": "lots", "INTERNAL_TOKENS_FILE": TOKENS})})
 
 
 def test_cli_renders_from_environment_and_reports_errors(tmp_path: Path):
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "EDGE_ADDR": "edge:8081",
-           "UPSTREAM_ADDR": "upstream:50051", "ENVOY_LISTEN_ADDRESS": "0.0.0.0", "ENVOY_DESCRIPTOR": str(DESCRIPTOR)}
+           "UPSTREAM_ADDR": "upstream:50051", "ENVOY_LISTEN_ADDRESS": "0.0.0.0", "ENVOY_DESCRIPTOR": str(DESCRIPTOR),
+           "INTERNAL_TOKENS_FILE": TOKENS}
     out_file = tmp_path / "rendered" / "envoy.yaml"
     ok = subprocess.run([sys.executable, "-m", "deploy.envoy_config", "--out", str(out_file)], env=env,
                         capture_output=True, text=True, timeout=30)

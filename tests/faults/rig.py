@@ -63,6 +63,7 @@ def start_upstream_on(log_dir: Path, sim_url: str, credentials: Path, port: int,
         "GEMINI_CREDENTIALS": str(credentials),
         "ONBOARD_POLL_INTERVAL": "0.05",
         "LOG_LEVEL": "INFO",
+        "INTERNAL_TOKENS_FILE": str(harness.internal_auth().tokens_file),
         **(env or {}),
     }
     proc = harness.spawn(name, [harness.PY, "-m", "services.upstream"], port, log_dir, full)
@@ -139,7 +140,8 @@ class Rig:
         """ListModels straight from the upstream (credential states included), as a dict."""
         assert self.upstream is not None
         with grpc.insecure_channel(self.upstream.addr) as ch:
-            resp = upstream_pb2_grpc.UpstreamStub(ch).ListModels(upstream_pb2.ListModelsRequest(), timeout=10)
+            resp = upstream_pb2_grpc.UpstreamStub(ch).ListModels(upstream_pb2.ListModelsRequest(), timeout=10,
+                                                                 metadata=harness.internal_metadata())
         return MessageToDict(resp)
 
     def close(self) -> None:

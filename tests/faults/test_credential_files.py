@@ -22,7 +22,7 @@ import orjson
 import pytest
 from google.api import httpbody_pb2
 
-from gemini_cli.upstream.v1 import upstream_pb2, upstream_pb2_grpc
+from gemini_cli.upstream.v1 import upstream_pb2
 from services.upstream.credentials import OAuthCredential
 from tests import harness
 from tests.faults.rig import MODEL, Rig, gemini_body, new_token
@@ -119,7 +119,7 @@ def test_200_concurrent_calls_through_the_upstream(rigs, sim):
 
     async def burst() -> list[grpc.StatusCode]:
         async with grpc.aio.insecure_channel(rig.upstream.addr) as ch:
-            stub = upstream_pb2_grpc.UpstreamStub(ch)
+            stub = harness.AuthedStub(ch)
 
             async def one(i: int) -> grpc.StatusCode:
                 req = upstream_pb2.GenerateRequest(

@@ -18,7 +18,7 @@ import pytest
 from google.api import httpbody_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gemini_cli.upstream.v1 import upstream_pb2, upstream_pb2_grpc
+from gemini_cli.upstream.v1 import upstream_pb2
 from tests import harness
 from tests.simulator.control import SimControl
 from tests.stack_fixtures import start_stack
@@ -50,6 +50,11 @@ class EnvoyStack:
         entries = self.sim.requests(op="stream", account=self.refresh_token)
         assert entries, "the simulator saw no stream request"
         return entries[-1]["finished"] is None
+
+
+def internal_client() -> httpx.Client:
+    """A REST client of Envoy's internal listener, as the internal caller `ops` (Basic auth)."""
+    return httpx.Client(timeout=30, trust_env=False, auth=("ops", harness.internal_auth().tokens["ops"]))
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +107,7 @@ def test_internal_rest_call_through_the_transcoder_streams_generate(stack: Envoy
     messages: list[tuple[float, dict]] = []
     streaming_at_first_message = None
     url = f"{stack.internal}/v1/models/{MODEL}:generate"
-    with httpx.Client(timeout=30, trust_env=False) as client:
+    with internal_client() as client:
         # The raw Gemini request is the body (HttpBody); `stream` comes from the query string.
         with client.stream("POST", url, params={"stream": "true", "caller": "ops"}, content=prompt_body(prompt),
                            headers={"content-type": "application/json"}) as resp:
@@ -125,7 +130,7 @@ def test_internal_rest_call_through_the_transcoder_streams_generate(stack: Envoy
 
 
 def test_internal_rest_unary_calls_and_unknown_paths(stack: EnvoyStack):
-    with httpx.Client(timeout=30, trust_env=False) as client:
+    with internal_client() as client:
         models = client.get(f"{stack.internal}/v1/models")
         assert models.status_code == 200
         assert MODEL in {m["id"] for m in models.json()["models"]}
@@ -137,10 +142,28 @@ def test_internal_rest_unary_calls_and_unknown_paths(stack: EnvoyStack):
         assert client.get(f"{stack.internal}/v2/whatever").status_code == 404
 
 
+def test_bodies_larger_than_envoys_buffers_pass_both_listeners(stack: EnvoyStack):
+    """Envoy holds at most 32-64 KiB per connection of a public body (it streams to the edge);
+    the internal listener's transcoder converts whole REST bodies and answers up to
+    MAX_BODY_BYTES."""
+    text = "x " * 300_000 + " [len=30000]"  # ~600 KB in, ~260 KB out
+    body = orjson.dumps({"contents": [{"role": "user", "parts": [{"text": text}]}]})
+    with internal_client() as client:
+        r = client.post(f"{stack.internal}/v1/models/{MODEL}:generate", content=body,
+                        headers={"content-type": "application/json"})
+        assert r.status_code == 200, r.text[:300]
+        assert len(base64.b64decode(r.json()["chunk"]["data"])) > 150_000
+    with httpx.Client(timeout=60, trust_env=False) as client:
+        r = client.post(f"{stack.public}/v1beta/models/{MODEL}:generateContent", content=body,
+                        headers={"x-goog-api-key": stack.key, "content-type": "application/json"})
+        assert r.status_code == 200, r.text[:300]
+        assert len(r.content) > 150_000
+
+
 def test_internal_rest_errors_carry_the_grpc_status_details(stack: EnvoyStack):
     # The upstream's errors carry google.rpc.ErrorInfo details; the transcoder prints them
     # only when the descriptor set holds google/rpc/error_details.proto (else: empty body).
-    with httpx.Client(timeout=30, trust_env=False) as client:
+    with internal_client() as client:
         unknown = client.post(f"{stack.internal}/v1/models/no-such-model:generate", content=prompt_body("x"),
                               headers={"content-type": "application/json"})
     assert unknown.status_code == 404
@@ -151,12 +174,14 @@ def test_internal_rest_errors_carry_the_grpc_status_details(stack: EnvoyStack):
 
 def test_internal_listener_serves_grpc_too(stack: EnvoyStack):
     with grpc.insecure_channel(f"{harness.LOOPBACK}:{stack.envoy.extra['internal_port']}") as channel:
-        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        # Everything on the internal listener needs an internal caller's credentials, health too.
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5,
+                                                           metadata=harness.internal_metadata())
         assert health.status == health_pb2.HealthCheckResponse.SERVING
         request = upstream_pb2.GenerateRequest(
             model=MODEL, stream=True, caller="ops",
             body=httpbody_pb2.HttpBody(content_type="application/json", data=prompt_body("grpc via envoy")))
-        replies = list(upstream_pb2_grpc.UpstreamStub(channel).Generate(request, timeout=30))
+        replies = list(harness.AuthedStub(channel).Generate(request, timeout=30))
     assert "".join(texts(orjson.loads(r.chunk.data)) for r in replies) == "echo: grpc via envoy"
 
 
@@ -186,23 +211,21 @@ def test_public_listener_errors_and_health(stack: EnvoyStack):
         assert client.get(f"{stack.public}/v1beta/models").status_code == 401
 
 
-def test_body_limits_edge_first_envoy_as_backstop(stack: EnvoyStack):
+def test_body_limits_are_the_edges_through_envoy(stack: EnvoyStack):
+    """Envoy buffers no request body: the edge's MAX_BODY_BYTES holds through it, declared or
+    chunked, with the edge's own message."""
     headers = {"x-goog-api-key": stack.key, "content-type": "application/json"}
     url = f"{stack.public}/v1beta/models/{MODEL}:generateContent"
     with httpx.Client(timeout=60, trust_env=False) as client:
-        # Over the edge's limit but under Envoy's: the edge answers, in its own words.
-        edge_refusal = client.post(url, content=b" " * (EDGE_LIMIT + 1), headers=headers)
-        assert edge_refusal.status_code == 413
-        assert str(EDGE_LIMIT) in edge_refusal.json()["error"]["message"]
-        # Over Envoy's limit (the default edge limit + margin): refused before reaching the edge,
-        # even without a Content-Length.
-        from deploy.envoy_config import BODY_MARGIN, DEFAULT_MAX_BODY_BYTES
+        declared = client.post(url, content=b" " * (EDGE_LIMIT + 1), headers=headers)
+        assert declared.status_code == 413
+        assert str(EDGE_LIMIT) in declared.json()["error"]["message"]
 
         def chunks() -> Iterator[bytes]:
-            block = b" " * (1024 * 1024)
-            for _ in range((DEFAULT_MAX_BODY_BYTES + BODY_MARGIN) // len(block) + 1):
+            block = b" " * (256 * 1024)
+            for _ in range(EDGE_LIMIT // len(block) + 2):
                 yield block
 
-        envoy_refusal = client.post(url, content=chunks(), headers=headers)
-        assert envoy_refusal.status_code == 413
-        assert envoy_refusal.json()["error"]["code"] == 413
+        chunked = client.post(url, content=chunks(), headers=headers)
+        assert chunked.status_code == 413
+        assert str(EDGE_LIMIT) in chunked.json()["error"]["message"]

@@ -19,7 +19,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from gemini_cli.upstream.v1 import upstream_pb2, upstream_pb2_grpc
+from gemini_cli.upstream.v1 import upstream_pb2
 from tests import harness
 from tests.integration.conftest import new_refresh_token
 from tests.simulator.control import SimControl
@@ -65,7 +65,7 @@ def details(err: grpc.aio.AioRpcError) -> tuple[error_details_pb2.ErrorInfo | No
 class Client:
     def __init__(self, proc: harness.Proc) -> None:
         self.channel = grpc.aio.insecure_channel(proc.addr)
-        self.stub = upstream_pb2_grpc.UpstreamStub(self.channel)
+        self.stub = harness.AuthedStub(self.channel)
 
     async def generate(self, prompt: str, **kw: Any) -> list[upstream_pb2.GenerateResponse]:
         call = self.stub.Generate(gen_request(prompt, **kw), timeout=CALL_TIMEOUT)

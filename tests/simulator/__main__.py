@@ -1,4 +1,6 @@
-"""`python -m tests.simulator --host 127.0.0.1 --port N [--strict-accounts] [--chunk-delay S] [--latency S]`."""
+"""`python -m tests.simulator --host 127.0.0.1 --port N [--strict-accounts] [--chunk-delay S] [--latency S]
+[--tls-dir DIR]`. With --tls-dir it serves HTTPS with DIR/server.pem (a test CA in DIR/ca.pem,
+both made there first when missing; see tls.py)."""
 from __future__ import annotations
 
 import argparse
@@ -19,13 +21,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before the first byte")
     parser.add_argument("--log-level", default="warning")
     parser.add_argument("--access-log", action="store_true")
+    parser.add_argument("--tls-dir", default="", help="serve HTTPS with the test PKI in this directory")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = create_app(strict_accounts=args.strict_accounts, chunk_delay=args.chunk_delay, latency=args.latency)
+    tls: dict[str, str] = {}
+    if args.tls_dir:
+        from pathlib import Path
+
+        from .tls import load_pki
+
+        pki = load_pki(Path(args.tls_dir))
+        tls = {"ssl_certfile": str(pki.cert), "ssl_keyfile": str(pki.key)}
     # uvicorn's defaults pick uvloop and httptools when installed; a short graceful timeout
     # keeps a `hang` fault from holding up shutdown.
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log,
-                timeout_graceful_shutdown=1)
+                timeout_graceful_shutdown=1, **tls)
 
 
 if __name__ == "__main__":

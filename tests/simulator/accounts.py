@@ -57,6 +57,10 @@ class Account:
     token_ttl: float = 3600.0
     revoked: bool = False
     tokens: deque[str] = field(default_factory=deque)
+    # retrieveUserQuota: model → remaining fraction (models not named: 1.0).
+    quota: dict[str, float] = field(default_factory=dict)
+    # loadCodeAssist refuses the account with this ineligible-tier reason code (e.g. UNSUPPORTED_CLIENT).
+    ineligible: str | None = None
 
     def public(self) -> dict[str, Any]:
         return {
@@ -67,6 +71,8 @@ class Account:
             "project": self.project if self.onboarded else None,
             "token_ttl": self.token_ttl,
             "revoked": self.revoked,
+            "quota": self.quota,
+            "ineligible": self.ineligible,
         }
 
 
@@ -103,7 +109,8 @@ class AccountStore:
         rt = spec.get("refresh_token")
         if not isinstance(rt, str) or not rt:
             raise AccountError("refresh_token (non-empty string) is required")
-        unknown = set(spec) - {"refresh_token", "email", "onboarded", "tier", "project", "token_ttl", "revoked"}
+        unknown = set(spec) - {"refresh_token", "email", "onboarded", "tier", "project", "token_ttl", "revoked",
+                               "quota", "ineligible"}
         if unknown:
             raise AccountError(f"unknown account fields: {sorted(unknown)}")
         tier = spec.get("tier", "free-tier")
@@ -125,6 +132,14 @@ class AccountStore:
         acct.project = project or (default_project(rt) if tier == "free-tier" or acct.onboarded else None)
         acct.token_ttl = float(ttl)
         acct.revoked = spec.get("revoked", False)
+        quota = spec.get("quota", {})
+        if not isinstance(quota, dict) or not all(isinstance(v, (int, float)) for v in quota.values()):
+            raise AccountError("quota must map model ids to remaining fractions")
+        acct.quota = {str(k): float(v) for k, v in quota.items()}
+        ineligible = spec.get("ineligible")
+        if ineligible is not None and not isinstance(ineligible, str):
+            raise AccountError("ineligible must be a reason code")
+        acct.ineligible = ineligible
         if acct.revoked:
             self._expire_tokens(acct)
         self.accounts[rt] = acct
@@ -197,6 +212,13 @@ class AccountStore:
 
     def load(self, acct: Account) -> dict[str, Any]:
         tier = dict(TIERS[acct.tier], isDefault=True)
+        if acct.ineligible:
+            # Since 2026-06-18 individual tiers get UNSUPPORTED_CLIENT (backends.md §3).
+            return {"ineligibleTiers": [{
+                "reasonCode": acct.ineligible, "tierId": acct.tier, "tierName": tier["name"],
+                "reasonMessage": "This client is no longer supported for Gemini Code Assist for individuals. To "
+                                 "continue using Gemini, please migrate to the Antigravity suite of products: "
+                                 "https://antigravity.google"}]}
         if acct.onboarded:
             return {"currentTier": dict(tier, hasOnboardedPreviously=True, hasAcceptedTos=True),
                     "allowedTiers": [tier], "cloudaicompanionProject": acct.project}

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import errors, responder
+from . import errors, google_api, responder
 from .accounts import Account, AccountError, AccountStore
 from .faults import Fault, FaultError, FaultTable
 from .record import RequestLog, redact_body
@@ -33,6 +33,7 @@ class Simulator:
 
     def __init__(self, strict_accounts: bool = False, chunk_delay: float = 0.0, latency: float = 0.0) -> None:
         self.accounts = AccountStore(strict=strict_accounts)
+        self.cloud = google_api.CloudStore()
         self.faults = FaultTable()
         self.log = RequestLog()
         self.chunk_delay = chunk_delay
@@ -149,7 +150,9 @@ async def _refresh(call: Call) -> tuple[Reply, Fault | None]:
         form = None
     if not isinstance(form, dict):
         return call.json(400, errors.oauth_error("invalid_request", "Could not parse the request body.")), None
-    call.entry["body"] = form
+    call.entry["body"] = {k: v for k, v in form.items() if k != "assertion"}
+    if form.get("grant_type") == google_api.JWT_GRANT:
+        return _jwt_grant(call, form)
     rt = form.get("refresh_token")
     if isinstance(rt, str) and rt:
         call.entry["account"] = rt
@@ -165,6 +168,22 @@ async def _refresh(call: Call) -> tuple[Reply, Fault | None]:
         tokens = call.sim.accounts.refresh(rt)
         reply = call.json(200, tokens) if tokens is not None else call.json(400, errors.INVALID_GRANT)
     return reply, fault
+
+
+def _jwt_grant(call: Call, form: dict[str, Any]) -> tuple[Reply, Fault | None]:
+    """Vertex AI service accounts: the JWT-bearer grant, the signature checked."""
+    try:
+        claims = google_api.jwt.decode(str(form.get("assertion", "")), verify=False)
+        call.entry["account"] = str(claims.get("iss", "")) or None
+    except Exception:  # not a JWT: the grant below says so
+        pass
+    fault, replaced = _take_fault(call)
+    if replaced is not None:
+        return replaced, None
+    url = str(call.request.url).split("?", 1)[0]
+    status, body, account = google_api.jwt_grant(call.sim.cloud, form, url)
+    call.entry["account"] = account
+    return call.json(status, body), fault
 
 
 # The handlers below answer an authenticated call whose fault (if any) did not replace the answer.
@@ -247,8 +266,8 @@ async def _quota(call: Call, acct: Account, body: dict[str, Any]) -> Reply:
     if not _project_ok(acct, body):
         return call.error(403, errors.google_error(403))
     reset = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
-    buckets = [{"remainingAmount": "1000", "remainingFraction": 1, "resetTime": reset, "tokenType": "REQUESTS",
-                "modelId": m} for m in responder.KNOWN_MODELS]
+    buckets = [{"remainingAmount": str(int(1000 * acct.quota.get(m, 1.0))), "remainingFraction": acct.quota.get(m, 1.0),
+                "resetTime": reset, "tokenType": "REQUESTS", "modelId": m} for m in responder.KNOWN_MODELS]
     return call.json(200, {"buckets": buckets})
 
 
@@ -424,6 +443,72 @@ def protocol_routes(sim: Simulator) -> list[Route]:
     ]
 
 
+def cloud_routes(sim: Simulator) -> list[Route]:
+    def make(path: str, backend: str, handler: Callable[..., Awaitable[Any]]) -> Route:
+        async def endpoint(request: Request) -> Response:
+            call = Call(sim, "unknown", request)
+            try:
+                reply, fault = await handler(call, backend)
+            except Exception:  # a simulator bug: still answer, and keep the record honest
+                log.exception("simulator error on %s", path)
+                return call.json(500, errors.google_error(500))
+            return _shape_delivery(call, reply, fault)
+
+        return Route(path, endpoint, methods=["GET", "POST"])
+
+    return google_api.routes(make)
+
+
+def cloud_control_routes(sim: Simulator) -> list[Route]:
+    store = sim.cloud
+
+    async def add_key(request: Request) -> Response:
+        spec = await _control_json(request)
+        if not isinstance(spec, dict) or not isinstance(spec.get("key"), str) or not spec["key"]:
+            return _bad("a key is {key, revoked?, leaked?}")
+        key = store.keys.setdefault(spec["key"], google_api.ApiKey(spec["key"]))
+        key.revoked = bool(spec.get("revoked", False))
+        key.leaked = bool(spec.get("leaked", False))
+        return _ok(key.public())
+
+    async def add_sa(request: Request) -> Response:
+        spec = await _control_json(request)
+        if not isinstance(spec, dict) or not spec.get("client_email") or not spec.get("public_key_pem"):
+            return _bad("a service account is {client_email, public_key_pem, project?, revoked?, token_ttl?}")
+        sa = google_api.ServiceAccount(str(spec["client_email"]), str(spec["public_key_pem"]),
+                                       spec.get("project"), bool(spec.get("revoked", False)),
+                                       float(spec.get("token_ttl", 3600)))
+        old = store.service_accounts.get(sa.client_email)
+        sa.grants = old.grants if old else 0
+        store.service_accounts[sa.client_email] = sa
+        return _ok(sa.public())
+
+    async def list_sa(request: Request) -> Response:
+        return _ok([sa.public() for sa in store.service_accounts.values()])
+
+    async def revoke_sa(request: Request) -> Response:
+        email = request.path_params["email"]
+        if email not in store.service_accounts:
+            return _bad("unknown service account", 404)
+        store.revoke_sa(email)
+        return _ok(store.service_accounts[email].public())
+
+    async def expire_sa(request: Request) -> Response:
+        email = request.path_params["email"]
+        for token, (owner, _) in list(store.tokens.items()):
+            if owner == email:
+                store.tokens[token] = (owner, 0.0)
+        return _ok({"expired": email})
+
+    return [
+        Route("/_sim/keys", add_key, methods=["POST"]),
+        Route("/_sim/service_accounts", add_sa, methods=["POST"]),
+        Route("/_sim/service_accounts", list_sa, methods=["GET"]),
+        Route("/_sim/service_accounts/{email}/revoke", revoke_sa, methods=["POST"]),
+        Route("/_sim/service_accounts/{email}/expire", expire_sa, methods=["POST"]),
+    ]
+
+
 def _unknown_route(sim: Simulator) -> Route:
     """Anything else gets Google's 404, and is recorded so a wrong path is easy to spot."""
     async def unknown(request: Request) -> Response:
@@ -447,7 +532,8 @@ def create_app(strict_accounts: bool = False, chunk_delay: float = 0.0, latency:
                sim: Simulator | None = None) -> Starlette:
     """A simulator app; its state is `app.state.sim` (a Simulator)."""
     sim = sim or Simulator(strict_accounts=strict_accounts, chunk_delay=chunk_delay, latency=latency)
-    app = Starlette(routes=[*protocol_routes(sim), *control_routes(sim), _unknown_route(sim)],
+    app = Starlette(routes=[*protocol_routes(sim), *cloud_routes(sim), *control_routes(sim),
+                            *cloud_control_routes(sim), _unknown_route(sim)],
                     exception_handlers={HTTPException: _http_error})
     app.state.sim = sim
     return app

@@ -8,9 +8,10 @@ import httpx
 
 
 class SimControl:
-    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+    def __init__(self, base_url: str, timeout: float = 10.0, verify: Any = True) -> None:
         self.url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout, trust_env=False)
+        # verify: an ssl.SSLContext trusting the test CA when the simulator serves HTTPS.
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, trust_env=False, verify=verify)
 
     def _call(self, method: str, path: str, json: Any = None, params: dict[str, str] | None = None) -> Any:
         resp = self._http.request(method, path, json=json, params=params)
@@ -64,6 +65,26 @@ class SimControl:
 
     def expire(self, refresh_token: str) -> dict[str, Any]:
         return self._call("POST", f"/_sim/accounts/{quote(refresh_token, safe='')}/expire")
+
+    # --- AI Studio / Vertex AI ---------------------------------------------------------------
+
+    def add_key(self, key: str, revoked: bool = False, leaked: bool = False) -> dict[str, Any]:
+        return self._call("POST", "/_sim/keys", {"key": key, "revoked": revoked, "leaked": leaked})
+
+    def add_service_account(self, client_email: str, public_key_pem: str, project: str | None = None,
+                            revoked: bool = False, token_ttl: float = 3600) -> dict[str, Any]:
+        return self._call("POST", "/_sim/service_accounts", {
+            "client_email": client_email, "public_key_pem": public_key_pem, "project": project,
+            "revoked": revoked, "token_ttl": token_ttl})
+
+    def service_accounts(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/_sim/service_accounts")
+
+    def revoke_service_account(self, client_email: str) -> dict[str, Any]:
+        return self._call("POST", f"/_sim/service_accounts/{quote(client_email, safe='')}/revoke")
+
+    def expire_service_account(self, client_email: str) -> dict[str, Any]:
+        return self._call("POST", f"/_sim/service_accounts/{quote(client_email, safe='')}/expire")
 
     # --- record ---------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from collections import deque
 from typing import Any
 
 MAX_ENTRIES = 10_000
-RECORDED_HEADERS = ("authorization", "user-agent", "content-type", "x-goog-api-client")
+RECORDED_HEADERS = ("authorization", "user-agent", "content-type", "x-goog-api-client", "x-goog-api-key")
 
 
 def mask_secret(value: str) -> str:
@@ -83,7 +83,7 @@ def select_headers(headers: Any) -> dict[str, str]:
     for name in RECORDED_HEADERS:
         value = headers.get(name)
         if value is not None:
-            out[name] = mask_secret(value) if name == "authorization" else value
+            out[name] = mask_secret(value) if name in ("authorization", "x-goog-api-key") else value
     return out
 
 

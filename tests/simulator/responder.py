@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+# Code Assist's ids (it knows gemini-3-flash where the CLI says gemini-3.5-flash).
 KNOWN_MODELS = (
     "gemini-2.5-pro",
     "gemini-2.5-flash",
@@ -21,7 +22,13 @@ KNOWN_MODELS = (
     "gemini-3-pro-preview",
     "gemini-3-flash-preview",
     "gemini-3.1-pro-preview",
+    "gemini-3.1-pro-preview-customtools",
+    "gemini-3-flash",
+    "gemini-3.1-flash-lite",
 )
+# AI Studio and Vertex AI ids.
+CLOUD_MODELS = tuple(m for m in KNOWN_MODELS if m != "gemini-3-flash") + ("gemini-3.5-flash",)
+EMBEDDING_MODELS = {"gemini-embedding-001": 3072, "text-embedding-005": 768, "gemini-embedding-2": 3072}
 BYPASS_SIGNATURE = "skip_thought_signature_validator"
 INLINE_TOKENS = 258
 DEFAULT_TEXT_CHUNKS = 3
@@ -38,6 +45,10 @@ _LEVELS = {
     "gemini-3-pro-preview": {"LOW", "HIGH"},
     "gemini-3.1-pro-preview": {"LOW", "MEDIUM", "HIGH"},
     "gemini-3-flash-preview": {"MINIMAL", "LOW", "MEDIUM", "HIGH"},
+    "gemini-3.1-pro-preview-customtools": {"LOW", "MEDIUM", "HIGH"},
+    "gemini-3-flash": {"MINIMAL", "LOW", "MEDIUM", "HIGH"},
+    "gemini-3.5-flash": {"MINIMAL", "LOW", "MEDIUM", "HIGH"},
+    "gemini-3.1-flash-lite": {"MINIMAL", "LOW", "MEDIUM", "HIGH"},
 }
 _LEN = re.compile(r"\[len=(\d+)\]")
 _CHUNKS = re.compile(r"\[chunks=(\d+)\]")

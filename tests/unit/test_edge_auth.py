@@ -23,6 +23,9 @@ SECRET = b"auth-test-secret"
     ({"authorization": "A"}, {}, ("A", "authorization")),
     ({"x-goog-api-key": "G"}, {}, ("G", "x-goog-api-key")),
     ({}, {"key": "Q"}, ("Q", "query")),
+    ({"x-api-key": "X"}, {}, ("X", "x-api-key")),
+    ({"x-api-key": "X"}, {"key": "Q"}, ("X", "x-api-key")),
+    ({"authorization": "Bearer A", "x-api-key": "X"}, {}, ("A", "bearer")),
     # precedence: Bearer > bare Authorization > x-goog-api-key > ?key=
     ({"authorization": "Bearer A", "x-goog-api-key": "G"}, {"key": "Q"}, ("A", "bearer")),
     ({"authorization": "A", "x-goog-api-key": "G"}, {"key": "Q"}, ("A", "authorization")),

@@ -36,6 +36,9 @@ ROOT = "/gemini_cli"
     ("/gemini_cli/v1beta/models", {"authorization": "Bearer k"}, "", "google"),
     ("/gemini_cli/v1beta/models/x:streamGenerateContent", {}, "", "google"),
     ("/gemini_cli/v1/nothing", {}, "", "openai"),
+    ("/gemini_cli/v1/messages", {"x-api-key": "k"}, "beta=true", "anthropic"),
+    ("/gemini_cli/v1/messages/count_tokens", {}, "", "anthropic"),
+    ("/gemini_cli/v1/messagesX", {}, "", "openai"),
 ])
 def test_style_for(path, headers, query, style):
     assert style_for(path, ROOT, headers, query) == style
@@ -57,6 +60,17 @@ def test_google_shape_and_retry_after():
     assert resp.status_code == 429 and resp.headers["retry-after"] == "3"
     resp = error_response("openai", err)
     assert orjson.loads(resp.body)["error"]["type"] == "rate_limit_error" and resp.headers["retry-after"] == "3"
+
+
+@pytest.mark.parametrize("status, sent, kind", [
+    (400, 400, "invalid_request_error"), (401, 401, "authentication_error"), (403, 403, "permission_error"),
+    (404, 404, "not_found_error"), (413, 413, "request_too_large"), (429, 429, "rate_limit_error"),
+    (500, 500, "api_error"), (502, 502, "api_error"), (503, 529, "overloaded_error"),
+])
+def test_anthropic_shape(status, sent, kind):
+    resp = error_response("anthropic", ApiError(status, "why", retry_after=1.0))
+    assert resp.status_code == sent
+    assert orjson.loads(resp.body) == {"type": "error", "error": {"type": kind, "message": "why"}}
 
 
 # --- gRPC status -> HTTP ----------------------------------------------------------------------

@@ -128,3 +128,70 @@ def test_prune_forgets_quiet_keys(clock):
     clock.t += 61
     lim.prune()
     assert lim._requests == {} and lim._tokens == {}
+
+
+# --- reservations ------------------------------------------------------------------------------
+
+def test_reservations_hold_the_quota_while_requests_run(clock):
+    lim = Limiter(clock=clock)
+    k = key(quota=1000)
+    lim.sync_quota(k)
+    a = lim.reserve(k, "m", 600)
+    b = lim.reserve(k, "m", 600)  # only 400 left: takes all of it
+    assert (a.tokens, b.tokens) == (600, 400) and lim.reserved(k.id) == 1000
+    err = refused_reserve(lim, k, 10)
+    assert err.status == 429 and err.retry_after and "reserved" in err.message
+    a.settle(300)  # used less than reserved: the rest comes back
+    assert lim.used(k) == 300 and lim.reserved(k.id) == 400
+    c = lim.reserve(k, "m", 1000)
+    assert c.tokens == 300
+    b.settle(450)  # the overrun of a clamped request is counted
+    c.settle(300)
+    assert lim.used(k) == 1050 and lim.reserved(k.id) == 0 and lim.running(k.id) == 0
+    assert refused_reserve(lim, k, 1).status == 403
+
+
+def test_settle_and_release_are_idempotent(clock):
+    lim = Limiter(clock=clock)
+    k = key(tpm=100)
+    r = lim.reserve(k, "m", 50)
+    r.settle(20)
+    r.settle(20)
+    r.release()
+    assert lim.reserved(k.id) == 0 and lim._tokens[k.id].total == 20
+
+
+def test_tpm_counts_reservations(clock):
+    lim = Limiter(clock=clock)
+    k = key(tpm=30)
+    r = lim.reserve(k, "m", 65536)
+    assert r.tokens == 30
+    assert refused_reserve(lim, k, 1).status == 429
+    r.settle(12)
+    assert lim.reserve(k, "m", 100).tokens == 18
+
+
+def test_concurrency_cap(clock):
+    lim = Limiter(clock=clock)
+    k = KeyRecord(id=7, name="k", prefix="p", key_hash="h", enabled=True, created_at=0.0, expires_at=None,
+                  revoked_at=None, models=(), rpm=None, tpm=None, quota=None, max_concurrent=2)
+    a, b = lim.reserve(k, "m"), lim.reserve(k, "m")
+    err = refused_reserve(lim, k, 1)
+    assert err.status == 429 and "concurrent" in err.message
+    a.release()
+    lim.reserve(k, "m")
+    b.release()
+    assert lim.running(k.id) == 1
+
+
+def test_unlimited_key_holds_nothing(clock):
+    lim = Limiter(clock=clock)
+    k = key()
+    r = lim.reserve(k, "m", 10**9, prompt=5)
+    assert r.tokens == 0 and not r.counts and r.prompt == 5 and lim.running(k.id) == 0
+
+
+def refused_reserve(limiter: Limiter, k: KeyRecord, estimate: int) -> ApiError:
+    with pytest.raises(ApiError) as info:
+        limiter.reserve(k, "m", estimate)
+    return info.value

@@ -17,6 +17,7 @@ from services.edge.translate import (
     media_urls,
 )
 from services.edge.translate.openai_to_gemini import SKIP_SIGNATURE
+from tests.unit.thinking_ranges import spec_for
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(40)).decode()
 MODELS = ["gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-3-pro-preview", "gemini-3-flash-preview",
@@ -126,7 +127,7 @@ def test_random_requests_only_fail_with_translation_error(body: dict) -> None:
     urls = media_urls(body)
     fetched = {u: ("image/png", PNG) for u in urls}
     try:
-        req = chat_request_to_gemini(body, fetched)
+        req = chat_request_to_gemini(body, fetched, thinking=spec_for(body["model"]))
     except TranslationError as exc:
         assert exc.param is None or isinstance(exc.param, str)
         return
@@ -200,7 +201,7 @@ def test_responses_lose_nothing_and_round_trip(parts: list[dict], cuts: list[int
             {"role": "assistant", "content": message["content"], "tool_calls": got},
             *({"role": "tool", "tool_call_id": c["id"], "content": "done"} for c in got),
         ]}
-        g = chat_request_to_gemini(history).gemini
+        g = chat_request_to_gemini(history, thinking=spec_for(model)).gemini
         model_parts = [p for p in g["contents"][1]["parts"] if "functionCall" in p]
         assert [(p["functionCall"]["name"], p["functionCall"]["args"]) for p in model_parts] == \
                [(p["functionCall"]["name"], p["functionCall"]["args"]) for p in calls]

@@ -8,6 +8,7 @@ import pytest
 
 from services.edge.translate import TranslationError, chat_request_to_gemini, completion_from_gemini, media_urls
 from services.edge.translate.openai_to_gemini import SKIP_SIGNATURE
+from tests.unit.thinking_ranges import spec_for
 from tests.unit.test_media import SAMPLES, png_1x1, wav_silence
 
 PNG_B64 = base64.b64encode(png_1x1()).decode()
@@ -221,7 +222,8 @@ def test_parallel_tool_round_trip() -> None:
 
 
 def test_gemini3_history_without_signature_gets_the_bypass_on_the_first_call_only() -> None:
-    contents = chat_request_to_gemini(parallel_history("gemini-3-pro-preview")).gemini["contents"]
+    contents = chat_request_to_gemini(parallel_history("gemini-3-pro-preview"),
+                                      thinking=spec_for("gemini-3-pro-preview")).gemini["contents"]
     first, second = contents[1]["parts"]
     assert first["thoughtSignature"] == SKIP_SIGNATURE
     assert "thoughtSignature" not in second
@@ -269,7 +271,7 @@ def test_gemini3_signature_round_trip(client: str) -> None:
         if client in ("keeps-extra-content-only", "drops-both"):
             c["id"] = f"client_id_{i}"  # a client that issues its own ids
         sent["tool_calls"].append(c)
-    g = chat_request_to_gemini(next_request(sent)).gemini
+    g = chat_request_to_gemini(next_request(sent), thinking=spec_for("gemini-3-pro-preview")).gemini
     first, second = g["contents"][1]["parts"]
     assert first["thoughtSignature"] == (SKIP_SIGNATURE if client == "drops-both" else SIG)
     assert "thoughtSignature" not in second
@@ -286,7 +288,7 @@ def test_truncated_signature_id_falls_back_to_bypass() -> None:
     sent = {"role": "assistant", "tool_calls": [{"id": truncated, "type": "function", "function": call["function"]}]}
     body = next_request(sent)
     body["messages"] = body["messages"][:2] + [{"role": "tool", "tool_call_id": truncated, "content": "ok"}]
-    g = chat_request_to_gemini(body).gemini
+    g = chat_request_to_gemini(body, thinking=spec_for(body["model"])).gemini
     assert g["contents"][1]["parts"][0]["thoughtSignature"] == SKIP_SIGNATURE
 
 

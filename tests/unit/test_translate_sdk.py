@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from services.edge.translate import ChunkTranslator, chat_request_to_gemini, completion_from_gemini
 from services.edge.translate.openai_to_gemini import ChatRequest
+from tests.unit.thinking_ranges import spec_for
 
 SIG = "CiQBVKhc7pQ0-thought+signature/opaque=="
 
@@ -47,7 +48,7 @@ async def app(scope, receive, send):
             break
     body = orjson.loads(raw)
     CAPTURE.bodies.append(body)
-    req = chat_request_to_gemini(body)
+    req = chat_request_to_gemini(body, thinking=spec_for(body["model"]))
     CAPTURE.translated.append(req)
     resp = CAPTURE.answer(req)
     if not req.stream:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from services.edge.translate import TranslationError, chat_request_to_gemini, split_model, thinking_config
+from gemini_cli.upstream.v1 import upstream_pb2 as pb
+from services.edge.catalog import thinking_spec
+from services.edge.translate import ThinkingSpec, TranslationError, chat_request_to_gemini, split_model, thinking_config
+from services.upstream.catalog import BUILTIN
+from tests.unit.thinking_ranges import RANGES, spec_for
 
 
 @pytest.mark.parametrize(
@@ -25,7 +29,8 @@ def test_split_model(name, expected) -> None:
 
 
 def tc(model: str, suffix=None, effort=None, thinking=None, google=None):
-    return thinking_config(model, suffix=suffix, reasoning_effort=effort, thinking=thinking, extra_google=google)
+    return thinking_config(spec_for(model), suffix=suffix, reasoning_effort=effort, thinking=thinking,
+                           extra_google=google)
 
 
 CASES = [
@@ -153,7 +158,53 @@ def test_thinking_errors(effort, thinking, google, param) -> None:
     ],
 )
 def test_thinking_through_the_request(body, config, include) -> None:
-    req = chat_request_to_gemini({**body, "messages": [{"role": "user", "content": "hi"}]})
+    req = chat_request_to_gemini({**body, "messages": [{"role": "user", "content": "hi"}]},
+                                 thinking=spec_for(body["model"]))
     assert req.model == split_model(body["model"])[0]
     assert req.gemini.get("generationConfig", {}).get("thinkingConfig") == config
     assert req.include_thoughts is include
+
+
+# --- ranges come from the upstream's catalogue ------------------------------------------------
+
+def test_test_ranges_are_the_upstream_catalogue() -> None:
+    """The ranges the tests use are what ListModels sends for these models today."""
+    sent = {m.id: m.to_proto() for m in BUILTIN if m.thinking}
+    shared = set(sent) & set(RANGES)
+    assert shared, "the upstream catalogue lists none of the test models"
+    for model_id in shared:
+        assert sent[model_id].thinking == RANGES[model_id], model_id
+
+
+@pytest.mark.parametrize(
+    ("rng", "expected"),
+    [
+        (None, None),
+        (pb.ThinkingRange(min_budget=128, max_budget=32768), ThinkingSpec(min_budget=128, max_budget=32768, can_disable=False)),
+        (pb.ThinkingRange(min_budget=512, max_budget=24576, can_disable=True, default_off=True),
+         ThinkingSpec(min_budget=512, max_budget=24576, can_disable=True, default_off=True)),
+        # uses_level without a list: all four levels
+        (pb.ThinkingRange(min_budget=128, max_budget=24576, uses_level=True),
+         ThinkingSpec(levels=("MINIMAL", "LOW", "MEDIUM", "HIGH"), min_budget=128, max_budget=24576, can_disable=False)),
+        (pb.ThinkingRange(uses_level=True, levels=["low", "HIGH", "ULTRA"]),
+         ThinkingSpec(levels=("LOW", "HIGH"), min_budget=0, max_budget=0, can_disable=False)),
+    ],
+)
+def test_spec_from_the_list_models_range(rng, expected) -> None:
+    model = pb.Model(id="m", thinking=rng) if rng is not None else pb.Model(id="m")
+    assert thinking_spec(model) == expected
+    assert thinking_spec(None) is None
+
+
+def test_a_range_the_catalogue_changes_changes_the_translation() -> None:
+    """No second table: the same model name follows whatever range it is given."""
+    wide = thinking_spec(pb.Model(id="gemini-2.5-pro", thinking=pb.ThinkingRange(min_budget=64, max_budget=65536)))
+    assert thinking_config(wide, suffix="maxthinking", reasoning_effort=None, thinking=None, extra_google=None) == \
+        {"includeThoughts": True, "thinkingBudget": 65536}
+    assert thinking_config(spec_for("gemini-2.5-pro"), suffix="maxthinking", reasoning_effort=None, thinking=None,
+                           extra_google=None) == {"includeThoughts": True, "thinkingBudget": 32768}
+
+
+def test_a_model_name_is_not_a_range() -> None:
+    with pytest.raises(TypeError):
+        thinking_config("gemini-2.5-pro", suffix=None, reasoning_effort=None, thinking=None, extra_google=None)

@@ -26,6 +26,7 @@ from services.upstream.pool import Pool, cooldown_seconds
 from services.upstream.project import ProjectResolver, ineligible_reason
 from services.upstream.settings import Settings
 from tests import harness
+from tests.asgi_transport import AsgiTransport
 from tests.simulator.app import create_app
 
 BASE = "http://sim.test"
@@ -73,7 +74,7 @@ class Rig:
         fields.update(overrides)
         self.settings = Settings(**fields)
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app))
-        self.client = CodeAssistClient(self.settings, self.http)
+        self.client = CodeAssistClient(self.settings, AsgiTransport(self.http))
         self.resolver = ProjectResolver(self.client, poll_interval=self.settings.onboard_poll_interval,
                                         max_polls=self.settings.onboard_max_polls)
         self.pool = Pool(self.settings, self.http, self.client, self.resolver)
@@ -187,12 +188,22 @@ async def test_400_is_never_retried(rig: Rig) -> None:
     assert len(rig.log("generate")) == 1
 
 
-async def test_unknown_model_is_not_found_without_retry(rig: Rig) -> None:
+async def test_unknown_model_is_learned_per_member_then_not_found_without_backend_calls(rig: Rig) -> None:
     rig.account("a"), rig.account("b")
     with pytest.raises(BackendError) as info:
         await rig.generate("gemini-9-ultra")
     assert errors.describe(info.value).code is grpc.StatusCode.NOT_FOUND
-    assert len(rig.log("generate")) == 1
+    # Each member was asked once and learned that it cannot serve the model ...
+    assert sorted(e["account"] for e in rig.log("generate")) == sorted({e["account"] for e in rig.log("generate")})
+    assert len(rig.log("generate")) == 2
+    assert all(r.unsupported == ("gemini-9-ultra",) for r in rig.pool.report())
+    # ... so the next call is NOT_FOUND at once, and other models still work.
+    with pytest.raises(PoolExhausted) as again:
+        await rig.generate("gemini-9-ultra")
+    assert again.value.code is grpc.StatusCode.NOT_FOUND
+    assert len(rig.log("generate")) == 2
+    _, cred = await rig.generate("gemini-2.5-flash")
+    assert cred in ("a", "b")
 
 
 async def test_account_specific_403_kills_that_credential_only(rig: Rig) -> None:
@@ -207,14 +218,17 @@ async def test_account_specific_403_kills_that_credential_only(rig: Rig) -> None
     assert report["a"].state == "DEAD" and "SUBSCRIPTION_REQUIRED" in report["a"].detail
 
 
-async def test_generic_403_goes_to_the_caller_and_burns_nothing(rig: Rig) -> None:
+async def test_generic_403_is_learned_for_that_model_only(rig: Rig) -> None:
     rig.account("a"), rig.account("b")
-    rig.fault(op="generate", kind="403", times=-1)
+    rig.fault(op="generate", kind="403", model="gemini-2.5-flash", times=-1)
     with pytest.raises(BackendError) as info:
         await rig.generate()
     assert errors.describe(info.value).code is grpc.StatusCode.PERMISSION_DENIED
-    assert len(rig.log("generate")) == 1
-    assert all(r.state == "READY" for r in rig.pool.report())
+    assert len(rig.log("generate")) == 2  # each member once, then the caller gets the 403
+    report = rig.pool.report()
+    assert all(r.state == "READY" and r.unsupported == ("gemini-2.5-flash",) for r in report)
+    _, cred = await rig.generate("gemini-2.5-pro")
+    assert cred in ("a", "b")
 
 
 async def test_5xx_tries_other_credentials_a_bounded_number_of_times(tmp_path: Path) -> None:

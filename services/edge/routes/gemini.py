@@ -20,10 +20,15 @@ from starlette.responses import Response
 
 from services.edge import catalog
 from services.edge.auth import authenticate
-from services.edge.body import read_json_bytes
+from services.edge.admission import admit, gemini_output_cap
+from services.edge.body import off_loop, read_body, read_json_bytes
+from services.edge.lean_json import parsed_members, top_level
 from services.edge.context import EdgeContext, get_ctx, request_id
 from services.edge.errors import ApiError, error_body
+from services.edge.models import MAX_MODEL_ID, ModelRef, allow_list_id, parse_model
+from services.edge.routes import embeddings
 from services.edge.store import KeyRecord
+from services.edge.translate.thinking import thinking_config
 from services.edge.streaming import STREAM_HEADERS, StreamResponse, unless_disconnected
 from services.edge.upstream_client import Usage, UpstreamError, UpstreamStream
 from services.edge.usage import Meter, metered
@@ -31,7 +36,7 @@ from services.edge.usage import Meter, metered
 router = APIRouter()
 
 VERSIONS = ("v1beta", "v1", "v1alpha")
-UNSUPPORTED = {"embedContent", "batchEmbedContents", "predict", "predictLongRunning", "generateAnswer",
+UNSUPPORTED = {"predict", "predictLongRunning", "generateAnswer",
                "batchGenerateContent", "asyncBatchEmbedContent"}
 
 
@@ -54,30 +59,75 @@ async def generate_content(request: Request, key: KeyRecord, ctx: EdgeContext, t
     model, method = parse_target(target)
     op = _OPS.get(method)
     if op is None:
+        if method in embeddings.NATIVE_METHODS:
+            return await embeddings.native(request, key, ctx, model, method)
         if method in UNSUPPORTED:
             raise ApiError(501, f"method '{method}' is not supported by this gateway's backend")
         raise ApiError(404, f"unknown method '{method}'")
     rid = request_id(request)
     # Every call of an authenticated key gets its ledger row, refusals by the edge included.
-    meter = Meter(ctx.recorder, key.id, "gemini", op, model, rid)
+    meter = Meter(ctx.recorder, key.id, "gemini", op, model[:MAX_MODEL_ID], rid)
     handler = {"generate": _generate, "stream": _stream, "count": _count}[op]
-    return await metered(meter, handler(request, ctx, key, model, meter))
+    return await metered(meter, _resolved(handler, request, ctx, key, model, meter))
 
 
-async def _generate(request: Request, ctx: EdgeContext, key: KeyRecord, model: str, meter: Meter) -> Response:
-    raw = await read_json_bytes(request, ctx.settings.max_body_bytes)
-    ctx.limiter.admit(key, model)
+async def _resolved(handler, request: Request, ctx: EdgeContext, key: KeyRecord, model: str, meter: Meter) -> Response:
+    ref = parse_model(model)
+    meter.model = ref.base
+    return await handler(request, ctx, key, ref, meter)
+
+
+async def _apply_suffix(raw: bytes, ref: ModelRef, ctx: EdgeContext) -> bytes:
+    """A thinking suffix means on this route what it means on the OpenAI one: the thinking
+    config it names, unless the body sets its own. Only `generationConfig` is parsed and
+    rewritten; the other members are spliced back as the client sent them."""
+    if ref.suffix is None:
+        return raw
+    spec = catalog.thinking_spec(await ctx.upstream.model(ref.base))
+    config = thinking_config(spec, suffix=ref.suffix, reasoning_effort=None, thinking=None, extra_google=None)
+    if not config:
+        return raw
+    members = await off_loop(top_level, raw)
+    key = "generation_config" if "generation_config" in members and "generationConfig" not in members else "generationConfig"
+    gen = orjson.loads(memoryview(members[key])) if key in members else {}
+    if not isinstance(gen, dict):
+        raise ApiError(400, f"{key} must be an object", code="invalid_argument")
+    if "thinkingConfig" in gen or "thinking_config" in gen:
+        return raw
+    gen["thinkingConfig"] = config
+    out = {k: orjson.Fragment(bytes(memoryview(v))) for k, v in members.items() if k != key}
+    out[key] = gen
+    return orjson.dumps(out)
+
+
+_CONFIG_MEMBERS = ("generationConfig", "generation_config")
+
+
+async def _read_and_admit(request: Request, ctx: EdgeContext, key: KeyRecord, ref: ModelRef, meter: Meter) -> bytes:
+    """The raw body (checked to be a JSON object) of a generation, admitted against the key's
+    limits with its estimated cost, with the model's thinking suffix applied."""
+    raw = await read_body(request, ctx.settings.max_body_bytes)
+    # Only generationConfig is parsed: the rest is checked without being built (lean_json).
+    cap = gemini_output_cap(await off_loop(parsed_members, raw, _CONFIG_MEMBERS))
+    await admit(ctx, key, meter, await allow_list_id(key, ref, ctx.upstream), body_bytes=len(raw), max_output=cap)
+    return await _apply_suffix(raw, ref, ctx)
+
+
+async def _generate(request: Request, ctx: EdgeContext, key: KeyRecord, ref: ModelRef, meter: Meter) -> Response:
+    raw = await _read_and_admit(request, ctx, key, ref, meter)
+    model = ref.base
     msg = await unless_disconnected(request, ctx.upstream.generate(model, raw, request_id=meter.request_id, caller=key.name))
+    meter.served_by(msg.credential_kind, msg.credential_id)
     meter.finish(200, Usage.from_proto(msg.usage) if msg.HasField("usage") else None)
     return Response(msg.chunk.data, media_type="application/json", headers={"x-request-id": meter.request_id})
 
 
-async def _stream(request: Request, ctx: EdgeContext, key: KeyRecord, model: str, meter: Meter) -> Response:
+async def _stream(request: Request, ctx: EdgeContext, key: KeyRecord, ref: ModelRef, meter: Meter) -> Response:
     alt = request.query_params.get("alt", "json").lower()
     if alt not in ("sse", "json"):
         raise ApiError(400, f"unsupported alt '{alt}': use alt=sse or no alt", code="invalid_argument")
-    raw = await read_json_bytes(request, ctx.settings.max_body_bytes)
-    ctx.limiter.admit(key, model)
+    raw = await _read_and_admit(request, ctx, key, ref, meter)
+    model = ref.base
     stream = ctx.upstream.stream(model, raw, request_id=meter.request_id, caller=key.name)
     try:
         # Errors before the first chunk still get a real HTTP status (429 with Retry-After...).
@@ -112,7 +162,8 @@ async def _sse_body(stream: UpstreamStream, first, meter: Meter) -> AsyncIterato
         yield _sse_event(error_body("google", exc.to_api_error()))
     finally:
         stream.cancel()
-        meter.finish(status, stream.usage)
+        meter.served_by(stream.credential_kind, stream.credential_id)
+        meter.finish_stream(status, stream)
 
 
 async def _array_body(stream: UpstreamStream, first, meter: Meter) -> AsyncIterator[bytes]:
@@ -133,12 +184,14 @@ async def _array_body(stream: UpstreamStream, first, meter: Meter) -> AsyncItera
         yield (b",\r\n" if opened else b"[") + error_body("google", exc.to_api_error()) + b"]"
     finally:
         stream.cancel()
-        meter.finish(status, stream.usage)
+        meter.served_by(stream.credential_kind, stream.credential_id)
+        meter.finish_stream(status, stream)
 
 
-async def _count(request: Request, ctx: EdgeContext, key: KeyRecord, model: str, meter: Meter) -> Response:
+async def _count(request: Request, ctx: EdgeContext, key: KeyRecord, ref: ModelRef, meter: Meter) -> Response:
     raw = await read_json_bytes(request, ctx.settings.max_body_bytes)
-    ctx.limiter.admit(key, model)
+    ctx.limiter.admit(key, await allow_list_id(key, ref, ctx.upstream))
+    model = ref.base
     resp = await unless_disconnected(request, ctx.upstream.count_tokens(model, raw, request_id=meter.request_id, caller=key.name))
     meter.finish(200)
     body = resp.body.data or orjson.dumps({"totalTokens": resp.total_tokens})

@@ -2,11 +2,12 @@
 from .errors import TranslationError
 from .gemini_to_openai import ChunkTranslator, completion_from_gemini, finish_reason, usage_to_openai
 from .openai_to_gemini import ChatRequest, chat_request_to_gemini, media_urls
-from .thinking import split_model, thinking_config
+from .thinking import ThinkingSpec, split_model, thinking_config
 
 __all__ = [
     "ChatRequest",
     "ChunkTranslator",
+    "ThinkingSpec",
     "TranslationError",
     "chat_request_to_gemini",
     "completion_from_gemini",

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import orjson
+from msgspec import Raw
 
 from ..media import OCTET_STREAM, MediaError, decode_inline, is_remote
 from . import tool_ids
+from .contents_writer import ContentsWriter, PartsWriter, load_message, load_tool
 from .errors import TranslationError
-from .schema import to_gemini_schema
-from .thinking import model_spec, split_model, thinking_config
+from .schema import SchemaBudget, to_gemini_schema
+from .thinking import GENERIC, ThinkingSpec, split_model, thinking_config
 
 # Gemini's documented value for history whose function calls carry no signature (protocol §7).
 SKIP_SIGNATURE = "skip_thought_signature_validator"
@@ -75,7 +77,14 @@ def media_urls(body: dict) -> list[str]:
     messages = body.get("messages") if isinstance(body, dict) else None
     if not isinstance(messages, list):
         return urls
-    for msg in messages:
+    for i, msg in enumerate(messages):
+        if isinstance(msg, Raw):
+            if b"://" not in memoryview(msg).tobytes():
+                continue
+            try:
+                msg = load_message(msg, f"messages[{i}]")
+            except (TranslationError, ValueError):
+                continue  # chat_request_to_gemini reports it
         content = msg.get("content") if isinstance(msg, dict) else None
         if not isinstance(content, list):
             continue
@@ -192,15 +201,21 @@ def _shallow(value: Any, param: str) -> Any:
 # --- messages --------------------------------------------------------------------------------------
 
 class _Messages:
-    def __init__(self, media: _Media) -> None:
+    def __init__(self, media: _Media, writer: ContentsWriter | None = None) -> None:
         self.media = media
-        self.system: list[dict] = []
+        # With a writer (bodies the edge opened lazily) turns and system parts are written as
+        # JSON as they come, instead of being kept as objects (see contents_writer).
+        self.writer = writer
+        self.system: list[dict] | PartsWriter = [] if writer is None else PartsWriter()
         self.contents: list[dict] = []
         self.call_names: dict[str, str] = {}
         self.legacy_call: str | None = None
 
     def _append(self, role: str, parts: list[dict]) -> None:
         if not parts:
+            return
+        if self.writer is not None:
+            self.writer.append(role, parts)
             return
         # Gemini wants user/model alternation: same-role neighbours become one turn.
         if self.contents and self.contents[-1]["role"] == role:
@@ -210,6 +225,8 @@ class _Messages:
 
     def add(self, i: int, msg: Any) -> None:
         p = f"messages[{i}]"
+        if isinstance(msg, Raw):
+            msg = load_message(msg, p)
         if not isinstance(msg, dict):
             raise TranslationError(f"{p} must be an object", p)
         role = msg.get("role")
@@ -412,7 +429,7 @@ def _has_properties(params: Any) -> bool:
     return isinstance(params, dict) and bool(params.get("properties"))
 
 
-def _declaration(fn: Any, p: str) -> dict:
+def _declaration(fn: Any, p: str, budget: SchemaBudget) -> dict:
     if not isinstance(fn, dict):
         raise TranslationError(f"{p} must be an object", p)
     name = _text(fn.get("name"), f"{p}.name")
@@ -424,14 +441,14 @@ def _declaration(fn: Any, p: str) -> dict:
         decl["description"] = _text(desc, f"{p}.description")
     params = fn.get("parameters")
     if params is not None:
-        cleaned = to_gemini_schema(params, param=f"{p}.parameters")
+        cleaned = to_gemini_schema(params, param=f"{p}.parameters", budget=budget)
         # Gemini rejects an OBJECT schema without properties: a no-argument function has none.
         if cleaned.get("properties"):
             decl["parameters"] = cleaned
     return decl
 
 
-def _tools(body: dict) -> tuple[list[dict], list[dict]]:
+def _tools(body: dict, budget: SchemaBudget) -> tuple[list[dict], list[dict]]:
     """(function declarations, built-in tool objects)."""
     declarations: list[dict] = []
     builtins: dict[str, dict] = {}
@@ -441,6 +458,9 @@ def _tools(body: dict) -> tuple[list[dict], list[dict]]:
             raise TranslationError("tools must be an array", "tools")
         for j, tool in enumerate(raw):
             p = f"tools[{j}]"
+            budget.charge(p, 1)
+            if isinstance(tool, Raw):
+                tool = load_tool(tool, p)
             if not isinstance(tool, dict):
                 raise TranslationError(f"{p} must be an object", p)
             kind = tool.get("type")
@@ -448,7 +468,8 @@ def _tools(body: dict) -> tuple[list[dict], list[dict]]:
                 # A Gemini-native tool object sent as is.
                 for key in _NATIVE_TOOL_KEYS:
                     if key == "functionDeclarations" and isinstance(tool.get(key), list):
-                        declarations.extend(_declaration(fn, f"{p}.functionDeclarations[{k}]") for k, fn in enumerate(tool[key]))
+                        budget.charge(p, len(tool[key]))
+                        declarations.extend(_declaration(fn, f"{p}.functionDeclarations[{k}]", budget) for k, fn in enumerate(tool[key]))
                     elif key in tool:
                         builtins[_builtin(key) or key] = tool[key] if isinstance(tool[key], dict) else {}
                 continue
@@ -463,7 +484,7 @@ def _tools(body: dict) -> tuple[list[dict], list[dict]]:
                 if builtin and not _has_properties(fn.get("parameters")):
                     builtins[builtin] = {}
                 else:
-                    declarations.append(_declaration(fn, f"{p}.function"))
+                    declarations.append(_declaration(fn, f"{p}.function", budget))
             elif isinstance(kind, str) and _builtin(kind):
                 cfg = tool.get(kind)
                 builtins[_builtin(kind)] = cfg if isinstance(cfg, dict) else {}
@@ -473,7 +494,10 @@ def _tools(body: dict) -> tuple[list[dict], list[dict]]:
     if legacy is not None:
         if not isinstance(legacy, list):
             raise TranslationError("functions must be an array", "functions")
-        declarations.extend(_declaration(fn, f"functions[{k}]") for k, fn in enumerate(legacy))
+        for k, fn in enumerate(legacy):
+            budget.charge(f"functions[{k}]", 1)
+            declarations.append(_declaration(load_tool(fn, f"functions[{k}]") if isinstance(fn, Raw) else fn,
+                                            f"functions[{k}]", budget))
     seen: set[str] = set()
     for decl in declarations:
         if decl["name"] in seen:
@@ -530,7 +554,7 @@ def _tool_config(body: dict, declarations: list[dict]) -> tuple[dict | None, set
 
 # --- generation config -----------------------------------------------------------------------------
 
-def _response_format(body: dict, gen: dict) -> None:
+def _response_format(body: dict, gen: dict, budget: SchemaBudget) -> None:
     rf = body.get("response_format")
     if rf is None:
         return
@@ -549,14 +573,14 @@ def _response_format(body: dict, gen: dict) -> None:
         gen["responseMimeType"] = "application/json"
         schema = spec.get("schema")
         if schema is not None:
-            cleaned = to_gemini_schema(schema, param="response_format.json_schema.schema", ordered=True)
+            cleaned = to_gemini_schema(schema, param="response_format.json_schema.schema", ordered=True, budget=budget)
             if cleaned and not (cleaned.get("type") == "object" and not cleaned.get("properties")):
                 gen["responseSchema"] = cleaned
         return
     raise TranslationError("response_format.type must be text, json_object or json_schema", "response_format.type")
 
 
-def _generation_config(body: dict) -> dict:
+def _generation_config(body: dict, budget: SchemaBudget) -> dict:
     gen: dict = {}
     for key, target in (("temperature", "temperature"), ("top_p", "topP")):
         value = _number(body, key)
@@ -595,7 +619,7 @@ def _generation_config(body: dict) -> dict:
         # penalty field, so a no-op value is not forwarded.
         if value:
             gen[target] = value
-    _response_format(body, gen)
+    _response_format(body, gen, budget)
     return gen
 
 
@@ -611,7 +635,25 @@ def _extra_google(body: dict) -> dict | None:
 
 # --- entry point -----------------------------------------------------------------------------------
 
-def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | None = None) -> ChatRequest:
+def _written(writer: ContentsWriter, conv: _Messages) -> dict:
+    """The request's contents and system instruction from what the writers wrote (the same
+    shape as the list form below)."""
+    system = conv.system
+    assert isinstance(system, PartsWriter)
+    system_parts = system.finish()
+    if not writer.turns:
+        if not system.count:
+            raise TranslationError("messages contain no content", "messages")
+        return {"contents": orjson.Fragment(b'[{"role":"user","parts":' + system_parts + b"}]")}
+    gemini: dict = {"contents": orjson.Fragment(writer.finish())}
+    if system.count:
+        gemini["systemInstruction"] = {"parts": orjson.Fragment(system_parts)}
+    return gemini
+
+
+def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | None = None, *,
+                           thinking: ThinkingSpec | None = None) -> ChatRequest:
+    """`thinking` is the model's range from the upstream's catalogue (None: unknown model)."""
     if not isinstance(body, dict):
         raise TranslationError("the request body must be a JSON object")
     model = body.get("model")
@@ -624,24 +666,31 @@ def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | 
         raise TranslationError("messages must be an array", "messages")
     if not messages:
         raise TranslationError("messages must not be empty", "messages")
-    conv = _Messages(_Media(fetched or {}))
-    for i, msg in enumerate(messages):
-        conv.add(i, msg)
-    contents, system = conv.contents, conv.system
-    if not contents:
-        if not system:
-            raise TranslationError("messages contain no content", "messages")
-        # A system-only conversation: Gemini needs at least one turn, so the text becomes it.
-        contents, system = [{"role": "user", "parts": system}], []
-    spec = model_spec(base)
-    if spec.levels:
-        _ensure_signatures(contents)
+    spec = thinking or GENERIC
+    # Messages the edge left raw are parsed one at a time and written out as they are translated.
+    writer = ContentsWriter(bool(spec.levels), SKIP_SIGNATURE) if isinstance(messages[0], Raw) else None
+    conv = _Messages(_Media(fetched or {}), writer)
+    for i in range(len(messages)):
+        conv.add(i, messages[i])
+        if writer is not None:
+            messages[i] = None  # the raw message is no longer needed
+    if writer is not None:
+        gemini = _written(writer, conv)
+    else:
+        contents, system = conv.contents, conv.system
+        if not contents:
+            if not system:
+                raise TranslationError("messages contain no content", "messages")
+            # A system-only conversation: Gemini needs at least one turn, so the text becomes it.
+            contents, system = [{"role": "user", "parts": system}], []
+        if spec.levels:
+            _ensure_signatures(contents)
+        gemini = {"contents": contents}
+        if system:
+            gemini["systemInstruction"] = {"parts": system}
 
-    gemini: dict = {"contents": contents}
-    if system:
-        gemini["systemInstruction"] = {"parts": system}
-
-    declarations, builtins = _tools(body)
+    budget = SchemaBudget()  # one for all the schemas of the request
+    declarations, builtins = _tools(body, budget)
     calling, keep = _tool_config(body, declarations)
     if keep is not None:
         declarations = [d for d in declarations if d["name"] in keep]
@@ -651,17 +700,17 @@ def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | 
     if calling:
         gemini["toolConfig"] = {"functionCallingConfig": calling}
 
-    gen = _generation_config(body)
+    gen = _generation_config(body, budget)
     google = _extra_google(body)
-    thinking = thinking_config(
-        base,
+    thinking_cfg = thinking_config(
+        spec,
         suffix=suffix,
         reasoning_effort=body.get("reasoning_effort"),
         thinking=body.get("thinking"),
         extra_google=google,
     )
-    if thinking:
-        gen["thinkingConfig"] = thinking
+    if thinking_cfg:
+        gen["thinkingConfig"] = thinking_cfg
     if gen:
         gemini["generationConfig"] = gen
     if google:
@@ -692,5 +741,5 @@ def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | 
         gemini=gemini,
         stream=stream,
         include_usage=include_usage,
-        include_thoughts=bool(thinking and thinking.get("includeThoughts")),
+        include_thoughts=bool(thinking_cfg and thinking_cfg.get("includeThoughts")),
     )

@@ -17,6 +17,14 @@ What the conversion does:
 * `"type": [..., "null"]` and `anyOf` branches of `{"type": "null"}` become `nullable: true`;
 * a non-string enum (Gemini's enum is strings only) is dropped and its values are listed in the
   description, so the model still sees them.
+
+Bounded work: inlining `$ref`s (and splitting `"type": [...]`, merging `allOf`) can multiply a
+small schema exponentially (30 `$defs`, each referring twice to the next, is 2^30 nodes from
+2.5 KB). Every node produced, every dict copied and every enum value or description byte
+copied is charged to a `SchemaBudget` shared by all schemas of one request; past it the request
+is refused with `schema_too_complex` before much work is done. The caps are far above what
+real tool sets need (a few hundred nodes per tool) and keep the worst accepted request to tens
+of milliseconds of CPU (`make bench` prints it).
 """
 from __future__ import annotations
 
@@ -32,23 +40,54 @@ _KNOWN_FORMATS = {
 _TYPES = {"string", "number", "integer", "boolean", "array", "object", "null"}
 _PASS_NUMBERS = ("minItems", "maxItems", "minimum", "maximum")
 _MAX_DEPTH = 64
+# Per request, over all its schemas: nodes cleaned plus entries copied, and string bytes copied.
+MAX_SCHEMA_NODES = 20_000
+MAX_SCHEMA_BYTES = 4 * 1024 * 1024
+_MAX_REF = 1024
 
 
-def to_gemini_schema(schema: Any, *, param: str, ordered: bool = False) -> dict:
+class SchemaBudget:
+    """The work all schemas of one request may still cost (see the module docstring)."""
+
+    __slots__ = ("nodes", "bytes")
+
+    def __init__(self, nodes: int = MAX_SCHEMA_NODES, size: int = MAX_SCHEMA_BYTES) -> None:
+        self.nodes = nodes
+        self.bytes = size
+
+    def charge(self, param: str, nodes: int, size: int = 0) -> None:
+        self.nodes -= nodes
+        self.bytes -= size
+        if self.nodes < 0 or self.bytes < 0:
+            raise TranslationError(
+                f"{param} is too complex: expanding its $refs, allOf and type lists would exceed "
+                f"{MAX_SCHEMA_NODES} schema nodes or {MAX_SCHEMA_BYTES // 1024} KiB of text in this request; "
+                "simplify the schemas or define shared parts once", param, code="schema_too_complex")
+
+
+def to_gemini_schema(schema: Any, *, param: str, ordered: bool = False, budget: SchemaBudget | None = None) -> dict:
     """Clean one schema. `ordered` adds `propertyOrdering` (structured output keeps the client's
-    key order that way; Gemini otherwise orders keys alphabetically)."""
+    key order that way; Gemini otherwise orders keys alphabetically). `budget` is shared by the
+    schemas of one request; without it the schema gets a budget of its own."""
     if not isinstance(schema, dict):
         raise TranslationError(f"{param} must be a JSON Schema object", param)
-    return _Cleaner(schema, param, ordered).clean(schema, 0, ())
+    return _Cleaner(schema, param, ordered, budget or SchemaBudget()).clean(schema, 0, ())
 
 
 class _Cleaner:
-    def __init__(self, root: dict, param: str, ordered: bool) -> None:
+    def __init__(self, root: dict, param: str, ordered: bool, budget: SchemaBudget) -> None:
         self.root = root
         self.param = param
         self.ordered = ordered
+        self.budget = budget
+
+    def _charge(self, nodes: int, size: int = 0) -> None:
+        self.budget.charge(self.param, nodes, size)
 
     def _resolve(self, ref: str) -> dict | None:
+        if len(ref) > _MAX_REF:
+            raise TranslationError(f"{self.param} has a $ref longer than {_MAX_REF} characters", self.param)
+        self._charge(1, len(ref))
         for prefix in ("#/$defs/", "#/definitions/"):
             if ref.startswith(prefix):
                 found = self.root
@@ -66,6 +105,7 @@ class _Cleaner:
             return {}
         if not isinstance(node, dict):
             raise TranslationError(f"{self.param} contains a schema that is not an object", self.param)
+        self._charge(1)
 
         ref = node.get("$ref")
         if isinstance(ref, str):
@@ -73,6 +113,7 @@ class _Cleaner:
             if target is None:
                 raise TranslationError(f"{self.param}: cannot resolve $ref {ref!r} (only local #/$defs refs are supported)", self.param)
             siblings = {k: v for k, v in node.items() if k != "$ref"}
+            self._charge(len(target) + len(node))
             if ref in refs:
                 out: dict = {"type": "object"}
                 if isinstance(siblings.get("description"), str):
@@ -84,7 +125,11 @@ class _Cleaner:
         if isinstance(all_of, list) and all_of:
             merged = {k: v for k, v in node.items() if k != "allOf"}
             for sub in all_of:
-                merged = _merge(merged, self._expand(sub, refs))
+                sub = self._expand(sub, refs)
+                # _merge copies what it has merged so far: charged, or allOf would be quadratic.
+                self._charge(len(merged) + len(sub) + _size(merged.get("properties")) + _size(sub.get("properties"))
+                             + _size(merged.get("required")) + _size(sub.get("required")))
+                merged = _merge(merged, sub)
             return self.clean(merged, depth + 1, refs)
 
         out = {}
@@ -97,6 +142,7 @@ class _Cleaner:
                 nullable = True
                 names = [t for t in names if t != "null"]
             if len(names) > 1:
+                self._charge(len(names) * len(node))
                 branches = [self.clean({**_without(node, "type"), "type": t}, depth + 1, refs) for t in names]
                 out = {"anyOf": branches}
                 if nullable:
@@ -126,11 +172,14 @@ class _Cleaner:
 
         if isinstance(node.get("description"), str):
             out["description"] = node["description"]
+            self._charge(0, len(node["description"]))
 
         enum = node.get("enum")
         if "const" in node and enum is None:
             enum = [node["const"]]
         if isinstance(enum, list):
+            self._charge(len(enum))
+            self._charge(0, sum(len(v) for v in enum if isinstance(v, str)))
             values = [v for v in enum if v is not None]
             if len(values) < len(enum):
                 nullable = True
@@ -139,6 +188,7 @@ class _Cleaner:
                 out.setdefault("type", "string")
             elif values:
                 hint = "Allowed values: " + ", ".join(_show(v) for v in values)
+                self._charge(0, len(hint))
                 out["description"] = f"{out['description']} ({hint})" if out.get("description") else hint
 
         fmt = node.get("format")
@@ -153,6 +203,7 @@ class _Cleaner:
                 out.setdefault("type", "object")
                 required = node.get("required")
                 if isinstance(required, list):
+                    self._charge(len(required))
                     req = [r for r in required if isinstance(r, str) and r in cleaned]
                     if req:
                         out["required"] = list(dict.fromkeys(req))
@@ -183,6 +234,7 @@ class _Cleaner:
         if isinstance(sub, dict) and isinstance(sub.get("$ref"), str) and sub["$ref"] not in refs:
             target = self._resolve(sub["$ref"])
             if target is not None:
+                self._charge(len(target) + len(sub))
                 return {**target, **{k: v for k, v in sub.items() if k != "$ref"}}
         return sub if isinstance(sub, dict) else {}
 
@@ -201,6 +253,10 @@ def _merge(a: dict, b: dict) -> dict:
         else:
             out.setdefault(key, value)
     return out
+
+
+def _size(value: Any) -> int:
+    return len(value) if isinstance(value, (dict, list)) else 0
 
 
 def _show(value: Any) -> str:

@@ -11,14 +11,15 @@ decided by the strongest source that says something about it):
 4. the model-name suffix: `-thinking` (thoughts shown, model's budget), `-nothinking` (the least
    thinking the model allows), `-maxthinking` (the most, thoughts shown).
 
-Ranges and Google's effort table are in the protocol notes (§6, §8). Gemini 2.x takes a token
-budget clamped to the model's range; Gemini 3 takes a `thinkingLevel` and never both, since the
-backend rejects a request that sets both. Without any source the result is None and the model's
-own default applies: nothing is forced on the client.
+Google's effort table is in the protocol notes (§6, §8). A model's range is not known here: it
+comes from the upstream's catalogue (`ListModels` carries a `ThinkingRange` per model) and is
+passed in as a `ThinkingSpec`. Gemini 2.x takes a token budget clamped to the model's range;
+Gemini 3 takes a `thinkingLevel` and never both, since the backend rejects a request that sets
+both. Without any source the result is None and the model's own default applies: nothing is
+forced on the client.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from .errors import TranslationError
@@ -34,7 +35,8 @@ DYNAMIC = -1
 
 @dataclass(frozen=True)
 class ThinkingSpec:
-    """What a model accepts. `levels` set ⇒ Gemini 3 style; otherwise a budget range."""
+    """What a model accepts (the upstream's ThinkingRange). `levels` set ⇒ Gemini 3 style;
+    otherwise a budget range."""
 
     levels: tuple[str, ...] | None = None
     min_budget: int = 0
@@ -43,28 +45,9 @@ class ThinkingSpec:
     default_off: bool = False  # the model does not think unless asked
 
 
-_FAMILY = re.compile(r"gemini-(\d+)(?:\.(\d+))?-(flash-lite|flash|pro)")
-# Unknown models get the permissive 2.5-Flash shape, so an explicit request still goes through.
+# Models the catalogue gives no range for get the permissive 2.5-Flash shape, so an explicit
+# request still goes through (and the backend judges it).
 GENERIC = ThinkingSpec()
-
-
-def model_spec(base_model: str) -> ThinkingSpec:
-    m = _FAMILY.search(base_model.lower())
-    if not m:
-        return GENERIC
-    major, minor, kind = int(m.group(1)), int(m.group(2) or 0), m.group(3)
-    if major >= 3:
-        if kind == "pro":
-            # 3 Pro knows low/high; 3.1 Pro adds medium.
-            return ThinkingSpec(levels=("LOW", "MEDIUM", "HIGH") if (major, minor) >= (3, 1) else ("LOW", "HIGH"))
-        return ThinkingSpec(levels=LEVELS)
-    if (major, minor) == (2, 5):
-        if kind == "pro":
-            return ThinkingSpec(min_budget=128, max_budget=32768, can_disable=False)
-        if kind == "flash-lite":
-            return ThinkingSpec(min_budget=512, max_budget=24576, default_off=True)
-        return ThinkingSpec(min_budget=0, max_budget=24576)
-    return GENERIC
 
 
 def split_model(name: str) -> tuple[str, str | None]:
@@ -230,15 +213,19 @@ def _from_suffix(spec: ThinkingSpec, suffix: str) -> tuple[tuple[str, int | str]
 
 
 def thinking_config(
-    base_model: str,
+    spec: ThinkingSpec | None,
     *,
     suffix: str | None,
     reasoning_effort: str | None,
     thinking: object | None,
     extra_google: dict | None,
 ) -> dict | None:
-    """The Gemini `generationConfig.thinkingConfig` for a request, or None for the model default."""
-    spec = model_spec(base_model)
+    """The Gemini `generationConfig.thinkingConfig` for a request, or None for the model default.
+    `spec` is the model's range from the catalogue (None: not known, GENERIC applies)."""
+    if spec is None:
+        spec = GENERIC
+    elif not isinstance(spec, ThinkingSpec):
+        raise TypeError(f"thinking_config takes the model's ThinkingSpec, not {type(spec).__name__}")
     choice = _Choice()
 
     google_cfg = None

@@ -1,0 +1,106 @@
+"""OpenAI Responses API, for Codex CLI and the openai SDKs' `responses` resource.
+
+    POST /v1/responses      (stream and not; stateless: store is ignored, previous_response_id refused)
+
+Streams are `event: <type>` + `data: <json>` pairs numbered by `sequence_number`, without a
+[DONE] line; a failure after the stream began is a `response.failed` event whose error code
+Codex understands (rate_limit_exceeded with "try again in Ns", server_error…). Silences (long
+thinking) are filled with `response.in_progress` events: Codex's idle timer only counts parsed
+events, so an SSE comment would not keep it alive.
+"""
+from __future__ import annotations
+
+import time
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from services.edge.auth import authenticate
+from services.edge.body import read_json_dict
+from services.edge.context import EdgeContext, get_ctx, new_id, request_id
+from services.edge.errors import ApiError
+from services.edge.routes.translated import (SseTranslator, fetch_media, generate_once, open_stream, pump_sse,
+                                             thinking_spec, untranslatable)
+from services.edge.store import KeyRecord
+from services.edge.streaming import STREAM_HEADERS, StreamResponse
+from services.edge.translate.errors import TranslationError
+from services.edge.translate.responses_request import media_urls, responses_request_to_gemini
+from services.edge.translate.responses_response import ResponseStream, response_from_gemini
+from services.edge.models import allow_list_id, parse_model
+from services.edge.usage import Meter, metered
+
+router = APIRouter()
+
+def _sse(events: list[dict]) -> bytes:
+    return b"".join(b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n" for e in events)
+
+
+def _failure(err: ApiError) -> tuple[str, str]:
+    """(error code, message) for response.failed, in the terms Codex acts on."""
+    if err.status == 429:
+        wait = f" Please try again in {max(1, round(err.retry_after or 1))}s." if err.retry_after else ""
+        return "rate_limit_exceeded", err.message + wait
+    if err.status in (400, 413):
+        return "invalid_prompt", err.message
+    return "server_error", err.message
+
+
+async def create_response(request: Request) -> Response:
+    key = await authenticate(request)
+    ctx = get_ctx(request)
+    meter = Meter(ctx.recorder, key.id, "responses", "generate", "", request_id(request))
+    return await metered(meter, _create(request, ctx, key, meter))
+
+
+async def _create(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter) -> Response:
+    body = await read_json_dict(request, ctx.settings.max_body_bytes)
+    ref = parse_model(body.get("model"))  # one normalised id on every route (services/edge/models.py)
+    requested, base = ref.requested, ref.base
+    meter.model = base
+    if body.get("stream") is True:
+        meter.op = "stream"
+    ctx.limiter.admit(key, await allow_list_id(key, ref, ctx.upstream))
+    spec = await thinking_spec(ctx, base)
+    media = await fetch_media(request, ctx, media_urls(body), "input")
+    try:
+        req = responses_request_to_gemini(body, media, thinking=spec)
+    except TranslationError as exc:
+        raise ApiError(400, exc.message, param=exc.param, code=exc.code) from None
+    del body, media
+    payload = orjson.dumps(req.gemini)
+    model, streamed, echo, custom = req.model, req.stream, req.echo, req.custom_tools
+    del req
+    response_id = f"resp_{new_id()}"
+    created = int(time.time())
+    headers = {"x-request-id": meter.request_id}
+
+    if not streamed:
+        answer, usage = await generate_once(request, ctx, key, meter, model, payload)
+        try:
+            out = response_from_gemini(answer, model=requested, response_id=response_id, created=created, echo=echo,
+                                       custom_tools=custom)
+        except Exception:
+            raise untranslatable(meter, usage) from None
+        meter.finish(200, usage)
+        return Response(orjson.dumps(out), media_type="application/json", headers=headers)
+
+    opened = await open_stream(request, ctx, key, meter, model, payload)
+    machine = ResponseStream(model=requested, response_id=response_id, created=created, echo=echo, custom_tools=custom)
+    head = [machine.start()]
+
+    def started() -> bytes:
+        return _sse(head.pop()) if head else b""
+
+    def error(err: ApiError) -> bytes:
+        code, message = _failure(err)
+        return started() + _sse(machine.failed(code, message))
+
+    translator = SseTranslator(feed=lambda chunk: started() + _sse(machine.feed(chunk)),
+                               finish=lambda: started() + _sse(machine.finish()),
+                               error=error, keepalive=lambda: started() + _sse(machine.heartbeat()))
+    return StreamResponse(pump_sse(opened, translator, meter, ctx.settings.sse_keepalive_seconds or None),
+                          media_type="text/event-stream", headers={**STREAM_HEADERS, **headers})
+
+
+router.add_route("/v1/responses", create_response, methods=["POST"], name="openai_responses", include_in_schema=False)

@@ -1,0 +1,131 @@
+"""What every translating route (OpenAI chat, Responses, Anthropic Messages) does the same way:
+fetch a request's remote media, call the upstream once or open its stream, and pump a stream
+through a translator into SSE bytes while keeping the ledger row honest.
+
+The translators themselves are pure (services.edge.translate); these helpers do the I/O.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable
+
+import orjson
+from fastapi import Request
+
+from services.edge import catalog
+from services.edge.context import EdgeContext
+from services.edge.errors import ApiError
+from services.edge.media import MediaError
+from services.edge.store import KeyRecord
+from services.edge.translate.thinking import ThinkingSpec
+from services.edge.streaming import TIMEOUT, Prefetcher, unless_disconnected
+from services.edge.upstream_client import Usage, UpstreamError, UpstreamStream
+from services.edge.usage import Meter
+
+log = logging.getLogger("edge.translated")
+
+
+async def fetch_media(request: Request, ctx: EdgeContext, urls: list[str], param: str) -> dict[str, tuple[str, str]]:
+    """{url: (mime, base64)} for the http(s) media of a request, through the guarded fetcher."""
+    if not urls:
+        return {}
+    limit = ctx.settings.media_max_urls
+    if len(urls) > limit:
+        raise ApiError(400, f"{len(urls)} media URLs in one request; at most {limit} are fetched "
+                            "(send the others inline as base64)", param=param, code="too_many_media_urls")
+    try:
+        return await unless_disconnected(request, ctx.media.fetch_all(urls))
+    except MediaError as exc:
+        raise ApiError(400, exc.message, param=param, code="invalid_media") from None
+
+
+async def thinking_spec(ctx: EdgeContext, model: str) -> ThinkingSpec | None:
+    """The model's thinking range from the upstream's catalogue (cached ListModels)."""
+    return catalog.thinking_spec(await ctx.upstream.model(model))
+
+
+async def generate_once(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter, model: str,
+                        payload: bytes) -> tuple[dict, Usage | None]:
+    """One unary Generate: (the backend's parsed answer, its usage). The ledger row is the
+    caller's to finish once the answer is translated."""
+    msg = await unless_disconnected(request, ctx.upstream.generate(model, payload, request_id=meter.request_id,
+                                                                   caller=key.name))
+    meter.served_by(msg.credential_kind, msg.credential_id)
+    usage = Usage.from_proto(msg.usage) if msg.HasField("usage") else None
+    try:
+        return orjson.loads(msg.chunk.data), usage
+    except orjson.JSONDecodeError:
+        meter.finish(502, usage)
+        raise ApiError(502, "the backend's answer could not be read") from None
+
+
+def untranslatable(meter: Meter, usage: Usage | None) -> ApiError:
+    log.exception("could not translate a backend answer (request %s)", meter.request_id)
+    meter.finish(502, usage)
+    return ApiError(502, "the backend's answer could not be translated")
+
+
+@dataclass
+class OpenStream:
+    stream: UpstreamStream
+    pump: Prefetcher
+    first: Any  # the first GenerateResponse, TIMEOUT, or None for an empty stream
+
+
+async def open_stream(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter, model: str,
+                      payload: bytes) -> OpenStream:
+    """Start a streamed Generate and wait for its first chunk, so that early failures (429 with
+    Retry-After, 404…) keep their HTTP status; after one keep-alive interval the route commits
+    to 200 and the pump sends keep-alives instead."""
+    stream = ctx.upstream.stream(model, payload, request_id=meter.request_id, caller=key.name)
+    pump: Prefetcher = Prefetcher(stream.next)
+    try:
+        first = await unless_disconnected(request, pump.get(ctx.settings.sse_keepalive_seconds or None))
+    except BaseException:
+        pump.close()
+        stream.cancel()
+        raise
+    return OpenStream(stream, pump, first)
+
+
+@dataclass
+class SseTranslator:
+    """How one API writes a translated stream."""
+
+    feed: Callable[[dict], bytes]  # a parsed backend chunk → bytes to send (maybe b"")
+    finish: Callable[[], bytes]  # the tail after the last chunk
+    error: Callable[[ApiError], bytes]  # the in-stream error event that ends the stream
+    keepalive: Callable[[], bytes]  # what to send during a silence
+
+
+async def pump_sse(opened: OpenStream, translator: SseTranslator, meter: Meter,
+                   keepalive: float | None) -> AsyncIterator[bytes]:
+    """The response body of a translated stream; finishes the ledger row however it ends."""
+    stream, pump = opened.stream, opened.pump
+    status = 499
+    try:
+        item = opened.first
+        while item is not None:
+            if item is TIMEOUT:
+                yield translator.keepalive()
+            elif item.chunk.data:
+                out = translator.feed(orjson.loads(item.chunk.data))
+                if out:
+                    yield out
+            item = await pump.get(keepalive)
+        tail = translator.finish()
+        status = 200
+        yield tail
+    except UpstreamError as exc:
+        status = exc.http_status
+        yield translator.error(exc.to_api_error())
+    except Exception:
+        log.exception("stream translation failed (request %s)", meter.request_id)
+        status = 502
+        yield translator.error(ApiError(502, "the backend's answer could not be translated", code="bad_gateway"))
+    finally:
+        pump.close()
+        stream.cancel()
+        meter.served_by(stream.credential_kind, stream.credential_id)
+        meter.finish(status, stream.usage)

@@ -1,0 +1,113 @@
+"""Gemini `contents` written as JSON while the messages are translated, one part at a time.
+
+A conversation of a million short messages is a million small dicts once translated (14× the
+body's size); written as it goes it is about the size of the body, and each message's parsed
+and translated objects are dropped as soon as they are written. The result is one bytes value
+that `orjson.Fragment` splices into the request.
+
+Same rules as the list form in openai_to_gemini: same-role neighbours share one turn, and with
+`signatures` the first function call of each model turn carries a thought signature.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import orjson
+from msgspec import Raw
+
+from .errors import TranslationError
+
+
+class ContentsWriter:
+    def __init__(self, signatures: bool, skip_signature: str) -> None:
+        self._buf = bytearray(b"[")
+        self._role: str | None = None
+        self._first_part = True
+        self._signed = False
+        self._signatures = signatures
+        self._skip = skip_signature
+        self.turns = 0
+
+    @property
+    def last_role(self) -> str | None:
+        return self._role
+
+    def append(self, role: str, parts: list[dict]) -> None:
+        if not parts:
+            return
+        buf = self._buf
+        if role != self._role:
+            if self._role is not None:
+                buf += b"]},"
+            buf += b'{"role":' + orjson.dumps(role) + b',"parts":['
+            self._role, self._first_part, self._signed = role, True, False
+            self.turns += 1
+        for part in parts:
+            if self._signatures and role == "model" and not self._signed and "functionCall" in part:
+                part.setdefault("thoughtSignature", self._skip)
+                self._signed = True
+            if not self._first_part:
+                buf += b","
+            buf += orjson.dumps(part)
+            self._first_part = False
+
+    def finish(self) -> bytes:
+        if self._role is not None:
+            self._buf += b"]}"
+        self._buf += b"]"
+        out = bytes(self._buf)
+        self._buf = bytearray()
+        return out
+
+
+class PartsWriter:
+    """A JSON array of parts written as it grows (the system instruction's parts)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray(b"[")
+        self.count = 0
+
+    def extend(self, parts: list[dict]) -> None:
+        for part in parts:
+            if self.count:
+                self._buf += b","
+            self._buf += orjson.dumps(part)
+            self.count += 1
+
+    def finish(self) -> bytes:
+        self._buf += b"]"
+        out = bytes(self._buf)
+        self._buf = bytearray()
+        return out
+
+
+# --- elements the edge left raw ------------------------------------------------------------
+
+MAX_ITEM_PARTS = 4096       # content parts or tool calls in one message
+MAX_TOOL_BYTES = 1 << 20    # one tool definition
+_PEEK_BYTES = 64 * 1024     # messages smaller than this cannot hold MAX_ITEM_PARTS parts worth checking
+
+_MEMBERS = msgspec.json.Decoder(dict[str, Raw])
+_ELEMENTS = msgspec.json.Decoder(list[Raw])
+
+
+def load_message(raw: Raw, param: str) -> Any:
+    """One message of a body the edge opened lazily, parsed now (and dropped by the caller once
+    translated). A large message is first checked not to hold an absurd number of parts, since
+    parsing those would cost many times their bytes."""
+    view = memoryview(raw)
+    if view.nbytes > _PEEK_BYTES and view[:1] == b"{":
+        members = _MEMBERS.decode(raw)
+        for key in ("content", "tool_calls"):
+            value = members.get(key)
+            if value is not None and memoryview(value)[:1] == b"[" and len(_ELEMENTS.decode(value)) > MAX_ITEM_PARTS:
+                raise TranslationError(f"{param}.{key} has more than {MAX_ITEM_PARTS} elements", f"{param}.{key}")
+    return orjson.loads(view)
+
+
+def load_tool(raw: Raw, param: str) -> Any:
+    view = memoryview(raw)
+    if view.nbytes > MAX_TOOL_BYTES:
+        raise TranslationError(f"{param} is larger than {MAX_TOOL_BYTES // 1024} KiB", param, code="schema_too_complex")
+    return orjson.loads(view)
