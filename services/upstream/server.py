@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import re
 import signal
+import sys
 import time
 import uuid
 from typing import Any, AsyncIterator
@@ -215,6 +217,12 @@ def _total_tokens(result: Any) -> int:
         return 0
 
 
+def _write_stats() -> None:
+    figures = {"process": "upstream", "tasks": len(asyncio.all_tasks()), "gc_objects": len(gc.get_objects())}
+    sys.stderr.write("stats " + orjson.dumps(figures).decode() + "\n")
+    sys.stderr.flush()
+
+
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set); returns the exit code."""
     try:
@@ -269,6 +277,10 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        # `kill -USR1`: one stats line on stderr (soak runs watch tasks this way; nothing public).
+        loop.add_signal_handler(signal.SIGUSR1, _write_stats)
 
     warmup: asyncio.Task[None] | None = None
     if settings.startup_warmup:
