@@ -12,7 +12,7 @@ import os
 import secrets
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
@@ -103,6 +103,11 @@ class EdgeSettings(BaseSettings):
     # In-flight requests (streams included) get this long to finish after SIGTERM.
     shutdown_grace_seconds: float = Field(30.0, ge=0)
     log_level: str = "INFO"
+    # "text" (readable) or "json" (one object per line) for every log line of the service.
+    log_format: Literal["text", "json"] = "text"
+    # Prometheus /metrics on its own port, never the public one (-1: not served).
+    metrics_listen: str = "127.0.0.1"
+    edge_metrics_port: int = Field(9464, ge=-1, le=65535)
 
     @field_validator("anthropic_model_map", mode="before")
     @classmethod

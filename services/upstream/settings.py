@@ -12,7 +12,7 @@ import os
 import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import AliasChoices, Field, field_validator
@@ -157,6 +157,11 @@ class Settings(BaseSettings):
     internal_tokens_file: str = ""
     drain_seconds: float = Field(10.0, ge=0)
     log_level: str = "INFO"
+    # "text" (readable) or "json" (one object per line).
+    log_format: Literal["text", "json"] = "text"
+    # Prometheus /metrics on its own port (-1: not served), on METRICS_LISTEN.
+    metrics_listen: str = "127.0.0.1"
+    upstream_metrics_port: int = Field(9465, ge=-1, le=65535)
 
     # Extra model ids for the catalog: "a,b" or a JSON list of ids / objects
     # ({"id", "display_name", "input_token_limit", "output_token_limit", "thinking": {...}}).
