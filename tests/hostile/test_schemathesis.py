@@ -101,10 +101,13 @@ def test_no_5xx(request: pytest.FixtureRequest, label: str, mode: GenerationMode
 junk_key = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=300)
 
 
-@pytest.mark.parametrize("where", ["bearer", "bare", "x-goog-api-key", "query"])
+@pytest.mark.parametrize("where", ["bearer", "bare", "x-goog-api-key", "x-api-key", "query"])
 def test_any_key_value_is_a_401(rig: Rig, http: httpx.Client, where: str):
     url = f"{rig.api}/v1/chat/completions"
     body = {"model": "gemini-2.5-pro", "messages": [{"role": "user", "content": "hi"}]}
+    if where == "x-api-key":  # as Anthropic clients send it
+        url = f"{rig.api}/v1/messages"
+        body = {**body, "max_tokens": 10}
     started = time.monotonic()
 
     @settings(max_examples=40, deadline=None, database=None, derandomize=True,
@@ -117,8 +120,8 @@ def test_any_key_value_is_a_401(rig: Rig, http: httpx.Client, where: str):
             headers["Authorization"] = f"Bearer {value}"
         elif where == "bare":
             headers["Authorization"] = value
-        elif where == "x-goog-api-key":
-            headers["x-goog-api-key"] = value
+        elif where in ("x-goog-api-key", "x-api-key"):
+            headers[where] = value
         else:
             params["key"] = value
         try:
