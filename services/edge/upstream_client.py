@@ -219,12 +219,24 @@ def output_chars(chunk: bytes) -> int:
     return n
 
 
+def _retrieve(read: asyncio.Future) -> None:
+    # A read whose reader was cancelled ends unobserved: its error is expected, not "never retrieved".
+    if not read.cancelled():
+        read.exception()
+
+
 class UpstreamStream:
-    """One streamed Generate call. `first()` waits for the first message so that errors raised
-    before anything was sent can still become a proper HTTP status; iteration continues after it."""
+    """One streamed Generate call, read with `next()` (or iterated).
+
+    Reads survive the cancellation of whoever awaits them: each runs in a task of its own that
+    `next()` awaits shielded, and `cancel()` ends the call, which ends that read. Cancelling the
+    task that awaits a gRPC read directly (how a client that leaves reaches the edge) loses the
+    read batch's native memory in grpc.aio (grpc/grpc#43360: about 150 bytes per call, never
+    freed; the edge grew in a straight line under a soak with abandoned streams)."""
 
     def __init__(self, call: grpc.aio.UnaryStreamCall, *, count_text: bool = False) -> None:
         self._call = call
+        self._read: asyncio.Future | None = None
         self.usage: Usage | None = None
         self.trace_id = ""
         # Which credential (kind, id) served the call: sent with the first message.
@@ -250,10 +262,20 @@ class UpstreamStream:
         return msg
 
     async def next(self) -> pb.GenerateResponse | None:
+        read = self._read
+        if read is None:
+            read = self._read = asyncio.ensure_future(self._call.read())
+            read.add_done_callback(_retrieve)
         try:
-            msg = await self._call.read()
+            msg = await asyncio.shield(read)
+        except asyncio.CancelledError:
+            if read.done():  # the call itself was cancelled (ours, by cancel())
+                self._read = None
+            raise  # else our caller was cancelled: the read goes on until cancel() or its message
         except grpc.aio.AioRpcError as exc:
+            self._read = None
             raise from_rpc_error(exc) from None
+        self._read = None
         if msg is grpc.aio.EOF:
             return None
         return self._seen(msg)

@@ -2,8 +2,9 @@
 
 The edge registers its routes as plain Starlette endpoints (for speed) and serves no OpenAPI
 document, so this one is written from the API the gateway documents: the OpenAI chat
-completions and model list, and Google's generateContent / streamGenerateContent /
-countTokens and model list. Request bodies are described (FastAPI's generated schema had none,
+completions, Responses, embeddings and model list, Anthropic's messages and count_tokens, and
+Google's generateContent / streamGenerateContent / countTokens / embedContent /
+batchEmbedContents and model list. Request bodies are described (FastAPI's generated schema had none,
 the edge reads raw bytes), so generated cases reach the translators and the upstream, not only
 the JSON parser.
 
@@ -146,6 +147,102 @@ CHAT_REQUEST = {"type": "object", "properties": {
     "user": {"type": "string", "maxLength": 40},
 }, "required": ["model", "messages"]}
 
+# --- OpenAI Responses and Anthropic Messages -------------------------------------------------
+
+_RESPONSES_ITEM = {"anyOf": [
+    {"type": "object", "properties": {"role": {"type": "string", "enum": ["user", "system", "developer", "assistant"]},
+                                      "content": _STR}, "required": ["role", "content"]},
+    {"type": "object", "properties": {"type": {"type": "string", "enum": ["message"]},
+                                      "role": {"type": "string", "enum": ["user"]},
+                                      "content": {"type": "array", "minItems": 1, "maxItems": 2, "items": {"anyOf": [
+                                          {"type": "object", "properties": {"type": {"type": "string", "enum": ["input_text"]},
+                                                                            "text": _STR}, "required": ["type", "text"]},
+                                          {"type": "object", "properties": {"type": {"type": "string", "enum": ["input_image"]},
+                                                                            "image_url": _DATA_URL},
+                                           "required": ["type", "image_url"]}]}}},
+     "required": ["type", "role", "content"]},
+    {"type": "object", "properties": {"type": {"type": "string", "enum": ["reasoning"]},
+                                      "encrypted_content": {"type": "string", "maxLength": 60}}, "required": ["type"]},
+]}
+RESPONSES_REQUEST = {"type": "object", "properties": {
+    "model": {"type": "string", "enum": OPENAI_MODELS},
+    "input": {"anyOf": [_STR, {"type": "array", "items": _RESPONSES_ITEM, "minItems": 1, "maxItems": 4}]},
+    "instructions": _STR,
+    "stream": {"type": "boolean"},
+    "store": {"type": "boolean"},
+    "max_output_tokens": {"type": "integer", "minimum": 1, "maximum": 4096},
+    "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+    "reasoning": {"type": "object", "properties": {
+        "effort": {"type": "string", "enum": ["minimal", "low", "medium", "high"]},
+        "summary": {"type": "string", "enum": ["auto", "concise", "detailed"]}}},
+    "text": {"type": "object", "properties": {"format": {"anyOf": [
+        {"type": "object", "properties": {"type": {"type": "string", "enum": ["text", "json_object"]}}, "required": ["type"]},
+        {"type": "object", "properties": {"type": {"type": "string", "enum": ["json_schema"]}, "name": _NAME,
+                                          "schema": _PARAMS}, "required": ["type", "name", "schema"]}]}}},
+    "tools": {"type": "array", "maxItems": 2, "items": {"type": "object", "properties": {
+        "type": {"type": "string", "enum": ["function"]}, "name": _NAME, "description": _STR, "parameters": _PARAMS},
+        "required": ["type", "name"]}},
+    "tool_choice": {"type": "string", "enum": ["none", "auto", "required"]},
+}, "required": ["model", "input"]}
+
+CLAUDE_MODELS = ["claude-sonnet-4-6", "claude-opus-4-7", "claude-haiku-4-5-20251001", "gemini-2.5-flash"]
+_BLOCK = {"anyOf": [
+    {"type": "object", "properties": {"type": {"type": "string", "enum": ["text"]}, "text": _STR},
+     "required": ["type", "text"]},
+    {"type": "object", "properties": {"type": {"type": "string", "enum": ["image"]}, "source": {
+        "type": "object", "properties": {"type": {"type": "string", "enum": ["base64"]},
+                                         "media_type": {"type": "string", "enum": ["image/png", "image/jpeg"]},
+                                         "data": {"type": "string", "pattern": "^([A-Za-z0-9+/]{4}){1,8}$"}},
+        "required": ["type", "media_type", "data"]}}, "required": ["type", "source"]},
+]}
+_ANTHROPIC_MESSAGE = {"type": "object", "properties": {
+    "role": {"type": "string", "enum": ["user"]},
+    "content": {"anyOf": [_STR, {"type": "array", "items": _BLOCK, "minItems": 1, "maxItems": 3}]}},
+    "required": ["role", "content"]}
+MESSAGES_REQUEST = {"type": "object", "properties": {
+    "model": {"type": "string", "enum": CLAUDE_MODELS},
+    "max_tokens": {"type": "integer", "minimum": 1, "maximum": 4096},
+    "messages": {"type": "array", "items": _ANTHROPIC_MESSAGE, "minItems": 1, "maxItems": 3},
+    "system": {"anyOf": [_STR, {"type": "array", "maxItems": 2, "items": {
+        "type": "object", "properties": {"type": {"type": "string", "enum": ["text"]}, "text": _STR},
+        "required": ["type", "text"]}}]},
+    "stream": {"type": "boolean"},
+    "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+    "stop_sequences": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 10}, "maxItems": 4},
+    "thinking": {"anyOf": [
+        {"type": "object", "properties": {"type": {"type": "string", "enum": ["enabled"]},
+                                          "budget_tokens": {"type": "integer", "minimum": 1024, "maximum": 4000}},
+         "required": ["type", "budget_tokens"]},
+        {"type": "object", "properties": {"type": {"type": "string", "enum": ["disabled", "adaptive"]}},
+         "required": ["type"]}]},
+    "tools": {"type": "array", "maxItems": 2, "items": {"type": "object", "properties": {
+        "name": _NAME, "description": _STR, "input_schema": _PARAMS}, "required": ["name", "input_schema"]}},
+    "tool_choice": {"type": "object", "properties": {"type": {"type": "string", "enum": ["auto", "any", "none"]}},
+                    "required": ["type"]},
+}, "required": ["model", "max_tokens", "messages"]}
+COUNT_MESSAGES_REQUEST = {"type": "object", "properties": {
+    "model": {"type": "string", "enum": CLAUDE_MODELS},
+    "messages": {"type": "array", "items": _ANTHROPIC_MESSAGE, "minItems": 1, "maxItems": 3},
+    "system": _STR}, "required": ["model", "messages"]}
+
+# --- embeddings ------------------------------------------------------------------------------
+
+EMBED_MODELS = ["gemini-embedding-001", "text-embedding-005"]
+EMBEDDINGS_REQUEST = {"type": "object", "properties": {
+    "model": {"type": "string", "enum": EMBED_MODELS},
+    "input": {"anyOf": [_STR, {"type": "array", "items": _STR, "minItems": 1, "maxItems": 4},
+                        {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 100000}, "maxItems": 4}]},
+    "dimensions": {"type": "integer", "minimum": 1, "maximum": 3072},
+    "encoding_format": {"type": "string", "enum": ["float", "base64"]},
+    "task_type": {"type": "string", "enum": ["RETRIEVAL_QUERY", "RETRIEVAL_DOCUMENT", "CLUSTERING"]},
+    "user": {"type": "string", "maxLength": 40},
+}, "required": ["model", "input"]}
+_EMBED_ONE = {"type": "object", "properties": {
+    "content": _CONTENT, "taskType": {"type": "string", "enum": ["RETRIEVAL_QUERY", "SEMANTIC_SIMILARITY"]},
+    "title": _STR, "outputDimensionality": {"type": "integer", "minimum": 1, "maximum": 3072}}, "required": ["content"]}
+BATCH_EMBED_REQUEST = {"type": "object", "properties": {
+    "requests": {"type": "array", "items": _EMBED_ONE, "minItems": 1, "maxItems": 3}}, "required": ["requests"]}
+
 # --- the document ----------------------------------------------------------------------------
 
 
@@ -169,6 +266,12 @@ def edge_openapi() -> dict[str, Any]:
         f"{ROOT}/v1/models/{{model_id}}": {"get": {"operationId": "openai_model", "responses": _OK,
                                                    "parameters": [{"name": "model_id", "in": "path", "required": True,
                                                                    "schema": {"type": "string", "maxLength": 60}}]}},
+        f"{ROOT}/v1/responses": {"post": {"operationId": "openai_responses", "requestBody": _json_body(RESPONSES_REQUEST),
+                                          "responses": _OK}},
+        f"{ROOT}/v1/messages": {"post": {"operationId": "anthropic_messages", "requestBody": _json_body(MESSAGES_REQUEST),
+                                         "responses": _OK}},
+        f"{ROOT}/v1/messages/count_tokens": {"post": {"operationId": "anthropic_count_tokens",
+                                                      "requestBody": _json_body(COUNT_MESSAGES_REQUEST), "responses": _OK}},
         f"{ROOT}/v1beta/models": {"get": {"operationId": "gemini_models", "responses": _OK}},
         f"{ROOT}/v1beta/models/{{name}}": {"get": {"operationId": "gemini_model", "responses": _OK,
                                                    "parameters": [{"name": "name", "in": "path", "required": True,
@@ -184,6 +287,14 @@ def edge_openapi() -> dict[str, Any]:
         f"{ROOT}/v1beta/models/{{model}}:countTokens": {"post": {
             "operationId": "gemini_count", "parameters": [gemini_model],
             "requestBody": _json_body(COUNT_REQUEST), "responses": _OK}},
+        f"{ROOT}/v1/embeddings": {"post": {"operationId": "openai_embeddings",
+                                           "requestBody": _json_body(EMBEDDINGS_REQUEST), "responses": _OK}},
+        f"{ROOT}/v1beta/models/{{model}}:embedContent": {"post": {
+            "operationId": "gemini_embed", "parameters": [_model_param("model", EMBED_MODELS)],
+            "requestBody": _json_body(_EMBED_ONE), "responses": _OK}},
+        f"{ROOT}/v1beta/models/{{model}}:batchEmbedContents": {"post": {
+            "operationId": "gemini_batch_embed", "parameters": [_model_param("model", EMBED_MODELS)],
+            "requestBody": _json_body(BATCH_EMBED_REQUEST), "responses": _OK}},
     }
     return {"openapi": "3.0.3", "info": {"title": "gemini-cli gateway edge (test description)", "version": "1"},
             "paths": paths}

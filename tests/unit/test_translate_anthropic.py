@@ -125,6 +125,14 @@ REQUESTS = {
             {"inlineData": {"mimeType": "image/png", "data": "FETCHED"}}]}],
          "generationConfig": {"maxOutputTokens": 10}},
     ),
+    "structured-output": (
+        {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}],
+         "output_config": {"format": {"type": "json_schema", "schema": {
+             "type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"], "additionalProperties": False}}}},
+        {"contents": [{"role": "user", "parts": [{"text": "x"}]}],
+         "generationConfig": {"maxOutputTokens": 10, "responseMimeType": "application/json", "responseSchema": {
+             "type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}}},
+    ),
     "sampling-and-stops": (
         {"model": "m", "max_tokens": 10, "top_p": 0.9, "top_k": 40, "stop_sequences": ["\n\nHuman:", ""],
          "messages": [{"role": "user", "content": "x"}]},

@@ -14,18 +14,16 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from services.edge.auth import authenticate
-from services.edge.admission import admit, openai_output_cap
-from services.edge.body import parse_object, read_body, read_json_dict
 from services.edge.context import EdgeContext, get_ctx, new_id, request_id
 from services.edge.errors import ApiError, anthropic_error_dict
-from services.edge.routes.translated import (SseTranslator, fetch_media, generate_once, open_stream, pump_sse,
-                                             thinking_spec, untranslatable)
+from services.edge.models import ModelRef, allow_list_id, parse_model
+from services.edge.routes.translated import (SseTranslator, admit_generation, fetch_media, generate_once, open_stream,
+                                             pump_sse, read_request, thinking_spec, untranslatable)
 from services.edge.store import KeyRecord
 from services.edge.streaming import STREAM_HEADERS, StreamResponse, unless_disconnected
 from services.edge.translate.anthropic_request import count_tokens_body, media_urls, messages_request_to_gemini, resolve_model
 from services.edge.translate.anthropic_response import Event, MessageStream, message_from_gemini
 from services.edge.translate.errors import TranslationError
-from services.edge.models import allow_list_id, parse_model
 from services.edge.usage import Meter, metered
 
 router = APIRouter()
@@ -37,12 +35,16 @@ def _sse(events: list[Event]) -> bytes:
     return b"".join(b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n" for name, data in events)
 
 
-def _model(body: dict, ctx: EdgeContext) -> tuple[str, str]:
+def _model(body: dict, ctx: EdgeContext) -> tuple[str, ModelRef]:
     """(the name the client sent, the Gemini model it maps to)."""
     requested = body.get("model")
     if not isinstance(requested, str) or not requested.strip():
         raise ApiError(400, "model: field required", param="model")
-    return requested, resolve_model(requested, ctx.settings.anthropic_model_map)
+    return requested, parse_model(resolve_model(requested, ctx.settings.anthropic_model_map))
+
+
+def _target(ref: ModelRef) -> str:
+    return f"{ref.base}-{ref.suffix}" if ref.suffix else ref.base
 
 
 def _bad(exc: TranslationError) -> ApiError:
@@ -57,24 +59,18 @@ async def messages(request: Request) -> Response:
 
 
 async def _messages(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter) -> Response:
-    raw = await read_body(request, ctx.settings.max_body_bytes)
-    body_bytes = len(raw)
-    body = parse_object(raw)
-    del raw
-    requested, target = _model(body, ctx)
-    ref = parse_model(target)  # one normalised id on every route (services/edge/models.py)
-    base = ref.base
-    meter.model = base
+    body, body_bytes = await read_request(request, ctx)
+    requested, ref = _model(body, ctx)
+    meter.model = ref.base
     if body.get("stream") is True:
         meter.op = "stream"
     if body.get("max_tokens") is None:
         raise ApiError(400, "max_tokens: field required", param="max_tokens")
-    await admit(ctx, key, meter, await allow_list_id(key, ref, ctx.upstream), body_bytes=body_bytes,
-                max_output=openai_output_cap(body))
-    spec = await thinking_spec(ctx, base)
+    await admit_generation(ctx, key, meter, ref, body, body_bytes)
+    spec = await thinking_spec(ctx, ref.base)
     media = await fetch_media(request, ctx, media_urls(body), "messages", meter)
     try:
-        req = messages_request_to_gemini(body, target, media, thinking=spec)
+        req = messages_request_to_gemini(body, _target(ref), media, thinking=spec)
     except TranslationError as exc:
         raise _bad(exc) from None
     del body, media
@@ -130,11 +126,9 @@ async def count_tokens(request: Request) -> Response:
 
 
 async def _count(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter) -> Response:
-    body = await read_json_dict(request, ctx.settings.max_body_bytes)
-    _requested, target = _model(body, ctx)
-    ref = parse_model(target)  # one normalised id on every route (services/edge/models.py)
-    base = ref.base
-    meter.model = base
+    body, _ = await read_request(request, ctx)
+    _requested, ref = _model(body, ctx)
+    base = meter.model = ref.base
     ctx.limiter.admit(key, await allow_list_id(key, ref, ctx.upstream))
     media = await fetch_media(request, ctx, media_urls(body), "messages", meter)
     try:

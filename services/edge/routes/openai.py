@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import time
-from typing import AsyncIterator
 
 import orjson
 from fastapi import APIRouter, Request
@@ -21,24 +19,22 @@ from starlette.responses import Response
 
 from services.edge import catalog
 from services.edge.auth import authenticate
-from services.edge.admission import admit, openai_output_cap
-from services.edge.body import off_loop, read_body
-from services.edge.lean_json import open_chat
 from services.edge.context import EdgeContext, get_ctx, new_id, request_id
 from services.edge.errors import ApiError, request_style
-from services.edge.media import MediaError
-from services.edge.models import allow_list_id, parse_model
+from services.edge.lean_json import open_chat
 from services.edge.routes.gemini import get_model_google, list_models_google
+from services.edge.models import parse_model
+from services.edge.routes.translated import (SseTranslator, admit_generation, fetch_media, generate_once, open_stream,
+                                             pump_sse, read_request, thinking_spec, untranslatable)
 from services.edge.store import KeyRecord
-from services.edge.streaming import STREAM_HEADERS, TIMEOUT, StreamResponse, Prefetcher, unless_disconnected
+from services.edge.streaming import STREAM_HEADERS, StreamResponse
 from services.edge.translate.errors import TranslationError
 from services.edge.translate.gemini_to_openai import ChunkTranslator, completion_from_gemini
 from services.edge.translate.openai_to_gemini import chat_request_to_gemini, media_urls
 from services.edge.translate.thinking import split_model
-from services.edge.upstream_client import Usage, UpstreamError, UpstreamStream
+from services.edge.upstream_client import UpstreamError
 from services.edge.usage import Meter, metered
 
-log = logging.getLogger("edge.openai")
 router = APIRouter()
 
 DONE = b"data: [DONE]\n\n"
@@ -64,40 +60,22 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter) -> Response:
-    raw = await read_body(request, ctx.settings.max_body_bytes)
-    body_bytes = len(raw)
     # Long arrays stay raw until translated one element at a time (lean_json); large bodies are
     # opened and translated on a worker thread so the event loop keeps serving everyone else.
-    body = await off_loop(open_chat, raw)
-    del raw  # the raw elements keep what they need of it
+    body, body_bytes = await read_request(request, ctx, open_chat)
     ref = parse_model(body.get("model"))
     requested = ref.requested
     meter.model = ref.base
     if body.get("stream") is True:
         meter.op = "stream"
-    await admit(ctx, key, meter, await allow_list_id(key, ref, ctx.upstream), body_bytes=body_bytes,
-                max_output=openai_output_cap(body))
-    # The model's thinking range comes from the upstream's catalogue (cached ListModels).
-    thinking = catalog.thinking_spec(await ctx.upstream.model(ref.base))
-
+    await admit_generation(ctx, key, meter, ref, body, body_bytes)
+    thinking = await thinking_spec(ctx, ref.base)
     big = _is_big(body)
-    # Fetched media count against this request's total and the edge's in-flight budget until
-    # the backend has the request (or the request ended otherwise).
-    lease = ctx.media.lease()
-    meter.defer(lease.release)
+    media = await fetch_media(request, ctx, media_urls(body), "messages", meter)
     try:
-        urls = media_urls(body)
-        if len(urls) > ctx.settings.media_max_urls:
-            raise ApiError(400, f"{len(urls)} media URLs in one request; at most {ctx.settings.media_max_urls} "
-                                "are fetched (send the others inline as data: URLs)", param="messages",
-                           code="too_many_media_urls")
-        media = await unless_disconnected(request, ctx.media.fetch_all(urls, lease)) if urls else {}
         chat = await _translate(body, media, thinking, big)
     except TranslationError as exc:
         raise ApiError(400, exc.message, param=exc.param, code=exc.code) from None
-    except MediaError as exc:
-        raise ApiError(exc.status, exc.message, param="messages", code=exc.code,
-                       retry_after=exc.retry_after) from None
     # Inline media can be tens of MB: let go of the parsed request and of the translated one as
     # soon as they are serialized, so no more copies than needed are alive during the call.
     del body, media
@@ -111,38 +89,25 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
     headers = {"x-request-id": meter.request_id}
 
     if not streamed:
-        call = ctx.upstream.generate(model, payload, request_id=meter.request_id, caller=key.name)
-        del payload
-        msg = await unless_disconnected(request, call)
-        meter.run_deferred()
-        meter.served_by(msg.credential_kind, msg.credential_id)
-        usage = Usage.from_proto(msg.usage) if msg.HasField("usage") else None
+        answer, usage = await generate_once(request, ctx, key, meter, model, payload)
         try:
-            out = completion_from_gemini(orjson.loads(msg.chunk.data), model=requested,
-                                         completion_id=completion_id, created=created)
+            out = completion_from_gemini(answer, model=requested, completion_id=completion_id, created=created)
         except Exception:
-            log.exception("could not translate a backend answer (request %s)", meter.request_id)
-            meter.finish(502, usage)
-            raise ApiError(502, "the backend's answer could not be translated") from None
+            raise untranslatable(meter, usage) from None
         meter.finish(200, usage)
         return Response(orjson.dumps(out), media_type="application/json", headers=headers)
 
-    stream = ctx.upstream.stream(model, payload, request_id=meter.request_id, caller=key.name)
-    del payload
-    pump: Prefetcher = Prefetcher(stream.next)
-    keepalive = ctx.settings.sse_keepalive_seconds or None
-    try:
-        # Wait for the first chunk so that early failures (429 with Retry-After, 404...) keep
-        # their HTTP status; after one keep-alive interval commit to 200 and send keep-alives.
-        first = await unless_disconnected(request, pump.get(keepalive))
-    except BaseException:
-        pump.close()
-        stream.cancel()
-        raise
-    meter.run_deferred()
-    translator = ChunkTranslator(model=requested, completion_id=completion_id, created=created,
-                                 include_usage=include_usage)
-    return StreamResponse(_sse(stream, pump, first, translator, meter, keepalive),
+    opened = await open_stream(request, ctx, key, meter, model, payload)
+    chunks = ChunkTranslator(model=requested, completion_id=completion_id, created=created,
+                             include_usage=include_usage)
+
+    def error(err: ApiError) -> bytes:
+        return _event(chunks.error_chunk(err.message, err.code)) + DONE
+
+    translator = SseTranslator(feed=lambda chunk: _events(chunks.feed(chunk)),
+                               finish=lambda: _events(chunks.finish()) + DONE,
+                               error=error, keepalive=lambda: KEEPALIVE)
+    return StreamResponse(pump_sse(opened, translator, meter, ctx.settings.sse_keepalive_seconds or None),
                           media_type="text/event-stream", headers={**STREAM_HEADERS, **headers})
 
 
@@ -165,37 +130,6 @@ async def _serialize(gemini: dict, big: bool) -> bytes:
     if big:
         return await asyncio.to_thread(orjson.dumps, gemini)
     return orjson.dumps(gemini)
-
-
-async def _sse(stream: UpstreamStream, pump: Prefetcher, first, translator: ChunkTranslator, meter: Meter,
-               keepalive: float | None) -> AsyncIterator[bytes]:
-    status = 499
-    try:
-        item = first
-        while item is not None:
-            if item is TIMEOUT:
-                yield KEEPALIVE
-            elif item.chunk.data:
-                out = translator.feed(orjson.loads(item.chunk.data))
-                if out:
-                    yield _events(out)
-            item = await pump.get(keepalive)
-        tail = translator.finish()
-        status = 200
-        yield _events(tail) + DONE
-    except UpstreamError as exc:
-        status = exc.http_status
-        err = exc.to_api_error(meter.request_id)
-        yield _event(translator.error_chunk(err.message, err.code)) + DONE
-    except Exception:
-        log.exception("stream translation failed (request %s)", meter.request_id)
-        status = 502
-        yield _event(translator.error_chunk("the backend's answer could not be translated", "bad_gateway")) + DONE
-    finally:
-        pump.close()
-        stream.cancel()
-        meter.served_by(stream.credential_kind, stream.credential_id)
-        meter.finish_stream(status, stream)
 
 
 # --- models ---------------------------------------------------------------------------------

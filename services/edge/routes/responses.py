@@ -17,18 +17,16 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from services.edge.auth import authenticate
-from services.edge.admission import admit, openai_output_cap
-from services.edge.body import parse_object, read_body
 from services.edge.context import EdgeContext, get_ctx, new_id, request_id
 from services.edge.errors import ApiError
-from services.edge.routes.translated import (SseTranslator, fetch_media, generate_once, open_stream, pump_sse,
-                                             thinking_spec, untranslatable)
+from services.edge.models import parse_model
+from services.edge.routes.translated import (SseTranslator, admit_generation, fetch_media, generate_once, open_stream,
+                                             pump_sse, read_request, thinking_spec, untranslatable)
 from services.edge.store import KeyRecord
 from services.edge.streaming import STREAM_HEADERS, StreamResponse
 from services.edge.translate.errors import TranslationError
 from services.edge.translate.responses_request import media_urls, responses_request_to_gemini
 from services.edge.translate.responses_response import ResponseStream, response_from_gemini
-from services.edge.models import allow_list_id, parse_model
 from services.edge.usage import Meter, metered
 
 router = APIRouter()
@@ -55,18 +53,14 @@ async def create_response(request: Request) -> Response:
 
 
 async def _create(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter) -> Response:
-    raw = await read_body(request, ctx.settings.max_body_bytes)
-    body_bytes = len(raw)
-    body = parse_object(raw)
-    del raw
-    ref = parse_model(body.get("model"))  # one normalised id on every route (services/edge/models.py)
-    requested, base = ref.requested, ref.base
-    meter.model = base
+    body, body_bytes = await read_request(request, ctx)
+    ref = parse_model(body.get("model"))
+    requested = ref.requested
+    meter.model = ref.base
     if body.get("stream") is True:
         meter.op = "stream"
-    await admit(ctx, key, meter, await allow_list_id(key, ref, ctx.upstream), body_bytes=body_bytes,
-                max_output=openai_output_cap(body))
-    spec = await thinking_spec(ctx, base)
+    await admit_generation(ctx, key, meter, ref, body, body_bytes)
+    spec = await thinking_spec(ctx, ref.base)
     media = await fetch_media(request, ctx, media_urls(body), "input", meter)
     try:
         req = responses_request_to_gemini(body, media, thinking=spec)

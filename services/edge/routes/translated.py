@@ -14,9 +14,12 @@ import orjson
 from fastapi import Request
 
 from services.edge import catalog
+from services.edge.admission import admit, openai_output_cap
+from services.edge.body import off_loop, parse_object, read_body
 from services.edge.context import EdgeContext
 from services.edge.errors import ApiError
 from services.edge.media import MediaError
+from services.edge.models import ModelRef, allow_list_id
 from services.edge.store import KeyRecord
 from services.edge.translate.thinking import ThinkingSpec
 from services.edge.streaming import TIMEOUT, Prefetcher, unless_disconnected
@@ -48,6 +51,22 @@ async def fetch_media(request: Request, ctx: EdgeContext, urls: list[str], param
     finally:
         if meter is None:
             lease.release()
+
+
+async def read_request(request: Request, ctx: EdgeContext,
+                       opener: Callable[[bytes], dict] = parse_object) -> tuple[dict, int]:
+    """The body as a JSON object (opened by `opener`, on a worker thread when large), and its
+    size as received (for the admission estimate)."""
+    raw = await read_body(request, ctx.settings.max_body_bytes)
+    return await off_loop(opener, raw), len(raw)
+
+
+async def admit_generation(ctx: EdgeContext, key: KeyRecord, meter: Meter, ref: ModelRef, body: dict,
+                           body_bytes: int) -> None:
+    """Admission of a translated generation: the allow-list on the id the request will really
+    reach, and its estimated cost reserved on the meter (services/edge/admission.py)."""
+    await admit(ctx, key, meter, await allow_list_id(key, ref, ctx.upstream), body_bytes=body_bytes,
+                max_output=openai_output_cap(body))
 
 
 async def thinking_spec(ctx: EdgeContext, model: str) -> ThinkingSpec | None:

@@ -16,7 +16,8 @@ Mapping (protocol notes, client-apis.md §2.7):
 * thinking blocks only give back their signature; redacted_thinking is dropped;
 * tools[].input_schema → functionDeclarations (schema cleaned), web_search server tools →
   googleSearch; tool_choice auto/any/tool/none → AUTO/ANY/ANY+name/NONE;
-* thinking {enabled, budget_tokens} / adaptive / disabled and output_config.effort → thinkingConfig.
+* thinking {enabled, budget_tokens} / adaptive / disabled and output_config.effort → thinkingConfig;
+  output_config.format {type: json_schema, schema} → structured output.
 """
 from __future__ import annotations
 
@@ -25,16 +26,18 @@ from typing import Any, Mapping
 
 import orjson
 
-from ..media import MediaError, decode_inline, is_remote
 from . import signatures, tool_ids
+from .anthropic_media import media_part, media_urls
 from .errors import TranslationError
-from .openai_to_gemini import _declaration, _integer, _number, _shallow, _text, _tool_config
-from .schema import SchemaBudget
+from .openai_tools import declaration, tool_config
+from .params import integer, number, shallow, string
+from .schema import SchemaBudget, to_gemini_schema
 from .thinking import GENERIC, ThinkingSpec, split_model, thinking_config
+
+__all__ = ["MessagesRequest", "count_tokens_body", "media_urls", "messages_request_to_gemini", "resolve_model"]
 
 ATTRIBUTION = "x-anthropic-billing-header:"
 _EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "xhigh"}
-_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 
 
 @dataclass(frozen=True)
@@ -61,75 +64,6 @@ def resolve_model(requested: str, mapping: Mapping[str, str]) -> str:
         if key != "claude" and key in lower:
             return mapping[key]
     return mapping.get("claude", name)
-
-
-# --- media -----------------------------------------------------------------------------------------
-
-def _source_url(block: Any) -> str | None:
-    if isinstance(block, dict) and block.get("type") in ("image", "document"):
-        source = block.get("source")
-        if isinstance(source, dict) and source.get("type") == "url" and isinstance(source.get("url"), str):
-            return source["url"].strip()
-    return None
-
-
-def _blocks(content: Any) -> list:
-    return content if isinstance(content, list) else []
-
-
-def media_urls(body: dict) -> list[str]:
-    """http(s) URLs of image/document blocks (tool results included), deduplicated, in order."""
-    urls: list[str] = []
-    messages = body.get("messages") if isinstance(body, dict) else None
-    for msg in messages if isinstance(messages, list) else []:
-        for block in _blocks(msg.get("content") if isinstance(msg, dict) else None):
-            url = _source_url(block)
-            if url and is_remote(url):
-                urls.append(url)
-            if isinstance(block, dict) and block.get("type") == "tool_result":
-                urls.extend(u for u in map(_source_url, _blocks(block.get("content"))) if u and is_remote(u))
-    return list(dict.fromkeys(urls))
-
-
-def _media_part(block: dict, p: str, fetched: Mapping[str, tuple[str, str]]) -> dict:
-    source = block.get("source")
-    kind = block["type"]
-    if not isinstance(source, dict):
-        raise TranslationError(f"{p}.source must be an object", f"{p}.source")
-    stype = source.get("type")
-    if stype == "base64":
-        media_type = _text(source.get("media_type"), f"{p}.source.media_type")
-        data = _text(source.get("data"), f"{p}.source.data")
-        if not data:
-            raise TranslationError(f"{p}.source.data must not be empty", f"{p}.source.data")
-        if kind == "image" and media_type not in _IMAGE_TYPES:
-            raise TranslationError(f"{p}.source.media_type must be one of {', '.join(_IMAGE_TYPES)}", f"{p}.source.media_type")
-        try:
-            _, data = decode_inline(data)  # type: ignore[misc]  (normalises whitespace, rejects URLs)
-        except MediaError as exc:
-            raise TranslationError(f"{p}.source.data: {exc.message}", f"{p}.source.data") from None
-        return {"inlineData": {"mimeType": media_type, "data": data}}
-    if stype == "url":
-        url = _text(source.get("url"), f"{p}.source.url").strip()
-        if is_remote(url):
-            got = fetched.get(url)
-            if got is None:
-                raise TranslationError(f"media at {url} could not be fetched", f"{p}.source.url")
-            mime, data = got
-            return {"inlineData": {"mimeType": mime, "data": data}}
-        try:
-            inline = decode_inline(url)
-        except MediaError as exc:
-            raise TranslationError(f"{p}.source.url: {exc.message}", f"{p}.source.url") from None
-        assert inline is not None
-        return {"inlineData": {"mimeType": inline[0], "data": inline[1]}}
-    if stype == "text" and kind == "document":
-        return {"text": _text(source.get("data"), f"{p}.source.data")}
-    if stype == "content" and kind == "document":
-        texts = [b.get("text") for b in _blocks(source.get("content")) if isinstance(b, dict) and isinstance(b.get("text"), str)]
-        return {"text": "\n".join(texts)}
-    raise TranslationError(f"{p}.source.type {stype!r} is not supported (base64, url{', text' if kind == 'document' else ''})",
-                           f"{p}.source.type")
 
 
 # --- messages --------------------------------------------------------------------------------------
@@ -161,7 +95,7 @@ class _Conversation:
         for j, block in enumerate(blocks):
             if not isinstance(block, dict) or block.get("type") != "text":
                 raise TranslationError(f"{p}[{j}] must be a text block", f"{p}[{j}]")
-            text = _strip_attribution(_text(block.get("text"), f"{p}[{j}].text"))
+            text = _strip_attribution(string(block.get("text"), f"{p}[{j}].text"))
             if text:
                 self.system.append({"text": text})
 
@@ -192,11 +126,11 @@ class _Conversation:
                 raise TranslationError(f"{bp} must be an object", bp)
             kind = block.get("type")
             if kind == "text":
-                text = _text(block.get("text"), f"{bp}.text")
+                text = string(block.get("text"), f"{bp}.text")
                 if text:
                     parts.append({"text": text})
             elif kind in ("image", "document"):
-                parts.append(_media_part(block, bp, self.fetched))
+                parts.append(media_part(block, bp, self.fetched))
             elif kind == "tool_result":
                 parts.extend(self._tool_result(block, bp))
             elif kind in ("thinking", "redacted_thinking"):
@@ -225,9 +159,9 @@ class _Conversation:
                 ip = f"{p}.content[{k}]"
                 kind = item.get("type") if isinstance(item, dict) else None
                 if kind == "text":
-                    texts.append(_text(item.get("text"), f"{ip}.text"))
+                    texts.append(string(item.get("text"), f"{ip}.text"))
                 elif kind in ("image", "document"):
-                    extra.append(_media_part(item, ip, self.fetched))
+                    extra.append(media_part(item, ip, self.fetched))
                 else:
                     raise TranslationError(f"{ip}.type {kind!r} is not supported in a tool_result", f"{ip}.type")
         elif content is not None:
@@ -248,7 +182,7 @@ class _Conversation:
             elif kind == "redacted_thinking":
                 continue
             elif kind == "text":
-                text = _text(block.get("text"), f"{bp}.text")
+                text = string(block.get("text"), f"{bp}.text")
                 if text:
                     parts.append(pending.attach({"text": text}))
             elif kind == "tool_use":
@@ -258,8 +192,8 @@ class _Conversation:
         return parts
 
     def _tool_use(self, block: dict, p: str, pending: signatures.Pending) -> dict:
-        call_id = _text(block.get("id"), f"{p}.id")
-        name = _text(block.get("name"), f"{p}.name")
+        call_id = string(block.get("id"), f"{p}.id")
+        name = string(block.get("name"), f"{p}.name")
         if not call_id or not name:
             raise TranslationError(f"{p} needs a non-empty id and name", p)
         args = block.get("input", {})
@@ -267,7 +201,7 @@ class _Conversation:
             raise TranslationError(f"{p}.input must be an object", f"{p}.input")
         core, sig = tool_ids.decode(call_id)
         self.call_names[call_id] = self.call_names[core] = name
-        return pending.attach({"functionCall": {"id": core, "name": name, "args": _shallow(args, f"{p}.input")}}, sig)
+        return pending.attach({"functionCall": {"id": core, "name": name, "args": shallow(args, f"{p}.input")}}, sig)
 
 
 def _strip_attribution(text: str) -> str:
@@ -279,8 +213,7 @@ def _strip_attribution(text: str) -> str:
 
 # --- tools -----------------------------------------------------------------------------------------
 
-def _tools(body: dict) -> tuple[list[dict], list[dict]]:
-    budget = SchemaBudget()  # one for all the schemas of the request
+def _tools(body: dict, budget: SchemaBudget) -> tuple[list[dict], list[dict]]:
     raw = body.get("tools")
     if raw is None:
         return [], []
@@ -295,7 +228,7 @@ def _tools(body: dict) -> tuple[list[dict], list[dict]]:
         kind = tool.get("type")
         if kind in (None, "custom"):
             fn = {"name": tool.get("name"), "description": tool.get("description"), "parameters": tool.get("input_schema")}
-            declarations.append(_declaration({k: v for k, v in fn.items() if v is not None}, p, budget))
+            declarations.append(declaration({k: v for k, v in fn.items() if v is not None}, p, budget))
         elif isinstance(kind, str) and kind.startswith("web_search"):
             if {"googleSearch": {}} not in builtins:
                 builtins.append({"googleSearch": {}})
@@ -350,6 +283,19 @@ def _thinking(spec: ThinkingSpec, suffix: str | None, body: dict) -> dict | None
     return cfg or None
 
 
+def _output_format(body: dict, gen: dict, budget: SchemaBudget) -> None:
+    config = body.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else None
+    if fmt is None:
+        return
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        raise TranslationError('output_config.format must be {"type": "json_schema", "schema": {...}}', "output_config.format")
+    gen["responseMimeType"] = "application/json"
+    schema = to_gemini_schema(fmt.get("schema"), param="output_config.format.schema", ordered=True, budget=budget)
+    if not (schema.get("type") == "object" and not schema.get("properties")):
+        gen["responseSchema"] = schema
+
+
 def messages_request_to_gemini(body: dict, model: str, fetched: Mapping[str, tuple[str, str]] | None = None, *,
                                thinking: ThinkingSpec | None = None) -> MessagesRequest:
     """`model` is the Gemini model resolve_model chose (a -thinking style suffix allowed);
@@ -363,8 +309,9 @@ def messages_request_to_gemini(body: dict, model: str, fetched: Mapping[str, tup
     if conv.system:
         gemini["systemInstruction"] = {"parts": conv.system}
 
-    declarations, builtins = _tools(body)
-    calling, keep = _tool_config({"tool_choice": _tool_choice(body)}, declarations)
+    budget = SchemaBudget()  # one for all the schemas of the request
+    declarations, builtins = _tools(body, budget)
+    calling, keep = tool_config({"tool_choice": _tool_choice(body)}, declarations)
     if keep is not None:
         declarations = [d for d in declarations if d["name"] in keep]
     tools = ([{"functionDeclarations": declarations}] if declarations else []) + builtins
@@ -374,14 +321,14 @@ def messages_request_to_gemini(body: dict, model: str, fetched: Mapping[str, tup
         gemini["toolConfig"] = {"functionCallingConfig": calling}
 
     gen: dict = {}
-    max_tokens = _integer(body, "max_tokens", 1)
+    max_tokens = integer(body, "max_tokens", 1)
     if max_tokens is not None:
         gen["maxOutputTokens"] = max_tokens
     for key, target in (("temperature", "temperature"), ("top_p", "topP")):
-        value = _number(body, key)
+        value = number(body, key)
         if value is not None:
             gen[target] = value
-    top_k = _integer(body, "top_k", 1)
+    top_k = integer(body, "top_k", 1)
     if top_k is not None:
         gen["topK"] = top_k
     stops = body.get("stop_sequences")
@@ -390,6 +337,7 @@ def messages_request_to_gemini(body: dict, model: str, fetched: Mapping[str, tup
             raise TranslationError("stop_sequences must be an array of strings", "stop_sequences")
         if any(stops):
             gen["stopSequences"] = [s for s in stops if s]
+    _output_format(body, gen, budget)
     thinking_cfg = _thinking(spec, suffix, body)
     if thinking_cfg:
         gen["thinkingConfig"] = thinking_cfg
@@ -408,7 +356,7 @@ def count_tokens_body(body: dict, fetched: Mapping[str, tuple[str, str]] | None 
     only, so the system prompt and the tool declarations ride along as a leading user turn."""
     conv = _conversation(body, fetched or {})
     lead = list(conv.system)
-    declarations, _ = _tools(body)
+    declarations, _ = _tools(body, SchemaBudget())
     if declarations:
         lead.append({"text": orjson.dumps(declarations).decode()})
     return {"contents": [{"role": "user", "parts": lead}, *conv.contents] if lead else conv.contents}

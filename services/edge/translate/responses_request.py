@@ -25,7 +25,9 @@ import orjson
 from ..media import is_remote
 from . import signatures, tool_ids
 from .errors import TranslationError
-from .openai_to_gemini import _declaration, _integer, _Media, _number, _shallow, _text, _tool_config
+from .openai_media import MediaParts
+from .openai_tools import declaration, tool_config
+from .params import integer, number, shallow, string
 from .schema import SchemaBudget, to_gemini_schema
 from .thinking import GENERIC, ThinkingSpec, split_model, thinking_config
 
@@ -74,7 +76,7 @@ def media_urls(body: dict) -> list[str]:
     return list(dict.fromkeys(urls))
 
 
-def _media_part(media: _Media, part: dict, p: str) -> dict:
+def _media_part(media: MediaParts, part: dict, p: str) -> dict:
     if part.get("file_id") is not None:
         raise TranslationError("file_id references are not supported; send the data inline or by URL", f"{p}.file_id")
     if part["type"] == "input_image":
@@ -87,7 +89,7 @@ def _media_part(media: _Media, part: dict, p: str) -> dict:
 # --- input items -----------------------------------------------------------------------------------
 
 class _Input:
-    def __init__(self, media: _Media) -> None:
+    def __init__(self, media: MediaParts) -> None:
         self.media = media
         self.system: list[dict] = []
         self.contents: list[dict] = []
@@ -132,11 +134,11 @@ class _Input:
             pp = f"{p}.content[{j}]"
             kind = part.get("type") if isinstance(part, dict) else None
             if kind in ("input_text", "output_text", "text", "summary_text", "reasoning_text"):
-                text = _text(part.get("text"), f"{pp}.text")
+                text = string(part.get("text"), f"{pp}.text")
                 if text:
                     parts.append({"text": text})
             elif kind == "refusal":
-                parts.append({"text": _text(part.get("refusal"), f"{pp}.refusal")})
+                parts.append({"text": string(part.get("refusal"), f"{pp}.refusal")})
             elif kind in ("input_image", "input_file") and role in ("user", "system", "developer"):
                 parts.append(_media_part(self.media, part, pp))
             else:
@@ -153,12 +155,12 @@ class _Input:
             raise TranslationError(f"{p}.role must be user, assistant, system or developer", f"{p}.role")
 
     def _call(self, item: dict, p: str, kind: str) -> None:
-        call_id = _text(item.get("call_id"), f"{p}.call_id")
-        name = _text(item.get("name"), f"{p}.name")
+        call_id = string(item.get("call_id"), f"{p}.call_id")
+        name = string(item.get("name"), f"{p}.name")
         if not call_id or not name:
             raise TranslationError(f"{p} needs a non-empty call_id and name", p)
         if kind == "custom_tool_call":
-            args: Any = {CUSTOM_INPUT: _text(item.get(CUSTOM_INPUT, ""), f"{p}.input")}
+            args: Any = {CUSTOM_INPUT: string(item.get(CUSTOM_INPUT, ""), f"{p}.input")}
         else:
             raw = item.get("arguments")
             try:
@@ -169,11 +171,11 @@ class _Input:
                 raise TranslationError(f"{p}.arguments must be a JSON object", f"{p}.arguments")
         core, sig = tool_ids.decode(call_id)
         self.call_names[call_id] = self.call_names[core] = name
-        part = {"functionCall": {"id": core, "name": name, "args": _shallow(args, f"{p}.arguments")}}
+        part = {"functionCall": {"id": core, "name": name, "args": shallow(args, f"{p}.arguments")}}
         self._append("model", [self.pending.attach(part, sig)])
 
     def _output(self, item: dict, p: str) -> None:
-        call_id = _text(item.get("call_id"), f"{p}.call_id")
+        call_id = string(item.get("call_id"), f"{p}.call_id")
         core, _ = tool_ids.decode(call_id)
         name = self.call_names.get(call_id) or self.call_names.get(core)
         if name is None:
@@ -186,7 +188,7 @@ class _Input:
                 pp = f"{p}.output[{j}]"
                 kind = part.get("type") if isinstance(part, dict) else None
                 if kind in ("input_text", "output_text", "text"):
-                    texts.append(_text(part.get("text"), f"{pp}.text"))
+                    texts.append(string(part.get("text"), f"{pp}.text"))
                 elif kind in ("input_image", "input_file"):
                     extra.append(_media_part(self.media, part, pp))
                 else:
@@ -224,9 +226,9 @@ def _tools(body: dict, budget: SchemaBudget) -> tuple[list[dict], list[dict], fr
             raise TranslationError(f"{p} must be an object", p)
         kind = tool.get("type")
         if kind == "function":
-            declarations.append(_declaration({k: tool[k] for k in ("name", "description", "parameters") if tool.get(k) is not None}, p, budget))
+            declarations.append(declaration({k: tool[k] for k in ("name", "description", "parameters") if tool.get(k) is not None}, p, budget))
         elif kind == "custom":
-            name = _text(tool.get("name"), f"{p}.name")
+            name = string(tool.get("name"), f"{p}.name")
             fmt = tool.get("format")
             grammar = fmt.get("definition") if isinstance(fmt, dict) and fmt.get("type") == "grammar" else None
             desc = str(tool.get("description") or "")
@@ -286,9 +288,9 @@ def responses_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str
     budget = SchemaBudget()  # one for all the schemas of the request
     declarations, builtins, custom = _tools(body, budget)
 
-    conv = _Input(_Media(fetched or {}))
+    conv = _Input(MediaParts(fetched or {}))
     instructions = body.get("instructions")
-    if instructions is not None and _text(instructions, "instructions"):
+    if instructions is not None and string(instructions, "instructions"):
         conv.system.append({"text": instructions})
     items = body.get("input")
     if isinstance(items, str):
@@ -306,7 +308,7 @@ def responses_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str
     if conv.system:
         gemini["systemInstruction"] = {"parts": conv.system}
 
-    calling, keep = _tool_config({"tool_choice": body.get("tool_choice")}, declarations)
+    calling, keep = tool_config({"tool_choice": body.get("tool_choice")}, declarations)
     if keep is not None:
         declarations = [d for d in declarations if d["name"] in keep]
     tools = ([{"functionDeclarations": declarations}] if declarations else []) + builtins
@@ -317,10 +319,10 @@ def responses_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str
 
     gen: dict = {}
     for key, target in (("temperature", "temperature"), ("top_p", "topP")):
-        value = _number(body, key)
+        value = number(body, key)
         if value is not None:
             gen[target] = value
-    limit = _integer(body, "max_output_tokens", 1)
+    limit = integer(body, "max_output_tokens", 1)
     if limit is not None:
         gen["maxOutputTokens"] = limit
     _text_format(body, gen, budget)

@@ -1,0 +1,98 @@
+"""Media content parts of OpenAI chat messages (image_url, input_audio, file…) → Gemini inlineData.
+
+`media_urls(body)` lists the http(s) URLs the edge must fetch first; `MediaParts(fetched)` then
+turns each part into an inlineData part, its type sniffed from the bytes (services.edge.media).
+"""
+from __future__ import annotations
+
+import mimetypes
+from typing import Any, Mapping
+
+from msgspec import Raw
+
+from ..media import OCTET_STREAM, MediaError, decode_inline, is_remote
+from .contents_writer import load_message
+from .errors import TranslationError
+
+MEDIA_TYPES = ("image_url", "input_audio", "file", "video_url", "audio_url")
+_AUDIO_FORMATS = {"wav": "audio/wav", "mp3": "audio/mp3", "flac": "audio/flac", "ogg": "audio/ogg", "aac": "audio/aac",
+                  "aiff": "audio/aiff", "m4a": "audio/mp4", "webm": "audio/webm", "opus": "audio/ogg", "pcm16": "audio/pcm"}
+
+def _media_ref(part: dict) -> tuple[Any, str | None]:
+    """(reference, declared mime) of a media content part."""
+    kind = part.get("type")
+    value = part.get(kind)
+    if kind in ("image_url", "video_url", "audio_url"):
+        return (value.get("url") if isinstance(value, dict) else value), None
+    if kind == "input_audio":
+        if not isinstance(value, dict):
+            return None, None
+        fmt = value.get("format")
+        declared = _AUDIO_FORMATS.get(fmt.lower(), f"audio/{fmt.lower()}") if isinstance(fmt, str) and fmt else None
+        return value.get("data"), declared
+    if kind == "file":
+        if not isinstance(value, dict):
+            return None, None
+        name = value.get("filename")
+        declared = mimetypes.guess_type(name)[0] if isinstance(name, str) else None
+        return value.get("file_data", value.get("url")), declared
+    return None, None
+
+
+def media_urls(body: dict) -> list[str]:
+    """The http(s) URLs in media content parts, deduplicated, in order. Never raises: a malformed
+    body yields what it can and chat_request_to_gemini reports the problem."""
+    urls: list[str] = []
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if not isinstance(messages, list):
+        return urls
+    for i, msg in enumerate(messages):
+        if isinstance(msg, Raw):
+            if b"://" not in memoryview(msg).tobytes():
+                continue
+            try:
+                msg = load_message(msg, f"messages[{i}]")
+            except (TranslationError, ValueError):
+                continue  # chat_request_to_gemini reports it
+        content = msg.get("content") if isinstance(msg, dict) else None
+        if not isinstance(content, list):
+            continue
+        for part in content:
+            if isinstance(part, dict) and part.get("type") in MEDIA_TYPES:
+                ref, _ = _media_ref(part)
+                if isinstance(ref, str) and is_remote(ref.strip()):
+                    urls.append(ref.strip())
+    return list(dict.fromkeys(urls))
+
+
+class MediaParts:
+    def __init__(self, fetched: Mapping[str, tuple[str, str]]) -> None:
+        self.fetched = fetched
+
+    def part(self, part: dict, param: str) -> dict:
+        kind = part["type"]
+        ref, declared = _media_ref(part)
+        where = f"{param}.{kind}"
+        if isinstance(part.get(kind), dict):
+            where += {"input_audio": ".data", "file": ".file_data"}.get(kind, ".url")
+        if kind == "file" and ref is None and isinstance(part.get(kind), dict) and part[kind].get("file_id"):
+            raise TranslationError("file_id references are not supported; send file_data (base64 or a data: URL)", f"{param}.file.file_id")
+        if not isinstance(ref, str) or not ref.strip():
+            raise TranslationError(f"{where} must be a non-empty string", where)
+        ref = ref.strip()
+        if is_remote(ref):
+            got = self.fetched.get(ref)
+            if got is None:
+                raise TranslationError(f"media at {ref} could not be fetched", where)
+            mime, data = got
+        else:
+            try:
+                inline = decode_inline(ref)
+            except MediaError as exc:
+                raise TranslationError(f"{where}: {exc.message}", where) from None
+            assert inline is not None
+            mime, data = inline
+        if mime == OCTET_STREAM and declared:
+            mime = declared
+        return {"inlineData": {"mimeType": mime, "data": data}}
+
