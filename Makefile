@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock | md5sum | cut -c1-12)
 PROTOS := $(shell find proto -name '*.proto')
 GEN := gen/.stamp
 
-.PHONY: install proto test test-fast run demo up down bench clean
+.PHONY: install proto test test-fast run demo up down bench soak clean
 
 install: $(STAMP)
 
@@ -51,6 +51,12 @@ down:
 
 bench: install proto
 	$(PY) -m bench
+
+# Hours of traffic in minutes: memory, descriptors, tasks and ledger under a steady mixed load.
+DURATION ?= 180
+CONCURRENCY ?= 32
+soak: install proto
+	$(PY) -m bench.soak --duration $(DURATION) --concurrency $(CONCURRENCY)
 
 clean:
 	rm -rf gen $(VENV) .pytest_cache

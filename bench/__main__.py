@@ -33,12 +33,14 @@ import orjson
 from bench.media import EDGE_ENV as MEDIA_EDGE_ENV, media_rows, print_rows as print_media_rows
 from bench.pool_choice import pool_choice, print_pool
 from bench.worker import stream_http
+from deploy.envoy_config import DEFAULT_MAX_BODY_BYTES
 from tests import harness
 from tests.simulator.control import SimControl
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "gemini-2.5-flash"
+BENCH_BODY_BYTES = 64 << 20  # the edge's MAX_BODY_BYTES in the bench stacks
 STREAM_BODY = {"contents": [{"role": "user", "parts": [{"text": "bench [len=12] [chunks=4]"}]}]}
 
 
@@ -108,7 +110,7 @@ def start_stack(base: Path, edge_env: dict[str, str] | None = None) -> Stack:
     harness.write_credential(base / "creds" / "bench.json", "rt-bench")
     up = harness.start_upstream(logs, sim.url, base / "creds", {"LOG_LEVEL": "WARNING"})
     edge = harness.start_edge(logs, up.addr, base / "data",
-                              {"LOG_LEVEL": "WARNING", "MAX_BODY_BYTES": str(64 << 20), **(edge_env or {})})
+                              {"LOG_LEVEL": "WARNING", "MAX_BODY_BYTES": str(BENCH_BODY_BYTES), **(edge_env or {})})
     envoy = harness.start_envoy(logs, edge.port, up.port)
     key = harness.create_key(edge, "--name", "bench")
     tok = httpx.post(f"{sim.url}/token", data={"grant_type": "refresh_token", "refresh_token": "rt-bench"}).json()
@@ -388,7 +390,88 @@ async def big_image(stack: Stack, mib: int) -> dict:
             "stack_growth_mib": sum(peak.peak[n] - before[n] for n in before)}
 
 
+def _hwm_reset(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM restarts from the current RSS
+
+
+def _tiny_chat(n: int) -> bytes:
+    return orjson.dumps({"model": MODEL, "messages": [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": "x"} for i in range(n)]})
+
+
+async def tiny_messages(stack: Stack, limit: int) -> dict:
+    """The largest body of tiny messages the edge accepts (the shape that costs most once
+    parsed): each gateway process's peak growth (VmHWM, reset first) over its RSS before."""
+    small, large = len(_tiny_chat(1000)), len(_tiny_chat(3000))
+    n = int(1000 + (limit - small) / ((large - small) / 2000)) // 2 * 2 + 2
+    body = _tiny_chat(n)
+    while len(body) > limit:
+        n -= 2
+        body = _tiny_chat(n)
+    procs = {"upstream": stack.upstream, "edge": stack.edge, "envoy": stack.envoy}
+    before = {}
+    for name, p in procs.items():
+        _hwm_reset(p.popen.pid)
+        before[name] = rss_mib(p.popen.pid)
+    t0 = time.perf_counter()
+    async with httpx.AsyncClient(timeout=600, trust_env=False) as client:
+        r = await client.post(f"{stack.envoy.url}/gemini_cli/v1/chat/completions", content=body,
+                              headers={"Authorization": f"Bearer {stack.key}", "Content-Type": "application/json"})
+    took = time.perf_counter() - t0
+    growth = {name: rss_mib(p.popen.pid, "VmHWM") - before[name] for name, p in procs.items()}
+    return {"messages": n, "body_mib": len(body) / (1 << 20), "status": r.status_code, "seconds": took,
+            "growth_mib": growth, "stack_growth_mib": sum(growth.values())}
+
+
+def _fan_out(depth: int) -> dict:
+    defs = {f"d{i}": {"type": "object", "properties": {"a": {"$ref": f"#/$defs/d{i + 1}"},
+                                                       "b": {"$ref": f"#/$defs/d{i + 1}"}}} for i in range(depth)}
+    defs[f"d{depth}"] = {"type": "string"}
+    return {"type": "object", "$defs": defs, "properties": {"x": {"$ref": "#/$defs/d0"}}}
+
+
+async def worst_schema(stack: Stack, repeat: int = 20) -> dict:
+    """Edge CPU per request for the deepest $ref fan-out the gateway still accepts, and for the
+    first one it refuses (schema_too_complex)."""
+    url = f"{stack.envoy.url}/gemini_cli/v1/chat/completions"
+    headers = {"Authorization": f"Bearer {stack.key}", "Content-Type": "application/json"}
+
+    def body(depth: int) -> bytes:
+        return orjson.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "tools": [
+            {"type": "function", "function": {"name": "f", "parameters": _fan_out(depth)}}]})
+
+    out: dict = {}
+    async with httpx.AsyncClient(timeout=60, trust_env=False) as client:
+        depth = 1
+        while (await client.post(url, content=body(depth + 1), headers=headers)).status_code == 200:
+            depth += 1
+        for label, d in (("accepted", depth), ("refused", depth + 1)):
+            raw = body(d)
+            cpu0 = cpu_seconds(stack.edge.popen.pid)
+            statuses = set()
+            for _ in range(repeat):
+                statuses.add((await client.post(url, content=raw, headers=headers)).status_code)
+            cpu = (cpu_seconds(stack.edge.popen.pid) - cpu0) / repeat
+            out[label] = {"depth": d, "schema_bytes": len(raw), "statuses": sorted(statuses),
+                          "edge_cpu_ms": cpu * 1000}
+    return out
+
+
 # --- report ---------------------------------------------------------------------------------
+
+def print_bodies(tiny: dict | None, schema: dict | None) -> None:
+    if tiny:
+        print(f"\nLargest accepted body of tiny messages ({tiny['messages']} messages, {tiny['body_mib']:.1f} MiB) "
+              f"via /v1/chat/completions: status {tiny['status']}, {tiny['seconds']:.1f} s; peak growth MiB "
+              + ", ".join(f"{n} {v:.0f} ({v / tiny['body_mib']:.1f}×)" for n, v in tiny["growth_mib"].items())
+              + f"; whole stack {tiny['stack_growth_mib']:.0f} MiB ({tiny['stack_growth_mib'] / tiny['body_mib']:.1f}× the body)")
+    if schema:
+        for label in ("accepted", "refused"):
+            w = schema[label]
+            print(f"{'Worst schema accepted' if label == 'accepted' else 'First schema refused'}: $ref fan-out depth "
+                  f"{w['depth']} ({w['schema_bytes']} bytes), status {w['statuses']}, edge CPU {w['edge_cpu_ms']:.1f} ms "
+                  "per request")
+
 
 def print_table(latency: list[dict], rps: dict | None, streams: dict | None, image: dict | None,
                 media: dict | None = None) -> None:
@@ -451,7 +534,7 @@ def targets(latency: list[dict], streams: dict | None) -> dict[str, tuple[bool, 
     return out
 
 
-PHASES = ("latency", "rps", "pool", "image", "media", "streams")
+PHASES = ("latency", "rps", "pool", "image", "media", "bodies", "streams")
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -498,6 +581,18 @@ async def main(args: argparse.Namespace) -> int:
                   f"{media['over_budget']['seconds']:.2f} s", flush=True)
         finally:
             stack.stop()
+    tiny = schema = None
+    if "bodies" in phases:
+        stack = start_stack(base / "s5")
+        try:
+            schema = await worst_schema(stack)
+            print(f"  worst accepted schema: depth {schema['accepted']['depth']}", flush=True)
+            # Envoy in the bench stacks keeps the default limit (32 MiB + margin): the default
+            # MAX_BODY_BYTES is what production accepts.
+            tiny = await tiny_messages(stack, DEFAULT_MAX_BODY_BYTES)
+            print(f"  tiny messages: {tiny['seconds']:.1f} s", flush=True)
+        finally:
+            stack.stop()
     if "streams" in phases:
         stack = start_stack(base / "s3")
         try:
@@ -506,10 +601,11 @@ async def main(args: argparse.Namespace) -> int:
             stack.stop()
     print_table(latency, rps, streams, image, media)
     print_pool(pool)
+    print_bodies(tiny, schema)
     RESULTS.mkdir(exist_ok=True)
     out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(),
            "phases": phases, "latency": latency, "throughput": rps, "streams": streams, "image": image, "media": media,
-           "pool_choice": pool,
+           "pool_choice": pool, "tiny_messages": tiny, "worst_schema": schema,
            "targets": {name: {"holds": held, "detail": detail}
                        for name, (held, detail) in targets(latency, streams).items()}}
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

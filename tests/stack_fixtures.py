@@ -33,6 +33,7 @@ class Stack:
     edge: harness.Proc
     envoy: harness.Proc
     refresh_token: str
+    pool: str = "code-assist"  # which members the upstream's pool has (POOLS)
 
     @property
     def base(self) -> str:
@@ -125,7 +126,7 @@ def start_stack(simulator: harness.Proc, base: Path, edge_env: dict[str, str] | 
         edge.stop()
         up.stop()
         raise
-    return Stack(simulator, up, edge, envoy, refresh_token)
+    return Stack(simulator, up, edge, envoy, refresh_token, pool)
 
 
 @pytest.fixture(scope="session")

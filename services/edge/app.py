@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.routing import Match, Route
 from starlette.types import Message, Receive, Scope, Send
 
+from services.edge import stats
 from services.edge.auth import KeyCache
 from services.edge.context import EdgeContext
 from services.edge.errors import install_error_handlers
@@ -149,11 +150,13 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
         housekeeping = asyncio.create_task(_prune_forever(limiter), name="limiter-prune")
         app.state.ctx = EdgeContext(settings=settings, store=store, keys=keys, limiter=limiter,
                                     recorder=recorder, upstream=upstream, http=http, media=media)
+        stats.install("edge", lambda: {"ledger_queue": recorder.queued})
         log.info("edge ready: root path %r, upstream %s, license db %s", settings.root_path,
                  settings.upstream_addr, settings.license_db_location)
         try:
             yield
         finally:
+            stats.uninstall()
             housekeeping.cancel()
             await keys.stop()
             await recorder.stop()

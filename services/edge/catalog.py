@@ -23,9 +23,7 @@ def has_thinking(m: pb.Model) -> bool:
 
 
 def is_embedding(m: pb.Model) -> bool:
-    # Every Google embedding model id says so (gemini-embedding-001, text-embedding-005,
-    # text-multilingual-embedding-002, gemini-embedding-2), and no generation model's does.
-    return "embedding" in m.id
+    return m.embedding
 
 
 def thinking_spec(m: pb.Model | None) -> ThinkingSpec | None:

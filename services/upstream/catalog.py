@@ -46,7 +46,8 @@ class ModelInfo:
 
     def to_proto(self) -> upstream_pb2.Model:
         msg = upstream_pb2.Model(id=self.id, display_name=self.display_name,
-                                 input_token_limit=self.input_token_limit, output_token_limit=self.output_token_limit)
+                                 input_token_limit=self.input_token_limit, output_token_limit=self.output_token_limit,
+                                 embedding=self.embedding)
         if self.thinking:
             t = self.thinking
             msg.thinking.CopyFrom(upstream_pb2.ThinkingRange(min_budget=t.min_budget, max_budget=t.max_budget,
@@ -99,11 +100,14 @@ def _thinking(value: Any) -> Thinking | None:
 
 def _extra(entry: Any) -> ModelInfo:
     if isinstance(entry, str):
-        return ModelInfo(entry, entry)
+        entry = {"id": entry}
     if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+        # Google's embedding model ids all say so; an entry can say otherwise with "embedding".
+        embedding = bool(entry.get("embedding", "embedding" in entry["id"]))
         return ModelInfo(entry["id"], str(entry.get("display_name") or entry["id"]),
                          int(entry.get("input_token_limit", 1_048_576)),
-                         int(entry.get("output_token_limit", 65_536)), _thinking(entry.get("thinking")))
+                         int(entry.get("output_token_limit", 65_536)), _thinking(entry.get("thinking")),
+                         kinds=CLOUD if embedding else ALL_KINDS, embedding=embedding)
     raise ValueError(f"MODELS entry must be an id or an object with an id: {entry!r}")
 
 

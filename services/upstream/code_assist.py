@@ -5,8 +5,8 @@ pool, TLS always verified, answers size-capped, a POST never re-sent). The OAuth
 endpoint uses httpx (`make_http_client`), trusting the same CAs. Request envelopes are built
 by splicing the caller's request bytes into
 `{"model":…,"project":…,"user_prompt_id":…,"request":<bytes>}` and sent as parts, so a large
-request is never re-serialized nor copied. Error answers become `BackendError`, network
-failures `TransportError`.
+request is never re-serialized nor copied (one under 128 KiB is joined: one send). Error
+answers become `BackendError`, network failures `TransportError`.
 """
 from __future__ import annotations
 

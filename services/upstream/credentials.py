@@ -53,6 +53,8 @@ class Credential(abc.ABC):
         self.ineligible = False
         self.project_override = project_override or None
         self.discovered_project: str | None = None
+        # Code Assist tier found by project discovery (free-tier, standard-tier, ...).
+        self.tier = ""
         self.dead_at = 0.0
 
     @property

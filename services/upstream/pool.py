@@ -30,10 +30,8 @@ credential refused for its account is probed again after INELIGIBLE_RECHECK_SECO
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, TypeVar
 
 import grpc
@@ -43,11 +41,12 @@ from . import errors
 from .ai_studio import AIStudioBackend
 from .backends import Backend, ChunkStream, Http, embed_requests
 from .code_assist import Chunk, CodeAssistClient, check_body
-from .code_assist_backend import CodeAssistBackend, caller_models, reset_seconds
-from .credentials import Credential, CredentialState
+from .code_assist_backend import CodeAssistBackend
+from .credentials import CredentialState
 from .errors import (BackendError, CredentialError, EmptyStream, NoCredentials, PoolExhausted, RefreshError,
                      StreamCut, TransportError, UpstreamError)
-from .members import MemberSpec, PoolConfigError
+from .members import PoolConfigError
+from .pool_entry import CredentialReport, Entry, apply_quota, build_report, cooldown_seconds  # noqa: F401
 from .project import ProjectResolver
 from .roster import Roster, plan
 from .settings import Settings
@@ -58,98 +57,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Op = Callable[["Entry", Mapping[str, str]], Awaitable[T]]
 _ROUTE_CACHE = 512
-_LEARNED_PER_MEMBER = 256
-QUOTA_SPENT = "quota spent (retrieveUserQuota) until its reset"
-
-
-def cooldown_seconds(retry_delay_s: float | None, strikes: int, default: float, maximum: float) -> float:
-    """How long a (member, model) rests after a 429.
-
-    The backend's own delay wins; without one the default doubles with each consecutive 429
-    (strikes ≥ 1). Never longer than `maximum`, so a far-off quota reset hint cannot block a
-    member long after it recovered: once the cap passes, one call probes it again."""
-    if retry_delay_s is not None and retry_delay_s >= 0:
-        base = retry_delay_s
-    else:
-        base = default * (2 ** max(0, min(strikes, 32) - 1))
-    return max(0.0, min(base, maximum))
-
-
-@dataclass(eq=False)
-class Entry:
-    """A member (credential, backend, routing facts) and the pool's bookkeeping about it."""
-
-    cred: Credential
-    spec: MemberSpec = field(default_factory=lambda: MemberSpec(kind="code-assist"))
-    backend: Backend | None = None
-    identity: str = ""
-    cooling: dict[str, float] = field(default_factory=dict)   # model → unix time the rest ends
-    strikes: dict[str, int] = field(default_factory=dict)     # model → consecutive 429s
-    cooling_reason: dict[str, str] = field(default_factory=dict)
-    unsupported: dict[str, float] = field(default_factory=dict)  # model → unix time to ask again
-    served: set[str] = field(default_factory=set)             # models it answered
-    blocked_until: float = 0.0                                # every model (transient trouble)
-    blocked_detail: str = ""
-    last_error: str = ""
-    quota: dict[str, tuple[float, str]] = field(default_factory=dict)  # model → (fraction, reset time)
-    quota_next: float = 0.0                                   # when to poll the quota again
-    requests: int = 0
-    failures: int = 0
-    current: int = 0                                          # smooth weighted round-robin
-
-    def allows(self, model: str) -> bool:
-        patterns = self.spec.models
-        return not patterns or any(fnmatch.fnmatchcase(model, p) for p in patterns)
-
-    def wait(self, model: str, now: float) -> float:
-        """Seconds before this entry can serve `model` (0: now; inf: never)."""
-        if self.cred.state is not CredentialState.READY or self.unsupported.get(model, 0.0) > now:
-            return float("inf")
-        return max(0.0, self.blocked_until - now, self.cooling.get(model, 0.0) - now)
-
-    def cool(self, model: str, seconds: float, reason: str, now: float) -> None:
-        self.cooling[model] = now + seconds
-        self.cooling_reason[model] = reason
-
-    def block(self, seconds: float, detail: str, now: float) -> None:
-        self.blocked_until = now + seconds
-        self.blocked_detail = detail
-
-    def learn_unsupported(self, model: str, seconds: float, now: float) -> None:
-        if len(self.unsupported) >= _LEARNED_PER_MEMBER:
-            self.unsupported = {m: t for m, t in self.unsupported.items() if t > now}
-            if len(self.unsupported) >= _LEARNED_PER_MEMBER:
-                return
-        self.unsupported[model] = now + seconds
-
-    def succeeded(self, model: str) -> None:
-        self.served.add(model)
-        if self.strikes:
-            self.strikes.pop(model, None)
-        if self.cooling:
-            self.cooling.pop(model, None)
-            self.cooling_reason.pop(model, None)
-
-
-@dataclass
-class CredentialReport:
-    id: str
-    kind: str
-    state: str            # READY, COOLING, DEAD, DISABLED
-    project: str
-    detail: str
-    cooling_until: dict[str, float]
-    requests: int
-    failures: int
-    auth: str = ""
-    priority: int = 0
-    weight: int = 1
-    location: str = ""
-    models: tuple[str, ...] = ()
-    unsupported: tuple[str, ...] = ()
-    last_error: str = ""
-    proxy: bool = False
-    quota: dict[str, tuple[float, str]] = field(default_factory=dict)
 
 
 class Pool:
@@ -182,15 +89,6 @@ class Pool:
     def entries(self) -> list[Entry]:
         return self._entries
 
-    def add(self, cred: Credential, spec: MemberSpec | None = None) -> Entry:
-        """Put a credential into the pool by hand (besides the configured members)."""
-        spec = spec or MemberSpec(kind={"ai-studio-key": "ai-studio"}.get(cred.kind, "code-assist")
-                                  if cred.kind != "vertex-ai" else "vertex")
-        entry = Entry(cred, spec, self._roster.backend(spec), identity=f"added|{id(cred)}")
-        self._entries = [*self._entries, entry]
-        self._routes.clear()
-        return entry
-
     async def ensure_loaded(self) -> None:
         now = time.monotonic()
         if self._loaded_at is not None and self._entries:
@@ -214,14 +112,13 @@ class Pool:
                 self._loaded_at = self._loaded_at or time.monotonic()
                 self._next_check = time.monotonic() + self._settings.pool_reload_seconds
                 return
-            manual = [e for e in self._entries if e.identity.startswith("added|")]
-            entries, changed = self._roster.apply([e for e in self._entries if e not in manual], candidates)
+            entries, changed = self._roster.apply(self._entries, candidates)
             first = self._loaded_at is None
             self._scan_notes = notes
             self._loaded_at = time.monotonic()
             self._next_check = self._loaded_at + self._settings.pool_reload_seconds
             if changed or first:
-                self._entries = [*entries, *manual]
+                self._entries = entries
                 self._routes.clear()
                 for note in notes:
                     log.info("credentials: %s", note)
@@ -264,17 +161,7 @@ class Pool:
         except UpstreamError as err:
             log.info("credential %s: quota poll failed: %s", entry.cred.id, err.message)
             return
-        entry.quota = quota
-        now = time.time()
-        for model, (fraction, reset) in quota.items():
-            left = reset_seconds(reset, now) if fraction <= 0 else None
-            for asked in caller_models(model):
-                if left is not None:
-                    # Spent until its reset: skipped until then (the next poll may lift it sooner).
-                    entry.cool(asked, left, QUOTA_SPENT, now)
-                elif entry.cooling_reason.get(asked) == QUOTA_SPENT:
-                    entry.cooling.pop(asked, None)
-                    entry.cooling_reason.pop(asked, None)
+        apply_quota(entry, quota, time.time())
 
     def no_credentials_message(self) -> str:
         why = "; ".join(self._scan_notes) or "nothing usable"
@@ -567,26 +454,7 @@ class Pool:
         return {e.cred.kind for e in self._entries}
 
     def report(self) -> list[CredentialReport]:
-        now = time.time()
-        out = []
-        for e in self._entries:
-            cooling = {m: until for m, until in e.cooling.items() if until > now}
-            state = e.cred.state.value
-            detail = e.cred.detail
-            if state == "READY":
-                if e.blocked_until > now:
-                    state, detail = "COOLING", e.blocked_detail
-                    cooling["*"] = e.blocked_until
-                elif cooling and not (e.served - cooling.keys()):
-                    state = "COOLING"
-                    detail = "; ".join(f"{m}: {e.cooling_reason.get(m, '429')}" for m in cooling)
-            out.append(CredentialReport(
-                e.cred.id, e.cred.kind, state, e.cred.project or "", detail, cooling, e.requests, e.failures,
-                auth=e.cred.auth, priority=e.spec.priority, weight=e.spec.weight,
-                location=e.spec.location if e.cred.kind == "vertex-ai" else "", models=e.spec.models,
-                unsupported=tuple(sorted(m for m, t in e.unsupported.items() if t > now)),
-                last_error=e.last_error, proxy=bool(e.spec.proxy), quota=dict(e.quota)))
-        return out
+        return build_report(self._entries, time.time())
 
 
 def _retryable(err: UpstreamError) -> bool:

@@ -145,6 +145,9 @@ class ProjectResolver:
             raise ProjectError("loadCodeAssist answered something that is not an object", permanent=False)
 
         if load.get("currentTier"):
+            paid, current = load.get("paidTier"), load.get("currentTier")
+            cred.tier = str((paid.get("id") if isinstance(paid, dict) else None)
+                            or (current.get("id") if isinstance(current, dict) else None) or "")
             project = _project_id(load.get("cloudaicompanionProject"))
             if project:
                 return project
@@ -163,6 +166,7 @@ class ProjectResolver:
         if tier_id != "free-tier" and tier.get("userDefinedCloudaicompanionProject"):
             raise ProjectError(f"tier {tier_id} needs a Google Cloud project: set `project_id` in the credential "
                                "file or GOOGLE_CLOUD_PROJECT", permanent=True, ineligible=True)
+        cred.tier = tier_id
         return await self._onboard(cred, tier_id)
 
     async def _onboard(self, cred: Credential, tier_id: str) -> str:

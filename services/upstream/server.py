@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import re
 import signal
+import sys
 import time
 import uuid
 from typing import Any, AsyncIterator
@@ -168,7 +170,7 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
             log.warning("embed id=%s failed: %s/%s: %s", rid, desc.code.name, desc.reason, desc.message)
             await context.abort_with_status(errors.to_rpc_status(desc))
             raise  # not reached: abort raises
-        log.info("embed id=%s caller=%s model=%s credential=%s n=%d", rid, request.caller or "-", model,
+        log.info("embed id=%s caller=%s model=%s credential=%s n=%d", rid, internal_auth.caller_of(request.caller), model,
                  entry.cred.id, len(vectors))
         return upstream_pb2.EmbedResponse(
             body=httpbody_pb2.HttpBody(content_type="application/json", data=orjson.dumps({"embeddings": vectors})),
@@ -184,7 +186,7 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
                 id=r.id, kind=r.kind, state=_STATES[r.state], project=r.project, detail=r.detail,
                 cooling_until=r.cooling_until, requests=r.requests, failures=r.failures, auth=r.auth,
                 priority=r.priority, weight=r.weight, location=r.location, models=list(r.models),
-                unsupported_models=list(r.unsupported), last_error=r.last_error, proxied=r.proxy)
+                unsupported_models=list(r.unsupported), last_error=r.last_error, proxied=r.proxy, tier=r.tier)
             for model, (fraction, reset) in sorted(r.quota.items()):
                 status.quota.add(model=model, remaining_fraction=fraction, reset_time=reset)
             resp.credentials.append(status)
@@ -213,6 +215,12 @@ def _total_tokens(result: Any) -> int:
         return int(total)
     except (TypeError, ValueError):
         return 0
+
+
+def _write_stats() -> None:
+    figures = {"process": "upstream", "tasks": len(asyncio.all_tasks()), "gc_objects": len(gc.get_objects())}
+    sys.stderr.write("stats " + orjson.dumps(figures).decode() + "\n")
+    sys.stderr.flush()
 
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
@@ -269,6 +277,10 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        # `kill -USR1`: one stats line on stderr (soak runs watch tasks this way; nothing public).
+        loop.add_signal_handler(signal.SIGUSR1, _write_stats)
 
     warmup: asyncio.Task[None] | None = None
     if settings.startup_warmup:

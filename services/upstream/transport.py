@@ -267,9 +267,15 @@ class Transport:
 
     async def open_stream(self, method: str, url: str, *, headers: Mapping[str, str], body: Body | None = None,
                           proxy: str | None = None) -> "BackendStream":
-        """Send the request and wait for the answer's head (READ_TIMEOUT at most). The body is
-        read from the returned stream, which must be closed."""
-        resp = await self._send(method, url, headers, body, proxy)
+        """Send the request and wait for the answer's head: READ_TIMEOUT at most once the
+        request is sent, REQUEST_TIMEOUT for the whole (a backend that stops reading a large
+        upload cannot hold the call forever). The body is read from the returned stream, which
+        must be closed."""
+        try:
+            async with asyncio.timeout(self._request_timeout):
+                resp = await self._send(method, url, headers, body, proxy)
+        except TimeoutError:
+            raise TransportError(f"backend gave no answer within {self._request_timeout:g}s", timeout=True) from None
         return BackendStream(resp, self.max_response_bytes)
 
     async def aclose(self) -> None:

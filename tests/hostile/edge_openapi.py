@@ -2,8 +2,9 @@
 
 The edge registers its routes as plain Starlette endpoints (for speed) and serves no OpenAPI
 document, so this one is written from the API the gateway documents: the OpenAI chat
-completions, Responses and model list, Anthropic's messages and count_tokens, and Google's
-generateContent / streamGenerateContent / countTokens and model list. Request bodies are described (FastAPI's generated schema had none,
+completions, Responses, embeddings and model list, Anthropic's messages and count_tokens, and
+Google's generateContent / streamGenerateContent / countTokens / embedContent /
+batchEmbedContents and model list. Request bodies are described (FastAPI's generated schema had none,
 the edge reads raw bytes), so generated cases reach the translators and the upstream, not only
 the JSON parser.
 
@@ -224,6 +225,24 @@ COUNT_MESSAGES_REQUEST = {"type": "object", "properties": {
     "messages": {"type": "array", "items": _ANTHROPIC_MESSAGE, "minItems": 1, "maxItems": 3},
     "system": _STR}, "required": ["model", "messages"]}
 
+# --- embeddings ------------------------------------------------------------------------------
+
+EMBED_MODELS = ["gemini-embedding-001", "text-embedding-005"]
+EMBEDDINGS_REQUEST = {"type": "object", "properties": {
+    "model": {"type": "string", "enum": EMBED_MODELS},
+    "input": {"anyOf": [_STR, {"type": "array", "items": _STR, "minItems": 1, "maxItems": 4},
+                        {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 100000}, "maxItems": 4}]},
+    "dimensions": {"type": "integer", "minimum": 1, "maximum": 3072},
+    "encoding_format": {"type": "string", "enum": ["float", "base64"]},
+    "task_type": {"type": "string", "enum": ["RETRIEVAL_QUERY", "RETRIEVAL_DOCUMENT", "CLUSTERING"]},
+    "user": {"type": "string", "maxLength": 40},
+}, "required": ["model", "input"]}
+_EMBED_ONE = {"type": "object", "properties": {
+    "content": _CONTENT, "taskType": {"type": "string", "enum": ["RETRIEVAL_QUERY", "SEMANTIC_SIMILARITY"]},
+    "title": _STR, "outputDimensionality": {"type": "integer", "minimum": 1, "maximum": 3072}}, "required": ["content"]}
+BATCH_EMBED_REQUEST = {"type": "object", "properties": {
+    "requests": {"type": "array", "items": _EMBED_ONE, "minItems": 1, "maxItems": 3}}, "required": ["requests"]}
+
 # --- the document ----------------------------------------------------------------------------
 
 
@@ -268,6 +287,14 @@ def edge_openapi() -> dict[str, Any]:
         f"{ROOT}/v1beta/models/{{model}}:countTokens": {"post": {
             "operationId": "gemini_count", "parameters": [gemini_model],
             "requestBody": _json_body(COUNT_REQUEST), "responses": _OK}},
+        f"{ROOT}/v1/embeddings": {"post": {"operationId": "openai_embeddings",
+                                           "requestBody": _json_body(EMBEDDINGS_REQUEST), "responses": _OK}},
+        f"{ROOT}/v1beta/models/{{model}}:embedContent": {"post": {
+            "operationId": "gemini_embed", "parameters": [_model_param("model", EMBED_MODELS)],
+            "requestBody": _json_body(_EMBED_ONE), "responses": _OK}},
+        f"{ROOT}/v1beta/models/{{model}}:batchEmbedContents": {"post": {
+            "operationId": "gemini_batch_embed", "parameters": [_model_param("model", EMBED_MODELS)],
+            "requestBody": _json_body(BATCH_EMBED_REQUEST), "responses": _OK}},
     }
     return {"openapi": "3.0.3", "info": {"title": "gemini-cli gateway edge (test description)", "version": "1"},
             "paths": paths}

@@ -233,3 +233,27 @@ def test_a_key_holder_gets_the_same_bound(rig: Rig):
             pass
     assert got.startswith(b"HTTP/1.1 413"), got[:200]
     assert rss.grown_mib < RSS_BOUND_MIB
+
+
+def test_a_body_that_never_completes_is_cut_at_the_deadline(rig: Rig):
+    """A key holder's request whose body stops halfway is answered 408 once
+    ENVOY_BODY_TIMEOUT_SECONDS passed (2 s here), instead of holding a slot for the 10-minute
+    idle timeout."""
+    assert rig.edge is not None and rig.upstream is not None
+    key = rig.key()
+    proxy = harness.start_envoy(rig.logs, rig.edge.port, rig.upstream.port, name="envoy-deadline",
+                                body_timeout_seconds=2)
+    try:
+        head = (f"POST {PATH} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+                f"Authorization: Bearer {key}\r\nContent-Length: {MIB}\r\n\r\n").encode()
+        got = b""
+        with socket.create_connection((harness.LOOPBACK, proxy.port), timeout=30) as s:
+            s.sendall(head + b'{"model": "' + b"x" * 1000)
+            while b"\r\n\r\n" not in got:
+                data = s.recv(65536)
+                if not data:
+                    break
+                got += data
+        assert got.startswith(b"HTTP/1.1 408"), got[:200]
+    finally:
+        proxy.stop()

@@ -42,6 +42,16 @@ def key(rig: Rig) -> str:
 
 
 @pytest.fixture(scope="module")
+def embed_rig(rigs) -> Rig:
+    # Embeddings need a pool member that has them (Code Assist has none): an AI Studio key.
+    return rigs(label="fuzz-embed", upstream_env={"GEMINI_API_KEYS": "AIza-fuzz-embed-1"})
+
+
+def _embeds(path: str) -> bool:
+    return path.endswith(("/embeddings", ":embedContent", ":batchEmbedContents"))
+
+
+@pytest.fixture(scope="module")
 def http() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=30, trust_env=False) as c:
         yield c
@@ -55,8 +65,13 @@ def _cases():
 
 
 @pytest.mark.parametrize(("label", "mode"), list(_cases()))
-def test_no_5xx(rig: Rig, key: str, label: str, mode: GenerationMode):
+def test_no_5xx(request: pytest.FixtureRequest, label: str, mode: GenerationMode):
     op = OPERATIONS[label]
+    if _embeds(op.path):
+        rig: Rig = request.getfixturevalue("embed_rig")
+        key = rig.key()
+    else:
+        rig, key = request.getfixturevalue("rig"), request.getfixturevalue("key")
     assert rig.edge is not None
     base_url = rig.edge.url
     seen: dict[int, int] = {}

@@ -50,7 +50,8 @@ class FakeUpstream(pb_grpc.UpstreamServicer):
             # A range the upstream's built-in table does not have: the edge must follow this one.
             pb.Model(id=CHAT, display_name="Gemini 2.5 Pro", input_token_limit=1048576, output_token_limit=65536,
                      thinking=pb.ThinkingRange(min_budget=64, max_budget=65000)),
-            pb.Model(id=EMBED, display_name="Gemini Embedding 001", input_token_limit=2048, output_token_limit=1),
+            pb.Model(id=EMBED, display_name="Gemini Embedding 001", input_token_limit=2048, output_token_limit=1,
+                     embedding=True),
         ])
 
     def Embed(self, request, context):

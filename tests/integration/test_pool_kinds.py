@@ -47,7 +47,7 @@ async def test_list_models_reports_every_member_and_the_union_of_models(sim: Sim
     assert {c.auth for c in by_kind["vertex-ai"]} == {"service-account", "express-key"}
     sa = next(c for c in by_kind["vertex-ai"] if c.auth == "service-account")
     assert sa.project == "proj-lm" and sa.location == "us-central1" and sa.priority == 1
-    assert all(c.priority == 0 for c in by_kind["gemini-cli-oauth"])
+    assert all(c.priority == 0 and c.tier == "free-tier" for c in by_kind["gemini-cli-oauth"])
     assert all("AIza" not in c.id + c.detail for c in by_kind["ai-studio-key"])  # never a secret
     ids = {m.id for m in resp.models}
     # The union: Code Assist's own id and the embedding models only the other kinds serve.

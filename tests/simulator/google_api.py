@@ -27,7 +27,6 @@ from typing import Any, Awaitable, Callable
 import orjson
 from google.auth import exceptions as auth_exceptions
 from google.auth import jwt
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 

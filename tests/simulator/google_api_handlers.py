@@ -1,14 +1,15 @@
 """Request handling of the AI Studio and Vertex AI routes (see google_api.py for the protocol)."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
 
 from . import errors, responder
-from .app import JSON, SSE, Call, _now_iso, _read_json, response_id
+from .app import SSE, Call, _now_iso, _read_json, response_id
 from .faults import Fault
-from .google_api import (AI_DOMAIN, api_key_invalid, fault_body, vector, vertex_403, _dims, _texts)
+from .google_api import _dims, _texts, api_key_invalid, fault_body, vector, vertex_403
 from .reply import Reply
 
 OPS = {"generateContent": "generate", "streamGenerateContent": "stream", "countTokens": "count",
@@ -44,8 +45,6 @@ def _check_key(call: Call, backend: str) -> tuple[str | None, Reply | None]:
 
 
 def _check_bearer(call: Call, project: str, location: str, model: str) -> tuple[str | None, Reply | None]:
-    import time
-
     header = call.request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
@@ -237,5 +236,3 @@ def _embed(call: Call, backend: str, model: str, method: str, body: dict[str, An
         return call.json(200, {"predictions": preds, "metadata": {"billableCharacterCount": 0}})
     return _not_found(call, backend, model, method)
 
-
-__all__ = ["ai_studio", "vertex", "JSON", "AI_DOMAIN"]

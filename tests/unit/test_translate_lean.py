@@ -91,3 +91,16 @@ def test_top_level_refusals(raw: bytes, status: int) -> None:
 
 def test_top_level_accepts_an_object() -> None:
     assert set(top_level(b' {"a": [1, {"b": "\\u00e9"}], "c": null} ')) == {"a", "c"}
+
+
+def test_contents_writer_keeps_large_parts_as_their_own_pieces():
+    from services.edge.translate.contents_writer import ContentsWriter
+
+    big = {"inlineData": {"mimeType": "image/png", "data": "A" * (200 * 1024)}}
+    w = ContentsWriter(False, "skip")
+    w.append("user", [{"text": "look"}, big])
+    w.append("model", [{"text": "ok"}])
+    w.append("user", [big, {"text": "again"}])
+    out = orjson.loads(w.finish())
+    assert out == [{"role": "user", "parts": [{"text": "look"}, big]}, {"role": "model", "parts": [{"text": "ok"}]},
+                   {"role": "user", "parts": [big, {"text": "again"}]}]

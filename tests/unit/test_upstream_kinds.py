@@ -6,7 +6,6 @@ to the real simulator code, without sockets.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 from services.upstream.backends import embed_requests
 from services.upstream.code_assist import CodeAssistClient
 from services.upstream.credentials import CredentialState
-from services.upstream.errors import BackendError, InvalidRequest, PoolExhausted
+from services.upstream.errors import InvalidRequest, PoolExhausted
 from services.upstream.members import PoolConfigError, configured_members
 from services.upstream.pool import Pool
 from services.upstream.project import ProjectResolver

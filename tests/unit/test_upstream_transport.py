@@ -303,6 +303,22 @@ async def test_the_whole_call_deadline_of_a_unary_request() -> None:
         await t.aclose()
 
 
+async def test_a_backend_that_stops_reading_the_upload_cannot_hold_a_stream_forever() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(10)  # never reads the body: the client's send buffer fills up
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    t = transport(read_timeout=0.3, request_timeout=1.0)
+    with pytest.raises(TransportError) as err:
+        await t.open_stream("POST", f"http://127.0.0.1:{port}/", headers={}, body=[bytes(32 << 20), b"}"])
+    assert err.value.timeout
+    await t.aclose()
+    server.close()
+
+
 async def test_a_disconnect_mid_body_is_an_error() -> None:
     async def reply(head, body, index):
         if head.startswith(b"GET /sized"):

@@ -19,9 +19,16 @@ from msgspec import Raw
 from .errors import TranslationError
 
 
+# A part this large (inline media) is kept as its own piece instead of being copied into the
+# growing buffer: media would otherwise exist as the part's JSON, in the buffer, and again in
+# the finished bytes, all at once.
+_OWN_PIECE = 64 * 1024
+
+
 class ContentsWriter:
     def __init__(self, signatures: bool, skip_signature: str) -> None:
         self._buf = bytearray(b"[")
+        self._pieces: list[bytes] = []
         self._role: str | None = None
         self._first_part = True
         self._signed = False
@@ -36,11 +43,10 @@ class ContentsWriter:
     def append(self, role: str, parts: list[dict]) -> None:
         if not parts:
             return
-        buf = self._buf
         if role != self._role:
             if self._role is not None:
-                buf += b"]},"
-            buf += b'{"role":' + orjson.dumps(role) + b',"parts":['
+                self._buf += b"]},"
+            self._buf += b'{"role":' + orjson.dumps(role) + b',"parts":['
             self._role, self._first_part, self._signed = role, True, False
             self.turns += 1
         for part in parts:
@@ -48,16 +54,25 @@ class ContentsWriter:
                 part.setdefault("thoughtSignature", self._skip)
                 self._signed = True
             if not self._first_part:
-                buf += b","
-            buf += orjson.dumps(part)
+                self._buf += b","
+            data = orjson.dumps(part)
+            if len(data) >= _OWN_PIECE:
+                self._pieces += [bytes(self._buf), data]
+                self._buf = bytearray()
+            else:
+                self._buf += data
             self._first_part = False
 
     def finish(self) -> bytes:
         if self._role is not None:
             self._buf += b"]}"
         self._buf += b"]"
-        out = bytes(self._buf)
-        self._buf = bytearray()
+        if self._pieces:
+            self._pieces.append(bytes(self._buf))
+            out = b"".join(self._pieces)
+        else:
+            out = bytes(self._buf)
+        self._buf, self._pieces = bytearray(), []
         return out
 
 
