@@ -8,6 +8,7 @@ or whose project lacks the API is DEAD; a daily quota 429 rests until midnight P
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import quote
@@ -32,6 +33,10 @@ _DEAD_REASONS = {
     "API_KEY_SERVICE_BLOCKED": "the key is not allowed to call the Generative Language API",
 }
 _PACIFIC = ZoneInfo("America/Los_Angeles")
+# batchEmbedContents takes at most 100 requests ("at most 100 requests can be in one batch");
+# larger batches (OpenAI clients send up to 2048 inputs) go as several calls, a few at a time.
+EMBED_BATCH = 100
+EMBED_CONCURRENCY = 4
 
 
 def strip_refused(body: bytes | memoryview) -> bytes | memoryview:
@@ -133,6 +138,20 @@ class AIStudioBackend(Backend):
 
     async def embed(self, entry: "Entry", headers: Mapping[str, str], model: str,
                     requests: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+        if len(requests) <= EMBED_BATCH:
+            return await self._embed_batch(entry, headers, model, requests)
+        gate = asyncio.Semaphore(EMBED_CONCURRENCY)
+
+        async def bounded(group: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+            async with gate:
+                return await self._embed_batch(entry, headers, model, group)
+
+        groups = [requests[i:i + EMBED_BATCH] for i in range(0, len(requests), EMBED_BATCH)]
+        results = await asyncio.gather(*(bounded(g) for g in groups))
+        return [v for vectors, _ in results for v in vectors], sum(tokens for _, tokens in results)
+
+    async def _embed_batch(self, entry: "Entry", headers: Mapping[str, str], model: str,
+                           requests: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
         name = f"models/{model}"
         body = orjson.dumps({"requests": [dict(r, model=name) for r in requests]})
         value, _ = await self._post(entry, headers, self._url(model, "batchEmbedContents"), body)

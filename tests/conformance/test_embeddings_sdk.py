@@ -72,6 +72,22 @@ def test_openai_sdk(stack: Stack) -> None:
     assert {r["credential_kind"] for r in rows} <= EMBED_KINDS[stack.pool] and all(r["credential_id"] for r in rows)
 
 
+def test_many_inputs_in_one_request(stack: Stack, http: httpx.Client) -> None:
+    """More inputs than one backend call takes (AI Studio: 100 per batch; Vertex: one per
+    predict call for gemini-embedding-001): answered in one response, in order."""
+    texts = [f"input number {i}" for i in range(150)]
+    r = http.post(f"{stack.public_base}/v1/embeddings", headers={"Authorization": f"Bearer {stack.key()}"},
+                  json={"model": EMBED, "input": texts, "encoding_format": "float"})
+    if not serves(stack):
+        assert r.status_code == 404, r.text
+        return
+    assert r.status_code == 200, r.text[:500]
+    data = r.json()["data"]
+    assert [d["index"] for d in data] == list(range(150))
+    for d, text in zip(data, texts):
+        assert d["embedding"] == pytest.approx(vector(text, 3072), abs=1e-6)
+
+
 def test_openai_encodings_on_the_wire(stack: Stack, http: httpx.Client) -> None:
     headers = {"Authorization": f"Bearer {stack.key()}"}
     r = http.post(f"{stack.public_base}/v1/embeddings", headers=headers,

@@ -155,9 +155,13 @@ def test_a_post_is_sent_once_when_the_backend_drops_a_kept_alive_connection(rigs
     without a word. Re-sending it could run (and bill) the generation twice: the backend must
     see it once and the caller gets UNAVAILABLE."""
     op = "streamGenerateContent" if stream else "generateContent"
+    calls = []
 
     def script(name: str, index: int) -> list[bytes | float | None]:
-        if index > 0:
+        if name != op:
+            return [sized(b"{}")]  # e.g. the pool's quota poll
+        calls.append(index)
+        if len(calls) > 1 and index > 0:
             return [None]
         return [sse(ANSWER)] if stream else [sized(ANSWER)]
 
@@ -168,12 +172,15 @@ def test_a_post_is_sent_once_when_the_backend_drops_a_kept_alive_connection(rigs
         generate(rig, stream=stream)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "127.0.0.1" not in (err.value.details() or "")
-    assert backend.ops(op) == [(op, 0), (op, 1)]  # the second on the reused connection, and only once
+    sent = backend.ops(op)
+    assert len(sent) == 2 and sent[1][1] > 0  # the second went on a reused connection, and only once
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
 def test_100_continue_is_not_taken_for_the_answer(rigs, backend, stream):
     def script(name: str, index: int) -> list[bytes | float | None]:
+        if name not in ("generateContent", "streamGenerateContent"):
+            return [sized(b"{}")]
         # The pause keeps the interim answer in a read of its own, as over a real network.
         return [b"HTTP/1.1 100 Continue\r\n\r\n", 0.3, sse(ANSWER) if stream else sized(ANSWER)]
 
@@ -191,7 +198,8 @@ def gzip_bomb(size: int) -> bytes:
 
 def test_a_gzip_bomb_is_refused_with_bounded_memory_and_not_retried(rigs, backend):
     bomb = gzip_bomb(512 << 20)  # 512 MiB of zeros in about half a MiB
-    backend.script = lambda name, index: [sized(bomb, extra=b"Content-Encoding: gzip\r\n")]
+    backend.script = lambda name, index: ([sized(bomb, extra=b"Content-Encoding: gzip\r\n")]
+                                          if name == "generateContent" else [sized(b"{}")])
     rig = start(rigs, backend, "bomb", credentials=2)
     assert rig.upstream is not None
     before = peak_rss_kib(rig.upstream.popen.pid)
@@ -206,7 +214,7 @@ def test_a_gzip_bomb_is_refused_with_bounded_memory_and_not_retried(rigs, backen
 
 def test_an_answer_over_the_cap_is_refused_and_not_retried(rigs, backend):
     big = orjson.dumps({"response": {"candidates": [{"content": {"parts": [{"text": "x" * (8 * CAP)}]}}]}})
-    backend.script = lambda name, index: [sized(big)]
+    backend.script = lambda name, index: [sized(big)] if name == "generateContent" else [sized(b"{}")]
     rig = start(rigs, backend, "big", credentials=2)
     with pytest.raises(grpc.RpcError) as err:
         generate(rig, stream=False)
@@ -217,7 +225,7 @@ def test_an_answer_over_the_cap_is_refused_and_not_retried(rigs, backend):
 
 def test_a_streamed_event_over_the_cap_is_refused_and_not_retried(rigs, backend):
     big = orjson.dumps({"response": {"candidates": [{"content": {"parts": [{"text": "x" * (8 * CAP)}]}}]}})
-    backend.script = lambda name, index: [sse(big)]
+    backend.script = lambda name, index: [sse(big)] if name == "streamGenerateContent" else [sized(b"{}")]
     rig = start(rigs, backend, "bigevent", credentials=2)
     with pytest.raises(grpc.RpcError) as err:
         generate(rig, stream=True)

@@ -204,8 +204,9 @@ def test_accepted_image_edge_memory_within_five_times(accepted: PeakRss):
     assert grown <= 5 * IMAGE / MIB, f"edge grew {grown:.0f} MiB for a 20 MiB image"
 
 
-@pytest.mark.xfail(strict=True, reason="the upstream holds ~7x the media while it validates and re-sends the "
-                                       "request (gRPC buffers, protobuf copy, JSON check, send buffer): issue #10 item 5")
+@pytest.mark.xfail(strict=False, reason="near the bound since issue #10 item 5 (no JSON check copy in the upstream, "
+                                        "one body copy on the edge's gRPC send): passes in some runs; the upstream's "
+                                        "gRPC receive buffers and protobuf copy remain")
 def test_accepted_image_whole_stack_memory_within_four_times(accepted: PeakRss):
     assert accepted.growth_mib <= 4 * IMAGE / MIB, (
         f"stack grew {accepted.growth_mib:.0f} MiB for a 20 MiB image: {accepted.peak} from {accepted.before}")

@@ -205,6 +205,9 @@ def _embed(call: Call, backend: str, model: str, method: str, body: dict[str, An
         requests = body.get("requests")
         if not isinstance(requests, list) or not requests:
             return bad
+        if len(requests) > 100:
+            return _error(call, backend, 400, errors.google_error(
+                400, "* BatchEmbedContentsRequest.requests: at most 100 requests can be in one batch"))
         out = []
         for req in requests:
             if not isinstance(req, dict) or req.get("model") != f"models/{model}":

@@ -81,7 +81,9 @@ async def _messages(request: Request, ctx: EdgeContext, key: KeyRecord, meter: M
     headers = {"x-request-id": meter.request_id, "request-id": meter.request_id}
 
     if not streamed:
-        answer, usage = await generate_once(request, ctx, key, meter, model, payload)
+        call = ctx.upstream.generate(model, payload, request_id=meter.request_id, caller=key.name)
+        del payload
+        answer, usage = await generate_once(request, meter, call)
         try:
             out = message_from_gemini(answer, model=requested, message_id=message_id, thinking=thinking)
         except Exception:
@@ -89,7 +91,9 @@ async def _messages(request: Request, ctx: EdgeContext, key: KeyRecord, meter: M
         meter.finish(200, usage)
         return Response(orjson.dumps(out), media_type="application/json", headers=headers)
 
-    opened = await open_stream(request, ctx, key, meter, model, payload)
+    upstream = ctx.upstream.stream(model, payload, request_id=meter.request_id, caller=key.name)
+    del payload
+    opened = await open_stream(request, ctx, meter, upstream)
     machine = MessageStream(model=requested, message_id=message_id, thinking=thinking)
     started = [False]
 

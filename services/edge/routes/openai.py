@@ -89,7 +89,9 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
     headers = {"x-request-id": meter.request_id}
 
     if not streamed:
-        answer, usage = await generate_once(request, ctx, key, meter, model, payload)
+        call = ctx.upstream.generate(model, payload, request_id=meter.request_id, caller=key.name)
+        del payload
+        answer, usage = await generate_once(request, meter, call)
         try:
             out = completion_from_gemini(answer, model=requested, completion_id=completion_id, created=created)
         except Exception:
@@ -97,7 +99,9 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
         meter.finish(200, usage)
         return Response(orjson.dumps(out), media_type="application/json", headers=headers)
 
-    opened = await open_stream(request, ctx, key, meter, model, payload)
+    upstream = ctx.upstream.stream(model, payload, request_id=meter.request_id, caller=key.name)
+    del payload
+    opened = await open_stream(request, ctx, meter, upstream)
     chunks = ChunkTranslator(model=requested, completion_id=completion_id, created=created,
                              include_usage=include_usage)
 

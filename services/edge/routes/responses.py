@@ -75,7 +75,9 @@ async def _create(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Met
     headers = {"x-request-id": meter.request_id}
 
     if not streamed:
-        answer, usage = await generate_once(request, ctx, key, meter, model, payload)
+        call = ctx.upstream.generate(model, payload, request_id=meter.request_id, caller=key.name)
+        del payload
+        answer, usage = await generate_once(request, meter, call)
         try:
             out = response_from_gemini(answer, model=requested, response_id=response_id, created=created, echo=echo,
                                        custom_tools=custom)
@@ -84,7 +86,9 @@ async def _create(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Met
         meter.finish(200, usage)
         return Response(orjson.dumps(out), media_type="application/json", headers=headers)
 
-    opened = await open_stream(request, ctx, key, meter, model, payload)
+    upstream = ctx.upstream.stream(model, payload, request_id=meter.request_id, caller=key.name)
+    del payload
+    opened = await open_stream(request, ctx, meter, upstream)
     machine = ResponseStream(model=requested, response_id=response_id, created=created, echo=echo, custom_tools=custom)
     head = [machine.start()]
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import orjson
 from fastapi import Request
 
+from gemini_cli.upstream.v1.upstream_pb2 import GenerateResponse
 from services.edge import catalog
 from services.edge.admission import admit, openai_output_cap
 from services.edge.body import off_loop, parse_object, read_body
@@ -74,12 +75,12 @@ async def thinking_spec(ctx: EdgeContext, model: str) -> ThinkingSpec | None:
     return catalog.thinking_spec(await ctx.upstream.model(model))
 
 
-async def generate_once(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter, model: str,
-                        payload: bytes) -> tuple[dict, Usage | None]:
-    """One unary Generate: (the backend's parsed answer, its usage). The ledger row is the
-    caller's to finish once the answer is translated."""
-    msg = await unless_disconnected(request, ctx.upstream.generate(model, payload, request_id=meter.request_id,
-                                                                   caller=key.name))
+async def generate_once(request: Request, meter: Meter, call: Awaitable[GenerateResponse]) -> tuple[dict, Usage | None]:
+    """Await a unary Generate (`ctx.upstream.generate(...)`, made by the caller, which then
+    drops its payload: a body of tens of MB is not kept twice while the backend works):
+    (the backend's parsed answer, its usage). The ledger row is the caller's to finish once the
+    answer is translated."""
+    msg = await unless_disconnected(request, call)
     meter.run_deferred()
     meter.served_by(msg.credential_kind, msg.credential_id)
     usage = Usage.from_proto(msg.usage) if msg.HasField("usage") else None
@@ -103,12 +104,11 @@ class OpenStream:
     first: Any  # the first GenerateResponse, TIMEOUT, or None for an empty stream
 
 
-async def open_stream(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter, model: str,
-                      payload: bytes) -> OpenStream:
-    """Start a streamed Generate and wait for its first chunk, so that early failures (429 with
-    Retry-After, 404…) keep their HTTP status; after one keep-alive interval the route commits
-    to 200 and the pump sends keep-alives instead."""
-    stream = ctx.upstream.stream(model, payload, request_id=meter.request_id, caller=key.name)
+async def open_stream(request: Request, ctx: EdgeContext, meter: Meter, stream: UpstreamStream) -> OpenStream:
+    """Wait for a streamed Generate's first chunk (`ctx.upstream.stream(...)`, started by the
+    caller, which then drops its payload), so that early failures (429 with Retry-After, 404…)
+    keep their HTTP status; after one keep-alive interval the route commits to 200 and the pump
+    sends keep-alives instead."""
     pump: Prefetcher = Prefetcher(stream.next)
     try:
         first = await unless_disconnected(request, pump.get(ctx.settings.sse_keepalive_seconds or None))
