@@ -267,6 +267,9 @@ def banner(mode: str, ports: Ports, listen: str, data_dir: Path, key: str | None
     host = LOOPBACK if listen in ("0.0.0.0", "::") else listen
     internal_host = LOOPBACK if internal_listen in ("0.0.0.0", "::") else internal_listen
     base = f"http://{host}:{ports.public}{ROOT_PATH}"
+    metrics_host = os.environ.get("METRICS_LISTEN") or LOOPBACK
+    metrics_host = LOOPBACK if metrics_host in ("0.0.0.0", "::") else metrics_host
+    metrics_ports = (os.environ.get("EDGE_METRICS_PORT") or "9464", os.environ.get("UPSTREAM_METRICS_PORT") or "9465")
     rule = "=" * 78
     lines = [
         rule,
@@ -274,6 +277,8 @@ def banner(mode: str, ports: Ports, listen: str, data_dir: Path, key: str | None
         f"  OpenAI API    {base}/v1        (chat/completions, models)",
         f"  Gemini API    {base}/v1beta    (models/{{model}}:generateContent, ...)",
         f"  internal gRPC / REST (Envoy -> upstream): {internal_host}:{ports.internal}",
+        f"  metrics: http://{metrics_host}:{metrics_ports[0]}/metrics (edge), "
+        f"http://{metrics_host}:{metrics_ports[1]}/metrics (upstream)",
     ]
     if tokens_file is not None:
         lines += [

@@ -77,6 +77,15 @@ def test_metrics_match_clients_and_ledger(own_stack: Stack, sim):
                       headers={"x-goog-api-key": key_b}, json=HELLO)
         seen["bob"][r.status_code] += 1
         client_total["bob"] += last_usage_sse(r.text)["totalTokenCount"]
+        # bob: a stream the backend cuts after its first chunk: the client sees the error event's code
+        sim.add_fault(account=s.refresh_token, op="stream", kind="cut", model=MODEL, after_chunks=1, times=1)
+        r = http.post(f"{base}/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
+                      headers={"x-goog-api-key": key_b}, json={"contents": [{"role": "user", "parts": [
+                          {"text": "[chunks=4] a b c d e f g h"}]}]})
+        assert r.status_code == 200
+        events = [orjson.loads(line[5:]) for line in r.text.splitlines() if line.startswith("data:")]
+        assert "candidates" in events[0]
+        seen["bob"][events[-1]["error"]["code"]] += 1
         # bob: a 429 from the backend
         sim.add_fault(account=s.refresh_token, op="generate", kind="429", model="gemini-2.5-flash-lite",
                       retry_delay="3s", times=1)
@@ -84,9 +93,10 @@ def test_metrics_match_clients_and_ledger(own_stack: Stack, sim):
                       headers={"x-goog-api-key": key_b}, json=HELLO)
         seen["bob"][r.status_code] += 1
     assert seen["alice"][200] == 3 and seen["bob"][200] == 1 and seen["bob"][429] == 1, seen
+    assert sum(seen["bob"].values()) == 3
     assert sum(seen["alice"].values()) == 4
 
-    ledger = {"alice": s.ledger(s.key_id(key_a), expect=4), "bob": s.ledger(s.key_id(key_b), expect=2)}
+    ledger = {"alice": s.ledger(s.key_id(key_a), expect=4), "bob": s.ledger(s.key_id(key_b), expect=3)}
     edge = scrape(s.edge.extra["metrics_port"])
     for name, rows in ledger.items():
         assert len(rows) == sum(seen[name].values())
@@ -101,7 +111,8 @@ def test_metrics_match_clients_and_ledger(own_stack: Stack, sim):
                                    ("reasoning", "thought_tokens")):
             assert total(edge, "gen_ai_client_token_usage_sum", key=name, gen_ai_token_type=token_type) == \
                 sum(r[column] for r in rows), (name, token_type)
-        assert sum(r["total_tokens"] for r in rows) == client_total[name] > 0
+        # (a cut stream is billed an estimate the client never saw: only answered calls compare)
+        assert sum(r["total_tokens"] for r in rows if r["status"] == 200) == client_total[name] > 0
     # models: known ones by name, the unknown one collapsed
     assert total(edge, "gateway_requests_total", key="alice", gen_ai_request_model="other") == 1
     assert total(edge, "gateway_requests_total", key="alice", gen_ai_request_model=MODEL) == 3
@@ -111,13 +122,14 @@ def test_metrics_match_clients_and_ledger(own_stack: Stack, sim):
     for kind, n in kinds.items():
         assert total(edge, "gateway_requests_total", credential_kind=kind) == n, kind
     assert total(edge, "gateway_requests_total", outcome="200", credential_kind="none") == 0
-    # streams: one time to first token each, none open any more
-    assert total(edge, "gen_ai_server_time_to_first_token_seconds_count") == 2
+    # streams (the cut one too): one time to first token each, none open any more
+    assert total(edge, "gen_ai_server_time_to_first_token_seconds_count") == 3
     assert total(edge, "gateway_open_streams") == 0
 
     upstream = scrape(s.upstream.extra["metrics_port"])
     ok = total(upstream, "gateway_upstream_requests_total", gen_ai_operation_name="generate", outcome="ok")
     assert ok == 4
+    assert total(upstream, "gateway_upstream_requests_total", gen_ai_operation_name="generate") == 7  # the unknown model reaches it too
     rate_limited = [labels for labels, v in upstream["gateway_upstream_requests_total"]
                     if labels["outcome"].startswith("RESOURCE_EXHAUSTED") and v]
     assert len(rate_limited) == 1, upstream["gateway_upstream_requests_total"]
