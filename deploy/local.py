@@ -9,7 +9,8 @@ Environment (defaults in brackets):
     SIMULATOR_PORT [8099]       demo only
     ENVOY_LISTEN_ADDRESS [127.0.0.1]   0.0.0.0 serves the public API to other hosts too
     ENVOY_INTERNAL_LISTEN_ADDRESS [127.0.0.1]   the internal API's address (its own setting)
-    DATA_DIR [./data]           license database and secret (the demo uses $DATA_DIR/demo), and
+    DATA_DIR [./data]           license database and secret (the demo uses $DATA_DIR/demo; see
+                                services/edge/data_dir.py, which the keys CLI shares), and
                                 internal callers: $DATA_DIR/internal/{internal_tokens,edge.token}
     GEMINI_API_KEYS, VERTEX_CREDENTIALS, VERTEX_API_KEYS, POOL_CONFIG   AI Studio / Vertex AI members
     GEMINI_CREDENTIALS [~/.gemini/oauth_creds.json, only when none of the above is set]
@@ -32,6 +33,7 @@ from typing import Mapping
 from deploy import internal_tokens
 from deploy.envoy_config import DEFAULT_DESCRIPTOR, ConfigError, render_file
 from deploy.healthcheck import grpc_serving, http_ok
+from services.edge.data_dir import DEMO_KEY_FILE, resolve_data_dir
 from deploy.supervisor import ChildExited, StopRequested, Supervisor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,6 +146,9 @@ def check_credentials(env: Mapping[str, str]) -> Path | None:
 def check_ports_free(ports: Mapping[str, int], host: str = LOOPBACK) -> None:
     for var, port in ports.items():
         with socket.socket() as sock:
+            # As the servers themselves bind: connections of a stack just stopped, left in
+            # TIME_WAIT, do not hold the port; only a listener does.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((host, port))
             except OSError:
@@ -207,6 +212,39 @@ async def create_key(env: Mapping[str, str], name: str) -> str:
     return lines[0].strip()
 
 
+async def key_is_usable(data_dir: Path, key: str) -> bool:
+    """The key is in the demo's database and neither revoked, disabled nor expired."""
+    import time
+
+    from services.edge.settings import load_settings
+    from services.edge.store import hash_key, open_store
+
+    settings = load_settings(data_dir=data_dir, license_db="", license_secret=None)
+    store = open_store(settings.license_db_location)
+    try:
+        rec = await store.find_by_hash(hash_key(settings.resolve_secret(), key))
+    finally:
+        await store.close()
+    return rec is not None and rec.refusal(time.time()) is None
+
+
+async def demo_key(env: Mapping[str, str], data_dir: Path) -> str:
+    """The demo's key: the one kept from an earlier start while it still works, else a new one
+    (so restarting the demo does not pile up unrestricted keys)."""
+    path = data_dir / DEMO_KEY_FILE
+    try:
+        kept = path.read_text().strip()
+    except OSError:
+        kept = ""
+    if kept and await key_is_usable(data_dir, kept):
+        return kept
+    key = await create_key(env, "demo")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    return key
+
+
 def curl_examples(base: str, key: str) -> str:
     q = shlex.quote
     chat = ('{"model": "%s", "messages": [{"role": "user", "content": "Hello from the demo"}]}' % DEMO_MODEL)
@@ -229,6 +267,9 @@ def banner(mode: str, ports: Ports, listen: str, data_dir: Path, key: str | None
     host = LOOPBACK if listen in ("0.0.0.0", "::") else listen
     internal_host = LOOPBACK if internal_listen in ("0.0.0.0", "::") else internal_listen
     base = f"http://{host}:{ports.public}{ROOT_PATH}"
+    metrics_host = os.environ.get("METRICS_LISTEN") or LOOPBACK
+    metrics_host = LOOPBACK if metrics_host in ("0.0.0.0", "::") else metrics_host
+    metrics_ports = (os.environ.get("EDGE_METRICS_PORT") or "9464", os.environ.get("UPSTREAM_METRICS_PORT") or "9465")
     rule = "=" * 78
     lines = [
         rule,
@@ -236,6 +277,8 @@ def banner(mode: str, ports: Ports, listen: str, data_dir: Path, key: str | None
         f"  OpenAI API    {base}/v1        (chat/completions, models)",
         f"  Gemini API    {base}/v1beta    (models/{{model}}:generateContent, ...)",
         f"  internal gRPC / REST (Envoy -> upstream): {internal_host}:{ports.internal}",
+        f"  metrics: http://{metrics_host}:{metrics_ports[0]}/metrics (edge), "
+        f"http://{metrics_host}:{metrics_ports[1]}/metrics (upstream)",
     ]
     if tokens_file is not None:
         lines += [
@@ -243,11 +286,14 @@ def banner(mode: str, ports: Ports, listen: str, data_dir: Path, key: str | None
             f"    {shlex.quote(PY)} -m deploy.internal_tokens add NAME --file {shlex.quote(str(tokens_file))}",
             "    (prints its token), then restart.",
         ]
+    # The demo's data directory is $DATA_DIR/demo: the CLI's --demo finds it from the base.
+    base_dir, demo_flag = (data_dir.parent, " --demo") if key is not None else (data_dir, "")
+    keys_cli = f"{shlex.quote(PY)} -m services.edge.keys --data-dir {shlex.quote(str(base_dir))}{demo_flag}"
     if key is None:
         lines += [
             "",
             "Create a license key for your clients (printed once):",
-            f"  DATA_DIR={shlex.quote(str(data_dir))} {shlex.quote(PY)} -m services.edge.keys create --name me",
+            f"  {keys_cli} create --name me",
         ]
     else:
         lines += [
@@ -256,6 +302,9 @@ def banner(mode: str, ports: Ports, listen: str, data_dir: Path, key: str | None
             "Try it (answers come from the Code Assist simulator, no Google account involved):",
             "",
             curl_examples(base, key),
+            "",
+            "More keys for the demo (its own database, never the one of `make run`):",
+            f"  {keys_cli} create --name me",
         ]
     lines += ["", "Ctrl-C stops everything.", rule]
     return "\n".join(lines)
@@ -273,7 +322,7 @@ async def serve(mode: str, sup: Supervisor, env: dict[str, str]) -> int:
     listen = env.get("ENVOY_LISTEN_ADDRESS", LOOPBACK)
     # Its own setting: serving the public API to other hosts does not open the internal one.
     internal_listen = env.get("ENVOY_INTERNAL_LISTEN_ADDRESS", LOOPBACK)
-    data_dir = Path(env.get("DATA_DIR") or "data").expanduser().resolve()
+    data_dir = resolve_data_dir(env, demo=mode == "demo")
     descriptor = DEFAULT_DESCRIPTOR
     if not descriptor.exists():
         raise SetupError(f"{descriptor} is missing: run `make proto` (or use `make {mode}`)")
@@ -287,7 +336,6 @@ async def serve(mode: str, sup: Supervisor, env: dict[str, str]) -> int:
               "ENVOY_INTERNAL_PORT": ports.internal, "ENVOY_ADMIN_PORT": ports.admin}
     if mode == "demo":
         env = demo_env(env)
-        data_dir = data_dir / "demo"
         wanted["SIMULATOR_PORT"] = ports.simulator
         creds = data_dir / "credentials"
     else:
@@ -329,7 +377,7 @@ async def serve(mode: str, sup: Supervisor, env: dict[str, str]) -> int:
     edge = await sup.start("edge", [PY, "-m", "services.edge"], edge_env, str(ROOT))
     await sup.wait_ready(edge, probe(http_ok, f"http://{LOOPBACK}:{ports.edge}/healthz"))
 
-    key = await create_key(edge_env, "demo") if mode == "demo" else None
+    key = await demo_key(edge_env, data_dir) if mode == "demo" else None
 
     with tempfile.TemporaryDirectory(prefix="gateway-envoy-") as tmp:
         config = render_file(Path(tmp) / "envoy.yaml", public_port=ports.public,

@@ -229,11 +229,14 @@ def start_upstream(log_dir: Path, sim_url: str, credentials: Path | None, env: M
         "ONBOARD_POLL_INTERVAL": "0.05",
         "LOG_LEVEL": "INFO",
         "INTERNAL_TOKENS_FILE": str(internal_auth().tokens_file),
+        # Its own /metrics port, so stacks running side by side do not contend for 9465.
+        "UPSTREAM_METRICS_PORT": str(free_port()),
     }
     if credentials is not None:
         full["GEMINI_CREDENTIALS"] = str(credentials)
     full.update(env or {})
     proc = spawn(name, [PY, "-m", "services.upstream"], port, log_dir, full)
+    proc.extra["metrics_port"] = int(full["UPSTREAM_METRICS_PORT"])
     wait_until(lambda: grpc_serving(proc.addr), proc)
     return proc
 
@@ -250,10 +253,12 @@ def start_edge(log_dir: Path, upstream_addr: str, data_dir: Path, env: Mapping[s
         "LICENSE_SECRET": "test-secret-0123456789",
         "LOG_LEVEL": "INFO",
         "INTERNAL_TOKEN": internal_auth().tokens["edge"],
+        "EDGE_METRICS_PORT": str(free_port()),
     }
     full.update(env or {})
     proc = spawn(name, [PY, "-m", "services.edge"], port, log_dir, full)
     proc.extra["env"] = full
+    proc.extra["metrics_port"] = int(full["EDGE_METRICS_PORT"])
     wait_until(lambda: http_ok(f"{proc.url}/healthz"), proc)
     return proc
 

@@ -9,7 +9,6 @@ Uvicorn's access log is off: it would print query strings, and `?key=` carries l
 from __future__ import annotations
 
 import gc
-import logging
 import os
 import sys
 
@@ -23,6 +22,7 @@ import uvicorn  # noqa: E402
 
 from services.edge.app import create_app  # noqa: E402
 from services.edge.settings import load_settings  # noqa: E402
+from services.logging_setup import configure as configure_logging  # noqa: E402
 
 
 class _Server(uvicorn.Server):
@@ -35,8 +35,7 @@ class _Server(uvicorn.Server):
 
 def main() -> int:
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
     config = uvicorn.Config(create_app(settings), host=settings.edge_host, port=settings.edge_port,
                             loop="uvloop", http="httptools", lifespan="on", access_log=False,
                             server_header=False, log_config=None, log_level=settings.log_level.lower(),

@@ -26,13 +26,26 @@ from services.edge.context import EdgeContext
 from services.edge.errors import install_error_handlers
 from services.edge.limits import Limiter
 from services.edge.media import MediaFetcher
-from services.edge.routes import anthropic, embeddings, gemini, health, openai, responses
+from services.edge.metrics import EdgeMetrics
+from services.metrics_server import MetricsServer
+from services.edge.routes import anthropic, embeddings, gemini, health, index, openai, responses
 from services.edge.settings import EdgeSettings, load_settings
 from services.edge.store import open_store
 from services.edge.upstream_client import UpstreamClient
 from services.edge.usage import UsageRecorder
 
 log = logging.getLogger("edge")
+
+
+async def _load_catalogue(upstream: UpstreamClient) -> None:
+    # Metric labels name only models of the upstream's catalogue (see metrics.py): have it
+    # from the start, retrying while the upstream is not up yet.
+    while True:
+        try:
+            await upstream.list_models()
+            return
+        except Exception:
+            await asyncio.sleep(1.0)
 
 
 async def _prune_forever(limiter: Limiter, every: float = 60.0) -> None:
@@ -144,10 +157,18 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
                              max_redirects=settings.media_max_redirects, allow_private=settings.media_allow_private,
                              max_total=settings.media_max_total_bytes,
                              max_inflight=settings.media_max_inflight_bytes)
+        metrics = EdgeMetrics(known_model=upstream.known_model, key_name=keys.names.get)
+        recorder.metrics = metrics
+        recorder.key_names = keys.names
+        upstream.open_streams = metrics.open_streams
+        metrics_server = MetricsServer.start(metrics.registry, settings.metrics_listen,
+                                             settings.edge_metrics_port, "edge")
+        app.state.metrics = metrics
         await keys.poll_once()
         keys.start()
         recorder.start()
         housekeeping = asyncio.create_task(_prune_forever(limiter), name="limiter-prune")
+        catalogue = asyncio.create_task(_load_catalogue(upstream), name="catalogue-warmup")
         app.state.ctx = EdgeContext(settings=settings, store=store, keys=keys, limiter=limiter,
                                     recorder=recorder, upstream=upstream, http=http, media=media)
         stats.install("edge", lambda: {"ledger_queue": recorder.queued})
@@ -158,11 +179,14 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
         finally:
             stats.uninstall()
             housekeeping.cancel()
+            catalogue.cancel()
             await keys.stop()
             await recorder.stop()
             await upstream.close(grace=1.0)
             await http.aclose()
             await store.close()
+            if metrics_server is not None:
+                metrics_server.stop()
             log.info("edge stopped; %d ledger rows written", recorder.written)
 
     # FastAPI's built-in OpenTelemetry hooks are off: they cost time on every request and the
@@ -181,6 +205,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     app.include_router(anthropic.router, prefix=settings.root_path)
     app.include_router(embeddings.router, prefix=settings.root_path)
     app.include_router(health.router)
+    app.include_router(index.router, prefix=settings.root_path)
     if settings.root_path:
         app.include_router(health.router, prefix=settings.root_path)
     app.direct_routes([(gemini.router, settings.root_path), (openai.router, settings.root_path),

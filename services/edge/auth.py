@@ -68,6 +68,8 @@ class KeyCache:
         self._refresh = refresh
         self._ttl = ttl
         self._entries: dict[str, _Entry] = {}
+        # Key id → name of every key looked up (metric labels and log lines name keys).
+        self.names: dict[int, str] = {}
         self._inflight: dict[str, asyncio.Future] = {}
         self._revision: int | None = None
         self._task: asyncio.Task | None = None
@@ -88,6 +90,8 @@ class KeyCache:
     async def _load(self, h: str) -> KeyRecord | None:
         rev_before = self._revision
         rec = await self._store.find_by_hash(h)
+        if rec is not None:
+            self.names[rec.id] = rec.name
         if rec is not None and self._limiter is not None:
             self._limiter.sync_quota(rec, self._pending_tokens(rec.id))
         if len(self._entries) >= _MAX_ENTRIES:

@@ -11,19 +11,23 @@
 REF is a key id, its name, its visible prefix or the key itself. `create` prints the new key
 alone on the first line of stdout (scripts rely on that) and never again. The command reads the
 same settings as the edge (LICENSE_DB, LICENSE_SECRET, DATA_DIR, GATEWAY_CONFIG), and a running
-edge sees every change within AUTH_REFRESH_SECONDS.
+edge sees every change within AUTH_REFRESH_SECONDS. `--data-dir DIR` stands for DATA_DIR;
+`--demo` means the database of `make demo` ($DATA_DIR/demo, its own secret, whatever LICENSE_DB
+says). Every command names the database it used on stderr.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import sys
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Sequence
 
-from services.edge.settings import load_settings
+from services.edge.data_dir import resolve_data_dir
+from services.edge.settings import EdgeSettings, load_settings
 from services.edge.store import (KeyRecord, LicenseStore, NewKey, StoreError, generate_key, hash_key,
                                  key_prefix, open_store)
 
@@ -118,8 +122,22 @@ async def _one(store: LicenseStore, ref: str) -> KeyRecord:
     return found[0]
 
 
+def cli_settings(args: argparse.Namespace) -> EdgeSettings:
+    """The edge's settings, with the data directory chosen the way `make run` / `make demo` do."""
+    demo = getattr(args, "demo", False)
+    override = getattr(args, "data_dir", None)
+    if not demo and not override:
+        return load_settings()
+    overrides: dict = {"data_dir": resolve_data_dir(os.environ, demo=demo, override=override)}
+    if demo:
+        # The demo's edge ignores these too (deploy/local.py): its database and secret are its own.
+        overrides.update(license_db="", license_secret=None)
+    return load_settings(**overrides)
+
+
 async def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
-    settings = load_settings()
+    settings = cli_settings(args)
+    err.write(f"database: {settings.license_db_location}\n")
     store = open_store(settings.license_db_location)
     now = time.time()
     try:
@@ -197,6 +215,8 @@ def _usage_table(summary, names: dict[int, str]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m services.edge.keys", description="Manage gateway license keys.")
+    p.add_argument("--data-dir", help="the data directory (default: DATA_DIR, else ./data)")
+    p.add_argument("--demo", action="store_true", help="the database of `make demo` (DATA_DIR/demo)")
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("create", help="create a key and print it once")
     c.add_argument("--name", required=True)

@@ -11,7 +11,7 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -80,6 +80,11 @@ class EdgeSettings(GatewaySettings):
     # In-flight requests (streams included) get this long to finish after SIGTERM.
     shutdown_grace_seconds: float = Field(30.0, ge=0)
     log_level: str = "INFO"
+    # "text" (readable) or "json" (one object per line) for every log line of the service.
+    log_format: Literal["text", "json"] = "text"
+    # Prometheus /metrics on its own port, never the public one (-1: not served).
+    metrics_listen: str = "127.0.0.1"
+    edge_metrics_port: int = Field(9464, ge=-1, le=65535)
 
     @field_validator("anthropic_model_map", mode="before")
     @classmethod

@@ -30,7 +30,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 import grpc
 import orjson
@@ -242,6 +242,8 @@ class UpstreamStream:
         # Which credential (kind, id) served the call: sent with the first message.
         self.credential_kind = ""
         self.credential_id = ""
+        # perf_counter() at the first message (it carries the credential): time to first chunk.
+        self.first_at: float | None = None
         self.messages = 0
         # Characters of output streamed so far: what a stream cut before the backend's usage is
         # billed by (see Meter.finish_stream).
@@ -259,6 +261,7 @@ class UpstreamStream:
             self.trace_id = msg.trace_id
         if msg.credential_kind and not self.credential_kind:
             self.credential_kind, self.credential_id = msg.credential_kind, msg.credential_id
+            self.first_at = time.perf_counter()
         return msg
 
     async def next(self) -> pb.GenerateResponse | None:
@@ -323,6 +326,9 @@ class UpstreamClient:
         self._aliases: dict[str, str] = {}
         self._models_at = 0.0
         self._models_inflight: asyncio.Future | None = None
+        # Streams now open (a metrics gauge, set by the app): up when one opens, down when its
+        # call ends, whichever way.
+        self.open_streams: Any = None
 
     @classmethod
     def connect(cls, addr: str, **kw) -> "UpstreamClient":
@@ -351,7 +357,15 @@ class UpstreamClient:
 
     def stream(self, model: str, body: bytes, *, request_id: str = "", caller: str = "") -> UpstreamStream:
         call = self._generate(self._request(model, body, True, request_id, caller), timeout=self._timeout)
+        gauge = self.open_streams
+        if gauge is not None:
+            gauge.inc()
+            call.add_done_callback(lambda _call: gauge.dec())
         return UpstreamStream(call, count_text=True)
+
+    def known_model(self, model: str) -> bool:
+        """The model is in the cached catalogue (or is an alias): no I/O, for metric labels."""
+        return model in self._by_id or model in self._aliases
 
     async def generate(self, model: str, body: bytes, *, request_id: str = "",
                        caller: str = "") -> pb.GenerateResponse:

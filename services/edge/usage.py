@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from dataclasses import asdict
-from typing import Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 from pathlib import Path
 
 import orjson
@@ -23,6 +23,8 @@ from services.edge.errors import ApiError
 from services.edge.upstream_client import UpstreamError, UpstreamStream, Usage
 
 log = logging.getLogger("edge.usage")
+# One line per request (LOG_FORMAT=json: one object), written where its ledger row is made.
+request_log = logging.getLogger("edge.request")
 
 # Output text streamed per token, to bill a stream that ended without the backend's usage.
 CHARS_PER_TOKEN = 4
@@ -43,6 +45,10 @@ class UsageRecorder:
         self._stopping = False
         self._lock = asyncio.Lock()
         self.written = 0
+        # Where every finished request is also counted (services/edge/metrics.py), when set.
+        self.metrics: Any = None
+        # Key id → name, for the request log line (the app sets the key cache's map).
+        self.key_names: dict[int, str] = {}
 
     def record(self, row: UsageRow, *, counted: bool = False) -> None:
         """Queue a ledger row. Its tokens go to the limiter too, unless `counted` (a settled
@@ -132,7 +138,8 @@ class Meter:
     token reservation (see services/edge/admission.py) at the same moment."""
 
     __slots__ = ("recorder", "key_id", "api", "op", "model", "request_id", "started", "done",
-                 "credential_kind", "credential_id", "reservation", "_deferred")
+                 "credential_kind", "credential_id", "reservation", "_deferred", "first_at",
+                 "trace_id")
 
     def __init__(self, recorder: UsageRecorder, key_id: int, api: str, op: str, model: str,
                  request_id: str = "") -> None:
@@ -148,6 +155,8 @@ class Meter:
         self.credential_id = ""
         self.reservation: Reservation | None = None
         self._deferred: list[Callable[[], None]] | None = None
+        self.first_at: float | None = None
+        self.trace_id = ""
 
     def defer(self, fn: Callable[[], None]) -> None:
         """Call `fn` when the request ends, whichever way (giving back a media budget...), or
@@ -180,6 +189,8 @@ class Meter:
         """Finish a streamed request: the backend's usage, or, when it sent none (the stream
         was cut or abandoned), what was streamed: the prompt estimate plus output text / 4."""
         usage = stream.usage
+        self.first_at = stream.first_at
+        self.trace_id = stream.trace_id
         if usage is None and stream.messages:
             prompt = self.reservation.prompt if self.reservation is not None else 0
             completion = -(-stream.text_chars // CHARS_PER_TOKEN)
@@ -195,9 +206,6 @@ class Meter:
         res = self.reservation
         if res is not None:
             res.settle(u.total)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("request %s key=%d %s/%s model=%s status=%d tokens=%d", self.request_id, self.key_id,
-                      self.api, self.op, self.model, status, u.total)
         self.recorder.record(UsageRow(
             key_id=self.key_id, api=self.api, op=self.op, model=self.model, status=status,
             latency_ms=round((time.perf_counter() - self.started) * 1000.0, 3),
@@ -205,6 +213,27 @@ class Meter:
             cached_tokens=u.cached, total_tokens=u.total, request_id=self.request_id,
             credential_kind=self.credential_kind, credential_id=self.credential_id),
             counted=res is not None and res.counts)
+        if request_log.isEnabledFor(logging.INFO):
+            self._log_line(status, u)
+        metrics = self.recorder.metrics
+        if metrics is not None:
+            metrics.observe(key_id=self.key_id, api=self.api, op=self.op, model=self.model,
+                            credential_kind=self.credential_kind, status=status, started=self.started,
+                            first_at=self.first_at, prompt=u.prompt, completion=u.completion, thoughts=u.thoughts)
+
+
+    def _log_line(self, status: int, u: Usage) -> None:
+        # Names and numbers only: never a key, a token or a prompt.
+        now = time.perf_counter()
+        request_log.info("%s %s/%s %d", self.request_id, self.api, self.op, status, extra={"fields": {
+            "request_id": self.request_id, "key": self.recorder.key_names.get(self.key_id, str(self.key_id)),
+            "api": self.api, "op": self.op, "model": self.model, "status": status,
+            "prompt_tokens": u.prompt, "completion_tokens": u.completion, "thought_tokens": u.thoughts,
+            "total_tokens": u.total,
+            "ttfb_ms": round((self.first_at - self.started) * 1000.0, 1) if self.first_at is not None else None,
+            "ms": round((now - self.started) * 1000.0, 1),
+            "credential": f"{self.credential_kind}/{self.credential_id}" if self.credential_kind else None,
+            "trace_id": self.trace_id or None}})
 
 
 T = TypeVar("T")

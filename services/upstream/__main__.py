@@ -15,13 +15,14 @@ os.environ.setdefault("GRPC_EXPERIMENTS", "-event_engine_client,-event_engine_li
 
 from pydantic import ValidationError  # noqa: E402
 
+from services.logging_setup import configure  # noqa: E402
+
 from .server import serve  # noqa: E402
 from .settings import Settings  # noqa: E402
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level, logging.INFO),
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+def _configure_logging(level: str, fmt: str = "text") -> None:
+    configure(level, fmt)
     # httpx logs every request line at INFO; the servicer already logs one line per call.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
@@ -33,7 +34,7 @@ def main() -> int:
     except (ValidationError, ValueError) as exc:
         print(f"upstream: invalid settings: {exc}", file=sys.stderr)
         return 2
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     # Modules and settings live as long as the process: keep them out of the cyclic GC's full
     # collections (a ~25 ms pause every few hundred requests otherwise).
     gc.freeze()

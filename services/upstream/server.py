@@ -28,9 +28,11 @@ from . import errors, internal_auth
 from .catalog import ModelInfo, build_catalog
 from .code_assist import Chunk, CodeAssistClient, make_http_client
 from .errors import Draining, InvalidRequest, UpstreamError
+from .metrics import UpstreamMetrics
 from .pool import Entry, Pool
 from .project import ProjectResolver
 from .settings import Settings
+from services.metrics_server import MetricsServer
 from .transport import Transport
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,8 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
         self._aliases = aliases or {}
         self._catalog = catalog
         self.draining = False
+        known = {m.id for m in catalog} | set(self._aliases)
+        self.metrics = UpstreamMetrics(pool.report, lambda model: model.removeprefix("models/") in known)
 
     def _model(self, raw: str) -> str:
         model = model_id(raw)
@@ -104,7 +108,7 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
         started = time.monotonic()
         rid = request.request_id or uuid.uuid4().hex
         chunks = 0
-        cred_id = ""
+        cred_id = cred_kind = ""
         outcome = "ok"
         try:
             self._check_open()
@@ -112,7 +116,7 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
             body = request_body(request.body)
             if not request.stream:
                 chunk, entry = await self._pool.generate(model, body, rid)
-                cred_id = entry.cred.id
+                cred_id, cred_kind = entry.cred.id, entry.cred.kind
                 chunks = 1
                 yield response_message(chunk, entry)
             else:
@@ -122,7 +126,7 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
                         first = chunks == 0
                         chunks += 1
                         if first:
-                            cred_id = entry.cred.id
+                            cred_id, cred_kind = entry.cred.id, entry.cred.kind
                         yield response_message(chunk, entry if first else None)
                 finally:
                     await stream.aclose()
@@ -136,22 +140,29 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
             outcome = "cancelled"
             raise
         finally:
+            elapsed = time.monotonic() - started
+            self.metrics.observe("generate", request.model, cred_id, cred_kind, outcome, elapsed)
             log.info("generate id=%s caller=%s model=%s stream=%s credential=%s chunks=%d outcome=%s ms=%.0f",
                      rid, internal_auth.caller_of(request.caller), request.model, request.stream, cred_id or "-", chunks, outcome,
-                     (time.monotonic() - started) * 1000)
+                     elapsed * 1000)
 
     async def CountTokens(self, request: upstream_pb2.CountTokensRequest,
                           context: grpc.aio.ServicerContext) -> upstream_pb2.CountTokensResponse:
         rid = request.request_id or uuid.uuid4().hex
+        started = time.monotonic()
         try:
             self._check_open()
             model = self._model(request.model)
             result, entry = await self._pool.count_tokens(model, request_body(request.body), rid)
         except UpstreamError as err:
             desc = errors.describe(err)
+            self.metrics.observe("count_tokens", request.model, "", "", f"{desc.code.name}/{desc.reason}",
+                                 time.monotonic() - started)
             log.warning("count_tokens id=%s failed: %s/%s: %s", rid, desc.code.name, desc.reason, desc.message)
             await context.abort_with_status(errors.to_rpc_status(desc))
             raise  # not reached: abort raises
+        self.metrics.observe("count_tokens", request.model, entry.cred.id, entry.cred.kind, "ok",
+                             time.monotonic() - started)
         log.info("count_tokens id=%s caller=%s model=%s credential=%s", rid, internal_auth.caller_of(request.caller),
                  model, entry.cred.id)
         return upstream_pb2.CountTokensResponse(
@@ -161,15 +172,20 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
     async def Embed(self, request: upstream_pb2.EmbedRequest,
                     context: grpc.aio.ServicerContext) -> upstream_pb2.EmbedResponse:
         rid = request.request_id or uuid.uuid4().hex
+        started = time.monotonic()
         try:
             self._check_open()
             model = self._model(request.model)
             (vectors, tokens), entry = await self._pool.embed(model, request_body(request.body), rid)
         except UpstreamError as err:
             desc = errors.describe(err)
+            self.metrics.observe("embeddings", request.model, "", "", f"{desc.code.name}/{desc.reason}",
+                                 time.monotonic() - started)
             log.warning("embed id=%s failed: %s/%s: %s", rid, desc.code.name, desc.reason, desc.message)
             await context.abort_with_status(errors.to_rpc_status(desc))
             raise  # not reached: abort raises
+        self.metrics.observe("embeddings", request.model, entry.cred.id, entry.cred.kind, "ok",
+                             time.monotonic() - started)
         log.info("embed id=%s caller=%s model=%s credential=%s n=%d", rid, internal_auth.caller_of(request.caller), model,
                  entry.cred.id, len(vectors))
         return upstream_pb2.EmbedResponse(
@@ -268,6 +284,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         log.error("cannot listen on %s", settings.upstream_listen)
         return 2
     await server.start()
+    metrics_server = MetricsServer.start(servicer.metrics.registry, settings.metrics_listen,
+                                         settings.upstream_metrics_port, "upstream")
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     log.info("upstream listening on %s", settings.upstream_listen)
@@ -299,5 +317,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
             await warmup
     await http.aclose()
     await transport.aclose()
+    if metrics_server is not None:
+        metrics_server.stop()
     log.info("upstream stopped")
     return 0

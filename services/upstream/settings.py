@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import orjson
 from pydantic import AliasChoices, Field, field_validator
@@ -123,6 +123,11 @@ class Settings(GatewaySettings):
     internal_tokens_file: str = ""
     drain_seconds: float = Field(10.0, ge=0)
     log_level: str = "INFO"
+    # "text" (readable) or "json" (one object per line).
+    log_format: Literal["text", "json"] = "text"
+    # Prometheus /metrics on its own port (-1: not served), on METRICS_LISTEN.
+    metrics_listen: str = "127.0.0.1"
+    upstream_metrics_port: int = Field(9465, ge=-1, le=65535)
 
     # Extra model ids for the catalog: "a,b" or a JSON list of ids / objects
     # ({"id", "display_name", "input_token_limit", "output_token_limit", "thinking": {...}}).

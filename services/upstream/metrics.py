@@ -1,0 +1,83 @@
+"""The upstream's Prometheus metrics: calls per credential and outcome (recorded once per call,
+where the servicer logs its line), and the pool's state read at scrape time (no hot-path cost).
+
+Labels stay bounded: credentials are the operator's pool members, models outside the catalogue
+are "other", outcomes are "ok", "cancelled" or a gRPC code/reason pair.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
+
+OTHER = "other"
+STATES = ("READY", "COOLING", "DEAD", "DISABLED")
+_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+
+
+class PoolCollector(Collector):
+    """Credential state, cool-down and quota gauges from the pool's report, per scrape."""
+
+    def __init__(self, report: Callable[[], list]) -> None:
+        self._report = report
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        # The scrape runs on the metrics thread while the loop changes the pool: retry the rare
+        # "changed size during iteration" instead of failing the scrape.
+        for _ in range(3):
+            try:
+                reports = self._report()
+                break
+            except RuntimeError:
+                continue
+        else:
+            log.warning("pool report unavailable for this scrape")
+            return
+        now = time.time()
+        state = GaugeMetricFamily("gateway_credential_state", "1 for the state each credential is in.",
+                                  labels=("credential_id", "credential_kind", "state"))
+        cooldown = GaugeMetricFamily("gateway_credential_cooldown_seconds",
+                                     "Seconds until the credential's longest cool-down ends (0: none).",
+                                     labels=("credential_id", "credential_kind"))
+        cooling = GaugeMetricFamily("gateway_credential_cooling_models", "Models the credential is resting for.",
+                                    labels=("credential_id", "credential_kind"))
+        quota = GaugeMetricFamily("gateway_credential_quota_remaining_ratio",
+                                  "Remaining quota fraction per model (Code Assist's retrieveUserQuota).",
+                                  labels=("credential_id", "credential_kind", "model"))
+        for r in reports:
+            for s in STATES:
+                state.add_metric((r.id, r.kind, s), 1.0 if r.state == s else 0.0)
+            left = [until - now for until in r.cooling_until.values() if until > now]
+            cooldown.add_metric((r.id, r.kind), max(left, default=0.0))
+            cooling.add_metric((r.id, r.kind), float(len(left)))
+            for model, (fraction, _reset) in r.quota.items():
+                quota.add_metric((r.id, r.kind, model), float(fraction))
+        yield from (state, cooldown, cooling, quota)
+
+
+class UpstreamMetrics:
+    def __init__(self, report: Callable[[], list], known_model: Callable[[str], bool]) -> None:
+        disable_created_metrics()  # no *_created series: half the samples, nothing a dashboard uses
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._known_model = known_model
+        self.requests = Counter("gateway_upstream_requests", "Upstream calls by credential and outcome.",
+                                ("gen_ai_operation_name", "credential_id", "credential_kind", "outcome"),
+                                registry=self.registry)
+        self.duration = Histogram("gen_ai_server_request_duration_seconds",
+                                  "Upstream call time, backend included (streams: until the last chunk).",
+                                  ("gen_ai_operation_name", "gen_ai_request_model", "credential_kind", "outcome"),
+                                  buckets=_BUCKETS, registry=self.registry)
+        self.registry.register(PoolCollector(report))
+
+    def observe(self, op: str, model: str, credential_id: str, credential_kind: str, outcome: str,
+                seconds: float) -> None:
+        model = model if model and self._known_model(model) else OTHER
+        cred, kind = credential_id or "none", credential_kind or "none"
+        self.requests.labels(op, cred, kind, outcome).inc()
+        self.duration.labels(op, model, kind, outcome).observe(seconds)
