@@ -10,44 +10,21 @@ import base64
 import json
 import os
 import secrets
-import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from services.config_file import GatewaySettings
 
 MIB = 1024 * 1024
 DEFAULT_ANTHROPIC_MODEL_MAP = {"opus": "gemini-2.5-pro", "sonnet": "gemini-2.5-pro", "haiku": "gemini-2.5-flash",
                                "claude": "gemini-2.5-pro"}
 
 
-class _TomlSource(PydanticBaseSettingsSource):
-    """Values from the GATEWAY_CONFIG file; keys are matched case-insensitively to field names."""
-
-    def __init__(self, settings_cls: type[BaseSettings]) -> None:
-        super().__init__(settings_cls)
-        path = os.environ.get("GATEWAY_CONFIG", "").strip()
-        data: dict[str, Any] = {}
-        if path:
-            with open(path, "rb") as fh:
-                raw = tomllib.load(fh)
-            fields = set(settings_cls.model_fields)
-            # Shared top-level keys first, refined by the service's own table (as the upstream does).
-            for table in (raw, raw.get("edge") if isinstance(raw.get("edge"), dict) else {}):
-                data.update({k.lower(): v for k, v in table.items()
-                             if k.lower() in fields and not isinstance(v, dict)})
-        self._data = data
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return self._data.get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(self._data)
-
-
-class EdgeSettings(BaseSettings):
+class EdgeSettings(GatewaySettings):
+    config_table: ClassVar[str] = "edge"
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
 
     data_dir: Path = Path("./data")
@@ -131,10 +108,6 @@ class EdgeSettings(BaseSettings):
             v = "/" + v
         return v
 
-    @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                   file_secret_settings):
-        return (init_settings, env_settings, _TomlSource(settings_cls))
 
     # --- derived values -----------------------------------------------------------------
 

@@ -20,7 +20,9 @@ within a tier. Failure policy, applied only before the first chunk reached the c
   404 / other 403            the member learns it cannot serve the model, next member; the
                              error goes to the caller when no member is left
   400 / other 4xx            to the caller at once (never retried)
-  5xx / network / empty      next member, at most MAX_ATTEMPTS attempts in all
+  5xx / no connection / empty next member, at most MAX_ATTEMPTS attempts in all
+  connection lost once the   to the caller (TransportError.retry False): the backend may have
+  request was sent           run the generation; another member would run (and bill) it twice
   answer over the size cap   to the caller (TransportError.retry False: the work is done)
   timeout                    to the caller (its time is spent)
 

@@ -8,16 +8,15 @@ this service does not know are ignored.
 """
 from __future__ import annotations
 
-import os
-import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import orjson
 from pydantic import AliasChoices, Field, field_validator
-from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from services.config_file import GatewaySettings
 
 # The Gemini CLI's published installed-app OAuth client (protocol notes §4). Installed-app
 # secrets are not confidential by design; they identify the app, not the user.
@@ -37,41 +36,8 @@ DEFAULT_MODEL_ALIASES = {
 }
 
 
-class _TomlSource(PydanticBaseSettingsSource):
-    """Values from the TOML file named by GATEWAY_CONFIG (keys matched case-insensitively)."""
-
-    def __init__(self, settings_cls: type[BaseSettings]) -> None:
-        super().__init__(settings_cls)
-        self._values = self._load()
-
-    def _load(self) -> dict[str, Any]:
-        path = os.environ.get("GATEWAY_CONFIG", "").strip()
-        if not path:
-            return {}
-        try:
-            raw = tomllib.loads(Path(path).expanduser().read_text())
-        except FileNotFoundError as exc:
-            raise ValueError(f"GATEWAY_CONFIG names a missing file: {path}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"GATEWAY_CONFIG {path} is not valid TOML: {exc}") from exc
-        fields = self.settings_cls.model_fields
-        merged: dict[str, Any] = {}
-        # A service-specific table refines the shared top level.
-        for table in (raw, raw.get("upstream") if isinstance(raw.get("upstream"), dict) else {}):
-            for key, value in table.items():
-                name = key.lower()
-                if name in fields and not isinstance(value, dict):
-                    merged[name] = value
-        return merged
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return self._values.get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(self._values)
-
-
-class Settings(BaseSettings):
+class Settings(GatewaySettings):
+    config_table: ClassVar[str] = "upstream"
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", env_prefix="", populate_by_name=True)
 
     # --- backend ---------------------------------------------------------------------
@@ -219,16 +185,6 @@ class Settings(BaseSettings):
         return not any((self.gemini_credentials, self.gemini_api_keys, self.vertex_credentials,
                         self.vertex_api_keys, self.pool_config))
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, _TomlSource(settings_cls)
 
 
 @lru_cache(maxsize=1)

@@ -18,7 +18,9 @@ decoding. This module adds the policy the backends share:
   so the pool must not spend another credential's quota on the same oversized answer.
 - Proxies: the environment's (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY, read once), or
   the `proxy` of one call ("http://user:pass@host:port"), which wins.
-- Failures become `TransportError` whose message names what failed, never an address.
+- Failures become `TransportError` whose message names what failed, never an address. Once the
+  request was sent (the connection dropped, the answer broke off or was not HTTP) it is
+  `retry=False`: only failures to connect may be tried again on another credential.
 
     transport = Transport.from_settings(settings)
     status, headers, body = await transport.request("POST", url, headers=h, body=parts)
@@ -127,12 +129,15 @@ def _describe(exc: BaseException, stage: str) -> TransportError:
         return TransportError("the HTTP proxy is unreachable")
     if isinstance(exc, aiohttp.ClientConnectorError):
         return TransportError(f"backend unreachable ({kind})")
+    # From here on the request was sent: the backend may have run (and billed) the generation,
+    # so the pool must not spend another credential on the same call (RFC 9110 §9.2.2: a POST
+    # is not idempotent). Only failures to connect are retried elsewhere.
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return TransportError(f"backend closed the connection {stage}")
+        return TransportError(f"backend closed the connection {stage}", retry=False)
     if isinstance(exc, aiohttp.ClientPayloadError):
-        return TransportError(f"backend answer broke off {stage} (incomplete or corrupt body)")
+        return TransportError(f"backend answer broke off {stage} (incomplete or corrupt body)", retry=False)
     if isinstance(exc, aiohttp.ClientResponseError):
-        return TransportError(f"invalid HTTP response from the backend {stage}")
+        return TransportError(f"invalid HTTP response from the backend {stage}", retry=False)
     return TransportError(f"backend unreachable ({kind})")
 
 

@@ -231,3 +231,17 @@ def test_a_streamed_event_over_the_cap_is_refused_and_not_retried(rigs, backend)
         generate(rig, stream=True)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert len(backend.ops("streamGenerateContent")) == 1
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
+def test_a_post_whose_connection_drops_is_not_run_again_on_another_credential(rigs, backend, stream):
+    """The backend reads the generation's POST and closes the connection without answering: it
+    may have run (and billed) it. With a second credential at hand the pool must still not send
+    the same generation again: the caller gets UNAVAILABLE and the backend saw it once."""
+    op = "streamGenerateContent" if stream else "generateContent"
+    backend.script = lambda name, index: [None] if name == op else [sized(b"{}")]
+    rig = start(rigs, backend, f"dropped-{op}", credentials=2)
+    with pytest.raises(grpc.RpcError) as err:
+        generate(rig, stream=stream)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert len(backend.ops(op)) == 1
