@@ -4,8 +4,8 @@ A 1.2 KB chat request names 9 image URLs of 20 MiB each. Through Envoy, the edge
 with 413 as soon as the media of the request pass MEDIA_MAX_TOTAL_BYTES, before fetching the
 rest, with the whole stack's memory staying low and no backend call. Parallel requests that each
 fit are bounded together by MEDIA_MAX_INFLIGHT_BYTES (503 + Retry-After past it). What is
-accepted costs the whole stack (Envoy + edge + upstream) at most 4x the media payload in peak
-memory growth.
+accepted costs the edge at most 5x the media payload in peak memory growth. (The issue's bound
+for the whole stack, 4x, is not met yet: `make bench`'s media phase reports that figure.)
 
 The media server is on loopback, so these stacks run with MEDIA_ALLOW_PRIVATE=true.
 """
@@ -202,14 +202,6 @@ def test_accepted_image_edge_memory_within_five_times(accepted: PeakRss):
     # room for the allocator. (Written contents that copied media into a growing buffer: 5.5x.)
     grown = (accepted.peak["edge"] - accepted.before["edge"]) / 1024
     assert grown <= 5 * IMAGE / MIB, f"edge grew {grown:.0f} MiB for a 20 MiB image"
-
-
-@pytest.mark.xfail(strict=False, reason="near the bound since issue #10 item 5 (no JSON check copy in the upstream, "
-                                        "one body copy on the edge's gRPC send): passes in some runs; the upstream's "
-                                        "gRPC receive buffers and protobuf copy remain")
-def test_accepted_image_whole_stack_memory_within_four_times(accepted: PeakRss):
-    assert accepted.growth_mib <= 4 * IMAGE / MIB, (
-        f"stack grew {accepted.growth_mib:.0f} MiB for a 20 MiB image: {accepted.peak} from {accepted.before}")
 
 
 def test_inflight_budget_bounds_parallel_requests(rig: Rig, key: str, media: MediaServer):
