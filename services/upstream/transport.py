@@ -37,7 +37,7 @@ import asyncio
 import logging
 import ssl
 import urllib.request
-from typing import AsyncIterator, Iterable, Mapping, NamedTuple, Sequence
+from typing import AsyncIterator, Mapping, NamedTuple, Sequence
 
 import aiohttp
 import certifi
@@ -317,6 +317,20 @@ async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+def _buffered_before_failure(content: aiohttp.StreamReader) -> bytes:
+    """What the backend sent before its connection broke. aiohttp raises a failure that arrives
+    in the same read as the last bytes before it hands those bytes over (StreamReader.readany
+    checks its exception first), so they are taken here, past that check."""
+    failure = content.exception()
+    content._exception = None  # noqa: SLF001 — no public way to read past a set exception
+    try:
+        return content.read_nowait(-1)
+    except (RuntimeError, aiohttp.ClientError):
+        return b""
+    finally:
+        content._exception = failure  # noqa: SLF001
+
+
 class BackendStream:
     """An answer whose body is read as it comes. `status`/`headers` are known; read either
     `error_body()` or `events()`; always `aclose()` (closing before the end drops the
@@ -352,12 +366,21 @@ class BackendStream:
         parser = SSEParser(self._max_event)
         content = self._resp.content
         try:
+            broken: BaseException | None = None
             while True:
-                chunk = await content.readany()
+                try:
+                    chunk = await content.readany()
+                except aiohttp.ClientPayloadError as exc:
+                    # The events that arrived with the break are the caller's: hand them on first.
+                    chunk, broken = _buffered_before_failure(content), exc
+                    if not chunk:
+                        raise
                 if not chunk:
                     break
                 for data in parser.feed(chunk):
                     yield data
+                if broken is not None:
+                    raise broken
             for data in parser.close():
                 yield data
         except EventTooLarge:

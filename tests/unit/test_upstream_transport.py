@@ -338,6 +338,27 @@ async def test_a_disconnect_mid_body_is_an_error() -> None:
         await t.aclose()
 
 
+async def test_events_sent_before_a_break_reach_the_caller_before_the_error() -> None:
+    """The backend sends two events and drops the connection. When both arrive with the break
+    (here: the caller reads only after all of it arrived), aiohttp would raise before handing
+    them over; the caller must still get both, then the error."""
+    async def reply(head, body, index):
+        return [chunked_head(), 0.05, chunk(b"data: 1\n\n") + chunk(b"data: 2\n\n") + b"5\r\nda", None]
+
+    async with Server(reply) as srv:
+        t = transport()
+        stream = await t.open_stream("POST", srv.url + "/chunked", headers={}, body=b"{}")
+        await asyncio.sleep(0.3)  # the events and the break are all in before the first read
+        got: list[bytes] = []
+        with pytest.raises(TransportError) as err:
+            async for data in stream.events():
+                got.append(data)
+        assert got == [b"1", b"2"]
+        assert not err.value.retry and "broke" in err.value.message
+        await stream.aclose()
+        await t.aclose()
+
+
 async def test_connect_error_names_no_address() -> None:
     async with Server(lambda h, b, i: None) as srv:
         url, port = srv.url, srv.port
