@@ -509,7 +509,7 @@ def print_table(latency: list[dict], rps: dict | None, streams: dict | None, ima
     if verdicts:
         print("\nTargets")
         for name, (held, detail) in verdicts.items():
-            print(f"  {'HOLDS' if held else 'MISSED':<7}{name}: {detail}")
+            print(f"  {'HOLDS' if held else 'SHORT':<7}{name}: {detail}")
 
 
 TTFC_BUDGET_MS = 3.0
