@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 import uuid
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import grpc
 import orjson
@@ -146,23 +146,30 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
                      rid, internal_auth.caller_of(request.caller), request.model, request.stream, cred_id or "-", chunks, outcome,
                      elapsed * 1000)
 
-    async def CountTokens(self, request: upstream_pb2.CountTokensRequest,
-                          context: grpc.aio.ServicerContext) -> upstream_pb2.CountTokensResponse:
+    async def _unary(self, op: str, name: str, request, context: grpc.aio.ServicerContext,
+                     call: Callable[[str, bytes | memoryview, str], Awaitable[tuple[Any, Any]]]):
+        """One unary pool call (CountTokens, Embed): (request id, model, result, pool entry), or
+        the RPC aborted with the pool's error; measured and logged the same way for both."""
         rid = request.request_id or uuid.uuid4().hex
         started = time.monotonic()
         try:
             self._check_open()
             model = self._model(request.model)
-            result, entry = await self._pool.count_tokens(model, request_body(request.body), rid)
+            result, entry = await call(model, request_body(request.body), rid)
         except UpstreamError as err:
             desc = errors.describe(err)
-            self.metrics.observe("count_tokens", request.model, "", "", f"{desc.code.name}/{desc.reason}",
+            self.metrics.observe(op, request.model, "", "", f"{desc.code.name}/{desc.reason}",
                                  time.monotonic() - started)
-            log.warning("count_tokens id=%s failed: %s/%s: %s", rid, desc.code.name, desc.reason, desc.message)
+            log.warning("%s id=%s failed: %s/%s: %s", name, rid, desc.code.name, desc.reason, desc.message)
             await context.abort_with_status(errors.to_rpc_status(desc))
             raise  # not reached: abort raises
-        self.metrics.observe("count_tokens", request.model, entry.cred.id, entry.cred.kind, "ok",
-                             time.monotonic() - started)
+        self.metrics.observe(op, request.model, entry.cred.id, entry.cred.kind, "ok", time.monotonic() - started)
+        return rid, model, result, entry
+
+    async def CountTokens(self, request: upstream_pb2.CountTokensRequest,
+                          context: grpc.aio.ServicerContext) -> upstream_pb2.CountTokensResponse:
+        rid, model, result, entry = await self._unary("count_tokens", "count_tokens", request, context,
+                                                      self._pool.count_tokens)
         log.info("count_tokens id=%s caller=%s model=%s credential=%s", rid, internal_auth.caller_of(request.caller),
                  model, entry.cred.id)
         return upstream_pb2.CountTokensResponse(
@@ -171,21 +178,8 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
 
     async def Embed(self, request: upstream_pb2.EmbedRequest,
                     context: grpc.aio.ServicerContext) -> upstream_pb2.EmbedResponse:
-        rid = request.request_id or uuid.uuid4().hex
-        started = time.monotonic()
-        try:
-            self._check_open()
-            model = self._model(request.model)
-            (vectors, tokens), entry = await self._pool.embed(model, request_body(request.body), rid)
-        except UpstreamError as err:
-            desc = errors.describe(err)
-            self.metrics.observe("embeddings", request.model, "", "", f"{desc.code.name}/{desc.reason}",
-                                 time.monotonic() - started)
-            log.warning("embed id=%s failed: %s/%s: %s", rid, desc.code.name, desc.reason, desc.message)
-            await context.abort_with_status(errors.to_rpc_status(desc))
-            raise  # not reached: abort raises
-        self.metrics.observe("embeddings", request.model, entry.cred.id, entry.cred.kind, "ok",
-                             time.monotonic() - started)
+        rid, model, (vectors, tokens), entry = await self._unary("embeddings", "embed", request, context,
+                                                                 self._pool.embed)
         log.info("embed id=%s caller=%s model=%s credential=%s n=%d", rid, internal_auth.caller_of(request.caller), model,
                  entry.cred.id, len(vectors))
         return upstream_pb2.EmbedResponse(
