@@ -9,6 +9,8 @@ ANTHROPIC_MODEL_MAP; errors are Anthropic's `{"type": "error", "error": {...}}` 
 """
 from __future__ import annotations
 
+import functools
+
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -17,8 +19,8 @@ from services.edge.auth import authenticate
 from services.edge.context import EdgeContext, get_ctx, new_id, request_id
 from services.edge.errors import ApiError, anthropic_error_dict
 from services.edge.models import ModelRef, allow_list_id, parse_model
-from services.edge.routes.translated import (SseTranslator, admit_generation, fetch_media, generate_once, open_stream,
-                                             pump_sse, read_request, thinking_spec, untranslatable)
+from services.edge.routes.translated import (SseTranslator, admit_generation, fetch_media, answer_once, open_stream,
+                                             pump_sse, read_request, thinking_spec)
 from services.edge.store import KeyRecord
 from services.edge.streaming import STREAM_HEADERS, StreamResponse, unless_disconnected
 from services.edge.translate.anthropic_request import count_tokens_body, media_urls, messages_request_to_gemini, resolve_model
@@ -83,13 +85,8 @@ async def _messages(request: Request, ctx: EdgeContext, key: KeyRecord, meter: M
     if not streamed:
         call = ctx.upstream.generate(model, payload, request_id=meter.request_id, caller=key.name)
         del payload
-        answer, usage = await generate_once(request, meter, call)
-        try:
-            out = message_from_gemini(answer, model=requested, message_id=message_id, thinking=thinking)
-        except Exception:
-            raise untranslatable(meter, usage) from None
-        meter.finish(200, usage)
-        return Response(orjson.dumps(out), media_type="application/json", headers=headers)
+        translate = functools.partial(message_from_gemini, model=requested, message_id=message_id, thinking=thinking)
+        return await answer_once(request, meter, call, translate, headers)
 
     upstream = ctx.upstream.stream(model, payload, request_id=meter.request_id, caller=key.name)
     del payload

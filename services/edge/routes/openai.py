@@ -24,8 +24,8 @@ from services.edge.errors import ApiError, request_style
 from services.edge.lean_json import open_chat
 from services.edge.routes.gemini import get_model_google, list_models_google
 from services.edge.models import parse_model
-from services.edge.routes.translated import (SseTranslator, admit_generation, fetch_media, generate_once, open_stream,
-                                             pump_sse, read_request, thinking_spec, untranslatable)
+from services.edge.routes.translated import (SseTranslator, admit_generation, fetch_media, answer_once, open_stream,
+                                             pump_sse, read_request, thinking_spec)
 from services.edge.store import KeyRecord
 from services.edge.streaming import STREAM_HEADERS, StreamResponse
 from services.edge.translate.errors import TranslationError
@@ -91,13 +91,9 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
     if not streamed:
         call = ctx.upstream.generate(model, payload, request_id=meter.request_id, caller=key.name)
         del payload
-        answer, usage = await generate_once(request, meter, call)
-        try:
-            out = completion_from_gemini(answer, model=requested, completion_id=completion_id, created=created)
-        except Exception:
-            raise untranslatable(meter, usage) from None
-        meter.finish(200, usage)
-        return Response(orjson.dumps(out), media_type="application/json", headers=headers)
+        translate = functools.partial(completion_from_gemini, model=requested, completion_id=completion_id,
+                                      created=created)
+        return await answer_once(request, meter, call, translate, headers)
 
     upstream = ctx.upstream.stream(model, payload, request_id=meter.request_id, caller=key.name)
     del payload

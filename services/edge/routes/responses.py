@@ -10,6 +10,7 @@ events, so an SSE comment would not keep it alive.
 """
 from __future__ import annotations
 
+import functools
 import time
 
 import orjson
@@ -20,8 +21,8 @@ from services.edge.auth import authenticate
 from services.edge.context import EdgeContext, get_ctx, new_id, request_id
 from services.edge.errors import ApiError
 from services.edge.models import parse_model
-from services.edge.routes.translated import (SseTranslator, admit_generation, fetch_media, generate_once, open_stream,
-                                             pump_sse, read_request, thinking_spec, untranslatable)
+from services.edge.routes.translated import (SseTranslator, admit_generation, fetch_media, answer_once, open_stream,
+                                             pump_sse, read_request, thinking_spec)
 from services.edge.store import KeyRecord
 from services.edge.streaming import STREAM_HEADERS, StreamResponse
 from services.edge.translate.errors import TranslationError
@@ -77,14 +78,9 @@ async def _create(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Met
     if not streamed:
         call = ctx.upstream.generate(model, payload, request_id=meter.request_id, caller=key.name)
         del payload
-        answer, usage = await generate_once(request, meter, call)
-        try:
-            out = response_from_gemini(answer, model=requested, response_id=response_id, created=created, echo=echo,
-                                       custom_tools=custom)
-        except Exception:
-            raise untranslatable(meter, usage) from None
-        meter.finish(200, usage)
-        return Response(orjson.dumps(out), media_type="application/json", headers=headers)
+        translate = functools.partial(response_from_gemini, model=requested, response_id=response_id, created=created,
+                                      echo=echo, custom_tools=custom)
+        return await answer_once(request, meter, call, translate, headers)
 
     upstream = ctx.upstream.stream(model, payload, request_id=meter.request_id, caller=key.name)
     del payload

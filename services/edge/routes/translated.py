@@ -12,6 +12,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import orjson
 from fastapi import Request
+from starlette.responses import Response
 
 from gemini_cli.upstream.v1.upstream_pb2 import GenerateResponse
 from services.edge import catalog
@@ -75,26 +76,28 @@ async def thinking_spec(ctx: EdgeContext, model: str) -> ThinkingSpec | None:
     return catalog.thinking_spec(await ctx.upstream.model(model))
 
 
-async def generate_once(request: Request, meter: Meter, call: Awaitable[GenerateResponse]) -> tuple[dict, Usage | None]:
+async def answer_once(request: Request, meter: Meter, call: Awaitable[GenerateResponse],
+                      translate: Callable[[dict], dict], headers: dict[str, str]) -> Response:
     """Await a unary Generate (`ctx.upstream.generate(...)`, made by the caller, which then
-    drops its payload: a body of tens of MB is not kept twice while the backend works):
-    (the backend's parsed answer, its usage). The ledger row is the caller's to finish once the
-    answer is translated."""
+    drops its payload: a body of tens of MB is not kept twice while the backend works),
+    translate the backend's answer and finish the ledger row however that goes."""
     msg = await unless_disconnected(request, call)
     meter.run_deferred()
     meter.served_by(msg.credential_kind, msg.credential_id)
     usage = Usage.from_proto(msg.usage) if msg.HasField("usage") else None
     try:
-        return orjson.loads(msg.chunk.data), usage
+        answer = orjson.loads(msg.chunk.data)
     except orjson.JSONDecodeError:
         meter.finish(502, usage)
         raise ApiError(502, "the backend's answer could not be read") from None
-
-
-def untranslatable(meter: Meter, usage: Usage | None) -> ApiError:
-    log.exception("could not translate a backend answer (request %s)", meter.request_id)
-    meter.finish(502, usage)
-    return ApiError(502, "the backend's answer could not be translated")
+    try:
+        out = translate(answer)
+    except Exception:
+        log.exception("could not translate a backend answer (request %s)", meter.request_id)
+        meter.finish(502, usage)
+        raise ApiError(502, "the backend's answer could not be translated") from None
+    meter.finish(200, usage)
+    return Response(orjson.dumps(out), media_type="application/json", headers=headers)
 
 
 @dataclass
