@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock | md5sum | cut -c1-12)
 PROTOS := $(shell find proto -name '*.proto')
 GEN := gen/.stamp
 
-.PHONY: install proto test test-fast run demo up down bench soak clean
+.PHONY: install proto system-deps test test-fast run demo up down bench soak clean
 
 install: $(STAMP)
 
@@ -31,7 +31,11 @@ $(GEN): $(PROTOS) $(STAMP)
 		--descriptor_set_out=gen/upstream.pb $(PROTOS) google/rpc/error_details.proto
 	touch $@
 
-test: install proto
+# PostgreSQL, Redis and Chromium run for real in the tests; apt installs them when missing.
+system-deps:
+	bash tests/system_deps.sh
+
+test: install proto system-deps
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-fast: install proto

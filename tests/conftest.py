@@ -32,3 +32,7 @@ def sim(simulator: harness.Proc):
     ctl.config(chunk_delay=0.0, latency=0.0)
     yield ctl
     ctl.clear_faults()
+
+
+# Real PostgreSQL and Redis servers for the tests that need them (tests/support/servers.py).
+from tests.support.servers import pg_dsn, postgres_server, redis_server, redis_url  # noqa: E402,F401
