@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Protocol, Sequence, TypeVar
 
 import orjson
 
@@ -128,8 +128,49 @@ class UsageSummary:
     total_tokens: int
 
 
+@dataclass(frozen=True, slots=True)
+class DailyUsage:
+    """Ledger totals of one key and model on one UTC day ("YYYY-MM-DD")."""
+    day: str
+    key_id: int
+    model: str
+    requests: int
+    errors: int
+    prompt_tokens: int
+    completion_tokens: int
+    thought_tokens: int
+    total_tokens: int
+
+
+# KeyRecord fields an admin may change after creation (update_key); None clears a limit.
+EDITABLE_FIELDS = frozenset({"name", "models", "rpm", "tpm", "quota", "expires_at", "max_concurrent"})
+
+
 class StoreError(Exception):
     pass
+
+
+def check_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """`changes` for update_key, checked the same way by every store implementation."""
+    unknown = set(changes) - EDITABLE_FIELDS
+    if unknown:
+        raise StoreError(f"cannot change {', '.join(sorted(unknown))} of a key")
+    out = dict(changes)
+    if "name" in out and (not isinstance(out["name"], str) or not out["name"].strip()):
+        raise StoreError("a key needs a name")
+    for name in ("rpm", "tpm", "quota", "max_concurrent"):
+        v = out.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise StoreError(f"{name} must be a whole number >= 0 (or none)")
+    v = out.get("expires_at")
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+        raise StoreError("expires_at must be unix seconds (or none)")
+    if "models" in out:
+        models = out["models"] or ()
+        if isinstance(models, str) or not all(isinstance(m, str) and m for m in models):
+            raise StoreError("models must be a list of model patterns")
+        out["models"] = tuple(models)
+    return out
 
 
 class LicenseStore(Protocol):
@@ -141,6 +182,9 @@ class LicenseStore(Protocol):
     async def list_keys(self) -> list[KeyRecord]: ...
     async def revoke(self, key_id: int) -> bool: ...
     async def set_enabled(self, key_id: int, enabled: bool) -> bool: ...
+    # Changes the EDITABLE_FIELDS given (checked by check_changes); the updated record, or None
+    # when no key has that id. Bumps the revision, so running edges apply the new limits.
+    async def update_key(self, key_id: int, changes: Mapping[str, Any]) -> KeyRecord | None: ...
     async def revision(self) -> int: ...
     async def record_usage(self, rows: Sequence[UsageRow]) -> None: ...
     async def usage_summary(self, key_id: int | None = None, since: float | None = None) -> list[UsageSummary]: ...
@@ -148,6 +192,8 @@ class LicenseStore(Protocol):
     async def count_usage(self, key_id: int | None = None) -> int: ...
     async def usage_by_credential(self, key_id: int | None = None,
                                   since: float | None = None) -> list[tuple[str, int, int, int]]: ...
+    # Per UTC day, key and model (day, key id, model order), from `since` on.
+    async def usage_by_day(self, key_id: int | None = None, since: float | None = None) -> list[DailyUsage]: ...
     async def close(self) -> None: ...
 
 
@@ -375,6 +421,23 @@ class SQLiteLicenseStore:
         return await self._write(
             lambda c: c.execute("UPDATE keys SET enabled = ? WHERE id = ?", (int(enabled), key_id)).rowcount > 0)
 
+    async def update_key(self, key_id: int, changes: Mapping[str, Any]) -> KeyRecord | None:
+        fields = check_changes(changes)
+        if "models" in fields:
+            fields["models"] = orjson.dumps(list(fields["models"])).decode()
+
+        def op(c: sqlite3.Connection) -> KeyRecord | None:
+            if fields:
+                sets = ", ".join(f"{name} = ?" for name in fields)  # names from EDITABLE_FIELDS only
+                if c.execute(f"UPDATE keys SET {sets} WHERE id = ?", (*fields.values(), key_id)).rowcount == 0:
+                    return None
+                # The update trigger predates max_concurrent: bump the revision here for every field.
+                c.execute("UPDATE meta SET value = value + 1 WHERE name = 'keys_revision'")
+            row = c.execute(f"SELECT {_KEY_COLS} FROM keys WHERE id = ?", (key_id,)).fetchone()
+            return _key_from_row(row) if row else None
+
+        return await self._write(op)
+
     async def revision(self) -> int:
         return await self._read(
             lambda c: c.execute("SELECT value FROM meta WHERE name = 'keys_revision'").fetchone()[0])
@@ -432,6 +495,14 @@ class SQLiteLicenseStore:
         return await self._read(lambda c: [tuple(r) for r in c.execute(
             "SELECT credential_kind, COUNT(*), SUM(status >= 400), SUM(total_tokens)"
             f" FROM usage {where} GROUP BY credential_kind ORDER BY credential_kind", args)])
+
+
+    async def usage_by_day(self, key_id: int | None = None, since: float | None = None) -> list[DailyUsage]:
+        where, args = _usage_filter(key_id, since)
+        return await self._read(lambda c: [DailyUsage(*r) for r in c.execute(
+            "SELECT date(created_at, 'unixepoch') AS day, key_id, model, COUNT(*), SUM(status >= 400),"
+            " SUM(prompt_tokens), SUM(completion_tokens), SUM(thought_tokens), SUM(total_tokens)"
+            f" FROM usage {where} GROUP BY day, key_id, model ORDER BY day, key_id, model", args)])
 
 
 def _usage_filter(key_id: int | None, since: float | None) -> tuple[str, tuple[Any, ...]]:
