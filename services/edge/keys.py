@@ -96,7 +96,7 @@ def _limit(text: str | None) -> int | None:
     try:
         return int(text)
     except ValueError:
-        raise CliError(f"{text!r} is not a whole number (or 'none')") from None
+        raise CliError(400, f"{text!r} is not a whole number (or 'none')") from None
 
 
 async def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
@@ -119,7 +119,7 @@ async def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
             for flag in ("rpm", "tpm", "quota", "max_concurrent"):
                 v = getattr(args, flag)
                 if v is not None and v < 0:
-                    raise CliError(f"--{flag.replace('_', '-')} must be >= 0")
+                    raise CliError(400, f"--{flag.replace('_', '-')} must be >= 0")
             expires = parse_expiry(args.expires, now)
             key, rec = await admin.create_key(args.name, models=parse_models(args.models), rpm=args.rpm,
                                               tpm=args.tpm, quota=args.quota, max_concurrent=args.max_concurrent,
@@ -161,7 +161,7 @@ async def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
             if args.expires is not None:
                 changes["expires_at"] = parse_expiry(args.expires, now)
             if not changes:
-                raise CliError("nothing to change: give --name, --models, --rpm, --tpm, --quota, "
+                raise CliError(400, "nothing to change: give --name, --models, --rpm, --tpm, --quota, "
                                "--max-concurrent or --expires")
             rec = await admin.update_key(rec.id, changes)
             out.write(describe(rec, now) + "\n")
