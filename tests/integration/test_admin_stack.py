@@ -183,3 +183,17 @@ def test_credential_rpcs_need_internal_credentials(stack: AdminStack):
                 call(req, timeout=30)
             assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert not list(stack.keys_dir.glob("*sneaky*"))
+
+
+def test_zz_failed_logins_through_envoy_are_limited_whatever_forwarded_for_says(stack: AdminStack):
+    """Last in this module: it locks 127.0.0.1 out of the admin API for a minute. A client
+    cannot reset its count by sending its own X-Forwarded-For (Envoy appends the real peer)."""
+    url = f"{stack.public}/admin/api/session"
+    for i in range(10):
+        r = httpx.get(url, trust_env=False, timeout=30,
+                      headers={"Authorization": "Bearer gwadmin-guess", "X-Forwarded-For": f"10.0.0.{i}"})
+        assert r.status_code == 401, r.text
+    r = httpx.get(url, trust_env=False, timeout=30,
+                  headers={"Authorization": f"Bearer {stack.token}", "X-Forwarded-For": "10.9.9.9"})
+    assert r.status_code == 429 and r.json()["error"]["code"] == "admin_login_rate_limited"
+    assert int(r.headers["retry-after"]) >= 1
