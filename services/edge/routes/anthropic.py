@@ -22,7 +22,7 @@ from services.edge.models import ModelRef, allow_list_id, parse_model
 from services.edge.routes.translated import (SseTranslator, admit_generation, fetch_media, answer_once, open_stream,
                                              pump_sse, read_request, thinking_spec)
 from services.edge.store import KeyRecord
-from services.edge.streaming import STREAM_HEADERS, StreamResponse, unless_disconnected
+from services.edge.streaming import StreamResponse, unless_disconnected
 from services.edge.translate.anthropic_request import count_tokens_body, media_urls, messages_request_to_gemini, resolve_model
 from services.edge.translate.anthropic_response import Event, MessageStream, message_from_gemini
 from services.edge.translate.errors import TranslationError
@@ -116,7 +116,7 @@ async def _messages(request: Request, ctx: EdgeContext, key: KeyRecord, meter: M
     # message_start goes out before the first keep-alive ping, as in Anthropic's own streams.
     translator = SseTranslator(feed=feed, finish=finish, error=error, keepalive=keepalive)
     return StreamResponse(pump_sse(opened, translator, meter, ctx.settings.sse_keepalive_seconds or None),
-                          media_type="text/event-stream", headers={**STREAM_HEADERS, **headers})
+                          media_type="text/event-stream", headers=opened.headers(headers))
 
 
 async def count_tokens(request: Request) -> Response:

@@ -27,7 +27,7 @@ from services.edge.models import parse_model
 from services.edge.routes.translated import (SseTranslator, admit_generation, fetch_media, answer_once, open_stream,
                                              pump_sse, read_request, thinking_spec)
 from services.edge.store import KeyRecord
-from services.edge.streaming import STREAM_HEADERS, StreamResponse
+from services.edge.streaming import StreamResponse
 from services.edge.translate.errors import TranslationError
 from services.edge.translate.gemini_to_openai import ChunkTranslator, completion_from_gemini
 from services.edge.translate.openai_to_gemini import chat_request_to_gemini, media_urls
@@ -108,7 +108,7 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
                                finish=lambda: _events(chunks.finish()) + DONE,
                                error=error, keepalive=lambda: KEEPALIVE)
     return StreamResponse(pump_sse(opened, translator, meter, ctx.settings.sse_keepalive_seconds or None),
-                          media_type="text/event-stream", headers={**STREAM_HEADERS, **headers})
+                          media_type="text/event-stream", headers=opened.headers(headers))
 
 
 # Above this many messages translation runs on a worker thread (it is about 1 µs... 10 µs each).

@@ -24,7 +24,7 @@ from services.edge.models import parse_model
 from services.edge.routes.translated import (SseTranslator, admit_generation, fetch_media, answer_once, open_stream,
                                              pump_sse, read_request, thinking_spec)
 from services.edge.store import KeyRecord
-from services.edge.streaming import STREAM_HEADERS, StreamResponse
+from services.edge.streaming import StreamResponse
 from services.edge.translate.errors import TranslationError
 from services.edge.translate.responses_request import media_urls, responses_request_to_gemini
 from services.edge.translate.responses_response import ResponseStream, response_from_gemini
@@ -99,7 +99,7 @@ async def _create(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Met
                                finish=lambda: started() + _sse(machine.finish()),
                                error=error, keepalive=lambda: started() + _sse(machine.heartbeat()))
     return StreamResponse(pump_sse(opened, translator, meter, ctx.settings.sse_keepalive_seconds or None),
-                          media_type="text/event-stream", headers={**STREAM_HEADERS, **headers})
+                          media_type="text/event-stream", headers=opened.headers(headers))
 
 
 router.add_route("/v1/responses", create_response, methods=["POST"], name="openai_responses", include_in_schema=False)
