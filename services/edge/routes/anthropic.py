@@ -15,6 +15,8 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from services.edge.apidoc import operations as api_doc
+from services.edge.apidoc.common import documented
 from services.edge.auth import authenticate
 from services.edge.context import EdgeContext, get_ctx, new_id, request_id
 from services.edge.errors import ApiError, anthropic_error_dict
@@ -147,6 +149,8 @@ async def _count(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Mete
                     headers={"x-request-id": meter.request_id, "request-id": meter.request_id})
 
 
+documented(api_doc.MESSAGES)(messages)
+documented(api_doc.COUNT_MESSAGE_TOKENS)(count_tokens)
 router.add_route("/v1/messages", messages, methods=["POST"], name="anthropic_messages", include_in_schema=False)
 router.add_route("/v1/messages/count_tokens", count_tokens, methods=["POST"], name="anthropic_count_tokens",
                  include_in_schema=False)

@@ -19,6 +19,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from services.edge import catalog
+from services.edge.apidoc import operations as api_doc
+from services.edge.apidoc.common import documented
 from services.edge.auth import authenticate
 from services.edge.admission import admit, gemini_output_cap
 from services.edge.body import off_loop, read_body, read_json_bytes
@@ -241,6 +243,9 @@ async def _get_endpoint(request: Request) -> Response:
     return await get_model_google(get_ctx(request), key, request.path_params["name"])
 
 
+documented(*api_doc.GEMINI_CALLS)(_call_endpoint)
+documented(api_doc.GEMINI_MODELS)(_list_endpoint)
+documented(api_doc.GEMINI_MODEL)(_get_endpoint)
 for _version in VERSIONS:
     router.add_route(f"/{_version}/models/{{target:path}}", _call_endpoint, methods=["POST"],
                      name=f"gemini_{_version}_call", include_in_schema=False)

@@ -18,6 +18,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from services.edge import catalog
+from services.edge.apidoc import operations as api_doc
+from services.edge.apidoc.common import documented
 from services.edge.auth import authenticate
 from services.edge.context import EdgeContext, get_ctx, new_id, request_id
 from services.edge.errors import ApiError, request_style
@@ -166,6 +168,9 @@ async def get_model(request: Request) -> Response:
 
 
 # Plain Starlette routes with authentication called explicitly (see routes/gemini.py for why).
+documented(api_doc.CHAT)(chat_completions)
+documented(api_doc.OPENAI_MODELS)(list_models)
+documented(api_doc.OPENAI_MODEL)(get_model)
 router.add_route("/v1/chat/completions", chat_completions, methods=["POST"], name="openai_chat", include_in_schema=False)
 router.add_route("/v1/models", list_models, methods=["GET"], name="openai_models", include_in_schema=False)
 router.add_route("/v1/models/{model_id:path}", get_model, methods=["GET"], name="openai_model", include_in_schema=False)

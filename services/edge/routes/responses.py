@@ -17,6 +17,8 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from services.edge.apidoc import operations as api_doc
+from services.edge.apidoc.common import documented
 from services.edge.auth import authenticate
 from services.edge.context import EdgeContext, get_ctx, new_id, request_id
 from services.edge.errors import ApiError
@@ -102,4 +104,5 @@ async def _create(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Met
                           media_type="text/event-stream", headers=opened.headers(headers))
 
 
+documented(api_doc.RESPONSES)(create_response)
 router.add_route("/v1/responses", create_response, methods=["POST"], name="openai_responses", include_in_schema=False)
