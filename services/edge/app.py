@@ -28,7 +28,7 @@ from services.edge.limits import Limiter
 from services.edge.media import MediaFetcher
 from services.edge.metrics import EdgeMetrics
 from services.metrics_server import MetricsServer
-from services.edge.routes import anthropic, embeddings, gemini, health, index, openai, responses
+from services.edge.routes import anthropic, docs, embeddings, gemini, health, index, openai, responses
 from services.edge.settings import EdgeSettings, load_settings
 from services.edge.store import open_store
 from services.edge.upstream_client import UpstreamClient
@@ -206,6 +206,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     app.include_router(embeddings.router, prefix=settings.root_path)
     app.include_router(health.router)
     app.include_router(index.router, prefix=settings.root_path)
+    app.include_router(docs.router, prefix=settings.root_path)
     if settings.root_path:
         app.include_router(health.router, prefix=settings.root_path)
     app.direct_routes([(gemini.router, settings.root_path), (openai.router, settings.root_path),
