@@ -11,7 +11,8 @@
 REF is a key id, its name, its visible prefix or the key itself. `create` prints the new key
 alone on the first line of stdout (scripts rely on that) and never again. The command reads the
 same settings as the edge (LICENSE_DB, LICENSE_SECRET, DATA_DIR, GATEWAY_CONFIG), and a running
-edge sees every change within AUTH_REFRESH_SECONDS. `--data-dir DIR` stands for DATA_DIR;
+edge sees every change within AUTH_REFRESH_SECONDS (at once with REDIS_URL set: the change is
+announced on Redis). `--data-dir DIR` stands for DATA_DIR;
 `--demo` means the database of `make demo` ($DATA_DIR/demo, its own secret, whatever LICENSE_DB
 says). Every command names the database it used on stderr.
 """
@@ -27,6 +28,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Sequence
 
 from services.edge.data_dir import resolve_data_dir
+from services.edge.key_events import KeyChangePublisher, NotifyingStore
 from services.edge.settings import EdgeSettings, load_settings
 from services.edge.store import (KeyRecord, LicenseStore, NewKey, StoreError, generate_key, hash_key,
                                  key_prefix, open_store)
@@ -139,6 +141,9 @@ async def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
     settings = cli_settings(args)
     err.write(f"database: {settings.license_db_location}\n")
     store = open_store(settings.license_db_location)
+    if settings.redis_url_value:
+        # Every edge drops its cached key records the moment a key changes (services/edge/key_events.py).
+        store = NotifyingStore(store, KeyChangePublisher.from_url(settings.redis_url_value, settings.redis_timeout))
     now = time.time()
     try:
         if args.cmd == "create":
@@ -195,6 +200,8 @@ async def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
                     out.write("\n" + table(("SERVED BY", "REQUESTS", "ERRORS", "TOTAL"),
                                            [(kind or "(none)", n, errors, total) for kind, n, errors, total in kinds])
                               + "\n")
+        if isinstance(store, NotifyingStore) and store.announced is False:
+            err.write("warning: Redis could not be told; edges see the change within AUTH_REFRESH_SECONDS\n")
         return 0
     finally:
         await store.close()
