@@ -34,6 +34,7 @@ A settlement that cannot be sent is logged; its lease expires and the ledger sti
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import secrets
@@ -52,8 +53,12 @@ log = logging.getLogger("edge.limits")
 LEASE_SECONDS = 30.0
 USED_TTL_SECONDS = 86400
 
+# Arguments travel as one space-separated string (A below): the client's cost of a command
+# grows with its number of arguments, and this one runs on every request.
 _NOW = """
-local now = tonumber(ARGV[1])
+local A = {}
+for w in string.gmatch(ARGV[1], '%S+') do A[#A + 1] = w end
+local now = tonumber(A[1])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -61,14 +66,14 @@ end
 """
 
 # KEYS: rpm tpm tpmsum leases held heldsum used
-# ARGV: now window rid estimate quota tpm rpm max_concurrent ledger lease used_ttl  (-1 = no limit)
+# A: now window rid estimate quota tpm rpm max_concurrent ledger lease used_ttl  (-1 = no limit)
 # Reply: {0, tokens, leased, used} admitted, or {refusal, detail}.
 _RESERVE = _NOW + """
-local window = tonumber(ARGV[2])
-local rid = ARGV[3]
-local estimate = tonumber(ARGV[4])
-local quota, tpm, rpm, maxc = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local ledger, lease, used_ttl = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local window = tonumber(A[2])
+local rid = A[3]
+local estimate = tonumber(A[4])
+local quota, tpm, rpm, maxc = tonumber(A[5]), tonumber(A[6]), tonumber(A[7]), tonumber(A[8])
+local ledger, lease, used_ttl = tonumber(A[9]), tonumber(A[10]), tonumber(A[11])
 local lease_ms = math.ceil(lease * 2000)
 local window_ms = math.ceil(window * 1000) + 1000
 
@@ -139,9 +144,9 @@ return {0, string.format('%d', tokens), '1', string.format('%d', used)}
 """
 
 # KEYS: tpm tpmsum leases held heldsum used
-# ARGV: now rid actual window count_tpm count_quota used_ttl
+# A: now rid actual window count_tpm count_quota used_ttl
 _SETTLE = _NOW + """
-local rid, actual, window = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local rid, actual, window = A[2], tonumber(A[3]), tonumber(A[4])
 if redis.call('ZREM', KEYS[3], rid) == 1 then
   local t = tonumber(redis.call('HGET', KEYS[4], rid) or '0')
   redis.call('HDEL', KEYS[4], rid)
@@ -152,26 +157,26 @@ if redis.call('ZREM', KEYS[3], rid) == 1 then
   end
 end
 if actual > 0 then
-  if ARGV[5] == '1' then
+  if A[5] == '1' then
     redis.call('ZADD', KEYS[1], now, rid .. ':' .. actual)
     redis.call('INCRBY', KEYS[2], actual)
     local ms = math.ceil(window * 1000) + 1000
     redis.call('PEXPIRE', KEYS[1], ms)
     redis.call('PEXPIRE', KEYS[2], ms)
   end
-  if ARGV[6] == '1' and redis.call('EXISTS', KEYS[6]) == 1 then
+  if A[6] == '1' and redis.call('EXISTS', KEYS[6]) == 1 then
     redis.call('INCRBY', KEYS[6], actual)
-    redis.call('EXPIRE', KEYS[6], tonumber(ARGV[7]))
+    redis.call('EXPIRE', KEYS[6], tonumber(A[7]))
   end
 end
 return 1
 """
 
-# KEYS: leases held heldsum; ARGV: now lease rid...
+# KEYS: leases held heldsum; A: now lease rid...
 _RENEW = _NOW + """
-local until_ = now + tonumber(ARGV[2])
-for i = 3, #ARGV do redis.call('ZADD', KEYS[1], 'XX', until_, ARGV[i]) end
-local ms = math.ceil(tonumber(ARGV[2]) * 2000)
+local until_ = now + tonumber(A[2])
+for i = 3, #A do redis.call('ZADD', KEYS[1], 'XX', until_, A[i]) end
+local ms = math.ceil(tonumber(A[2]) * 2000)
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ms) end
 return 1
 """
@@ -179,9 +184,10 @@ return 1
 _QUOTA_BUSY = "the rest of this key's token quota is reserved by its requests in progress"
 
 
-def _keys(key_id: int) -> list[str]:
-    p = f"gw:lim:{{{key_id}}}:"
-    return [p + "rpm", p + "tpm", p + "tpmsum", p + "leases", p + "held", p + "heldsum", p + "used"]
+@functools.lru_cache(maxsize=4096)
+def _keys(key_id: int) -> tuple[bytes, ...]:
+    p = f"gw:lim:{{{key_id}}}:".encode()
+    return tuple(p + name for name in (b"rpm", b"tpm", b"tpmsum", b"leases", b"held", b"heldsum", b"used"))
 
 
 def unavailable() -> ApiError:
@@ -267,8 +273,8 @@ class RedisLimiter:
         args = [self._now(), self.window, rid, max(1, estimate), _opt(key.quota), _opt(key.tpm), _opt(key.rpm),
                 _opt(key.max_concurrent), self._ledger.get(key.id, key.tokens_used), self.lease, USED_TTL_SECONDS]
         try:
-            async with asyncio.timeout(2 * self.timeout):
-                reply = await self._reserve(keys=_keys(key.id), args=args)
+            # The client's own timeouts (connect, read, waiting for a pooled connection) bound this.
+            reply = await self._reserve(keys=_keys(key.id), args=(_pack(args),))
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("limits of key %d not checked, request refused: Redis unavailable (%s)", key.id,
                         type(exc).__name__)
@@ -317,10 +323,9 @@ class RedisLimiter:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send_settle(self, key_id: int, keys: list[str], args: list) -> None:
+    async def _send_settle(self, key_id: int, keys: tuple[bytes, ...], args: list) -> None:
         try:
-            async with asyncio.timeout(2 * self.timeout):
-                await self._settle_script(keys=keys, args=args)
+            await self._settle_script(keys=keys, args=(_pack(args),))
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("settlement of a request of key %d not sent (%s); its lease will expire", key_id,
                         type(exc).__name__)
@@ -337,7 +342,8 @@ class RedisLimiter:
         async with self._redis.pipeline(transaction=False) as pipe:
             for key_id, rids in by_key.items():
                 k = _keys(key_id)
-                await self._renew(keys=[k[3], k[4], k[5]], args=[self._now(), self.lease, *rids], client=pipe)
+                await self._renew(keys=[k[3], k[4], k[5]], args=(_pack([self._now(), self.lease, *rids]),),
+                                  client=pipe)
             await pipe.execute()
 
     async def _renew_forever(self) -> None:
@@ -349,13 +355,17 @@ class RedisLimiter:
                 log.warning("could not renew limit leases (%s)", type(exc).__name__)
 
     def _now(self) -> str:
-        return "" if self._clock is None else repr(self._clock())
+        return "-" if self._clock is None else repr(self._clock())
 
     async def state(self, key_id: int) -> tuple[int, int]:
         """(requests running, tokens they hold) for a key, across replicas (tests, diagnostics)."""
         k = _keys(key_id)
         running, held = await self._redis.zcard(k[3]), await self._redis.get(k[5])
         return running, int(held or 0)
+
+
+def _pack(args: list) -> str:
+    return " ".join(map(str, args))
 
 
 def _opt(limit: int | None) -> int:
