@@ -32,6 +32,7 @@ import orjson
 
 from bench.media import EDGE_ENV as MEDIA_EDGE_ENV, media_rows, print_rows as print_media_rows
 from bench.pool_choice import pool_choice, print_pool
+from bench.redis_limits import print_redis, redis_limits
 from bench.worker import stream_http
 from deploy.envoy_config import DEFAULT_MAX_BODY_BYTES
 from tests import harness
@@ -534,7 +535,7 @@ def targets(latency: list[dict], streams: dict | None) -> dict[str, tuple[bool, 
     return out
 
 
-PHASES = ("latency", "rps", "pool", "image", "media", "bodies", "streams")
+PHASES = ("latency", "rps", "pool", "image", "media", "bodies", "streams", "redis")
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -599,13 +600,18 @@ async def main(args: argparse.Namespace) -> int:
             streams = await many_streams(stack, args.streams, args.hold)
         finally:
             stack.stop()
+    redis = None
+    if "redis" in phases:
+        redis = redis_limits(base / "s6", max(args.n1, 50), MODEL, cpu_seconds, pct)
+        print(f"  redis limits: {redis['added_p50_ms']:+.3f} ms p50", flush=True)
     print_table(latency, rps, streams, image, media)
     print_pool(pool)
+    print_redis(redis)
     print_bodies(tiny, schema)
     RESULTS.mkdir(exist_ok=True)
     out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(),
            "phases": phases, "latency": latency, "throughput": rps, "streams": streams, "image": image, "media": media,
-           "pool_choice": pool, "tiny_messages": tiny, "worst_schema": schema,
+           "pool_choice": pool, "tiny_messages": tiny, "worst_schema": schema, "redis_limits": redis,
            "targets": {name: {"holds": held, "detail": detail}
                        for name, (held, detail) in targets(latency, streams).items()}}
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

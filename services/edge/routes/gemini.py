@@ -194,7 +194,7 @@ async def _array_body(stream: UpstreamStream, first, meter: Meter) -> AsyncItera
 
 async def _count(request: Request, ctx: EdgeContext, key: KeyRecord, ref: ModelRef, meter: Meter) -> Response:
     raw = await read_json_bytes(request, ctx.settings.max_body_bytes)
-    ctx.limiter.admit(key, await allow_list_id(key, ref, ctx.upstream))
+    await ctx.limiter.admit(key, await allow_list_id(key, ref, ctx.upstream))
     model = ref.base
     resp = await unless_disconnected(request, ctx.upstream.count_tokens(model, raw, request_id=meter.request_id, caller=key.name))
     meter.finish(200)
