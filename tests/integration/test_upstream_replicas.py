@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests import harness
+from tests.cloud_keys import write_service_account
 from tests.integration.test_upstream import MODEL, Client, details, text_of
 from tests.simulator.control import SimControl
 from tests.support.servers import start_redis
@@ -61,10 +62,13 @@ def generates(sim: SimControl, rt: str) -> int:
 async def replicas(upstream_factory, redis_url: str, tmp_path: Path):
     clients: list[Client] = []
 
-    def start(dirs: list[Path], env: dict[str, str] | None = None) -> list[tuple[harness.Proc, Client]]:
+    def start(dirs: list[Path | None], env: dict[str, str] | None = None,
+              per_replica: list[dict[str, str]] | None = None) -> list[tuple[harness.Proc, Client]]:
+        """One upstream per credential directory (None: members come from `per_replica` env)."""
         out = []
-        for d in dirs:
-            proc = upstream_factory(d, {"REDIS_URL": redis_url, **FAST, **(env or {})})
+        for i, d in enumerate(dirs):
+            own = per_replica[i] if per_replica else {}
+            proc = upstream_factory(d, {"REDIS_URL": redis_url, **FAST, **(env or {}), **own})
             clients.append(Client(proc))
             out.append((proc, clients[-1]))
         return out
@@ -86,6 +90,24 @@ async def test_concurrent_calls_on_two_replicas_refresh_each_credential_once(sim
     # And later calls (tokens now valid on both) refresh nothing.
     await asyncio.gather(a.generate("again"), b.generate("again"))
     assert {name: refreshes(sim, rt) for name, rt in tokens.items()} == {"a": 1, "b": 1}
+
+
+async def test_vertex_service_account_gets_one_grant_for_both_replicas(sim: SimControl, replicas,
+                                                                        simulator: harness.Proc,
+                                                                        tmp_path: Path) -> None:
+    email = f"svc-{uuid.uuid4().hex[:8]}@proj-rep.iam.gserviceaccount.com"
+    first = tmp_path / "replica0" / "svc.json"
+    public = write_service_account(first, email, "proj-rep", f"{simulator.url}/token")
+    sim.add_service_account(email, public, project="proj-rep", token_ttl=3600)
+    second = tmp_path / "replica1" / "svc.json"
+    second.parent.mkdir()
+    second.write_bytes(first.read_bytes())
+    (_, a), (_, b) = replicas([None, None], per_replica=[{"VERTEX_CREDENTIALS": str(first)},
+                                                         {"VERTEX_CREDENTIALS": str(second)}])
+    answers = await asyncio.gather(*(c.generate(f"v{i}", stream=i % 2 == 1) for i in range(8) for c in (a, b)))
+    assert all(text_of(m).startswith("echo: v") for m in answers)
+    grants = [r for r in sim.requests(op="refresh") if r["account"] == email]
+    assert len(grants) == 1 and grants[0]["status"] == 200
 
 
 async def test_a_429_seen_by_one_replica_cools_the_member_on_the_other(sim: SimControl, replicas,
