@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 import orjson
 
 from .errors import RefreshError
-from .shared_state import PREFIX, SharingDown, _loads, DEAD, CHANNEL
+from .shared_state import CHANNEL, DEAD, PREFIX, SharingDown, _loads
 
 if TYPE_CHECKING:
     from .shared_state import SharedState
@@ -125,6 +125,8 @@ class RefreshLeases:
                     await self._store(key, record)
         finally:
             keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
             with contextlib.suppress(SharingDown):
                 await shared.call("lease release", self._release(keys=[LEASE + key], args=[lease]))
 

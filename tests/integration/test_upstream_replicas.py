@@ -256,10 +256,24 @@ async def test_redis_hung_or_gone_the_replica_serves_on_local_state(sim: SimCont
         finally:
             await client.close()
     finally:
-        with_pid = server.popen.poll() is None
-        if with_pid:
-            os.kill(server.popen.pid, signal.SIGCONT)
+        if server.popen.poll() is None:
+            os.kill(server.popen.pid, signal.SIGCONT)  # a stopped process would not take SIGTERM
         server.stop()
+
+
+async def test_redis_unreachable_from_the_start_the_replica_serves_and_says_so(sim: SimControl, upstream_factory,
+                                                                              tmp_path: Path) -> None:
+    dirs, tokens = seats(tmp_path, 1, "u")
+    nothing = f"redis://127.0.0.1:{harness.free_port()}/0"
+    proc = upstream_factory(dirs[0], {"REDIS_URL": nothing, **FAST})
+    client = Client(proc)
+    try:
+        assert text_of(await client.generate("alone")) == "echo: alone"
+        sharing = (await client.stub.ListModels(harness_list(), timeout=20)).sharing
+        assert sharing.configured and not sharing.connected and sharing.detail
+        assert refreshes(sim, tokens["u"]) == 1
+    finally:
+        await client.close()
 
 
 def harness_list():
