@@ -21,6 +21,7 @@ from starlette.routing import Match, Route
 from starlette.types import Message, Receive, Scope, Send
 
 from services.edge import stats
+from services.edge import retention
 from services.edge.auth import KeyCache
 from services.edge.context import EdgeContext
 from services.edge.errors import install_error_handlers
@@ -28,9 +29,9 @@ from services.edge.limits import Limiter
 from services.edge.media import MediaFetcher
 from services.edge.metrics import EdgeMetrics
 from services.metrics_server import MetricsServer
-from services.edge.routes import anthropic, embeddings, gemini, health, index, openai, responses
+from services.edge.routes import anthropic, docs, embeddings, gemini, health, index, openai, responses
 from services.edge.settings import EdgeSettings, load_settings
-from services.edge.store import open_store
+from services.edge.store import describe_location, open_store
 from services.edge.upstream_client import UpstreamClient
 from services.edge.usage import UsageRecorder
 
@@ -169,17 +170,22 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
         recorder.start()
         housekeeping = asyncio.create_task(_prune_forever(limiter), name="limiter-prune")
         catalogue = asyncio.create_task(_load_catalogue(upstream), name="catalogue-warmup")
+        retain = (asyncio.create_task(retention.run_forever(store, settings.usage_retention_days,
+                                                            settings.usage_rollup_seconds), name="usage-retention")
+                  if settings.usage_retention_days > 0 else None)
         app.state.ctx = EdgeContext(settings=settings, store=store, keys=keys, limiter=limiter,
                                     recorder=recorder, upstream=upstream, http=http, media=media)
         stats.install("edge", lambda: {"ledger_queue": recorder.queued})
         log.info("edge ready: root path %r, upstream %s, license db %s", settings.root_path,
-                 settings.upstream_addr, settings.license_db_location)
+                 settings.upstream_addr, describe_location(settings.license_db_location))
         try:
             yield
         finally:
             stats.uninstall()
             housekeeping.cancel()
             catalogue.cancel()
+            if retain is not None:
+                retain.cancel()
             await keys.stop()
             await recorder.stop()
             await upstream.close(grace=1.0)
@@ -206,6 +212,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     app.include_router(embeddings.router, prefix=settings.root_path)
     app.include_router(health.router)
     app.include_router(index.router, prefix=settings.root_path)
+    app.include_router(docs.router, prefix=settings.root_path)
     if settings.root_path:
         app.include_router(health.router, prefix=settings.root_path)
     app.direct_routes([(gemini.router, settings.root_path), (openai.router, settings.root_path),

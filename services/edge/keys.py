@@ -7,13 +7,18 @@
     python -m services.edge.keys revoke REF
     python -m services.edge.keys enable|disable REF
     python -m services.edge.keys usage [REF] [--since 7d] [--recent N]
+    python -m services.edge.keys migrate
+    python -m services.edge.keys prune [--days N]
 
 REF is a key id, its name, its visible prefix or the key itself. `create` prints the new key
 alone on the first line of stdout (scripts rely on that) and never again. The command reads the
 same settings as the edge (LICENSE_DB, LICENSE_SECRET, DATA_DIR, GATEWAY_CONFIG), and a running
 edge sees every change within AUTH_REFRESH_SECONDS. `--data-dir DIR` stands for DATA_DIR;
 `--demo` means the database of `make demo` ($DATA_DIR/demo, its own secret, whatever LICENSE_DB
-says). Every command names the database it used on stderr.
+says). Every command names the database it used on stderr (a PostgreSQL password never).
+`migrate` brings the database's schema up to date (the edge does so at start-up too); `prune`
+runs usage retention now: ledger rows older than USAGE_RETENTION_DAYS (or --days) are summed
+into daily totals and deleted.
 """
 from __future__ import annotations
 
@@ -28,8 +33,9 @@ from typing import Sequence
 
 from services.edge.data_dir import resolve_data_dir
 from services.edge.settings import EdgeSettings, load_settings
-from services.edge.store import (KeyRecord, LicenseStore, NewKey, StoreError, generate_key, hash_key,
-                                 key_prefix, open_store)
+from services.edge import retention
+from services.edge.store import (KeyRecord, LicenseStore, NewKey, StoreError, describe_location, generate_key,
+                                 hash_key, key_prefix, open_store)
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -137,7 +143,7 @@ def cli_settings(args: argparse.Namespace) -> EdgeSettings:
 
 async def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
     settings = cli_settings(args)
-    err.write(f"database: {settings.license_db_location}\n")
+    err.write(f"database: {describe_location(settings.license_db_location)}\n")
     store = open_store(settings.license_db_location)
     now = time.time()
     try:
@@ -195,6 +201,19 @@ async def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
                     out.write("\n" + table(("SERVED BY", "REQUESTS", "ERRORS", "TOTAL"),
                                            [(kind or "(none)", n, errors, total) for kind, n, errors, total in kinds])
                               + "\n")
+        elif args.cmd == "migrate":
+            out.write(f"schema version {await store.migrate()}\n")
+        elif args.cmd == "prune":
+            days = settings.usage_retention_days if args.days is None else args.days
+            if days < 0:
+                raise CliError("--days must be >= 0")
+            if days == 0:
+                out.write("retention is off (USAGE_RETENTION_DAYS=0): nothing pruned\n")
+            else:
+                done = await retention.run_once(store, days, now)
+                state = " (another process is pruning right now)" if done.skipped else ""
+                out.write(f"rolled up and deleted {done.rows} ledger rows older than "
+                          f"{_fmt_time(retention.cutoff(days, now))}{state}\n")
         return 0
     finally:
         await store.close()
@@ -235,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("ref", nargs="?", help="only this key")
     u.add_argument("--since", help="only the last 7d / 24h / ...")
     u.add_argument("--recent", type=int, metavar="N", help="the last N ledger rows instead of totals")
+    sub.add_parser("migrate", help="bring the database schema up to date")
+    r = sub.add_parser("prune", help="roll up and delete ledger rows older than USAGE_RETENTION_DAYS")
+    r.add_argument("--days", type=int, help="this age instead of USAGE_RETENTION_DAYS")
     return p
 
 
