@@ -111,6 +111,10 @@ class Pool:
         return self.shared.status() if self.shared is not None else None
 
     @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
     def entries(self) -> list[Entry]:
         return self._entries
 
