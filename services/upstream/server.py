@@ -107,7 +107,8 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
         self._catalog = catalog
         self.draining = False
         known = {m.id for m in catalog} | set(self._aliases)
-        self.metrics = UpstreamMetrics(pool.report, lambda model: model.removeprefix("models/") in known)
+        self.metrics = UpstreamMetrics(pool.report, lambda model: model.removeprefix("models/") in known,
+                                       pool.sharing)
 
     def _model(self, raw: str) -> str:
         model = model_id(raw)
@@ -207,6 +208,12 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
         resp = upstream_pb2.ListModelsResponse(models=served, aliases=self._aliases)
         for r in self._pool.report():
             resp.credentials.append(credential_status(r))
+        sharing = self._pool.sharing()
+        if sharing is not None:
+            resp.sharing.configured = True
+            resp.sharing.connected = sharing.connected
+            resp.sharing.detail = sharing.detail
+            resp.sharing.replica_id = sharing.replica_id
         if not self._pool.entries:
             # Nothing loaded: say where we looked, so the operator sees it next to the models.
             resp.credentials.append(upstream_pb2.CredentialStatus(
@@ -307,6 +314,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     resolver = ProjectResolver(client, poll_interval=settings.onboard_poll_interval,
                                max_polls=settings.onboard_max_polls)
     pool = Pool(settings, http, client, resolver)
+    await pool.start()
     servicer = UpstreamServicer(pool, build_catalog(settings.models), settings.model_aliases)
 
     server = grpc.aio.server(interceptors=[internal_auth.AuthInterceptor(verifier)], options=[
@@ -364,6 +372,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         warmup.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await warmup
+    await pool.close()
     await http.aclose()
     await transport.aclose()
     if metrics_server is not None:
