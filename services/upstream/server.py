@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from gemini_cli.upstream.v1 import upstream_pb2, upstream_pb2_grpc
 
-from . import errors, internal_auth
+from . import chunked, errors, internal_auth
 from .catalog import ModelInfo, build_catalog
 from .code_assist import Chunk, CodeAssistClient, make_http_client
 from .errors import Draining, InvalidRequest, UpstreamError
@@ -161,6 +161,20 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
                      rid, internal_auth.caller_of(request.caller), request.model, request.stream, cred_id or "-", chunks, outcome,
                      elapsed * 1000)
 
+    async def GenerateChunked(self, request_iterator: AsyncIterator[chunked.Part],
+                              context: grpc.aio.ServicerContext) -> AsyncIterator[upstream_pb2.GenerateResponse]:
+        """Generate with the body received in parts (see services/upstream/chunked.py)."""
+        try:
+            self._check_open()
+            request = await chunked.receive(request_iterator, MAX_MESSAGE_BYTES)
+        except UpstreamError as err:
+            desc = errors.describe(err)
+            log.info("generate (chunked) refused: %s/%s: %s", desc.code.name, desc.reason, desc.message)
+            await context.abort_with_status(errors.to_rpc_status(desc))
+            return
+        async for msg in self.Generate(request, context):  # type: ignore[arg-type]  (reads the same fields)
+            yield msg
+
     async def _unary(self, op: str, name: str, request, context: grpc.aio.ServicerContext,
                      call: Callable[[str, bytes | memoryview, str], Awaitable[tuple[Any, Any]]]):
         """One unary pool call (CountTokens, Embed): (request id, model, result, pool entry), or
@@ -270,8 +284,36 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
         return self._status_of(entry)
 
 
+class _Handlers:
+    """Catches the method handlers the generated code would register."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, handlers) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self.handlers = dict(handlers)
+
+
+def _deserialize_part(raw: bytes) -> chunked.Part:
+    try:
+        return chunked.part_from_wire(raw)
+    except chunked.WireError as exc:
+        raise ValueError(f"malformed GenerateRequestPart: {exc}") from None
+
+
 def add_servicer(servicer: UpstreamServicer, server: grpc.aio.Server) -> None:
-    upstream_pb2_grpc.add_UpstreamServicer_to_server(servicer, server)
+    """The generated registration, except that GenerateChunked's parts are read by hand (their
+    `data` a view of the received bytes, not protobuf's copies)."""
+    caught = _Handlers()
+    upstream_pb2_grpc.add_UpstreamServicer_to_server(servicer, caught)
+    caught.handlers["GenerateChunked"] = grpc.stream_stream_rpc_method_handler(
+        servicer.GenerateChunked, request_deserializer=_deserialize_part,
+        response_serializer=upstream_pb2.GenerateResponse.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, caught.handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, caught.handlers)
 
 
 async def _warmup(pool: Pool) -> None:
@@ -321,6 +363,10 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),
+        # The receive window stays at its default instead of growing with the measured
+        # bandwidth: a large body sent in parts (GenerateChunked) then waits at the edge, not
+        # in this process's buffers (with probing, ~8 MiB more held here for a 27 MiB body).
+        ("grpc.http2.bdp_probe", 0),
         # The edge keeps its channel alive with pings every 30 s, also between calls: accept
         # them instead of answering GOAWAY "too_many_pings".
         ("grpc.keepalive_permit_without_calls", 1),
