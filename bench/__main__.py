@@ -47,11 +47,15 @@ MODEL = "gemini-2.5-flash"
 BENCH_BODY_BYTES = 64 << 20  # the edge's MAX_BODY_BYTES in the bench stacks
 EVENTS = 21  # a realistic short answer: about 20 words of text per event is what backends send
 LONG_EVENTS = 300
+SPACED_MS = 2.0
 
 
-def stream_body(events: int = EVENTS) -> dict:
-    """A Gemini request the simulator answers with `events` SSE events (two words each)."""
-    return {"contents": [{"role": "user", "parts": [{"text": f"bench [len={2 * events}] [chunks={events}]"}]}]}
+def stream_body(events: int = EVENTS, delay_ms: float = 0) -> dict:
+    """A Gemini request the simulator answers with `events` SSE events (two words each), sent
+    back to back (they reach the upstream together, as from a fast backend) or `delay_ms` apart
+    (each alone, as tokens come from a real model)."""
+    pace = f" [delay={delay_ms:g}]" if delay_ms else ""
+    return {"contents": [{"role": "user", "parts": [{"text": f"bench [len={2 * events}] [chunks={events}]{pace}"}]}]}
 
 
 STREAM_BODY = stream_body()
@@ -199,10 +203,11 @@ def layer_calls(stack: Stack, client: httpx.AsyncClient, stub,
 
 
 def layer_result(layer: str, concurrency: int, total: int, errors: int, wall: float,
-                 results: list[tuple[float, float]], cpu_ms: dict[str, float], events: int) -> dict:
+                 results: list[tuple[float, float]], cpu_ms: dict[str, float], events: int,
+                 delay_ms: float = 0) -> dict:
     ttfc = [r[0] for r in results]
     tot = [r[1] for r in results]
-    return {"layer": layer, "events": events, "concurrency": concurrency, "requests": total, "errors": errors, "wall_s": wall,
+    return {"layer": layer, "events": events, "delay_ms": delay_ms, "concurrency": concurrency, "requests": total, "errors": errors, "wall_s": wall,
             "ttfc_p50_ms": pct(ttfc, 0.5), "ttfc_p99_ms": pct(ttfc, 0.99),
             "total_p50_ms": pct(tot, 0.5), "total_p99_ms": pct(tot, 0.99), "cpu_ms_per_request": cpu_ms}
 
@@ -214,8 +219,8 @@ class LayerWorker:
         self.proc = proc
 
     @classmethod
-    async def start(cls, stack: Stack, layer: str, events: int = EVENTS) -> "LayerWorker":
-        request = stream_body(events)
+    async def start(cls, stack: Stack, layer: str, events: int = EVENTS, delay_ms: float = 0) -> "LayerWorker":
+        request = stream_body(events, delay_ms)
         body = orjson.dumps(request)
         path = f"/gemini_cli/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
         spec = {"layer": layer, "model": MODEL, "grpc_addr": stack.upstream.addr,
@@ -254,7 +259,8 @@ class LayerWorker:
             self.proc.kill()
 
 
-async def run_latency(stack: Stack, concurrency: int, total: int, events: int = EVENTS) -> list[dict]:
+async def run_latency(stack: Stack, concurrency: int, total: int, events: int = EVENTS,
+                      delay_ms: float = 0) -> list[dict]:
     """Every layer at one concurrency.
 
     At concurrency 1 each layer is measured from a client process of its own (bench.worker),
@@ -263,7 +269,7 @@ async def run_latency(stack: Stack, concurrency: int, total: int, events: int = 
     concurrency each layer runs alone, from this process."""
     procs = {"upstream": stack.upstream, "edge": stack.edge, "envoy": stack.envoy}
     if concurrency == 1:
-        workers = {layer: await LayerWorker.start(stack, layer, events) for layer in LAYERS}
+        workers = {layer: await LayerWorker.start(stack, layer, events, delay_ms) for layer in LAYERS}
         try:
             for w in workers.values():
                 await w.run(min(20, total))  # warm connections and caches
@@ -285,7 +291,7 @@ async def run_latency(stack: Stack, concurrency: int, total: int, events: int = 
             for w in workers.values():
                 await w.close()
         return [layer_result(layer, 1, total, errors[layer], wall[layer], results[layer],
-                             {n: round(v * 1000 / total, 3) for n, v in cpu[layer].items()}, events)
+                             {n: round(v * 1000 / total, 3) for n, v in cpu[layer].items()}, events, delay_ms)
                 for layer in LAYERS]
 
     async with Clients(concurrency, timeout=60) as clients, \
@@ -482,7 +488,7 @@ async def worst_schema(stack: Stack, repeat: int = 20) -> dict:
     return out
 
 
-PHASES = ("latency", "long", "rps", "pool", "image", "media", "bodies", "streams")
+PHASES = ("latency", "long", "spaced", "rps", "pool", "image", "media", "bodies", "streams")
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -495,7 +501,7 @@ async def main(args: argparse.Namespace) -> int:
     plan = [(1, args.n1), (50, args.n50), (500, args.n500)]
     latency: list[dict] = []
     rps = streams = image = media = pool = None
-    if {"latency", "long", "rps", "pool"} & set(phases):
+    if {"latency", "long", "spaced", "rps", "pool"} & set(phases):
         stack = start_stack(base / "s1")
         try:
             if "latency" in phases:
@@ -515,6 +521,13 @@ async def main(args: argparse.Namespace) -> int:
                         latency.append(r)
                         print(f"  {r['layer']} c={conc} {args.long_events} events: total p50 "
                               f"{r['total_p50_ms']:.2f} ms, errors {r['errors']}", flush=True)
+            if "spaced" in phases and args.n_spaced > 0:
+                # The same answer with its events 2 ms apart: each crosses the stack alone, so
+                # this is what an event costs when nothing can be coalesced.
+                for r in await run_latency(stack, 1, args.n_spaced, args.events, SPACED_MS):
+                    latency.append(r)
+                    print(f"  {r['layer']} c=1 {args.events} events {SPACED_MS:g} ms apart: "
+                          f"ttfc p50 {r['ttfc_p50_ms']:.2f} ms, errors {r['errors']}", flush=True)
             if "rps" in phases:
                 rps = await throughput(stack, args.rps_seconds, 64)
                 print(f"  throughput: {rps['rps']:.0f} req/s", flush=True)
@@ -583,6 +596,7 @@ if __name__ == "__main__":
     p.add_argument("--events", type=int, default=EVENTS, help="SSE events per streamed answer")
     p.add_argument("--long-events", type=int, default=LONG_EVENTS, help="events of the long answer (phase long)")
     p.add_argument("--n-long", type=int, default=40, help="long answers at concurrency 1 (5× that at 50)")
+    p.add_argument("--n-spaced", type=int, default=100, help="spaced answers at concurrency 1 (phase spaced)")
     p.add_argument("--rps-seconds", type=float, default=10)
     p.add_argument("--streams", type=int, default=1000)
     p.add_argument("--hold", type=int, default=60, help="seconds each held stream lasts")

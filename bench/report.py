@@ -27,9 +27,9 @@ def gateway_cpu(row: dict) -> float:
 def annotate(latency: list[dict]) -> None:
     """Adds to each row the time to first chunk it adds over the backend alone and over the
     layer below it (p50 and p99), and CPU per event."""
-    index = {(r["layer"], r["concurrency"], r.get("events")): r for r in latency}
+    index = {(r["layer"], r["concurrency"], r.get("events"), r.get("delay_ms", 0)): r for r in latency}
     for r in latency:
-        key = (r["concurrency"], r.get("events"))
+        key = (r["concurrency"], r.get("events"), r.get("delay_ms", 0))
         base = index.get(("a_simulator", *key))
         below = index.get((BELOW.get(r["layer"], ""), *key))
         for q in ("p50", "p99"):
@@ -47,17 +47,18 @@ def print_latency(latency: list[dict]) -> None:
     annotate(latency)
     print("\nStreamed answers: time to first chunk (TTFC) and total, ms; +layer = TTFC this layer adds over the one "
           "below it (simulator → upstream gRPC → edge → Envoy); gateway CPU ms per stream and µs per event")
-    print(f"{'layer':<16}{'ev':>4}{'conc':>5}{'ok':>6}{'err':>4}{'ttfc p50':>9}{'p99':>7}{'tot p50':>8}"
-          f"{'+layer p50':>11}{'p99':>6}{'+all p50':>9}{'p99':>6}{'cpu up/edge/envoy ms':>22}{'sum':>6}"
-          f"{'µs/event':>10}")
+    print(f"{'layer':<16}{'ev':>4}{'gap':>4}{'conc':>5}{'ok':>6}{'err':>4}{'ttfc p50':>9}{'p99':>8}{'tot p50':>9}"
+          f"{'+layer p50':>11}{'p99':>8}{'+all p50':>9}{'p99':>8}{'cpu up/edge/envoy ms':>22}{'sum':>7}"
+          f"{'µs/event':>9}")
     for r in latency:
         cpu = r.get("cpu_ms_per_request", {})
         cpu_text = "/".join(f"{cpu.get(n, float('nan')):.2f}" for n in GATEWAY)
         per_event = r["gateway_cpu_ms"] * 1000 / (r.get("events") or 1)
-        print(f"{r['layer']:<16}{r.get('events', 0):>4}{r['concurrency']:>5}{r['requests'] - r['errors']:>6}"
-              f"{r['errors']:>4}{r['ttfc_p50_ms']:>9.2f}{r['ttfc_p99_ms']:>7.2f}{r['total_p50_ms']:>8.2f}"
-              f"{r['layer_ttfc_p50_ms']:>11.2f}{r['layer_ttfc_p99_ms']:>6.2f}{r['added_ttfc_p50_ms']:>9.2f}"
-              f"{r['added_ttfc_p99_ms']:>6.2f}{cpu_text:>22}{r['gateway_cpu_ms']:>6.2f}{per_event:>10.1f}")
+        print(f"{r['layer']:<16}{r.get('events', 0):>4}{r.get('delay_ms', 0):>4g}{r['concurrency']:>5}"
+              f"{r['requests'] - r['errors']:>6}{r['errors']:>4}{r['ttfc_p50_ms']:>9.2f}{r['ttfc_p99_ms']:>8.2f}"
+              f"{r['total_p50_ms']:>9.2f}{r['layer_ttfc_p50_ms']:>11.2f}{r['layer_ttfc_p99_ms']:>8.2f}"
+              f"{r['added_ttfc_p50_ms']:>9.2f}{r['added_ttfc_p99_ms']:>8.2f}{cpu_text:>22}{r['gateway_cpu_ms']:>7.2f}"
+              f"{per_event:>9.1f}")
 
 
 def print_table(latency: list[dict], rps: dict | None, streams: dict | None, image: dict | None,
@@ -106,7 +107,7 @@ def full_row(latency: list[dict], concurrency: int, events: int | None = None) -
     """The whole-stack row (Envoy → edge → upstream) at a concurrency, for the shortest
     realistic answer unless `events` says which."""
     rows = [r for r in latency if r["layer"] == "d_envoy_full" and r["concurrency"] == concurrency
-            and (events is None or r.get("events") == events)]
+            and not r.get("delay_ms") and (events is None or r.get("events") == events)]
     return min(rows, key=lambda r: r.get("events", 0)) if rows else None
 
 
