@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import base64
 import os
+import platform
 import sys
 import tempfile
 import time
@@ -98,6 +99,16 @@ class PeakRss:
         self._task.cancel()
         for n, p in self.procs.items():
             self.peak[n] = max(self.peak[n], rss_mib(p.popen.pid))
+
+
+def machine() -> dict:
+    """What the figures were measured on (the README's table names it)."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or platform.machine())
+    mem = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal:")), 0)
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / (1 << 20)),
+            "system": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
 
 
 # --- the stack ------------------------------------------------------------------------------
@@ -573,7 +584,7 @@ async def main(args: argparse.Namespace) -> int:
     print_pool(pool)
     print_bodies(tiny, schema)
     RESULTS.mkdir(exist_ok=True)
-    out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(),
+    out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(), "machine": machine(),
            "phases": phases, "latency": latency, "throughput": rps, "streams": streams, "image": image, "media": media,
            "pool_choice": pool, "tiny_messages": tiny, "worst_schema": schema,
            "targets": {name: {"holds": held, "detail": detail}
