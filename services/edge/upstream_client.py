@@ -110,7 +110,7 @@ def chunked_parts(model: str, body: Body, stream: bool, request_id: str, caller:
                   part_bytes: int = PART_BYTES) -> Iterator[bytes]:
     """GenerateRequestPart messages in wire form, made one at a time as gRPC takes them: the
     first carries the call and the body's size, each carries up to `part_bytes` of the body."""
-    head = pb.GenerateRequest(model=model, stream=stream, request_id=request_id, caller=caller)
+    head = pb.GenerateRequest(model=model, stream=stream, request_id=request_id, caller=caller, coalesce=stream)
     head.body.content_type = "application/json"
     encoded = head.SerializeToString()
     lead = b"\x0a" + _varint(len(encoded)) + encoded + b"\x10" + _varint(body_size(body))
@@ -272,6 +272,20 @@ def output_chars(chunk: bytes) -> int:
     return n
 
 
+def events_of(msg: pb.GenerateResponse) -> list[bytes]:
+    """The backend events a message carries, in order: several in `chunks` (a coalesced
+    stream: the events that reached the upstream together), else the one in `chunk`."""
+    if msg.chunks:
+        return [c.data for c in msg.chunks if c.data]
+    data = msg.chunk.data
+    return [data] if data else []
+
+
+# Output of a stream that carried no usage yet is counted (parsed) only when it is needed, or
+# when this much of it waits: a cut stream is billed by it, a whole one never needs it.
+_UNCOUNTED_BYTES = 64 * 1024
+
+
 def _retrieve(read: asyncio.Future) -> None:
     # A read whose reader was cancelled ends unobserved: its error is expected, not "never retrieved".
     if not read.cancelled():
@@ -298,18 +312,34 @@ class UpstreamStream:
         # perf_counter() at the first message (it carries the credential): time to first chunk.
         self.first_at: float | None = None
         self.messages = 0
-        # Characters of output streamed so far: what a stream cut before the backend's usage is
-        # billed by (see Meter.finish_stream).
-        self.text_chars = 0
+        self._counted_chars = 0
+        self._uncounted: list[bytes] = []
+        self._uncounted_bytes = 0
         self._count_text = count_text
+
+    @property
+    def text_chars(self) -> int:
+        """Characters of output streamed in messages without usage: what a stream cut before
+        the backend's usage is billed by (see Meter.finish_stream)."""
+        if self._uncounted:
+            self._counted_chars += sum(map(output_chars, self._uncounted))
+            self._uncounted, self._uncounted_bytes = [], 0
+        return self._counted_chars
 
     def _seen(self, msg: pb.GenerateResponse) -> pb.GenerateResponse:
         self.messages += 1
         if msg.HasField("usage"):
-            # usageMetadata is cumulative in Gemini streams: the last one is the total.
+            # usageMetadata is cumulative in Gemini streams: the last one is the total (and
+            # once there is one, the text count is never read).
             self.usage = Usage.from_proto(msg.usage)
-        elif self._count_text and msg.chunk.data:
-            self.text_chars += output_chars(msg.chunk.data)
+            self._count_text = False
+            self._uncounted, self._uncounted_bytes = [], 0
+        elif self._count_text:
+            for data in events_of(msg):
+                self._uncounted.append(data)
+                self._uncounted_bytes += len(data)
+            if self._uncounted_bytes > _UNCOUNTED_BYTES:
+                _ = self.text_chars
         if msg.trace_id and not self.trace_id:
             self.trace_id = msg.trace_id
         if msg.credential_kind and not self.credential_kind:
@@ -408,8 +438,10 @@ class UpstreamClient:
                  caller: str) -> bytes:
         """A GenerateRequest already in wire form. The small fields are serialized by protobuf;
         the body field is appended by hand (a message field may come last on the wire), so the
-        (maybe tens of MB) body is copied once, not into a message and again out of it."""
-        head = pb.GenerateRequest(model=model, stream=stream, request_id=request_id, caller=caller).SerializeToString()
+        (maybe tens of MB) body is copied once, not into a message and again out of it.
+        Streams are coalesced: the events that reach the upstream together come in one message."""
+        head = pb.GenerateRequest(model=model, stream=stream, request_id=request_id, caller=caller,
+                                  coalesce=stream).SerializeToString()
         data_len = _varint(memoryview(body).nbytes)
         inner_len = len(_HTTPBODY_HEAD) + 1 + len(data_len) + memoryview(body).nbytes
         return b"".join((head, _BODY_TAG, _varint(inner_len), _HTTPBODY_HEAD, _DATA_TAG, data_len, body))

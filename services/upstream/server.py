@@ -100,6 +100,27 @@ def credential_status(r: CredentialReport) -> upstream_pb2.CredentialStatus:
     return status
 
 
+def batch_message(batch: list[Chunk], entry: Entry | None) -> upstream_pb2.GenerateResponse:
+    """One message for the chunks that arrived together (GenerateRequest.coalesce): each in
+    `chunks`, in order; the usage of the last chunk that had one (Gemini's is cumulative)."""
+    msg = upstream_pb2.GenerateResponse()
+    usage = None
+    add = msg.chunks.add
+    for chunk in batch:
+        body = add()
+        body.content_type = "application/json"
+        body.data = chunk.data
+        if chunk.usage is not None:
+            usage = chunk.usage
+    if usage is not None:
+        msg.usage.CopyFrom(usage_proto(usage))
+    if entry is not None:  # first message only
+        msg.trace_id = batch[0].trace_id
+        msg.credential_id = entry.cred.id
+        msg.credential_kind = entry.cred.kind
+    return msg
+
+
 class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
     def __init__(self, pool: Pool, catalog: list[ModelInfo], aliases: dict[str, str] | None = None) -> None:
         self._pool = pool
@@ -135,14 +156,20 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
                 chunks = 1
                 yield response_message(chunk, entry)
             else:
-                stream = self._pool.stream(model, body, rid)
+                coalesce = request.coalesce
+                stream = self._pool.stream_batches(model, body, rid)
                 try:
-                    async for chunk, entry in stream:
+                    async for batch, entry in stream:
                         first = chunks == 0
-                        chunks += 1
+                        chunks += len(batch)
                         if first:
                             cred_id, cred_kind = entry.cred.id, entry.cred.kind
-                        yield response_message(chunk, entry if first else None)
+                        if coalesce:
+                            yield batch_message(batch, entry if first else None)
+                            continue
+                        for chunk in batch:
+                            yield response_message(chunk, entry if first else None)
+                            first = False
                 finally:
                     await stream.aclose()
         except UpstreamError as err:

@@ -26,7 +26,7 @@ from services.edge.models import ModelRef, allow_list_id
 from services.edge.store import KeyRecord
 from services.edge.translate.thinking import ThinkingSpec
 from services.edge.streaming import STREAM_HEADERS, TIMEOUT, Prefetcher, unless_disconnected, with_trace
-from services.edge.upstream_client import Usage, UpstreamError, UpstreamStream
+from services.edge.upstream_client import Usage, UpstreamError, UpstreamStream, events_of
 from services.edge.usage import Meter
 
 log = logging.getLogger("edge.translated")
@@ -154,8 +154,18 @@ async def pump_sse(opened: OpenStream, translator: SseTranslator, meter: Meter,
         while item is not None:
             if item is TIMEOUT:
                 yield translator.keepalive()
-            elif item.chunk.data:
-                out = translator.feed(orjson.loads(item.chunk.data))
+            else:
+                # The events of one message arrived together: their translations leave in one
+                # write, each still the separate SSE event(s) the translator made of it.
+                parts = []
+                try:
+                    for data in events_of(item):
+                        parts.append(translator.feed(orjson.loads(data)))
+                except Exception:
+                    if any(parts):
+                        yield b"".join(parts)  # what was translated goes out before the error
+                    raise
+                out = parts[0] if len(parts) == 1 else b"".join(parts)
                 if out:
                     yield out
             item = await pump.get(keepalive)
