@@ -4,7 +4,8 @@ Layers measured for a streamed answer (time to first chunk and total time):
   (a) direct to the simulator, (b) upstream over gRPC, (c) edge, (d) Envoy → edge → upstream.
 Then non-streaming throughput through the full stack, 1,000 concurrent streams held for a
 minute, one 20 MiB image through the OpenAI route (inline, and fetched from a URL), and
-nine 20 MiB image URLs in one request (refused early by MEDIA_MAX_TOTAL_BYTES). Prints a table and writes JSON to
+nine 20 MiB image URLs in one request (refused early by MEDIA_MAX_TOTAL_BYTES), and throughput
+through Envoy over 1 vs 3 edges (bench/scale.py). Prints a table and writes JSON to
 bench/results/ (latest.json after a complete run). Everything runs on loopback; the
 simulator's own latency is zero.
 
@@ -32,6 +33,7 @@ import orjson
 
 from bench.media import EDGE_ENV as MEDIA_EDGE_ENV, media_rows, print_rows as print_media_rows
 from bench.pool_choice import pool_choice, print_pool
+from bench.scale import print_scale, scale_row
 from bench.worker import stream_http
 from deploy.envoy_config import DEFAULT_MAX_BODY_BYTES
 from tests import harness
@@ -534,7 +536,7 @@ def targets(latency: list[dict], streams: dict | None) -> dict[str, tuple[bool, 
     return out
 
 
-PHASES = ("latency", "rps", "pool", "image", "media", "bodies", "streams")
+PHASES = ("latency", "rps", "pool", "image", "media", "bodies", "streams", "scale")
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -599,13 +601,18 @@ async def main(args: argparse.Namespace) -> int:
             streams = await many_streams(stack, args.streams, args.hold)
         finally:
             stack.stop()
+    scale = None
+    if "scale" in phases:
+        scale = await scale_row(base / "s6", args.rps_seconds)
+        print(f"  1 vs 3 edges: {scale['ratio']:.2f}x", flush=True)
     print_table(latency, rps, streams, image, media)
     print_pool(pool)
     print_bodies(tiny, schema)
+    print_scale(scale)
     RESULTS.mkdir(exist_ok=True)
     out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(),
            "phases": phases, "latency": latency, "throughput": rps, "streams": streams, "image": image, "media": media,
-           "pool_choice": pool, "tiny_messages": tiny, "worst_schema": schema,
+           "pool_choice": pool, "tiny_messages": tiny, "worst_schema": schema, "scale_out": scale,
            "targets": {name: {"holds": held, "detail": detail}
                        for name, (held, detail) in targets(latency, streams).items()}}
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
