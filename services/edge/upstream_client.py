@@ -29,6 +29,7 @@ import asyncio
 import functools
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
@@ -96,6 +97,8 @@ def _varint(n: int) -> bytes:
 # What clients are told when the failure is the gateway's or its backend's, not their request's.
 # The upstream's own message (backend text, credential file names, internal paths) goes to the
 # edge's log with the request id, never to the client.
+_PROJECT_PATH = re.compile(r"projects/[^/\s`'\"]+(?:/locations/[^/\s`'\"]+)?")
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _PUBLIC_MESSAGES: dict[int, str] = {
     403: "the gateway's backend account may not serve this request",
     501: "this operation is not supported by the gateway's backend",
@@ -115,7 +118,10 @@ def public_message(http_status: int, code: grpc.StatusCode, detail: str) -> str 
         return "the gateway's backend is rate limited; retry later"
     if http_status == 403 or http_status >= 500:
         return _PUBLIC_MESSAGES.get(http_status) or _PUBLIC_MESSAGES[502]
-    return None  # 400/404/409: about the client's request, and it needs to know what
+    # 400/404/409 are about the client's request, and it needs to know what; but Vertex names the
+    # member's project and location in resource paths, and some messages name an account.
+    redacted = _EMAIL.sub("[account]", _PROJECT_PATH.sub("projects/[project]", detail))
+    return redacted if redacted != detail else None
 
 
 class UpstreamError(Exception):
