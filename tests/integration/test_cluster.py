@@ -40,11 +40,20 @@ REVOKE_FANOUT = pytest.mark.xfail(strict=True, reason="revocation fan-out via RE
                                                       "edges see a revoke only when they poll the store")
 
 
-@pytest.fixture(scope="module")
-def cluster(simulator: harness.Proc, redis_server: RedisServer,
+POSTGRES_STORE = pytest.mark.xfail(strict=True, reason="LICENSE_DB=postgresql:// (PostgreSQL license store) not on "
+                                                      "this branch yet")
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=POSTGRES_STORE)])
+def cluster(request: pytest.FixtureRequest, simulator: harness.Proc, redis_server: RedisServer,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = start_cluster(simulator, tmp_path_factory.mktemp("cluster"), edges=3, upstreams=2,
-                      redis_url=redis_server.url(REDIS_DB))
+    """The replicas on one SQLite file (one machine) or on PostgreSQL (as in deploy/k8s)."""
+    license_db = None
+    if request.param == "postgresql":
+        license_db = request.getfixturevalue("postgres_server").create_database()
+    redis_server.flush()
+    c = start_cluster(simulator, tmp_path_factory.mktemp(f"cluster-{request.param}"), edges=3, upstreams=2,
+                      license_db=license_db, redis_url=redis_server.url(REDIS_DB))
     try:
         yield c
     finally:
