@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import re
+import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator, Sequence
@@ -66,6 +67,14 @@ _MAP: dict[grpc.StatusCode, tuple[int, str]] = {
 }
 
 _MAX_MESSAGE = 256 * 1024 * 1024
+# Calls go round-robin over every address of the target, and only to upstreams whose
+# grpc.health.v1 Watch says SERVING: one that is stopping (health turns NOT_SERVING as it
+# drains) or gone is skipped for new calls. No retryPolicy on purpose: a Generate that reached an
+# upstream may have started at the backend and must never run twice. gRPC's transparent retry
+# only re-sends a call that never left this process (e.g. its connection was already closed),
+# which is safe.
+SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}],
+                             "healthCheckConfig": {"serviceName": ""}})
 _GENERATE = f"/{pb.DESCRIPTOR.services_by_name['Upstream'].full_name}/Generate"
 _GENERATE_CHUNKED = f"/{pb.DESCRIPTOR.services_by_name['Upstream'].full_name}/GenerateChunked"
 # A body larger than CHUNKED_ABOVE goes with GenerateChunked, in parts of PART_BYTES: one
@@ -420,7 +429,11 @@ class UpstreamClient:
 
     @classmethod
     def connect(cls, addr: str, **kw) -> "UpstreamClient":
+        """A channel to one upstream (`host:port`) or several: any gRPC target naming more than
+        one address, e.g. `ipv4:10.0.0.1:50051,10.0.0.2:50051`, or `dns:///upstream-headless:50051`
+        (a headless Kubernetes Service: every ready pod). See SERVICE_CONFIG for how calls spread."""
         channel = grpc.aio.insecure_channel(addr, options=[
+            ("grpc.service_config", SERVICE_CONFIG),
             ("grpc.max_send_message_length", _MAX_MESSAGE),
             ("grpc.max_receive_message_length", _MAX_MESSAGE),
             ("grpc.keepalive_time_ms", 30_000),

@@ -399,6 +399,11 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_ping_strikes", 0),
+        # Every 5 minutes a connection is asked to close (GOAWAY; calls on it go on, up to the
+        # grace, longer than the edge's 600 s call deadline), so an edge that spreads calls over
+        # a DNS name (several replicas) resolves it again and finds replicas added since.
+        ("grpc.max_connection_age_ms", 300_000),
+        ("grpc.max_connection_age_grace_ms", 660_000),
     ])
     add_servicer(servicer, server)
     health_servicer = health.aio.HealthServicer()
