@@ -10,6 +10,8 @@
     python -m services.edge.keys edit REF [--name N] [--models ...] [--rpm N|none] [--tpm N|none]
                                           [--quota N|none] [--max-concurrent N|none] [--expires 30d|never]
     python -m services.edge.keys admin-token rotate
+    python -m services.edge.keys migrate
+    python -m services.edge.keys prune [--days N]
 
 Every command goes through services/edge/admin_service.py, the layer the admin console's
 JSON API calls too.
@@ -17,9 +19,13 @@ JSON API calls too.
 REF is a key id, its name, its visible prefix or the key itself. `create` prints the new key
 alone on the first line of stdout (scripts rely on that) and never again. The command reads the
 same settings as the edge (LICENSE_DB, LICENSE_SECRET, DATA_DIR, GATEWAY_CONFIG), and a running
-edge sees every change within AUTH_REFRESH_SECONDS. `--data-dir DIR` stands for DATA_DIR;
+edge sees every change within AUTH_REFRESH_SECONDS (at once with REDIS_URL set: the change is
+announced on Redis). `--data-dir DIR` stands for DATA_DIR;
 `--demo` means the database of `make demo` ($DATA_DIR/demo, its own secret, whatever LICENSE_DB
-says). Every command names the database it used on stderr.
+says). Every command names the database it used on stderr (a PostgreSQL password never).
+`migrate` brings the database's schema up to date (the edge does so at start-up too); `prune`
+runs usage retention now: ledger rows older than USAGE_RETENTION_DAYS (or --days) are summed
+into daily totals and deleted.
 """
 from __future__ import annotations
 
@@ -34,8 +40,10 @@ from typing import Sequence
 from services.edge.admin_service import AdminError, AdminService, parse_expiry, parse_models, parse_since
 from services.edge.admin_token import rotate_admin_token
 from services.edge.data_dir import resolve_data_dir
+from services.edge.key_events import KeyChangePublisher, NotifyingStore
 from services.edge.settings import EdgeSettings, load_settings
-from services.edge.store import KeyRecord, StoreError, open_store
+from services.edge import retention
+from services.edge.store import KeyRecord, StoreError, describe_location, open_store
 
 # The CLI's errors are the service's (parse_expiry & co. raise them too).
 CliError = AdminError
@@ -110,8 +118,11 @@ async def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
         err.write("Store the token now: it is kept only as a hash and cannot be shown again. "
                   "A running edge accepts it at once; the old one no longer works.\n")
         return 0
-    err.write(f"database: {settings.license_db_location}\n")
+    err.write(f"database: {describe_location(settings.license_db_location)}\n")
     store = open_store(settings.license_db_location)
+    if settings.redis_url_value:
+        # Every edge drops its cached key records the moment a key changes (services/edge/key_events.py).
+        store = NotifyingStore(store, KeyChangePublisher.from_url(settings.redis_url_value, settings.redis_timeout))
     admin = AdminService(store, settings.resolve_secret())
     now = time.time()
     try:
@@ -184,6 +195,21 @@ async def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
                     out.write("\n" + table(("SERVED BY", "REQUESTS", "ERRORS", "TOTAL"),
                                            [(kind or "(none)", n, errors, total) for kind, n, errors, total in kinds])
                               + "\n")
+        elif args.cmd == "migrate":
+            out.write(f"schema version {await store.migrate()}\n")
+        elif args.cmd == "prune":
+            days = settings.usage_retention_days if args.days is None else args.days
+            if days < 0:
+                raise CliError(400, "--days must be >= 0")
+            if days == 0:
+                out.write("retention is off (USAGE_RETENTION_DAYS=0): nothing pruned\n")
+            else:
+                done = await retention.run_once(store, days, now)
+                state = " (another process is pruning right now)" if done.skipped else ""
+                out.write(f"rolled up and deleted {done.rows} ledger rows older than "
+                          f"{_fmt_time(retention.cutoff(days, now))}{state}\n")
+        if isinstance(store, NotifyingStore) and store.announced is False:
+            err.write("warning: Redis could not be told; edges see the change within AUTH_REFRESH_SECONDS\n")
         return 0
     finally:
         await store.close()
@@ -234,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("ref", nargs="?", help="only this key")
     u.add_argument("--since", help="only the last 7d / 24h / ...")
     u.add_argument("--recent", type=int, metavar="N", help="the last N ledger rows instead of totals")
+    sub.add_parser("migrate", help="bring the database schema up to date")
+    r = sub.add_parser("prune", help="roll up and delete ledger rows older than USAGE_RETENTION_DAYS")
+    r.add_argument("--days", type=int, help="this age instead of USAGE_RETENTION_DAYS")
     return p
 
 
