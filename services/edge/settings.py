@@ -51,6 +51,8 @@ class EdgeSettings(GatewaySettings):
     root_path: str = "/gemini_cli"
     edge_host: str = "127.0.0.1"
     edge_port: int = 8081
+    # host:port of one upstream, or a gRPC target naming several (`ipv4:a:p,b:p`,
+    # `dns:///name:port`): calls then go round-robin over the healthy ones.
     upstream_addr: str = "127.0.0.1:50051"
     # Deadline for a whole Generate call (streams included) and for the small unary calls.
     upstream_timeout: float = 600.0
