@@ -355,6 +355,9 @@ class RedisLimiter:
                 await self.renew_once()
             except (RedisError, OSError) as exc:
                 log.warning("could not renew limit leases (%s)", type(exc).__name__)
+            except Exception:
+                # The loop must outlive any one failure: leases not renewed free their keys early.
+                log.exception("could not renew limit leases")
 
     def _now(self) -> str:
         return "-" if self._clock is None else repr(self._clock())
