@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator, Sequence
@@ -65,6 +67,14 @@ _MAP: dict[grpc.StatusCode, tuple[int, str]] = {
 }
 
 _MAX_MESSAGE = 256 * 1024 * 1024
+# Calls go round-robin over every address of the target, and only to upstreams whose
+# grpc.health.v1 Watch says SERVING: one that is stopping (health turns NOT_SERVING as it
+# drains) or gone is skipped for new calls. No retryPolicy on purpose: a Generate that reached an
+# upstream may have started at the backend and must never run twice. gRPC's transparent retry
+# only re-sends a call that never left this process (e.g. its connection was already closed),
+# which is safe.
+SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}],
+                             "healthCheckConfig": {"serviceName": ""}})
 _GENERATE = f"/{pb.DESCRIPTOR.services_by_name['Upstream'].full_name}/Generate"
 _GENERATE_CHUNKED = f"/{pb.DESCRIPTOR.services_by_name['Upstream'].full_name}/GenerateChunked"
 # A body larger than CHUNKED_ABOVE goes with GenerateChunked, in parts of PART_BYTES: one
@@ -109,7 +119,7 @@ def chunked_parts(model: str, body: Body, stream: bool, request_id: str, caller:
                   part_bytes: int = PART_BYTES) -> Iterator[bytes]:
     """GenerateRequestPart messages in wire form, made one at a time as gRPC takes them: the
     first carries the call and the body's size, each carries up to `part_bytes` of the body."""
-    head = pb.GenerateRequest(model=model, stream=stream, request_id=request_id, caller=caller)
+    head = pb.GenerateRequest(model=model, stream=stream, request_id=request_id, caller=caller, coalesce=stream)
     head.body.content_type = "application/json"
     encoded = head.SerializeToString()
     lead = b"\x0a" + _varint(len(encoded)) + encoded + b"\x10" + _varint(body_size(body))
@@ -134,6 +144,8 @@ def chunked_parts(model: str, body: Body, stream: bool, request_id: str, caller:
 # What clients are told when the failure is the gateway's or its backend's, not their request's.
 # The upstream's own message (backend text, credential file names, internal paths) goes to the
 # edge's log with the request id, never to the client.
+_PROJECT_PATH = re.compile(r"projects/[^/\s`'\"]+(?:/locations/[^/\s`'\"]+)?")
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _PUBLIC_MESSAGES: dict[int, str] = {
     403: "the gateway's backend account may not serve this request",
     501: "this operation is not supported by the gateway's backend",
@@ -153,7 +165,10 @@ def public_message(http_status: int, code: grpc.StatusCode, detail: str) -> str 
         return "the gateway's backend is rate limited; retry later"
     if http_status == 403 or http_status >= 500:
         return _PUBLIC_MESSAGES.get(http_status) or _PUBLIC_MESSAGES[502]
-    return None  # 400/404/409: about the client's request, and it needs to know what
+    # 400/404/409 are about the client's request, and it needs to know what; but Vertex names the
+    # member's project and location in resource paths, and some messages name an account.
+    redacted = _EMAIL.sub("[account]", _PROJECT_PATH.sub("projects/[project]", detail))
+    return redacted if redacted != detail else None
 
 
 class UpstreamError(Exception):
@@ -266,6 +281,20 @@ def output_chars(chunk: bytes) -> int:
     return n
 
 
+def events_of(msg: pb.GenerateResponse) -> list[bytes]:
+    """The backend events a message carries, in order: several in `chunks` (a coalesced
+    stream: the events that reached the upstream together), else the one in `chunk`."""
+    if msg.chunks:
+        return [c.data for c in msg.chunks if c.data]
+    data = msg.chunk.data
+    return [data] if data else []
+
+
+# Output of a stream that carried no usage yet is counted (parsed) only when it is needed, or
+# when this much of it waits: a cut stream is billed by it, a whole one never needs it.
+_UNCOUNTED_BYTES = 64 * 1024
+
+
 def _retrieve(read: asyncio.Future) -> None:
     # A read whose reader was cancelled ends unobserved: its error is expected, not "never retrieved".
     if not read.cancelled():
@@ -292,18 +321,34 @@ class UpstreamStream:
         # perf_counter() at the first message (it carries the credential): time to first chunk.
         self.first_at: float | None = None
         self.messages = 0
-        # Characters of output streamed so far: what a stream cut before the backend's usage is
-        # billed by (see Meter.finish_stream).
-        self.text_chars = 0
+        self._counted_chars = 0
+        self._uncounted: list[bytes] = []
+        self._uncounted_bytes = 0
         self._count_text = count_text
+
+    @property
+    def text_chars(self) -> int:
+        """Characters of output streamed in messages without usage: what a stream cut before
+        the backend's usage is billed by (see Meter.finish_stream)."""
+        if self._uncounted:
+            self._counted_chars += sum(map(output_chars, self._uncounted))
+            self._uncounted, self._uncounted_bytes = [], 0
+        return self._counted_chars
 
     def _seen(self, msg: pb.GenerateResponse) -> pb.GenerateResponse:
         self.messages += 1
         if msg.HasField("usage"):
-            # usageMetadata is cumulative in Gemini streams: the last one is the total.
+            # usageMetadata is cumulative in Gemini streams: the last one is the total (and
+            # once there is one, the text count is never read).
             self.usage = Usage.from_proto(msg.usage)
-        elif self._count_text and msg.chunk.data:
-            self.text_chars += output_chars(msg.chunk.data)
+            self._count_text = False
+            self._uncounted, self._uncounted_bytes = [], 0
+        elif self._count_text:
+            for data in events_of(msg):
+                self._uncounted.append(data)
+                self._uncounted_bytes += len(data)
+            if self._uncounted_bytes > _UNCOUNTED_BYTES:
+                _ = self.text_chars
         if msg.trace_id and not self.trace_id:
             self.trace_id = msg.trace_id
         if msg.credential_kind and not self.credential_kind:
@@ -377,13 +422,18 @@ class UpstreamClient:
         self._aliases: dict[str, str] = {}
         self._models_at = 0.0
         self._models_inflight: asyncio.Future | None = None
+        self.credential_statuses: list[pb.CredentialStatus] = []
         # Streams now open (a metrics gauge, set by the app): up when one opens, down when its
         # call ends, whichever way.
         self.open_streams: Any = None
 
     @classmethod
     def connect(cls, addr: str, **kw) -> "UpstreamClient":
+        """A channel to one upstream (`host:port`) or several: any gRPC target naming more than
+        one address, e.g. `ipv4:10.0.0.1:50051,10.0.0.2:50051`, or `dns:///upstream-headless:50051`
+        (a headless Kubernetes Service: every ready pod). See SERVICE_CONFIG for how calls spread."""
         channel = grpc.aio.insecure_channel(addr, options=[
+            ("grpc.service_config", SERVICE_CONFIG),
             ("grpc.max_send_message_length", _MAX_MESSAGE),
             ("grpc.max_receive_message_length", _MAX_MESSAGE),
             ("grpc.keepalive_time_ms", 30_000),
@@ -401,8 +451,10 @@ class UpstreamClient:
                  caller: str) -> bytes:
         """A GenerateRequest already in wire form. The small fields are serialized by protobuf;
         the body field is appended by hand (a message field may come last on the wire), so the
-        (maybe tens of MB) body is copied once, not into a message and again out of it."""
-        head = pb.GenerateRequest(model=model, stream=stream, request_id=request_id, caller=caller).SerializeToString()
+        (maybe tens of MB) body is copied once, not into a message and again out of it.
+        Streams are coalesced: the events that reach the upstream together come in one message."""
+        head = pb.GenerateRequest(model=model, stream=stream, request_id=request_id, caller=caller,
+                                  coalesce=stream).SerializeToString()
         data_len = _varint(memoryview(body).nbytes)
         inner_len = len(_HTTPBODY_HEAD) + 1 + len(data_len) + memoryview(body).nbytes
         return b"".join((head, _BODY_TAG, _varint(inner_len), _HTTPBODY_HEAD, _DATA_TAG, data_len, body))
@@ -488,10 +540,30 @@ class UpstreamClient:
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
         self._models = list(resp.models)
+        self.credential_statuses = list(resp.credentials)
         self._by_id = {m.id: m for m in self._models}
         self._aliases = dict(resp.aliases)
         self._models_at = time.monotonic()
         return self._models
+
+    async def credentials(self) -> list[pb.CredentialStatus]:
+        """Every credential's state, asked now (the admin console; never cached)."""
+        await self._fetch_models()
+        return self.credential_statuses
+
+    async def set_credential_enabled(self, credential_id: str, enabled: bool) -> pb.CredentialStatus:
+        try:
+            return await self._stub.SetCredentialEnabled(
+                pb.SetCredentialEnabledRequest(id=credential_id, enabled=enabled), timeout=self._small_timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    async def add_credential(self, content: bytes) -> pb.CredentialStatus:
+        try:
+            return await self._stub.AddCredential(pb.AddCredentialRequest(content=content),
+                                                  timeout=self._small_timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
 
     async def model(self, model_id: str) -> pb.Model | None:
         """The catalogue entry of a model (thinking range, limits), or None when the upstream

@@ -98,6 +98,7 @@ class ReceivedRequest:
     stream: bool
     request_id: str
     caller: str
+    coalesce: bool = False
 
 
 async def receive(parts: AsyncIterator[Part], max_bytes: int) -> ReceivedRequest:
@@ -129,4 +130,4 @@ async def receive(parts: AsyncIterator[Part], max_bytes: int) -> ReceivedRequest
     if pos != len(buf):
         raise InvalidRequest(f"the body ended after {pos} of the {len(buf)} bytes declared in body_bytes")
     return ReceivedRequest(head.model, ReceivedBody(memoryview(buf), head.body.content_type or "application/json"),
-                           head.stream, head.request_id, head.caller)
+                           head.stream, head.request_id, head.caller, head.coalesce)

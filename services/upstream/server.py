@@ -30,6 +30,9 @@ from .code_assist import Chunk, CodeAssistClient, make_http_client
 from .errors import Draining, InvalidRequest, UpstreamError
 from .metrics import UpstreamMetrics
 from .pool import Entry, Pool
+from .pool_entry import CredentialReport, build_report
+from . import credential_admin
+from .credential_admin import CredentialAdminError
 from .project import ProjectResolver
 from .settings import Settings
 from services.metrics_server import MetricsServer
@@ -86,6 +89,38 @@ def response_message(chunk: Chunk, entry: Entry | None) -> upstream_pb2.Generate
     return msg
 
 
+def credential_status(r: CredentialReport) -> upstream_pb2.CredentialStatus:
+    status = upstream_pb2.CredentialStatus(
+        id=r.id, kind=r.kind, state=_STATES[r.state], project=r.project, detail=r.detail,
+        cooling_until=r.cooling_until, requests=r.requests, failures=r.failures, auth=r.auth,
+        priority=r.priority, weight=r.weight, location=r.location, models=list(r.models),
+        unsupported_models=list(r.unsupported), last_error=r.last_error, proxied=r.proxy, tier=r.tier)
+    for model, (fraction, reset) in sorted(r.quota.items()):
+        status.quota.add(model=model, remaining_fraction=fraction, reset_time=reset)
+    return status
+
+
+def batch_message(batch: list[Chunk], entry: Entry | None) -> upstream_pb2.GenerateResponse:
+    """One message for the chunks that arrived together (GenerateRequest.coalesce): each in
+    `chunks`, in order; the usage of the last chunk that had one (Gemini's is cumulative)."""
+    msg = upstream_pb2.GenerateResponse()
+    usage = None
+    add = msg.chunks.add
+    for chunk in batch:
+        body = add()
+        body.content_type = "application/json"
+        body.data = chunk.data
+        if chunk.usage is not None:
+            usage = chunk.usage
+    if usage is not None:
+        msg.usage.CopyFrom(usage_proto(usage))
+    if entry is not None:  # first message only
+        msg.trace_id = batch[0].trace_id
+        msg.credential_id = entry.cred.id
+        msg.credential_kind = entry.cred.kind
+    return msg
+
+
 class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
     def __init__(self, pool: Pool, catalog: list[ModelInfo], aliases: dict[str, str] | None = None) -> None:
         self._pool = pool
@@ -93,7 +128,8 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
         self._catalog = catalog
         self.draining = False
         known = {m.id for m in catalog} | set(self._aliases)
-        self.metrics = UpstreamMetrics(pool.report, lambda model: model.removeprefix("models/") in known)
+        self.metrics = UpstreamMetrics(pool.report, lambda model: model.removeprefix("models/") in known,
+                                       pool.sharing)
 
     def _model(self, raw: str) -> str:
         model = model_id(raw)
@@ -120,14 +156,20 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
                 chunks = 1
                 yield response_message(chunk, entry)
             else:
-                stream = self._pool.stream(model, body, rid)
+                coalesce = request.coalesce
+                stream = self._pool.stream_batches(model, body, rid)
                 try:
-                    async for chunk, entry in stream:
+                    async for batch, entry in stream:
                         first = chunks == 0
-                        chunks += 1
+                        chunks += len(batch)
                         if first:
                             cred_id, cred_kind = entry.cred.id, entry.cred.kind
-                        yield response_message(chunk, entry if first else None)
+                        if coalesce:
+                            yield batch_message(batch, entry if first else None)
+                            continue
+                        for chunk in batch:
+                            yield response_message(chunk, entry if first else None)
+                            first = False
                 finally:
                     await stream.aclose()
         except UpstreamError as err:
@@ -206,20 +248,67 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
         served = [m.to_proto() for m in self._catalog if self._pool.can_serve(m.id, m.kinds, m.embedding)]
         resp = upstream_pb2.ListModelsResponse(models=served, aliases=self._aliases)
         for r in self._pool.report():
-            status = upstream_pb2.CredentialStatus(
-                id=r.id, kind=r.kind, state=_STATES[r.state], project=r.project, detail=r.detail,
-                cooling_until=r.cooling_until, requests=r.requests, failures=r.failures, auth=r.auth,
-                priority=r.priority, weight=r.weight, location=r.location, models=list(r.models),
-                unsupported_models=list(r.unsupported), last_error=r.last_error, proxied=r.proxy, tier=r.tier)
-            for model, (fraction, reset) in sorted(r.quota.items()):
-                status.quota.add(model=model, remaining_fraction=fraction, reset_time=reset)
-            resp.credentials.append(status)
+            resp.credentials.append(credential_status(r))
+        sharing = self._pool.sharing()
+        if sharing is not None:
+            resp.sharing.configured = True
+            resp.sharing.connected = sharing.connected
+            resp.sharing.detail = sharing.detail
+            resp.sharing.replica_id = sharing.replica_id
         if not self._pool.entries:
             # Nothing loaded: say where we looked, so the operator sees it next to the models.
             resp.credentials.append(upstream_pb2.CredentialStatus(
                 id="(none)", kind="", state=upstream_pb2.CredentialStatus.STATE_UNSPECIFIED,
                 detail=self._pool.no_credentials_message()))
         return resp
+
+
+    # --- admin -------------------------------------------------------------------------------
+
+    def _status_of(self, entry: Entry) -> upstream_pb2.CredentialStatus:
+        return credential_status(build_report([entry], time.time())[0])
+
+    async def _admin_abort(self, context: grpc.aio.ServicerContext, err: CredentialAdminError) -> None:
+        await context.abort(getattr(grpc.StatusCode, err.code), err.message)
+
+    async def SetCredentialEnabled(self, request: upstream_pb2.SetCredentialEnabledRequest,
+                                   context: grpc.aio.ServicerContext) -> upstream_pb2.CredentialStatus:
+        await self._pool.ensure_loaded()
+        entry = next((e for e in self._pool.entries if e.cred.id == request.id), None)
+        if entry is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no credential has that id")
+        try:
+            await credential_admin.set_enabled(entry, request.enabled)
+        except CredentialAdminError as err:
+            await self._admin_abort(context, err)
+        except OSError as exc:
+            log.warning("credential %s: could not rewrite its file: %s", entry.cred.id, exc)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "its credential file cannot be rewritten")
+        log.info("credential %s %s by %s", entry.cred.id, "enabled" if request.enabled else "disabled",
+                 internal_auth.caller_of(""))
+        return self._status_of(entry)
+
+    async def AddCredential(self, request: upstream_pb2.AddCredentialRequest,
+                            context: grpc.aio.ServicerContext) -> upstream_pb2.CredentialStatus:
+        await self._pool.ensure_loaded()
+        try:
+            kind, what, payload = credential_admin.recognise(request.content)
+            directory = credential_admin.upload_dir(self._pool.settings, kind)
+            if credential_admin.already_in_pool(self._pool.entries, kind, payload):
+                raise CredentialAdminError("ALREADY_EXISTS", "the pool already has this credential")
+            path = await asyncio.to_thread(credential_admin.write_new, directory, kind, payload)
+        except CredentialAdminError as err:
+            await self._admin_abort(context, err)
+        except OSError as exc:
+            log.warning("could not write an uploaded credential: %s", exc)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the credentials directory cannot be written")
+        await self._pool.reload()
+        entry = next((e for e in self._pool.entries if getattr(e.cred, "path", None) == path), None)
+        if entry is None:
+            path.unlink(missing_ok=True)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the pool could not use this credential")
+        log.info("credential %s (%s) added by %s", entry.cred.id, what, internal_auth.caller_of(""))
+        return self._status_of(entry)
 
 
 class _Handlers:
@@ -294,6 +383,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     resolver = ProjectResolver(client, poll_interval=settings.onboard_poll_interval,
                                max_polls=settings.onboard_max_polls)
     pool = Pool(settings, http, client, resolver)
+    await pool.start()
     servicer = UpstreamServicer(pool, build_catalog(settings.models), settings.model_aliases)
 
     server = grpc.aio.server(interceptors=[internal_auth.AuthInterceptor(verifier)], options=[
@@ -309,6 +399,11 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_ping_strikes", 0),
+        # Every 5 minutes a connection is asked to close (GOAWAY; calls on it go on, up to the
+        # grace, longer than the edge's 600 s call deadline), so an edge that spreads calls over
+        # a DNS name (several replicas) resolves it again and finds replicas added since.
+        ("grpc.max_connection_age_ms", 300_000),
+        ("grpc.max_connection_age_grace_ms", 660_000),
     ])
     add_servicer(servicer, server)
     health_servicer = health.aio.HealthServicer()
@@ -355,6 +450,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         warmup.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await warmup
+    await pool.close()
     await http.aclose()
     await transport.aclose()
     if metrics_server is not None:

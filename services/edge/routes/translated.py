@@ -25,8 +25,8 @@ from services.edge.spliced import Spliced
 from services.edge.models import ModelRef, allow_list_id
 from services.edge.store import KeyRecord
 from services.edge.translate.thinking import ThinkingSpec
-from services.edge.streaming import TIMEOUT, Prefetcher, unless_disconnected
-from services.edge.upstream_client import Usage, UpstreamError, UpstreamStream
+from services.edge.streaming import STREAM_HEADERS, TIMEOUT, Prefetcher, unless_disconnected, with_trace
+from services.edge.upstream_client import Usage, UpstreamError, UpstreamStream, events_of
 from services.edge.usage import Meter
 
 log = logging.getLogger("edge.translated")
@@ -90,6 +90,7 @@ async def answer_once(request: Request, meter: Meter, call: Awaitable[GenerateRe
     msg = await unless_disconnected(request, call)
     meter.run_deferred()
     meter.served_by(msg.credential_kind, msg.credential_id)
+    meter.trace_id = msg.trace_id
     usage = Usage.from_proto(msg.usage) if msg.HasField("usage") else None
     try:
         answer = orjson.loads(msg.chunk.data)
@@ -103,7 +104,7 @@ async def answer_once(request: Request, meter: Meter, call: Awaitable[GenerateRe
         meter.finish(502, usage)
         raise ApiError(502, "the backend's answer could not be translated") from None
     meter.finish(200, usage)
-    return Response(orjson.dumps(out), media_type="application/json", headers=headers)
+    return Response(orjson.dumps(out), media_type="application/json", headers=with_trace(headers, msg.trace_id))
 
 
 @dataclass
@@ -111,6 +112,10 @@ class OpenStream:
     stream: UpstreamStream
     pump: Prefetcher
     first: Any  # the first GenerateResponse, TIMEOUT, or None for an empty stream
+
+    def headers(self, headers: dict[str, str]) -> dict[str, str]:
+        """The stream's response headers: `headers`, the streaming ones and the trace id."""
+        return with_trace({**STREAM_HEADERS, **headers}, self.stream.trace_id)
 
 
 async def open_stream(request: Request, ctx: EdgeContext, meter: Meter, stream: UpstreamStream) -> OpenStream:
@@ -149,8 +154,18 @@ async def pump_sse(opened: OpenStream, translator: SseTranslator, meter: Meter,
         while item is not None:
             if item is TIMEOUT:
                 yield translator.keepalive()
-            elif item.chunk.data:
-                out = translator.feed(orjson.loads(item.chunk.data))
+            else:
+                # The events of one message arrived together: their translations leave in one
+                # write, each still the separate SSE event(s) the translator made of it.
+                parts = []
+                try:
+                    for data in events_of(item):
+                        parts.append(translator.feed(orjson.loads(data)))
+                except Exception:
+                    if any(parts):
+                        yield b"".join(parts)  # what was translated goes out before the error
+                    raise
+                out = parts[0] if len(parts) == 1 else b"".join(parts)
                 if out:
                     yield out
             item = await pump.get(keepalive)
