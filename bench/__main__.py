@@ -560,7 +560,8 @@ async def main(args: argparse.Namespace) -> int:
     if "media" in phases:
         stack = start_stack(base / "s4", MEDIA_EDGE_ENV)
         try:
-            media = await media_rows(stack, PeakRss, rss_mib, args.image_mib)
+            media = await media_rows(stack, PeakRss, rss_mib, args.image_mib,
+                                     fresh=lambda: start_stack(base / "s6", MEDIA_EDGE_ENV))
             print(f"  media: over budget {media['over_budget']['status']} in "
                   f"{media['over_budget']['seconds']:.2f} s", flush=True)
         finally:
