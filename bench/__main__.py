@@ -7,7 +7,8 @@ phase `long` does the same for an answer of 300 events. The goals of issue #15 a
 as HOLDS or SHORT at the end (bench/report.py).
 Then non-streaming throughput through the full stack, 1,000 concurrent streams held for a
 minute, one 20 MiB image through the OpenAI route (inline, and fetched from a URL), and
-nine 20 MiB image URLs in one request (refused early by MEDIA_MAX_TOTAL_BYTES). Prints a table and writes JSON to
+nine 20 MiB image URLs in one request (refused early by MEDIA_MAX_TOTAL_BYTES), and throughput
+through Envoy over 1 vs 3 edges (bench/scale.py). Prints a table and writes JSON to
 bench/results/ (latest.json after a complete run). Everything runs on loopback; the
 simulator's own latency is zero.
 
@@ -36,7 +37,9 @@ import orjson
 
 from bench.media import EDGE_ENV as MEDIA_EDGE_ENV, media_rows
 from bench.pool_choice import pool_choice, print_pool
+from bench.redis_limits import print_redis, redis_limits
 from bench.report import LAYERS, print_bodies, print_table, targets
+from bench.scale import print_scale, scale_row
 from bench.worker import stream_http
 from deploy.envoy_config import DEFAULT_MAX_BODY_BYTES
 from tests import harness
@@ -499,7 +502,7 @@ async def worst_schema(stack: Stack, repeat: int = 20) -> dict:
     return out
 
 
-PHASES = ("latency", "long", "spaced", "rps", "pool", "image", "media", "bodies", "streams")
+PHASES = ("latency", "long", "spaced", "rps", "pool", "image", "media", "bodies", "streams", "redis", "scale")
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -580,13 +583,23 @@ async def main(args: argparse.Namespace) -> int:
             streams = await many_streams(stack, args.streams, args.hold)
         finally:
             stack.stop()
+    redis = None
+    if "redis" in phases:
+        redis = redis_limits(base / "s6", max(args.n1, 50), MODEL, cpu_seconds, pct)
+        print(f"  redis limits: {redis['added_p50_ms']:+.3f} ms p50", flush=True)
+    scale = None
+    if "scale" in phases:
+        scale = await scale_row(base / "s7", args.rps_seconds)
+        print(f"  1 vs 3 edges: {scale['ratio']:.2f}x", flush=True)
     print_table(latency, rps, streams, image, media)
     print_pool(pool)
+    print_redis(redis)
     print_bodies(tiny, schema)
+    print_scale(scale)
     RESULTS.mkdir(exist_ok=True)
     out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(), "machine": machine(),
            "phases": phases, "latency": latency, "throughput": rps, "streams": streams, "image": image, "media": media,
-           "pool_choice": pool, "tiny_messages": tiny, "worst_schema": schema,
+           "pool_choice": pool, "tiny_messages": tiny, "worst_schema": schema, "redis_limits": redis, "scale_out": scale,
            "targets": {name: {"holds": held, "detail": detail}
                        for name, (held, detail) in targets(latency, rps, streams).items()}}
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

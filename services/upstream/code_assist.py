@@ -77,6 +77,10 @@ def check_body(body: bytes | memoryview) -> None:
 
 
 
+# Searched in place: a body received in parts is a memoryview, which has no substring search.
+_SESSION_ID = re.compile(rb'"session_id"')
+
+
 def _strip(body: bytes | memoryview) -> bytes | memoryview:
     if isinstance(body, bytes):
         return body.strip()  # the same object when there is nothing to strip
@@ -101,7 +105,7 @@ def envelope_parts(model: str, project: str | None, user_prompt_id: str,
     # orjson output of a dict ends with "}": drop it and append the raw request.
     prefix = orjson.dumps(head)[:-1] + b',"request":'
     request = _strip(body)
-    if session_id is None or (isinstance(request, bytes) and b'"session_id"' in request):
+    if session_id is None or _SESSION_ID.search(request):
         return prefix, request, b"}"
     view = memoryview(request)
     end = len(view) - 1  # the request's "}"
