@@ -111,7 +111,9 @@ def machine() -> dict:
     mem = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                 if line.startswith("MemTotal:")), 0)
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / (1 << 20)),
-            "system": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
+            "system": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
+            # Other work on the machine weighs on every figure: the load when the run ended.
+            "load_average": [round(x, 1) for x in os.getloadavg()]}
 
 
 # --- the stack ------------------------------------------------------------------------------

@@ -118,7 +118,8 @@ def machine_text(res: dict) -> str:
     cpu = m.get("cpu") or "unknown CPU"
     return (f"Run of {res.get('when', '?')} on {m.get('cores', res.get('cpus', '?'))} cores ({cpu}), "
             f"{m.get('memory_gib', '?')} GiB, {m.get('system', 'Linux')}; client, simulator and gateway on the same "
-            "machine, shared with other work.")
+            "machine, shared with other work"
+            + (f" (load average {' / '.join(map(str, m['load_average']))} at the end)." if m.get("load_average") else "."))
 
 
 def table(res: dict) -> str:
