@@ -111,7 +111,9 @@ def machine() -> dict:
     mem = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                 if line.startswith("MemTotal:")), 0)
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / (1 << 20)),
-            "system": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
+            "system": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
+            # Other work on the machine weighs on every figure: the load when the run ended.
+            "load_average": [round(x, 1) for x in os.getloadavg()]}
 
 
 # --- the stack ------------------------------------------------------------------------------
@@ -125,6 +127,7 @@ class Stack:
     key: str
     access_token: str
     project: str
+    coalesce: bool = True  # what the edge (STREAM_COALESCE) and layer b's client ask for
 
     def procs(self) -> dict[str, harness.Proc]:
         return {"simulator": self.sim, "upstream": self.upstream, "edge": self.edge, "envoy": self.envoy}
@@ -147,19 +150,20 @@ def start_stack(base: Path, edge_env: dict[str, str] | None = None) -> Stack:
     tok = httpx.post(f"{sim.url}/token", data={"grant_type": "refresh_token", "refresh_token": "rt-bench"}).json()
     load = httpx.post(f"{sim.url}/v1internal:loadCodeAssist", json={"metadata": {}},
                       headers={"Authorization": f"Bearer {tok['access_token']}"}).json()
-    return Stack(sim, up, edge, envoy, key, tok["access_token"], load["cloudaicompanionProject"])
+    return Stack(sim, up, edge, envoy, key, tok["access_token"], load["cloudaicompanionProject"],
+                 (edge_env or {}).get("STREAM_COALESCE", "true") != "false")
 
 
 # --- one streamed request per layer, returning (ttfc, total) seconds -------------------------
 
-async def stream_grpc(stub, body: bytes) -> tuple[float, float]:
+async def stream_grpc(stub, body: bytes, coalesce: bool = True) -> tuple[float, float]:
     from gemini_cli.upstream.v1 import upstream_pb2
     from google.api import httpbody_pb2
 
     t0 = time.perf_counter()
     ttfc = None
     call = stub.Generate(upstream_pb2.GenerateRequest(
-        model=MODEL, stream=True, coalesce=True, body=httpbody_pb2.HttpBody(content_type="application/json", data=body)))
+        model=MODEL, stream=True, coalesce=coalesce, body=httpbody_pb2.HttpBody(content_type="application/json", data=body)))
     async for _ in call:
         if ttfc is None:
             ttfc = time.perf_counter() - t0
@@ -210,7 +214,7 @@ def layer_calls(stack: Stack, client: httpx.AsyncClient, stub,
     hdrs = {"x-goog-api-key": stack.key, "Content-Type": "application/json"}
     return {
         "a_simulator": lambda: stream_http(client, sim_url, sim_hdrs, envelope),
-        "b_upstream_grpc": lambda: stream_grpc(stub, body),
+        "b_upstream_grpc": lambda: stream_grpc(stub, body, stack.coalesce),
         "c_edge": lambda: stream_http(client, f"http://127.0.0.1:{stack.edge.port}{path}", hdrs, body),
         "d_envoy_full": lambda: stream_http(client, f"http://127.0.0.1:{stack.envoy.port}{path}", hdrs, body),
     }
@@ -239,7 +243,7 @@ class LayerWorker:
         path = f"/gemini_cli/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
         spec = {"layer": layer, "model": MODEL, "grpc_addr": stack.upstream.addr,
                 "metadata": list(harness.internal_metadata()), "url": "", "headers": {},
-                "body": body.decode("latin-1")}
+                "body": body.decode("latin-1"), "coalesce": getattr(stack, "coalesce", True)}
         if layer == "a_simulator":
             spec.update(url=f"{stack.sim.url}/v1internal:streamGenerateContent?alt=sse",
                         headers={"Authorization": f"Bearer {stack.access_token}", "Content-Type": "application/json"},
@@ -502,7 +506,7 @@ async def worst_schema(stack: Stack, repeat: int = 20) -> dict:
     return out
 
 
-PHASES = ("latency", "long", "spaced", "rps", "pool", "image", "media", "bodies", "streams", "redis", "scale")
+PHASES = ("latency", "long", "spaced", "uncoalesced", "rps", "pool", "image", "media", "bodies", "streams", "redis", "scale")
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -548,6 +552,20 @@ async def main(args: argparse.Namespace) -> int:
             if "pool" in phases:
                 pool = await pool_choice(stack, base / "s1", max(args.n1, 50), LayerWorker, cpu_seconds, pct)
                 print(f"  pool choice: {pool['added_ttfc_p50_ms']:+.3f} ms ttfc p50", flush=True)
+        finally:
+            stack.stop()
+    if "uncoalesced" in phases:
+        # The same streams with coalescing off (STREAM_COALESCE=false): what it saves.
+        stack = start_stack(base / "s6", {"STREAM_COALESCE": "false"})
+        try:
+            for conc, total in plan[:2]:
+                if total <= 0:
+                    continue
+                for r in await run_latency(stack, conc, total, args.events):
+                    r["coalesce"] = False
+                    latency.append(r)
+                    print(f"  {r['layer']} c={conc} uncoalesced: ttfc p50 {r['ttfc_p50_ms']:.2f} ms, "
+                          f"errors {r['errors']}", flush=True)
         finally:
             stack.stop()
     if "image" in phases:

@@ -179,7 +179,8 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
         upstream = UpstreamClient.connect(settings.upstream_addr, timeout=settings.upstream_timeout,
                                           small_timeout=settings.upstream_small_timeout,
                                           models_ttl=settings.models_cache_seconds,
-                                          authorization=settings.internal_authorization())
+                                          authorization=settings.internal_authorization(),
+                                          coalesce=settings.stream_coalesce)
         http = httpx.AsyncClient(trust_env=False, follow_redirects=False,
                                  timeout=settings.media_fetch_timeout,
                                  headers={"User-Agent": "gemini-cli-gateway-media/1"})

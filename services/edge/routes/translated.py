@@ -155,12 +155,14 @@ async def pump_sse(opened: OpenStream, translator: SseTranslator, meter: Meter,
             if item is TIMEOUT:
                 yield translator.keepalive()
             else:
-                # The events of one message arrived together: their translations leave in one
-                # write, each still the separate SSE event(s) the translator made of it.
+                # The events of one message arrived together, and so did the messages already
+                # waiting: their translations leave in one write, each still the separate SSE
+                # event(s) the translator made of it.
                 parts = []
                 try:
-                    for data in events_of(item):
-                        parts.append(translator.feed(orjson.loads(data)))
+                    for msg in (item, *pump.ready()):
+                        for data in events_of(msg):
+                            parts.append(translator.feed(orjson.loads(data)))
                 except Exception:
                     if any(parts):
                         yield b"".join(parts)  # what was translated goes out before the error
