@@ -77,7 +77,13 @@ async def _prune_forever(limiter: Limits, every: float = 60.0) -> None:
 def _admin_check(settings: EdgeSettings, secret: bytes) -> AdminTokenCheck:
     configured = settings.admin_token.get_secret_value().strip() if settings.admin_token else ""
     if not configured:
-        token = ensure_admin_token(settings.data_dir, secret)
+        try:
+            token = ensure_admin_token(settings.data_dir, secret)
+        except OSError as exc:
+            # The API still serves; only the console stays closed (every admin call: 401).
+            log.error("admin console disabled: cannot keep a generated admin token in %s (%s); set ADMIN_TOKEN",
+                      settings.data_dir, exc.strerror or exc)
+            token = None
         if token:
             # The only time this token is shown: only its hash is kept.
             log.warning("admin console: %s/admin  admin token (shown once, keep it): %s  "

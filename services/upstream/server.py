@@ -284,6 +284,8 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
         except OSError as exc:
             log.warning("credential %s: could not rewrite its file: %s", entry.cred.id, exc)
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "its credential file cannot be rewritten")
+        if self._pool.shared is not None:
+            self._pool.shared.switched(entry.cred, request.enabled)
         log.info("credential %s %s by %s", entry.cred.id, "enabled" if request.enabled else "disabled",
                  internal_auth.caller_of(""))
         return self._status_of(entry)

@@ -70,6 +70,10 @@ def test_readme_key_works_on_the_demo_and_the_demo_keeps_its_key(tmp_path: Path)
     proc, out = start_demo(env)
     try:
         first_key = demo_key(out)
+        # The admin console's token, generated on this first start and shown once.
+        admin = re.search(r"admin token \(shown this once, keep it\): (gwadmin-\S+)", out.text)
+        assert admin, out.text
+        admin_token = admin.group(1)
         created = subprocess.run(readme_demo_key_command(), cwd=harness.ROOT, env=env,
                                  capture_output=True, text=True, timeout=60)
         assert created.returncode == 0, created.stderr
@@ -99,9 +103,12 @@ def test_readme_key_works_on_the_demo_and_the_demo_keeps_its_key(tmp_path: Path)
     proc, out = start_demo(env)
     try:
         assert demo_key(out) == first_key
+        assert admin_token not in out.text and "admin-token rotate" in out.text
         with httpx.Client(timeout=30, trust_env=False) as client:
             r = client.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {first_key}"})
             assert r.status_code == 200, r.text
+            r = client.get(f"{base}/admin/api/keys", headers={"Authorization": f"Bearer {admin_token}"})
+            assert r.status_code == 200 and "demo" in [k["name"] for k in r.json()["keys"]], r.text
     finally:
         stop(proc, out)
     listed = subprocess.run([harness.PY, "-m", "services.edge.keys", "--demo", "list"], cwd=harness.ROOT, env=env,
