@@ -33,7 +33,7 @@ from .pool import Entry, Pool
 from .project import ProjectResolver
 from .settings import Settings
 from services.metrics_server import MetricsServer
-from .transport import Transport
+from .transport import Transport, count_backend_wait
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,8 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
     async def Generate(self, request: upstream_pb2.GenerateRequest,
                        context: grpc.aio.ServicerContext) -> AsyncIterator[upstream_pb2.GenerateResponse]:
         started = time.monotonic()
+        waited = count_backend_wait()
+        delivering = 0.0  # time handing messages to gRPC (the edge's pace), not ours either
         rid = request.request_id or uuid.uuid4().hex
         chunks = 0
         cred_id = cred_kind = ""
@@ -118,7 +120,10 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
                 chunk, entry = await self._pool.generate(model, body, rid)
                 cred_id, cred_kind = entry.cred.id, entry.cred.kind
                 chunks = 1
-                yield response_message(chunk, entry)
+                msg = response_message(chunk, entry)
+                handed = time.monotonic()
+                yield msg
+                delivering += time.monotonic() - handed
             else:
                 stream = self._pool.stream(model, body, rid)
                 try:
@@ -127,7 +132,10 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
                         chunks += 1
                         if first:
                             cred_id, cred_kind = entry.cred.id, entry.cred.kind
-                        yield response_message(chunk, entry if first else None)
+                        msg = response_message(chunk, entry if first else None)
+                        handed = time.monotonic()
+                        yield msg
+                        delivering += time.monotonic() - handed
                 finally:
                     await stream.aclose()
         except UpstreamError as err:
@@ -142,6 +150,9 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
         finally:
             elapsed = time.monotonic() - started
             self.metrics.observe("generate", request.model, cred_id, cred_kind, outcome, elapsed)
+            if chunks:
+                self.metrics.observe_overhead(request.model, request.stream,
+                                              max(0.0, elapsed - waited[0] - delivering))
             log.info("generate id=%s caller=%s model=%s stream=%s credential=%s chunks=%d outcome=%s ms=%.0f",
                      rid, internal_auth.caller_of(request.caller), request.model, request.stream, cred_id or "-", chunks, outcome,
                      elapsed * 1000)

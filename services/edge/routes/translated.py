@@ -7,6 +7,7 @@ The translators themselves are pure (services.edge.translate); these helpers do 
 from __future__ import annotations
 
 import logging
+from time import perf_counter
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -81,7 +82,9 @@ async def answer_once(request: Request, meter: Meter, call: Awaitable[GenerateRe
     """Await a unary Generate (`ctx.upstream.generate(...)`, made by the caller, which then
     drops its payload: a body of tens of MB is not kept twice while the backend works),
     translate the backend's answer and finish the ledger row however that goes."""
+    meter.calling()
     msg = await unless_disconnected(request, call)
+    meter.answered()
     meter.run_deferred()
     meter.served_by(msg.credential_kind, msg.credential_id)
     meter.trace_id = msg.trace_id
@@ -117,6 +120,7 @@ async def open_stream(request: Request, ctx: EdgeContext, meter: Meter, stream: 
     caller, which then drops its payload), so that early failures (429 with Retry-After, 404…)
     keep their HTTP status; after one keep-alive interval the route commits to 200 and the pump
     sends keep-alives instead."""
+    meter.calling()
     pump: Prefetcher = Prefetcher(stream.next)
     try:
         first = await unless_disconnected(request, pump.get(ctx.settings.sse_keepalive_seconds or None))
@@ -149,7 +153,9 @@ async def pump_sse(opened: OpenStream, translator: SseTranslator, meter: Meter,
             if item is TIMEOUT:
                 yield translator.keepalive()
             elif item.chunk.data:
+                began = perf_counter()
                 out = translator.feed(orjson.loads(item.chunk.data))
+                meter.work += perf_counter() - began
                 if out:
                     yield out
             item = await pump.get(keepalive)
