@@ -4,7 +4,8 @@ Layers measured for a streamed answer (time to first chunk and total time):
   (a) direct to the simulator, (b) upstream over gRPC, (c) edge, (d) Envoy → edge → upstream.
 Then non-streaming throughput through the full stack, 1,000 concurrent streams held for a
 minute, one 20 MiB image through the OpenAI route (inline, and fetched from a URL), and
-nine 20 MiB image URLs in one request (refused early by MEDIA_MAX_TOTAL_BYTES). Prints a table and writes JSON to
+nine 20 MiB image URLs in one request (refused early by MEDIA_MAX_TOTAL_BYTES), and what FastAPI's
+routing and the OpenAPI document cost in the edge (bench/routing.py). Prints a table and writes JSON to
 bench/results/ (latest.json after a complete run). Everything runs on loopback; the
 simulator's own latency is zero.
 
@@ -32,6 +33,7 @@ import orjson
 
 from bench.media import EDGE_ENV as MEDIA_EDGE_ENV, media_rows, print_rows as print_media_rows
 from bench.pool_choice import pool_choice, print_pool
+from bench.routing import print_routing, routing_rows
 from bench.worker import stream_http
 from deploy.envoy_config import DEFAULT_MAX_BODY_BYTES
 from tests import harness
@@ -534,7 +536,7 @@ def targets(latency: list[dict], streams: dict | None) -> dict[str, tuple[bool, 
     return out
 
 
-PHASES = ("latency", "rps", "pool", "image", "media", "bodies", "streams")
+PHASES = ("latency", "rps", "pool", "image", "media", "bodies", "streams", "routing")
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -546,7 +548,11 @@ async def main(args: argparse.Namespace) -> int:
     base = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     plan = [(1, args.n1), (50, args.n50), (500, args.n500)]
     latency: list[dict] = []
-    rps = streams = image = media = pool = None
+    rps = streams = image = media = pool = routing = None
+    if "routing" in phases:
+        routing = await routing_rows()
+        rows = routing["us_per_request"]
+        print(f"  routing: {len(rows)} rows, openapi.json built in {routing['openapi_first_build_ms']:.0f} ms", flush=True)
     if "latency" in phases or "rps" in phases or "pool" in phases:
         stack = start_stack(base / "s1")
         try:
@@ -602,10 +608,11 @@ async def main(args: argparse.Namespace) -> int:
     print_table(latency, rps, streams, image, media)
     print_pool(pool)
     print_bodies(tiny, schema)
+    print_routing(routing)
     RESULTS.mkdir(exist_ok=True)
     out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(),
            "phases": phases, "latency": latency, "throughput": rps, "streams": streams, "image": image, "media": media,
-           "pool_choice": pool, "tiny_messages": tiny, "worst_schema": schema,
+           "pool_choice": pool, "tiny_messages": tiny, "worst_schema": schema, "routing": routing,
            "targets": {name: {"holds": held, "detail": detail}
                        for name, (held, detail) in targets(latency, streams).items()}}
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
