@@ -21,6 +21,7 @@ from starlette.routing import Match, Route
 from starlette.types import Message, Receive, Scope, Send
 
 from services.edge import stats
+from services.edge import retention
 from services.edge.auth import KeyCache
 from services.edge.context import EdgeContext
 from services.edge.errors import install_error_handlers
@@ -28,9 +29,11 @@ from services.edge.limits import Limiter
 from services.edge.media import MediaFetcher
 from services.edge.metrics import EdgeMetrics
 from services.metrics_server import MetricsServer
-from services.edge.routes import anthropic, docs, embeddings, gemini, health, index, openai, responses
+from services.edge.routes import admin, anthropic, docs, embeddings, gemini, health, index, openai, responses
+from services.edge.admin_service import AdminService
+from services.edge.admin_token import AdminTokenCheck, FailedLogins, ensure_admin_token
 from services.edge.settings import EdgeSettings, load_settings
-from services.edge.store import open_store
+from services.edge.store import describe_location, open_store
 from services.edge.upstream_client import UpstreamClient
 from services.edge.usage import UsageRecorder
 
@@ -53,6 +56,17 @@ async def _prune_forever(limiter: Limiter, every: float = 60.0) -> None:
     while True:
         await asyncio.sleep(every)
         limiter.prune()
+
+
+def _admin_check(settings: EdgeSettings, secret: bytes) -> AdminTokenCheck:
+    configured = settings.admin_token.get_secret_value().strip() if settings.admin_token else ""
+    if not configured:
+        token = ensure_admin_token(settings.data_dir, secret)
+        if token:
+            # The only time this token is shown: only its hash is kept.
+            log.warning("admin console: %s/admin  admin token (shown once, keep it): %s  "
+                        "(replace it: python -m services.edge.keys admin-token rotate)", settings.root_path, token)
+    return AdminTokenCheck(secret, settings.data_dir, configured or None)
 
 
 class EdgeApp(FastAPI):
@@ -171,17 +185,24 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
         recorder.start()
         housekeeping = asyncio.create_task(_prune_forever(limiter), name="limiter-prune")
         catalogue = asyncio.create_task(_load_catalogue(upstream), name="catalogue-warmup")
+        retain = (asyncio.create_task(retention.run_forever(store, settings.usage_retention_days,
+                                                            settings.usage_rollup_seconds), name="usage-retention")
+                  if settings.usage_retention_days > 0 else None)
         app.state.ctx = EdgeContext(settings=settings, store=store, keys=keys, limiter=limiter,
                                     recorder=recorder, upstream=upstream, http=http, media=media)
+        app.state.admin = admin.AdminState(_admin_check(settings, secret), FailedLogins(),
+                                           AdminService(store, secret, upstream))
         stats.install("edge", lambda: {"ledger_queue": recorder.queued})
         log.info("edge ready: root path %r, upstream %s, license db %s", settings.root_path,
-                 settings.upstream_addr, settings.license_db_location)
+                 settings.upstream_addr, describe_location(settings.license_db_location))
         try:
             yield
         finally:
             stats.uninstall()
             housekeeping.cancel()
             catalogue.cancel()
+            if retain is not None:
+                retain.cancel()
             await keys.stop()
             await recorder.stop()
             await upstream.close(grace=1.0)
@@ -209,6 +230,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(index.router, prefix=settings.root_path)
     app.include_router(docs.router, prefix=settings.root_path)
+    app.include_router(admin.router, prefix=settings.root_path)
     if settings.root_path:
         app.include_router(health.router, prefix=settings.root_path)
     app.direct_routes([(gemini.router, settings.root_path), (openai.router, settings.root_path),

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import logging
 import time
 from dataclasses import dataclass
@@ -87,6 +88,8 @@ def _varint(n: int) -> bytes:
 # What clients are told when the failure is the gateway's or its backend's, not their request's.
 # The upstream's own message (backend text, credential file names, internal paths) goes to the
 # edge's log with the request id, never to the client.
+_PROJECT_PATH = re.compile(r"projects/[^/\s`'\"]+(?:/locations/[^/\s`'\"]+)?")
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _PUBLIC_MESSAGES: dict[int, str] = {
     403: "the gateway's backend account may not serve this request",
     501: "this operation is not supported by the gateway's backend",
@@ -106,7 +109,10 @@ def public_message(http_status: int, code: grpc.StatusCode, detail: str) -> str 
         return "the gateway's backend is rate limited; retry later"
     if http_status == 403 or http_status >= 500:
         return _PUBLIC_MESSAGES.get(http_status) or _PUBLIC_MESSAGES[502]
-    return None  # 400/404/409: about the client's request, and it needs to know what
+    # 400/404/409 are about the client's request, and it needs to know what; but Vertex names the
+    # member's project and location in resource paths, and some messages name an account.
+    redacted = _EMAIL.sub("[account]", _PROJECT_PATH.sub("projects/[project]", detail))
+    return redacted if redacted != detail else None
 
 
 class UpstreamError(Exception):
@@ -326,6 +332,7 @@ class UpstreamClient:
         self._aliases: dict[str, str] = {}
         self._models_at = 0.0
         self._models_inflight: asyncio.Future | None = None
+        self.credential_statuses: list[pb.CredentialStatus] = []
         # Streams now open (a metrics gauge, set by the app): up when one opens, down when its
         # call ends, whichever way.
         self.open_streams: Any = None
@@ -428,10 +435,30 @@ class UpstreamClient:
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
         self._models = list(resp.models)
+        self.credential_statuses = list(resp.credentials)
         self._by_id = {m.id: m for m in self._models}
         self._aliases = dict(resp.aliases)
         self._models_at = time.monotonic()
         return self._models
+
+    async def credentials(self) -> list[pb.CredentialStatus]:
+        """Every credential's state, asked now (the admin console; never cached)."""
+        await self._fetch_models()
+        return self.credential_statuses
+
+    async def set_credential_enabled(self, credential_id: str, enabled: bool) -> pb.CredentialStatus:
+        try:
+            return await self._stub.SetCredentialEnabled(
+                pb.SetCredentialEnabledRequest(id=credential_id, enabled=enabled), timeout=self._small_timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    async def add_credential(self, content: bytes) -> pb.CredentialStatus:
+        try:
+            return await self._stub.AddCredential(pb.AddCredentialRequest(content=content),
+                                                  timeout=self._small_timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
 
     async def model(self, model_id: str) -> pb.Model | None:
         """The catalogue entry of a model (thinking range, limits), or None when the upstream

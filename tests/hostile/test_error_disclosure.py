@@ -129,3 +129,54 @@ def test_ssrf_refusal_does_not_name_the_address(stack: Stack):
     assert "localhost" in message and "non-public" in message
     assert_reveals_nothing(message)
     assert "127.0.0.1" in stack.edge.log() or "::1" in stack.edge.log()
+
+
+VERTEX_PROJECT = "proj-internal-billing-7"
+
+
+@pytest.fixture(scope="module")
+def vertex_stack(simulator: harness.Proc, tmp_path_factory: pytest.TempPathFactory):
+    """A pool of one Vertex service account, so its 404 is the answer the client gets."""
+    from tests.cloud_keys import write_service_account
+    from tests.stack_fixtures import EDGE_ENV, Stack as FullStack
+
+    base = tmp_path_factory.mktemp("disclosure-vertex")
+    email = f"sa-{uuid.uuid4().hex[:8]}@{VERTEX_PROJECT}.iam.gserviceaccount.com"
+    public = write_service_account(base / "vertex" / "sa.json", email, VERTEX_PROJECT, f"{simulator.url}/token")
+    with SimControl(simulator.url) as ctl:
+        ctl.add_service_account(email, public, project=VERTEX_PROJECT)
+    logs = base / "logs"
+    procs = [harness.start_upstream(logs, simulator.url, None,
+                                    {"VERTEX_CREDENTIALS": str(base / "vertex"), "VERTEX_LOCATION": "us-central1"})]
+    try:
+        procs.append(harness.start_edge(logs, procs[0].addr, base / "data", EDGE_ENV))
+        procs.append(harness.start_envoy(logs, procs[1].port, procs[0].port))
+        yield FullStack(simulator, procs[0], procs[1], procs[2], "", "vertex")
+    finally:
+        for proc in reversed(procs):
+            proc.stop(timeout=10)
+
+
+@pytest.mark.parametrize("api", ["openai", "gemini"])
+def test_vertex_not_found_does_not_name_the_project(vertex_stack, api: str):
+    """Vertex's 404 names the member's project and location in the model's resource path; the
+    client learns the model was not found, not which Google project serves the gateway."""
+    key = vertex_stack.key()
+    # A model per API: once a member has answered 404 for a model, the pool stops asking it.
+    model = {"openai": "gemini-9.8-nonexistent", "gemini": "gemini-9.9-nonexistent"}[api]
+    base = vertex_stack.public_base
+    with httpx.Client(timeout=60) as client:
+        if api == "openai":
+            r = client.post(f"{base}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                            json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+        else:
+            r = client.post(f"{base}/v1beta/models/{model}:generateContent", headers={"x-goog-api-key": key},
+                            json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]})
+    assert r.status_code == 404, r.text
+    sent = [e["path"] for e in SimControl(vertex_stack.simulator.url).requests() if model in e.get("path", "")]
+    assert sent and f"/projects/{VERTEX_PROJECT}/" in sent[-1], sent  # the backend did name it
+    assert VERTEX_PROJECT not in r.text, r.text
+    assert "locations/" not in r.text, r.text
+    assert model in r.text  # still says what was not found
+    rid = request_id_in(r.text)
+    assert any(rid in line and VERTEX_PROJECT in line for line in vertex_stack.edge.log().splitlines())

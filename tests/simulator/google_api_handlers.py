@@ -139,7 +139,13 @@ def _not_found(call: Call, backend: str, model: str, method: str) -> Reply:
         message = (f"models/{model} is not found for API version v1beta, or is not supported for {method}. "
                    "Call ListModels to see the list of available models and their supported methods.")
     else:
-        message = f"Publisher Model `publishers/google/models/{model}` not found."
+        # Vertex names the caller's project and location in the resource path.
+        params = call.request.path_params
+        resource = f"publishers/google/models/{model}"
+        if params.get("project"):
+            resource = f"projects/{params['project']}/locations/{params.get('location', '')}/{resource}"
+        message = (f"Publisher Model `{resource}` was not found or your project does not have access to it. "
+                   "Please ensure you are using a valid model version.")
     return _error(call, backend, 404, errors.google_error(404, message))
 
 

@@ -43,6 +43,16 @@ def _as_postgres(argv: list[str]) -> list[str]:
     return argv
 
 
+def _stop(popen: subprocess.Popen, root: Path) -> None:
+    if popen.poll() is None:
+        popen.terminate()
+        try:
+            popen.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @dataclass
 class PostgresServer:
     port: int
@@ -60,13 +70,7 @@ class PostgresServer:
         return self.dsn(name)
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-        shutil.rmtree(self.root, ignore_errors=True)
+        _stop(self.popen, self.root)
 
 
 def start_postgres() -> PostgresServer:
@@ -130,13 +134,7 @@ class RedisServer:
         return _redis_command(self.port, *args)
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-        shutil.rmtree(self.root, ignore_errors=True)
+        _stop(self.popen, self.root)
 
 
 def start_redis() -> RedisServer:
