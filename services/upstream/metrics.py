@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
@@ -26,8 +26,9 @@ _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016,
 class PoolCollector(Collector):
     """Credential state, cool-down and quota gauges from the pool's report, per scrape."""
 
-    def __init__(self, report: Callable[[], list]) -> None:
+    def __init__(self, report: Callable[[], list], sharing: Callable[[], Any] | None = None) -> None:
         self._report = report
+        self._sharing = sharing
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         # The scrape runs on the metrics thread while the loop changes the pool: retry the rare
@@ -61,10 +62,18 @@ class PoolCollector(Collector):
             for model, (fraction, _reset) in r.quota.items():
                 quota.add_metric((r.id, r.kind, model), float(fraction))
         yield from (state, cooldown, cooling, quota)
+        sharing = self._sharing() if self._sharing is not None else None
+        if sharing is not None:
+            up = GaugeMetricFamily("gateway_upstream_sharing_up",
+                                   "1 while Redis (REDIS_URL) answers and this replica shares pool state; 0: local "
+                                   "state only.")
+            up.add_metric((), 1.0 if sharing.connected else 0.0)
+            yield up
 
 
 class UpstreamMetrics:
-    def __init__(self, report: Callable[[], list], known_model: Callable[[str], bool]) -> None:
+    def __init__(self, report: Callable[[], list], known_model: Callable[[str], bool],
+                 sharing: Callable[[], Any] | None = None) -> None:
         disable_created_metrics()  # no *_created series: half the samples, nothing a dashboard uses
         self.registry = CollectorRegistry(auto_describe=False)
         self._known_model = known_model
@@ -81,7 +90,7 @@ class UpstreamMetrics:
                                   "envelopes, retries' bookkeeping).",
                                   ("gen_ai_operation_name", "gen_ai_request_model", "stream"),
                                   buckets=_OVERHEAD_BUCKETS, registry=self.registry)
-        self.registry.register(PoolCollector(report))
+        self.registry.register(PoolCollector(report, sharing))
 
     def observe_overhead(self, model: str, stream: bool, seconds: float) -> None:
         model = model if model and self._known_model(model) else OTHER

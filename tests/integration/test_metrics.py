@@ -89,7 +89,7 @@ def test_metrics_match_clients_and_ledger(own_stack: Stack, sim):
         seen["bob"][events[-1]["error"]["code"]] += 1
         # bob: a 429 from the backend
         sim.add_fault(account=s.refresh_token, op="generate", kind="429", model="gemini-2.5-flash-lite",
-                      retry_delay="3s", times=1)
+                      retry_delay="120s", times=1)  # long enough to be seen by the scrape on a loaded machine
         r = http.post(f"{base}/v1beta/models/gemini-2.5-flash-lite:generateContent",
                       headers={"x-goog-api-key": key_b}, json=HELLO)
         seen["bob"][r.status_code] += 1
