@@ -196,6 +196,8 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
                              max_inflight=settings.media_max_inflight_bytes)
         metrics = EdgeMetrics(known_model=upstream.known_model, key_name=keys.names.get)
         recorder.metrics = metrics
+        metrics.watch_quotas(lambda: [(keys.names.get(kid, str(kid)), quota, limiter.used_tokens(kid))
+                                      for kid, quota in list(keys.quotas.items())])
         recorder.key_names = keys.names
         upstream.open_streams = metrics.open_streams
         metrics_server = MetricsServer.start(metrics.registry, settings.metrics_listen,
