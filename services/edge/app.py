@@ -29,7 +29,9 @@ from services.edge.limits import Limiter
 from services.edge.media import MediaFetcher
 from services.edge.metrics import EdgeMetrics
 from services.metrics_server import MetricsServer
-from services.edge.routes import anthropic, embeddings, gemini, health, index, openai, responses
+from services.edge.routes import admin, anthropic, docs, embeddings, gemini, health, index, openai, responses
+from services.edge.admin_service import AdminService
+from services.edge.admin_token import AdminTokenCheck, FailedLogins, ensure_admin_token
 from services.edge.settings import EdgeSettings, load_settings
 from services.edge.store import describe_location, open_store
 from services.edge.upstream_client import UpstreamClient
@@ -54,6 +56,17 @@ async def _prune_forever(limiter: Limiter, every: float = 60.0) -> None:
     while True:
         await asyncio.sleep(every)
         limiter.prune()
+
+
+def _admin_check(settings: EdgeSettings, secret: bytes) -> AdminTokenCheck:
+    configured = settings.admin_token.get_secret_value().strip() if settings.admin_token else ""
+    if not configured:
+        token = ensure_admin_token(settings.data_dir, secret)
+        if token:
+            # The only time this token is shown: only its hash is kept.
+            log.warning("admin console: %s/admin  admin token (shown once, keep it): %s  "
+                        "(replace it: python -m services.edge.keys admin-token rotate)", settings.root_path, token)
+    return AdminTokenCheck(secret, settings.data_dir, configured or None)
 
 
 class EdgeApp(FastAPI):
@@ -175,6 +188,8 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
                   if settings.usage_retention_days > 0 else None)
         app.state.ctx = EdgeContext(settings=settings, store=store, keys=keys, limiter=limiter,
                                     recorder=recorder, upstream=upstream, http=http, media=media)
+        app.state.admin = admin.AdminState(_admin_check(settings, secret), FailedLogins(),
+                                           AdminService(store, secret, upstream))
         stats.install("edge", lambda: {"ledger_queue": recorder.queued})
         log.info("edge ready: root path %r, upstream %s, license db %s", settings.root_path,
                  settings.upstream_addr, describe_location(settings.license_db_location))
@@ -212,6 +227,8 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     app.include_router(embeddings.router, prefix=settings.root_path)
     app.include_router(health.router)
     app.include_router(index.router, prefix=settings.root_path)
+    app.include_router(docs.router, prefix=settings.root_path)
+    app.include_router(admin.router, prefix=settings.root_path)
     if settings.root_path:
         app.include_router(health.router, prefix=settings.root_path)
     app.direct_routes([(gemini.router, settings.root_path), (openai.router, settings.root_path),

@@ -39,6 +39,10 @@ class EdgeSettings(GatewaySettings):
     # HMAC key for stored license hashes; generated into $DATA_DIR/license_secret when unset.
     license_secret: SecretStr | None = None
 
+    # The admin console's token (sent as `Authorization: Bearer`). Unset: one is generated at
+    # first start, printed once, and only its hash kept in $DATA_DIR/admin_token_hash.
+    admin_token: SecretStr | None = None
+
     root_path: str = "/gemini_cli"
     edge_host: str = "127.0.0.1"
     edge_port: int = 8081

@@ -13,7 +13,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Any, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -134,8 +134,63 @@ class RollupResult:
     skipped: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class DailyUsage:
+    """Ledger totals of one key and model on one UTC day ("YYYY-MM-DD")."""
+    day: str
+    key_id: int
+    model: str
+    requests: int
+    errors: int
+    prompt_tokens: int
+    completion_tokens: int
+    thought_tokens: int
+    total_tokens: int
+
+
+# KeyRecord fields an admin may change after creation (update_key); None clears a limit.
+EDITABLE_FIELDS = frozenset({"name", "models", "rpm", "tpm", "quota", "expires_at", "max_concurrent"})
+
+
 class StoreError(Exception):
     pass
+
+
+def check_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """`changes` for update_key, checked the same way by every store implementation."""
+    unknown = set(changes) - EDITABLE_FIELDS
+    if unknown:
+        raise StoreError(f"cannot change {', '.join(sorted(unknown))} of a key")
+    out = dict(changes)
+    if "name" in out and (not isinstance(out["name"], str) or not out["name"].strip()):
+        raise StoreError("a key needs a name")
+    for name in ("rpm", "tpm", "quota", "max_concurrent"):
+        v = out.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise StoreError(f"{name} must be a whole number >= 0 (or none)")
+    v = out.get("expires_at")
+    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+        raise StoreError("expires_at must be unix seconds (or none)")
+    if "models" in out:
+        models = out["models"] or ()
+        if isinstance(models, str) or not all(isinstance(m, str) and m for m in models):
+            raise StoreError("models must be a list of model patterns")
+        out["models"] = tuple(models)
+    return out
+
+
+def update_columns(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """update_key's changes as column values, the same for every engine."""
+    fields = check_changes(changes)
+    if "models" in fields:
+        fields["models"] = orjson.dumps(list(fields["models"])).decode()
+    return fields
+
+
+def daily_usage(row: Sequence[Any]) -> DailyUsage:
+    """A store_schema.USAGE_BY_DAY row (its day as the epoch seconds of midnight UTC)."""
+    return DailyUsage(time.strftime("%Y-%m-%d", time.gmtime(int(row[0]))), int(row[1]), row[2],
+                      *(int(v or 0) for v in row[3:]))
 
 
 class LicenseStore(Protocol):
@@ -147,6 +202,9 @@ class LicenseStore(Protocol):
     async def list_keys(self) -> list[KeyRecord]: ...
     async def revoke(self, key_id: int) -> bool: ...
     async def set_enabled(self, key_id: int, enabled: bool) -> bool: ...
+    # Changes the EDITABLE_FIELDS given (checked by check_changes); the updated record, or None
+    # when no key has that id. Bumps the revision, so running edges apply the new limits.
+    async def update_key(self, key_id: int, changes: Mapping[str, Any]) -> KeyRecord | None: ...
     async def revision(self) -> int: ...
     async def record_usage(self, rows: Sequence[UsageRow]) -> None: ...
     # Totals per key and model, rolled-up days included (a rolled-up day counts whole when
@@ -163,6 +221,8 @@ class LicenseStore(Protocol):
     async def migrate(self) -> int: ...
     # Sums raw rows created before `before` into daily rows and deletes them (retention).
     async def roll_up(self, before: float, batch: int = ROLLUP_BATCH) -> RollupResult: ...
+    # Per UTC day, key and model (day, key id, model order), from `since` on; rolled-up days included.
+    async def usage_by_day(self, key_id: int | None = None, since: float | None = None) -> list[DailyUsage]: ...
     async def close(self) -> None: ...
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import asyncpg
 import orjson
 
 from services.edge import store_schema as sql
-from services.edge.store import (KeyRecord, NewKey, RollupResult, StoreError, UsageRow, UsageSummary,
+from services.edge.store import (daily_usage, update_columns, DailyUsage, KeyRecord, NewKey, RollupResult, StoreError, UsageRow, UsageSummary,
                                  describe_location, hashes_equal, key_from_row, key_ref_queries, tokens_per_key,
                                  usage_params)
 
@@ -181,6 +181,17 @@ class PostgresLicenseStore:
                                   since: float | None = None) -> list[tuple[str, int, int, int]]:
         query, args = sql.totals_query(sql.USAGE_BY_CREDENTIAL, key_id, since)
         return [tuple(r) for r in await self._fetch(query, *args)]
+
+    async def update_key(self, key_id: int, changes: Mapping[str, Any]) -> KeyRecord | None:
+        fields = update_columns(changes)
+        if fields and await self._execute(sql.update_key_sql(list(fields)), *fields.values(), key_id) == 0:
+            return None
+        row = await self._fetchrow(sql.KEY_BY_ID, key_id)
+        return key_from_row(row) if row else None
+
+    async def usage_by_day(self, key_id: int | None = None, since: float | None = None) -> list[DailyUsage]:
+        query, args = sql.totals_query(sql.USAGE_BY_DAY, key_id, since)
+        return [daily_usage(r) for r in await self._fetch(query, *args)]
 
     # -- retention -------------------------------------------------------------------------
 

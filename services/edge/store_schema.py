@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal, Sequence, Union
 
 Dialect = Literal["sqlite", "postgres"]
 
@@ -247,6 +247,25 @@ USAGE_BY_CREDENTIAL = (
     " AS u GROUP BY credential_kind ORDER BY credential_kind")
 
 
+# Per UTC day (epoch seconds of its midnight), key and model, raw rows and rolled-up days alike.
+USAGE_BY_DAY = (
+    "SELECT d, key_id, model, " + ", ".join(_sum(c) for c in ("requests", "errors", "prompt_tokens", "completion_tokens",
+                                                            "thought_tokens", "total_tokens")) +
+    " FROM (SELECT {day} AS d, key_id, model, COUNT(*) AS requests, " + _ERRORS + " AS errors, "
+    + ", ".join(f"{_sum(c)} AS {c}" for c in ("prompt_tokens", "completion_tokens", "thought_tokens", "total_tokens"))
+    + " FROM usage {raw} GROUP BY d, key_id, model"
+    " UNION ALL SELECT day AS d, key_id, model, requests, errors, prompt_tokens, completion_tokens, thought_tokens,"
+    " total_tokens FROM usage_daily {daily}) AS u GROUP BY d, key_id, model ORDER BY d, key_id, model")
+
+
+def update_key_sql(fields: Sequence[str]) -> str:
+    """UPDATE of the given key columns (names from store.EDITABLE_FIELDS only), by id."""
+    unknown = set(fields) - set(REVISION_COLUMNS)
+    if unknown:
+        raise ValueError(f"not an editable key column: {sorted(unknown)}")
+    return f"UPDATE keys SET {', '.join(f'{name} = ?' for name in fields)} WHERE id = ?"
+
+
 def day_start(ts: float) -> int:
     """Epoch seconds of the UTC midnight that starts the day of `ts`."""
     return int(ts // 86400) * 86400
@@ -268,7 +287,7 @@ def usage_filter(key_id: int | None, since: float | None, *, daily: bool = False
 def totals_query(template: str, key_id: int | None, since: float | None) -> tuple[str, tuple]:
     raw, raw_args = usage_filter(key_id, since)
     daily, daily_args = usage_filter(key_id, since, daily=True)
-    return template.format(raw=raw, daily=daily), raw_args + daily_args
+    return template.format(raw=raw, daily=daily, day="{day}"), raw_args + daily_args
 
 
 # Retention, one batch at a time inside one write transaction: the oldest `limit` raw rows

@@ -13,12 +13,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import orjson
 
 from services.edge import store_schema as sql
-from services.edge.store import (KeyRecord, NewKey, RollupResult, StoreError, UsageRow, UsageSummary,
+from services.edge.store import (daily_usage, update_columns, DailyUsage, KeyRecord, NewKey, RollupResult, StoreError, UsageRow, UsageSummary,
                                  hashes_equal, key_from_row, key_ref_queries, tokens_per_key, usage_params)
 
 T = TypeVar("T")
@@ -204,6 +204,22 @@ class SQLiteLicenseStore:
                                   since: float | None = None) -> list[tuple[str, int, int, int]]:
         query, args = sql.totals_query(sql.USAGE_BY_CREDENTIAL, key_id, since)
         return await self._read(lambda c: [tuple(r) for r in c.execute(query, args)])
+
+    async def update_key(self, key_id: int, changes: Mapping[str, Any]) -> KeyRecord | None:
+        fields = update_columns(changes)
+
+        def op(c: sqlite3.Connection) -> KeyRecord | None:
+            if fields and c.execute(sql.update_key_sql(list(fields)), (*fields.values(), key_id)).rowcount == 0:
+                return None
+            row = c.execute(sql.KEY_BY_ID, (key_id,)).fetchone()
+            return key_from_row(row) if row else None
+
+        return await self._write(op)
+
+    async def usage_by_day(self, key_id: int | None = None, since: float | None = None) -> list[DailyUsage]:
+        query, args = sql.totals_query(sql.USAGE_BY_DAY, key_id, since)
+        query = sql.dialect_sql(query, "sqlite")
+        return await self._read(lambda c: [daily_usage(r) for r in c.execute(query, args)])
 
     # -- retention -------------------------------------------------------------------------
 

@@ -332,6 +332,7 @@ class UpstreamClient:
         self._aliases: dict[str, str] = {}
         self._models_at = 0.0
         self._models_inflight: asyncio.Future | None = None
+        self.credential_statuses: list[pb.CredentialStatus] = []
         # Streams now open (a metrics gauge, set by the app): up when one opens, down when its
         # call ends, whichever way.
         self.open_streams: Any = None
@@ -434,10 +435,30 @@ class UpstreamClient:
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
         self._models = list(resp.models)
+        self.credential_statuses = list(resp.credentials)
         self._by_id = {m.id: m for m in self._models}
         self._aliases = dict(resp.aliases)
         self._models_at = time.monotonic()
         return self._models
+
+    async def credentials(self) -> list[pb.CredentialStatus]:
+        """Every credential's state, asked now (the admin console; never cached)."""
+        await self._fetch_models()
+        return self.credential_statuses
+
+    async def set_credential_enabled(self, credential_id: str, enabled: bool) -> pb.CredentialStatus:
+        try:
+            return await self._stub.SetCredentialEnabled(
+                pb.SetCredentialEnabledRequest(id=credential_id, enabled=enabled), timeout=self._small_timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    async def add_credential(self, content: bytes) -> pb.CredentialStatus:
+        try:
+            return await self._stub.AddCredential(pb.AddCredentialRequest(content=content),
+                                                  timeout=self._small_timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
 
     async def model(self, model_id: str) -> pb.Model | None:
         """The catalogue entry of a model (thinking range, limits), or None when the upstream

@@ -88,6 +88,10 @@ class Pool:
     # --- loading -------------------------------------------------------------------------
 
     @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
     def entries(self) -> list[Entry]:
         return self._entries
 

@@ -30,6 +30,9 @@ from .code_assist import Chunk, CodeAssistClient, make_http_client
 from .errors import Draining, InvalidRequest, UpstreamError
 from .metrics import UpstreamMetrics
 from .pool import Entry, Pool
+from .pool_entry import CredentialReport, build_report
+from . import credential_admin
+from .credential_admin import CredentialAdminError
 from .project import ProjectResolver
 from .settings import Settings
 from services.metrics_server import MetricsServer
@@ -84,6 +87,17 @@ def response_message(chunk: Chunk, entry: Entry | None) -> upstream_pb2.Generate
         msg.credential_id = entry.cred.id
         msg.credential_kind = entry.cred.kind
     return msg
+
+
+def credential_status(r: CredentialReport) -> upstream_pb2.CredentialStatus:
+    status = upstream_pb2.CredentialStatus(
+        id=r.id, kind=r.kind, state=_STATES[r.state], project=r.project, detail=r.detail,
+        cooling_until=r.cooling_until, requests=r.requests, failures=r.failures, auth=r.auth,
+        priority=r.priority, weight=r.weight, location=r.location, models=list(r.models),
+        unsupported_models=list(r.unsupported), last_error=r.last_error, proxied=r.proxy, tier=r.tier)
+    for model, (fraction, reset) in sorted(r.quota.items()):
+        status.quota.add(model=model, remaining_fraction=fraction, reset_time=reset)
+    return status
 
 
 class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
@@ -192,20 +206,61 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
         served = [m.to_proto() for m in self._catalog if self._pool.can_serve(m.id, m.kinds, m.embedding)]
         resp = upstream_pb2.ListModelsResponse(models=served, aliases=self._aliases)
         for r in self._pool.report():
-            status = upstream_pb2.CredentialStatus(
-                id=r.id, kind=r.kind, state=_STATES[r.state], project=r.project, detail=r.detail,
-                cooling_until=r.cooling_until, requests=r.requests, failures=r.failures, auth=r.auth,
-                priority=r.priority, weight=r.weight, location=r.location, models=list(r.models),
-                unsupported_models=list(r.unsupported), last_error=r.last_error, proxied=r.proxy, tier=r.tier)
-            for model, (fraction, reset) in sorted(r.quota.items()):
-                status.quota.add(model=model, remaining_fraction=fraction, reset_time=reset)
-            resp.credentials.append(status)
+            resp.credentials.append(credential_status(r))
         if not self._pool.entries:
             # Nothing loaded: say where we looked, so the operator sees it next to the models.
             resp.credentials.append(upstream_pb2.CredentialStatus(
                 id="(none)", kind="", state=upstream_pb2.CredentialStatus.STATE_UNSPECIFIED,
                 detail=self._pool.no_credentials_message()))
         return resp
+
+
+    # --- admin -------------------------------------------------------------------------------
+
+    def _status_of(self, entry: Entry) -> upstream_pb2.CredentialStatus:
+        return credential_status(build_report([entry], time.time())[0])
+
+    async def _admin_abort(self, context: grpc.aio.ServicerContext, err: CredentialAdminError) -> None:
+        await context.abort(getattr(grpc.StatusCode, err.code), err.message)
+
+    async def SetCredentialEnabled(self, request: upstream_pb2.SetCredentialEnabledRequest,
+                                   context: grpc.aio.ServicerContext) -> upstream_pb2.CredentialStatus:
+        await self._pool.ensure_loaded()
+        entry = next((e for e in self._pool.entries if e.cred.id == request.id), None)
+        if entry is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no credential has that id")
+        try:
+            await credential_admin.set_enabled(entry, request.enabled)
+        except CredentialAdminError as err:
+            await self._admin_abort(context, err)
+        except OSError as exc:
+            log.warning("credential %s: could not rewrite its file: %s", entry.cred.id, exc)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "its credential file cannot be rewritten")
+        log.info("credential %s %s by %s", entry.cred.id, "enabled" if request.enabled else "disabled",
+                 internal_auth.caller_of(""))
+        return self._status_of(entry)
+
+    async def AddCredential(self, request: upstream_pb2.AddCredentialRequest,
+                            context: grpc.aio.ServicerContext) -> upstream_pb2.CredentialStatus:
+        await self._pool.ensure_loaded()
+        try:
+            kind, what, payload = credential_admin.recognise(request.content)
+            directory = credential_admin.upload_dir(self._pool.settings, kind)
+            if credential_admin.already_in_pool(self._pool.entries, kind, payload):
+                raise CredentialAdminError("ALREADY_EXISTS", "the pool already has this credential")
+            path = await asyncio.to_thread(credential_admin.write_new, directory, kind, payload)
+        except CredentialAdminError as err:
+            await self._admin_abort(context, err)
+        except OSError as exc:
+            log.warning("could not write an uploaded credential: %s", exc)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the credentials directory cannot be written")
+        await self._pool.reload()
+        entry = next((e for e in self._pool.entries if getattr(e.cred, "path", None) == path), None)
+        if entry is None:
+            path.unlink(missing_ok=True)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the pool could not use this credential")
+        log.info("credential %s (%s) added by %s", entry.cred.id, what, internal_auth.caller_of(""))
+        return self._status_of(entry)
 
 
 def add_servicer(servicer: UpstreamServicer, server: grpc.aio.Server) -> None:

@@ -262,3 +262,49 @@ async def test_old_database_gains_max_concurrent(tmp_path: Path):
         assert rec.max_concurrent == 3 and (await store.find_by_hash(rec.key_hash)).max_concurrent == 3
     finally:
         await store.close()
+
+
+async def test_update_key_changes_limits_and_bumps_revision(store):
+    key, rec = await _new(store, "edit-me", rpm=5, models=("gemini-2.5-*",))
+    rev = await store.revision()
+    out = await store.update_key(rec.id, {"rpm": None, "tpm": 1000, "quota": 50, "models": ["gemini-2.5-pro"],
+                                          "name": "edited", "expires_at": 2_000_000_000.0, "max_concurrent": 2})
+    assert out is not None and out.id == rec.id
+    assert (out.name, out.rpm, out.tpm, out.quota, out.models, out.expires_at, out.max_concurrent) == (
+        "edited", None, 1000, 50, ("gemini-2.5-pro",), 2_000_000_000.0, 2)
+    assert out.key_hash == rec.key_hash and out.prefix == rec.prefix  # the secret never changes
+    assert await store.revision() > rev
+    # Only max_concurrent (not in the old update trigger) still moves the revision.
+    rev = await store.revision()
+    await store.update_key(rec.id, {"max_concurrent": 3})
+    assert await store.revision() > rev
+    assert (await store.find_by_hash(hash_key(SECRET, key))).max_concurrent == 3
+
+
+async def test_update_key_refuses_bad_changes(store):
+    _, rec = await _new(store)
+    assert await store.update_key(rec.id + 100, {"rpm": 1}) is None
+    for bad in ({"key_hash": "x"}, {"enabled": False}, {"rpm": -1}, {"tpm": "10"}, {"quota": True},
+                {"name": "  "}, {"models": "gemini-*"}, {"models": [""]}, {"expires_at": "tomorrow"}):
+        with pytest.raises(StoreError):
+            await store.update_key(rec.id, bad)
+    assert (await store.get_key(str(rec.id)))[0] == rec  # nothing changed
+
+
+async def test_usage_by_day(store):
+    _, a = await _new(store, "a")
+    _, b = await _new(store, "b")
+    day1 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+    rows = [UsageRow(a.id, "openai", "generate", "m1", 200, 1.0, 10, 5, 0, 0, 15, created_at=day1 + 10),
+            UsageRow(a.id, "openai", "stream", "m1", 429, 1.0, 0, 0, 0, 0, 0, created_at=day1 + 86_399),
+            UsageRow(a.id, "gemini", "generate", "m1", 200, 1.0, 1, 2, 3, 0, 6, created_at=day1 + 86_400),
+            UsageRow(b.id, "gemini", "generate", "m2", 200, 1.0, 7, 1, 0, 0, 8, created_at=day1 + 100)]
+    await store.record_usage(rows)
+    days = await store.usage_by_day()
+    assert [(d.day, d.key_id, d.model, d.requests, d.errors, d.prompt_tokens, d.completion_tokens,
+             d.thought_tokens, d.total_tokens) for d in days] == [
+        ("2026-01-01", a.id, "m1", 2, 1, 10, 5, 0, 15),
+        ("2026-01-01", b.id, "m2", 1, 0, 7, 1, 0, 8),
+        ("2026-01-02", a.id, "m1", 1, 0, 1, 2, 3, 6)]
+    assert [d.day for d in await store.usage_by_day(key_id=a.id)] == ["2026-01-01", "2026-01-02"]
+    assert [d.day for d in await store.usage_by_day(since=day1 + 86_400)] == ["2026-01-02"]

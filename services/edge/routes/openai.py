@@ -18,6 +18,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from services.edge import catalog
+from services.edge.apidoc import operations as api_doc
+from services.edge.apidoc.common import documented
 from services.edge.auth import authenticate
 from services.edge.context import EdgeContext, get_ctx, new_id, request_id
 from services.edge.errors import ApiError, request_style
@@ -27,7 +29,7 @@ from services.edge.models import parse_model
 from services.edge.routes.translated import (SseTranslator, admit_generation, fetch_media, answer_once, open_stream,
                                              pump_sse, read_request, thinking_spec)
 from services.edge.store import KeyRecord
-from services.edge.streaming import STREAM_HEADERS, StreamResponse
+from services.edge.streaming import StreamResponse
 from services.edge.translate.errors import TranslationError
 from services.edge.translate.gemini_to_openai import ChunkTranslator, completion_from_gemini
 from services.edge.translate.openai_to_gemini import chat_request_to_gemini, media_urls
@@ -108,7 +110,7 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
                                finish=lambda: _events(chunks.finish()) + DONE,
                                error=error, keepalive=lambda: KEEPALIVE)
     return StreamResponse(pump_sse(opened, translator, meter, ctx.settings.sse_keepalive_seconds or None),
-                          media_type="text/event-stream", headers={**STREAM_HEADERS, **headers})
+                          media_type="text/event-stream", headers=opened.headers(headers))
 
 
 # Above this many messages translation runs on a worker thread (it is about 1 µs... 10 µs each).
@@ -166,6 +168,9 @@ async def get_model(request: Request) -> Response:
 
 
 # Plain Starlette routes with authentication called explicitly (see routes/gemini.py for why).
+documented(api_doc.CHAT)(chat_completions)
+documented(api_doc.OPENAI_MODELS)(list_models)
+documented(api_doc.OPENAI_MODEL)(get_model)
 router.add_route("/v1/chat/completions", chat_completions, methods=["POST"], name="openai_chat", include_in_schema=False)
 router.add_route("/v1/models", list_models, methods=["GET"], name="openai_models", include_in_schema=False)
 router.add_route("/v1/models/{model_id:path}", get_model, methods=["GET"], name="openai_model", include_in_schema=False)

@@ -24,7 +24,7 @@ from services.edge.media import MediaError
 from services.edge.models import ModelRef, allow_list_id
 from services.edge.store import KeyRecord
 from services.edge.translate.thinking import ThinkingSpec
-from services.edge.streaming import TIMEOUT, Prefetcher, unless_disconnected
+from services.edge.streaming import STREAM_HEADERS, TIMEOUT, Prefetcher, unless_disconnected, with_trace
 from services.edge.upstream_client import Usage, UpstreamError, UpstreamStream
 from services.edge.usage import Meter
 
@@ -84,6 +84,7 @@ async def answer_once(request: Request, meter: Meter, call: Awaitable[GenerateRe
     msg = await unless_disconnected(request, call)
     meter.run_deferred()
     meter.served_by(msg.credential_kind, msg.credential_id)
+    meter.trace_id = msg.trace_id
     usage = Usage.from_proto(msg.usage) if msg.HasField("usage") else None
     try:
         answer = orjson.loads(msg.chunk.data)
@@ -97,7 +98,7 @@ async def answer_once(request: Request, meter: Meter, call: Awaitable[GenerateRe
         meter.finish(502, usage)
         raise ApiError(502, "the backend's answer could not be translated") from None
     meter.finish(200, usage)
-    return Response(orjson.dumps(out), media_type="application/json", headers=headers)
+    return Response(orjson.dumps(out), media_type="application/json", headers=with_trace(headers, msg.trace_id))
 
 
 @dataclass
@@ -105,6 +106,10 @@ class OpenStream:
     stream: UpstreamStream
     pump: Prefetcher
     first: Any  # the first GenerateResponse, TIMEOUT, or None for an empty stream
+
+    def headers(self, headers: dict[str, str]) -> dict[str, str]:
+        """The stream's response headers: `headers`, the streaming ones and the trace id."""
+        return with_trace({**STREAM_HEADERS, **headers}, self.stream.trace_id)
 
 
 async def open_stream(request: Request, ctx: EdgeContext, meter: Meter, stream: UpstreamStream) -> OpenStream:
