@@ -17,9 +17,9 @@ import asyncpg
 import orjson
 
 from services.edge import store_schema as sql
-from services.edge.store import (daily_usage, update_columns, DailyUsage, KeyRecord, NewKey, RollupResult, StoreError, UsageRow, UsageSummary,
-                                 describe_location, hashes_equal, key_from_row, key_ref_queries, tokens_per_key,
-                                 usage_params)
+from services.edge.store import (DailyUsage, KeyRecord, NewKey, RollupResult, StoreError, UsageRow, UsageSummary,
+                                 daily_usage, describe_location, hashes_equal, key_from_row, key_ref_queries,
+                                 tokens_per_key, update_columns, usage_params)
 
 # Advisory lock ids (any 64-bit numbers, the same in every process of the gateway).
 MIGRATION_LOCK = 0x6763_6C69_0001
@@ -184,9 +184,10 @@ class PostgresLicenseStore:
 
     async def update_key(self, key_id: int, changes: Mapping[str, Any]) -> KeyRecord | None:
         fields = update_columns(changes)
-        if fields and await self._execute(sql.update_key_sql(list(fields)), *fields.values(), key_id) == 0:
-            return None
-        row = await self._fetchrow(sql.KEY_BY_ID, key_id)
+        if fields:
+            row = await self._fetchrow(sql.update_key_sql(list(fields)), *fields.values(), key_id)
+        else:
+            row = await self._fetchrow(sql.KEY_BY_ID, key_id)
         return key_from_row(row) if row else None
 
     async def usage_by_day(self, key_id: int | None = None, since: float | None = None) -> list[DailyUsage]:
