@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any, Mapping, Sequence
+from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
@@ -27,6 +28,11 @@ ROLLUP_LOCK = 0x6763_6C69_0002
 
 POOL_MIN = 1
 POOL_MAX = 10
+
+
+def _redacted(text: str, dsn: str) -> str:
+    password = urlsplit(dsn).password if "@" in dsn else None
+    return text.replace(password, "***") if password else text
 
 
 def _pg(query: str) -> str:
@@ -71,9 +77,10 @@ class PostgresLicenseStore:
                 try:
                     pool = await asyncpg.create_pool(self.dsn, min_size=self._min, max_size=self._max,
                                                      command_timeout=60)
-                except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError,
+                        ValueError) as exc:
                     raise StoreError(f"cannot open the license database {describe_location(self.dsn)}: "
-                                     f"{type(exc).__name__}: {exc}") from None
+                                     f"{type(exc).__name__}: {_redacted(str(exc), self.dsn)}") from None
                 try:
                     async with pool.acquire() as conn:
                         self.schema_version = await migrate_connection(conn)

@@ -206,6 +206,18 @@ def test_dsn_password_is_never_shown():
     assert describe_location("/data/licenses.db") == "/data/licenses.db"
 
 
+@pytest.mark.parametrize("dsn", ["postgresql://gw:pw-not-shown@127.0.0.1:1/db?sslmode=bogus",
+                                 "postgresql://gw:pw-not-shown@127.0.0.1:notaport/db"])
+async def test_a_bad_dsn_is_a_store_error_without_the_password(dsn: str):
+    store = open_store(dsn)
+    try:
+        with pytest.raises(StoreError) as err:
+            await store.list_keys()
+        assert "pw-not-shown" not in str(err.value)
+    finally:
+        await store.close()
+
+
 async def test_unreachable_postgres_is_a_store_error():
     from tests.harness import free_port
 
