@@ -186,9 +186,9 @@ def step_sql(step: Step, dialect: Dialect, have_columns: set[str] | None = None)
                     f"CREATE TRIGGER keys_rev_insert AFTER INSERT ON keys BEGIN {bump}; END",
                     f"CREATE TRIGGER keys_rev_update AFTER UPDATE OF {of} ON keys BEGIN {bump}; END",
                     f"CREATE TRIGGER keys_rev_delete AFTER DELETE ON keys BEGIN {bump}; END"]
-        # One bump per statement; the NOTIFY lets a listener react before its next poll.
+        # One bump per statement (an UPDATE of many keys moves the revision once).
         return ["CREATE OR REPLACE FUNCTION gateway_keys_revision() RETURNS trigger LANGUAGE plpgsql AS $$"
-                f" BEGIN {bump}; PERFORM pg_notify('gateway_keys', ''); RETURN NULL; END $$",
+                f" BEGIN {bump}; RETURN NULL; END $$",
                 "DROP TRIGGER IF EXISTS keys_rev ON keys",
                 f"CREATE TRIGGER keys_rev AFTER INSERT OR DELETE OR UPDATE OF {of} ON keys"
                 " FOR EACH STATEMENT EXECUTE FUNCTION gateway_keys_revision()"]
