@@ -10,6 +10,7 @@ PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit
@@ -35,7 +36,9 @@ def _redacted(text: str, dsn: str) -> str:
     return text.replace(password, "***") if password else text
 
 
+@functools.lru_cache(maxsize=256)
 def _pg(query: str) -> str:
+    # A bounded set of query texts (filters only vary by which clauses are present).
     return sql.dialect_sql(query, "postgres")
 
 
