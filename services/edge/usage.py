@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 from starlette.requests import ClientDisconnect
 
-from services.edge.limits import Limiter, Reservation
+from services.edge.limits import Limits, Reservation
 from services.edge.store import LicenseStore, UsageRow
 from services.edge.errors import ApiError
 from services.edge.upstream_client import UpstreamError, UpstreamStream, Usage
@@ -31,7 +31,7 @@ CHARS_PER_TOKEN = 4
 
 
 class UsageRecorder:
-    def __init__(self, store: LicenseStore, limiter: Limiter | None = None, *, flush_interval: float = 0.1,
+    def __init__(self, store: LicenseStore, limiter: Limits | None = None, *, flush_interval: float = 0.1,
                  batch_max: int = 1000, spill_dir: Path | None = None) -> None:
         self._store = store
         self._limiter = limiter
