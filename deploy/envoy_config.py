@@ -15,6 +15,10 @@ Environment of the command line (defaults are those of `make run`):
     INTERNAL_TOKENS_FILE  internal callers, `name:{SHA}hash` lines     (required)
     EDGE_ADDR             where the edge listens, host:port            127.0.0.1:8081
     UPSTREAM_ADDR         where the upstream listens, host:port        127.0.0.1:50051
+    ENVOY_EDGE_ADDRESSES  several edges, `host:port,host:port`         (EDGE_ADDR)
+                          (each name is resolved with STRICT_DNS: a headless Service's name
+                          stands for all its pods)
+    ENVOY_UPSTREAM_ADDRESSES  several upstreams, the same way          (UPSTREAM_ADDR)
     ENVOY_DESCRIPTOR      descriptor set from `make proto`             <repo>/gen/upstream.pb
     ENVOY_TEMPLATE        template to render                           deploy/envoy.yaml
     ENVOY_MAX_HEAP_BYTES  heap size the overload actions are scaled to 805306368 (768 MiB)
@@ -35,7 +39,7 @@ import sys
 import tempfile
 from pathlib import Path
 from string import Template
-from typing import Mapping
+from typing import Mapping, Sequence
 
 TEMPLATE = Path(__file__).with_name("envoy.yaml")
 DEFAULT_DESCRIPTOR = Path(__file__).resolve().parents[1] / "gen" / "upstream.pb"
@@ -92,13 +96,39 @@ def _positive(name: str, value: int | float | str, kind=int) -> int | float:
     return number
 
 
-def render(*, public_port: int, internal_port: int, admin_port: int, edge_host: str,
-           edge_port: int, upstream_host: str, upstream_port: int, descriptor_path: str,
-           internal_tokens_file: str, listen_address: str = "127.0.0.1",
+Endpoint = tuple[str, int]
+
+
+def split_addrs(name: str, addrs: str) -> list[Endpoint]:
+    """'host:port,host:port' -> [(host, port), ...] (at least one)."""
+    out = [split_addr(name, a) for a in addrs.split(",") if a.strip()]
+    if not out:
+        raise ConfigError(f"{name} must list at least one host:port")
+    return out
+
+
+def _endpoints(name: str, endpoints: Sequence[Endpoint] | None, host: str | None, port: int | None) -> str:
+    """Envoy lb_endpoints as a YAML flow sequence (JSON), from a list or a single host and port."""
+    if endpoints is None:
+        if host is None or port is None:
+            raise ConfigError(f"{name}: give an address or a list of them")
+        endpoints = [(host, port)]
+    if not endpoints:
+        raise ConfigError(f"{name}: the list of addresses is empty")
+    return json.dumps([{"endpoint": {"address": {"socket_address": {
+        "address": _host(name, h), "port_value": _port(name, p)}}}} for h, p in endpoints])
+
+
+def render(*, public_port: int, internal_port: int, admin_port: int, descriptor_path: str,
+           internal_tokens_file: str, edge_host: str | None = None, edge_port: int | None = None,
+           upstream_host: str | None = None, upstream_port: int | None = None,
+           edge_endpoints: Sequence[Endpoint] | None = None,
+           upstream_endpoints: Sequence[Endpoint] | None = None, listen_address: str = "127.0.0.1",
            internal_listen_address: str = "127.0.0.1", max_heap_bytes: int = DEFAULT_MAX_HEAP_BYTES,
            body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS,
            max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, template: Path = TEMPLATE) -> str:
-    """The Envoy configuration for these addresses, as YAML text."""
+    """The Envoy configuration for these addresses, as YAML text. Edges and upstreams are each
+    either one `*_host`/`*_port` pair or a list of (host, port) in `*_endpoints`, which wins."""
     if not str(internal_tokens_file).strip():
         raise ConfigError("INTERNAL_TOKENS_FILE must name the file of internal callers")
     values = {
@@ -107,10 +137,8 @@ def render(*, public_port: int, internal_port: int, admin_port: int, edge_host: 
         "ADMIN_PORT": _port("admin port", admin_port),
         "LISTEN_ADDRESS": _host("listen address", listen_address),
         "INTERNAL_LISTEN_ADDRESS": _host("internal listen address", internal_listen_address),
-        "EDGE_HOST": _host("edge host", edge_host),
-        "EDGE_PORT": _port("edge port", edge_port),
-        "UPSTREAM_HOST": _host("upstream host", upstream_host),
-        "UPSTREAM_PORT": _port("upstream port", upstream_port),
+        "EDGE_ENDPOINTS": _endpoints("edge address", edge_endpoints, edge_host, edge_port),
+        "UPSTREAM_ENDPOINTS": _endpoints("upstream address", upstream_endpoints, upstream_host, upstream_port),
         # A JSON string is a valid YAML double-quoted scalar: any path stays one value.
         "DESCRIPTOR_PATH": json.dumps(str(descriptor_path)),
         "INTERNAL_TOKENS_FILE": json.dumps(str(internal_tokens_file)),
@@ -151,8 +179,12 @@ def render_file(path: str | os.PathLike[str], **values) -> Path:
 
 def values_from_env(env: Mapping[str, str]) -> dict:
     """render() arguments from environment variables (see the module docstring)."""
-    edge_host, edge_port = split_addr("EDGE_ADDR", env.get("EDGE_ADDR", "127.0.0.1:8081"))
-    up_host, up_port = split_addr("UPSTREAM_ADDR", env.get("UPSTREAM_ADDR", "127.0.0.1:50051"))
+    edges = (split_addrs("ENVOY_EDGE_ADDRESSES", env["ENVOY_EDGE_ADDRESSES"])
+             if env.get("ENVOY_EDGE_ADDRESSES", "").strip()
+             else [split_addr("EDGE_ADDR", env.get("EDGE_ADDR", "127.0.0.1:8081"))])
+    upstreams = (split_addrs("ENVOY_UPSTREAM_ADDRESSES", env["ENVOY_UPSTREAM_ADDRESSES"])
+                 if env.get("ENVOY_UPSTREAM_ADDRESSES", "").strip()
+                 else [split_addr("UPSTREAM_ADDR", env.get("UPSTREAM_ADDR", "127.0.0.1:50051"))])
     return {
         "public_port": env.get("PORT", "8080"),
         "internal_port": env.get("ENVOY_INTERNAL_PORT", "8090"),
@@ -165,10 +197,8 @@ def values_from_env(env: Mapping[str, str]) -> dict:
         "max_heap_bytes": env.get("ENVOY_MAX_HEAP_BYTES", DEFAULT_MAX_HEAP_BYTES),
         "body_timeout_seconds": env.get("ENVOY_BODY_TIMEOUT_SECONDS", DEFAULT_BODY_TIMEOUT_SECONDS),
         "max_body_bytes": env.get("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
-        "edge_host": edge_host,
-        "edge_port": edge_port,
-        "upstream_host": up_host,
-        "upstream_port": up_port,
+        "edge_endpoints": edges,
+        "upstream_endpoints": upstreams,
         "descriptor_path": env.get("ENVOY_DESCRIPTOR", str(DEFAULT_DESCRIPTOR)),
         "template": Path(env.get("ENVOY_TEMPLATE", str(TEMPLATE))),
     }

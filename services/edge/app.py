@@ -25,7 +25,10 @@ from services.edge import retention
 from services.edge.auth import KeyCache
 from services.edge.context import EdgeContext
 from services.edge.errors import install_error_handlers
-from services.edge.limits import Limiter
+from services.edge.key_events import KeyChangeListener, KeyChangePublisher, NotifyingStore
+from services.edge.limits import Limiter, Limits
+from services.edge.redis_conn import connect as connect_redis
+from services.edge.redis_limits import RedisLimiter
 from services.edge.media import MediaFetcher
 from services.edge.metrics import EdgeMetrics
 from services.metrics_server import MetricsServer
@@ -51,7 +54,20 @@ async def _load_catalogue(upstream: UpstreamClient) -> None:
             await asyncio.sleep(1.0)
 
 
-async def _prune_forever(limiter: Limiter, every: float = 60.0) -> None:
+def shared_limits(settings: EdgeSettings, store):
+    """(limiter, store, key-change listener) from the settings: with REDIS_URL, limits every
+    replica shares and a store that announces key changes; without, limits of this process
+    alone (and no listener)."""
+    url = settings.redis_url_value
+    if not url:
+        return Limiter(), store, None
+    limiter = RedisLimiter(connect_redis(url, settings.redis_timeout), timeout=settings.redis_timeout)
+    publisher = KeyChangePublisher.from_url(url, settings.redis_timeout)
+    listener = KeyChangeListener(url, settings.redis_timeout)
+    return limiter, NotifyingStore(store, publisher), listener
+
+
+async def _prune_forever(limiter: Limits, every: float = 60.0) -> None:
     # Rate windows of keys that went quiet would otherwise stay in memory for good.
     while True:
         await asyncio.sleep(every)
@@ -155,7 +171,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         secret = settings.resolve_secret()
         store = open_store(settings.license_db_location)
-        limiter = Limiter()
+        limiter, store, listener = shared_limits(settings, store)
         recorder = UsageRecorder(store, limiter, flush_interval=settings.ledger_flush_seconds,
                                  spill_dir=Path(settings.data_dir))
         keys = KeyCache(store, secret, limiter=limiter, pending_tokens=recorder.pending_tokens,
@@ -180,6 +196,9 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
         app.state.metrics = metrics
         await keys.poll_once()
         keys.start()
+        await limiter.start()
+        if listener is not None:
+            listener.start(keys.invalidate)
         recorder.start()
         housekeeping = asyncio.create_task(_prune_forever(limiter), name="limiter-prune")
         catalogue = asyncio.create_task(_load_catalogue(upstream), name="catalogue-warmup")
@@ -191,8 +210,9 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
         app.state.admin = admin.AdminState(_admin_check(settings, secret), FailedLogins(),
                                            AdminService(store, secret, upstream))
         stats.install("edge", lambda: {"ledger_queue": recorder.queued})
-        log.info("edge ready: root path %r, upstream %s, license db %s", settings.root_path,
-                 settings.upstream_addr, describe_location(settings.license_db_location))
+        log.info("edge ready: root path %r, upstream %s, license db %s, limits %s", settings.root_path,
+                 settings.upstream_addr, describe_location(settings.license_db_location),
+                 "shared in Redis" if listener is not None else "per process")
         try:
             yield
         finally:
@@ -201,8 +221,11 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
             catalogue.cancel()
             if retain is not None:
                 retain.cancel()
+            if listener is not None:
+                await listener.stop()
             await keys.stop()
             await recorder.stop()
+            await limiter.close()
             await upstream.close(grace=1.0)
             await http.aclose()
             await store.close()

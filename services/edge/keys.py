@@ -19,7 +19,8 @@ JSON API calls too.
 REF is a key id, its name, its visible prefix or the key itself. `create` prints the new key
 alone on the first line of stdout (scripts rely on that) and never again. The command reads the
 same settings as the edge (LICENSE_DB, LICENSE_SECRET, DATA_DIR, GATEWAY_CONFIG), and a running
-edge sees every change within AUTH_REFRESH_SECONDS. `--data-dir DIR` stands for DATA_DIR;
+edge sees every change within AUTH_REFRESH_SECONDS (at once with REDIS_URL set: the change is
+announced on Redis). `--data-dir DIR` stands for DATA_DIR;
 `--demo` means the database of `make demo` ($DATA_DIR/demo, its own secret, whatever LICENSE_DB
 says). Every command names the database it used on stderr (a PostgreSQL password never).
 `migrate` brings the database's schema up to date (the edge does so at start-up too); `prune`
@@ -39,6 +40,7 @@ from typing import Sequence
 from services.edge.admin_service import AdminError, AdminService, parse_expiry, parse_models, parse_since
 from services.edge.admin_token import rotate_admin_token
 from services.edge.data_dir import resolve_data_dir
+from services.edge.key_events import KeyChangePublisher, NotifyingStore
 from services.edge.settings import EdgeSettings, load_settings
 from services.edge import retention
 from services.edge.store import KeyRecord, StoreError, describe_location, open_store
@@ -118,6 +120,9 @@ async def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
         return 0
     err.write(f"database: {describe_location(settings.license_db_location)}\n")
     store = open_store(settings.license_db_location)
+    if settings.redis_url_value:
+        # Every edge drops its cached key records the moment a key changes (services/edge/key_events.py).
+        store = NotifyingStore(store, KeyChangePublisher.from_url(settings.redis_url_value, settings.redis_timeout))
     admin = AdminService(store, settings.resolve_secret())
     now = time.time()
     try:
@@ -203,6 +208,8 @@ async def run(args: argparse.Namespace, out=sys.stdout, err=sys.stderr) -> int:
                 state = " (another process is pruning right now)" if done.skipped else ""
                 out.write(f"rolled up and deleted {done.rows} ledger rows older than "
                           f"{_fmt_time(retention.cutoff(days, now))}{state}\n")
+        if isinstance(store, NotifyingStore) and store.announced is False:
+            err.write("warning: Redis could not be told; edges see the change within AUTH_REFRESH_SECONDS\n")
         return 0
     finally:
         await store.close()

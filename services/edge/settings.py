@@ -38,6 +38,11 @@ class EdgeSettings(GatewaySettings):
     usage_rollup_seconds: float = Field(3600.0, gt=0)
     # HMAC key for stored license hashes; generated into $DATA_DIR/license_secret when unset.
     license_secret: SecretStr | None = None
+    # redis://host:port/db shared by the edge replicas: rate windows, reservations, concurrency
+    # caps and key-change fan-out (services/edge/redis_limits.py). Unset: limits per process.
+    redis_url: SecretStr | None = None
+    # Connect/read timeout of each Redis call; past it a limited key's request gets a 503.
+    redis_timeout: float = Field(0.5, gt=0)
 
     # The admin console's token (sent as `Authorization: Bearer`). Unset: one is generated at
     # first start, printed once, and only its hash kept in $DATA_DIR/admin_token_hash.
@@ -46,6 +51,8 @@ class EdgeSettings(GatewaySettings):
     root_path: str = "/gemini_cli"
     edge_host: str = "127.0.0.1"
     edge_port: int = 8081
+    # host:port of one upstream, or a gRPC target naming several (`ipv4:a:p,b:p`,
+    # `dns:///name:port`): calls then go round-robin over the healthy ones.
     upstream_addr: str = "127.0.0.1:50051"
     # Deadline for a whole Generate call (streams included) and for the small unary calls.
     upstream_timeout: float = 600.0
@@ -120,6 +127,10 @@ class EdgeSettings(GatewaySettings):
 
 
     # --- derived values -----------------------------------------------------------------
+
+    @property
+    def redis_url_value(self) -> str:
+        return self.redis_url.get_secret_value().strip() if self.redis_url else ""
 
     @property
     def license_db_location(self) -> str:

@@ -419,13 +419,25 @@ class Pool:
     async def stream(self, model: str, body: bytes | memoryview, request_id: str) -> AsyncIterator[tuple[Chunk, Entry]]:
         """Chunks of a streamed call as they arrive. Closing the iterator closes the backend
         connection."""
+        batches = self.stream_batches(model, body, request_id)
+        try:
+            async for batch, entry in batches:
+                for chunk in batch:
+                    yield chunk, entry
+        finally:
+            await batches.aclose()
+
+    async def stream_batches(self, model: str, body: bytes | memoryview,
+                             request_id: str) -> AsyncIterator[tuple[list[Chunk], Entry]]:
+        """As stream(), but the chunks that arrived together come as one list (at least one
+        chunk; nothing is held back to wait for more)."""
         check_body(body)
 
-        async def op(entry: Entry, headers: Mapping[str, str]) -> tuple[ChunkStream, Chunk]:
+        async def op(entry: Entry, headers: Mapping[str, str]) -> tuple[ChunkStream, list[Chunk]]:
             assert entry.backend is not None
             events = await entry.backend.open_stream(entry, headers, model, body, request_id)
             try:
-                first = await events.next()
+                first = await events.next_batch()
             except BaseException:
                 await events.aclose()
                 raise
@@ -439,7 +451,7 @@ class Pool:
             yield first, entry
             while True:
                 try:
-                    chunk = await events.next()
+                    batch = await events.next_batch()
                 except TransportError as err:
                     entry.failures += 1
                     if err.timeout:
@@ -450,9 +462,9 @@ class Pool:
                     if err.http_status == 429:
                         self._rate_limited(entry, model, err, time.time())
                     raise
-                if chunk is None:
+                if batch is None:
                     return
-                yield chunk, entry
+                yield batch, entry
         finally:
             await events.aclose()
 

@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from gemini_cli.upstream.v1 import upstream_pb2, upstream_pb2_grpc
 
-from . import errors, internal_auth
+from . import chunked, errors, internal_auth
 from .catalog import ModelInfo, build_catalog
 from .code_assist import Chunk, CodeAssistClient, make_http_client
 from .errors import Draining, InvalidRequest, UpstreamError
@@ -100,6 +100,27 @@ def credential_status(r: CredentialReport) -> upstream_pb2.CredentialStatus:
     return status
 
 
+def batch_message(batch: list[Chunk], entry: Entry | None) -> upstream_pb2.GenerateResponse:
+    """One message for the chunks that arrived together (GenerateRequest.coalesce): each in
+    `chunks`, in order; the usage of the last chunk that had one (Gemini's is cumulative)."""
+    msg = upstream_pb2.GenerateResponse()
+    usage = None
+    add = msg.chunks.add
+    for chunk in batch:
+        body = add()
+        body.content_type = "application/json"
+        body.data = chunk.data
+        if chunk.usage is not None:
+            usage = chunk.usage
+    if usage is not None:
+        msg.usage.CopyFrom(usage_proto(usage))
+    if entry is not None:  # first message only
+        msg.trace_id = batch[0].trace_id
+        msg.credential_id = entry.cred.id
+        msg.credential_kind = entry.cred.kind
+    return msg
+
+
 class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
     def __init__(self, pool: Pool, catalog: list[ModelInfo], aliases: dict[str, str] | None = None) -> None:
         self._pool = pool
@@ -135,14 +156,20 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
                 chunks = 1
                 yield response_message(chunk, entry)
             else:
-                stream = self._pool.stream(model, body, rid)
+                coalesce = request.coalesce
+                stream = self._pool.stream_batches(model, body, rid)
                 try:
-                    async for chunk, entry in stream:
+                    async for batch, entry in stream:
                         first = chunks == 0
-                        chunks += 1
+                        chunks += len(batch)
                         if first:
                             cred_id, cred_kind = entry.cred.id, entry.cred.kind
-                        yield response_message(chunk, entry if first else None)
+                        if coalesce:
+                            yield batch_message(batch, entry if first else None)
+                            continue
+                        for chunk in batch:
+                            yield response_message(chunk, entry if first else None)
+                            first = False
                 finally:
                     await stream.aclose()
         except UpstreamError as err:
@@ -160,6 +187,20 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
             log.info("generate id=%s caller=%s model=%s stream=%s credential=%s chunks=%d outcome=%s ms=%.0f",
                      rid, internal_auth.caller_of(request.caller), request.model, request.stream, cred_id or "-", chunks, outcome,
                      elapsed * 1000)
+
+    async def GenerateChunked(self, request_iterator: AsyncIterator[chunked.Part],
+                              context: grpc.aio.ServicerContext) -> AsyncIterator[upstream_pb2.GenerateResponse]:
+        """Generate with the body received in parts (see services/upstream/chunked.py)."""
+        try:
+            self._check_open()
+            request = await chunked.receive(request_iterator, MAX_MESSAGE_BYTES)
+        except UpstreamError as err:
+            desc = errors.describe(err)
+            log.info("generate (chunked) refused: %s/%s: %s", desc.code.name, desc.reason, desc.message)
+            await context.abort_with_status(errors.to_rpc_status(desc))
+            return
+        async for msg in self.Generate(request, context):  # type: ignore[arg-type]  (reads the same fields)
+            yield msg
 
     async def _unary(self, op: str, name: str, request, context: grpc.aio.ServicerContext,
                      call: Callable[[str, bytes | memoryview, str], Awaitable[tuple[Any, Any]]]):
@@ -270,8 +311,36 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
         return self._status_of(entry)
 
 
+class _Handlers:
+    """Catches the method handlers the generated code would register."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, handlers) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self.handlers = dict(handlers)
+
+
+def _deserialize_part(raw: bytes) -> chunked.Part:
+    try:
+        return chunked.part_from_wire(raw)
+    except chunked.WireError as exc:
+        raise ValueError(f"malformed GenerateRequestPart: {exc}") from None
+
+
 def add_servicer(servicer: UpstreamServicer, server: grpc.aio.Server) -> None:
-    upstream_pb2_grpc.add_UpstreamServicer_to_server(servicer, server)
+    """The generated registration, except that GenerateChunked's parts are read by hand (their
+    `data` a view of the received bytes, not protobuf's copies)."""
+    caught = _Handlers()
+    upstream_pb2_grpc.add_UpstreamServicer_to_server(servicer, caught)
+    caught.handlers["GenerateChunked"] = grpc.stream_stream_rpc_method_handler(
+        servicer.GenerateChunked, request_deserializer=_deserialize_part,
+        response_serializer=upstream_pb2.GenerateResponse.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, caught.handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, caught.handlers)
 
 
 async def _warmup(pool: Pool) -> None:
@@ -321,11 +390,20 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),
+        # The receive window stays at its default instead of growing with the measured
+        # bandwidth: a large body sent in parts (GenerateChunked) then waits at the edge, not
+        # in this process's buffers (with probing, ~8 MiB more held here for a 27 MiB body).
+        ("grpc.http2.bdp_probe", 0),
         # The edge keeps its channel alive with pings every 30 s, also between calls: accept
         # them instead of answering GOAWAY "too_many_pings".
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_ping_strikes", 0),
+        # Every 5 minutes a connection is asked to close (GOAWAY; calls on it go on, up to the
+        # grace, longer than the edge's 600 s call deadline), so an edge that spreads calls over
+        # a DNS name (several replicas) resolves it again and finds replicas added since.
+        ("grpc.max_connection_age_ms", 300_000),
+        ("grpc.max_connection_age_grace_ms", 660_000),
     ])
     add_servicer(servicer, server)
     health_servicer = health.aio.HealthServicer()

@@ -48,6 +48,9 @@ def test_compose_waits_only_on_health_checks_that_exist(compose_config: dict):
     services = compose_config["services"]
     for name, svc in services.items():
         for dep, cond in (svc.get("depends_on") or {}).items():
+            if dep not in services:  # a service of a profile that is not active
+                assert cond.get("required") is False, f"{name} needs {dep}, which is not defined"
+                continue
             if cond["condition"] == "service_healthy":
                 target = services[dep]
                 dockerfile = (ROOT / target["build"]["dockerfile"]).read_text()
@@ -85,6 +88,28 @@ def test_compose_wires_internal_callers(compose_config: dict):
     internal_port = services["envoy"]["environment"]["ENVOY_INTERNAL_PORT"]
     published = [p for p in services["envoy"]["ports"] if str(p["target"]) == internal_port]
     assert published and all(p["host_ip"] == "127.0.0.1" for p in published)
+
+
+def test_compose_scale_profile_wires_postgres_and_redis(compose_bin: Path, compose_config: dict):
+    """deploy/scale.env turns on profile `scale`: every edge on the postgres service's database,
+    edges and upstreams on one Redis, each waiting for its health check; without it, nothing
+    of that runs and the edge keeps SQLite on its volume."""
+    out = run([compose_bin, "-f", DEPLOY / "docker-compose.yml", "--env-file", DEPLOY / "scale.env",
+               "config", "--format", "json"])
+    assert out.returncode == 0, out.stderr
+    services = json.loads(out.stdout)["services"]
+    for name in ("postgres", "redis"):
+        assert services[name]["profiles"] == ["scale"] and services[name]["healthcheck"]["test"], name
+        assert not services[name].get("ports"), f"{name} must not be published on the host"
+        assert name not in compose_config["services"]
+    edge, upstream = services["edge"]["environment"], services["upstream"]["environment"]
+    assert edge["LICENSE_DB"].startswith("postgresql://") and "@postgres:5432/" in edge["LICENSE_DB"]
+    assert edge["REDIS_URL"] == upstream["REDIS_URL"] and edge["REDIS_URL"].startswith("redis://redis:6379")
+    assert services["edge"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["upstream"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    default = compose_config["services"]
+    assert default["edge"]["environment"]["LICENSE_DB"] == "/data/licenses.db"
+    assert not default["edge"]["environment"].get("REDIS_URL")
 
 
 def test_compose_envoy_config_is_valid(compose_config: dict, tmp_path: Path):
@@ -248,7 +273,7 @@ def test_k8s_manifests_cover_the_issue():
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
     assert {("Deployment", "edge"), ("Deployment", "upstream"), ("Deployment", "envoy"), ("Service", "edge"),
             ("Service", "upstream"), ("Service", "envoy"), ("HorizontalPodAutoscaler", "edge")} <= kinds
-    assert {k for k, _ in kinds} >= {"PodDisruptionBudget", "PersistentVolumeClaim"}
+    assert {k for k, _ in kinds} >= {"PodDisruptionBudget", "NetworkPolicy"}
     upstream = find(docs, "Deployment", "upstream")["spec"]["template"]["spec"]
     container = upstream["containers"][0]
     assert container["readinessProbe"]["grpc"]["port"] == 50051 and container["livenessProbe"]["grpc"]
@@ -262,6 +287,75 @@ def test_k8s_manifests_cover_the_issue():
             assert c["resources"]["requests"] and c["resources"]["limits"], deployment["metadata"]["name"]
             # Each image is built by one of the Dockerfiles.
             assert (DEPLOY / f"Dockerfile.{c['image'].split('/')[-1].split(':')[0]}").exists(), c["image"]
+
+
+def test_k8s_replicas_spread_over_nodes_and_a_drain_can_proceed():
+    """Edges and upstreams: several replicas on any node (no required affinity, no volume that
+    pins them), a PodDisruptionBudget that lets a drain evict one pod at a time while another
+    serves, and an HPA that never scales below what the PDB needs."""
+    docs = [d for f in K8S_FILES for d in k8s_docs(f)]
+    assert not [d for d in docs if d["kind"] == "PersistentVolumeClaim"], "a ReadWriteOnce volume pins pods to a node"
+    pdbs = {d["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]: d["spec"]
+            for d in docs if d["kind"] == "PodDisruptionBudget"}
+    hpas = {d["spec"]["scaleTargetRef"]["name"]: d["spec"] for d in docs if d["kind"] == "HorizontalPodAutoscaler"}
+    for name in ("edge", "upstream", "envoy"):
+        deployment = find(docs, "Deployment", name)
+        pod = deployment["spec"]["template"]["spec"]
+        affinity = pod.get("affinity", {})
+        assert "requiredDuringSchedulingIgnoredDuringExecution" not in affinity.get("podAffinity", {}), name
+        assert not any("persistentVolumeClaim" in v for v in pod.get("volumes", [])), name
+        least = hpas[name]["minReplicas"] if name in hpas else deployment["spec"]["replicas"]
+        assert least >= 2, name
+        # Evicting one pod is always allowed, and one always stays.
+        pdb = pdbs[name]
+        allowed = pdb["maxUnavailable"] if "maxUnavailable" in pdb else least - pdb["minAvailable"]
+        assert 1 <= allowed < least, (name, pdb)
+        if name != "envoy":
+            spread = pod["topologySpreadConstraints"]
+            assert {c["topologyKey"] for c in spread} >= {"kubernetes.io/hostname"}, name
+            # Preferred, not required: a drain must find room for the replacement.
+            assert all(c["whenUnsatisfiable"] == "ScheduleAnyway" for c in spread), name
+
+
+def test_k8s_edges_and_upstreams_share_postgres_and_redis_and_reach_every_upstream():
+    from services.edge.routes.health import router
+
+    docs = [d for f in K8S_FILES for d in k8s_docs(f)]
+
+    def container(name: str) -> dict:
+        return find(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+
+    def env(name: str) -> dict:
+        return {e["name"]: e for e in container(name)["env"]}
+
+    for name, wanted in (("edge", ("LICENSE_DB", "REDIS_URL", "LICENSE_SECRET")), ("upstream", ("REDIS_URL",))):
+        for var in wanted:
+            ref = env(name)[var]["valueFrom"]["secretKeyRef"]
+            assert ref["key"] == var and not ref.get("optional"), (name, var)
+    # Edges reach every upstream pod through the headless Service (gRPC round_robin), as does Envoy.
+    services = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "Service"}
+    target = env("edge")["UPSTREAM_ADDR"]["value"]
+    assert target.startswith("dns:///")
+    host, port = target.removeprefix("dns:///").rsplit(":", 1)
+    assert services[host].get("clusterIP") == "None" and int(port) in {p["port"] for p in services[host]["ports"]}
+    assert services[host]["selector"] == {"app.kubernetes.io/name": "upstream"}
+    assert env("envoy")["UPSTREAM_ADDR"]["value"] == f"{host}:{port}"
+    assert services["edge"].get("clusterIP") == "None"
+    # Readiness on the endpoint that checks the upstream; liveness on the one that does not.
+    paths = {r.path for r in router.routes}
+    probe = container("edge")["readinessProbe"]["httpGet"]["path"]
+    assert probe == "/readyz" and probe in paths
+    assert container("edge")["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # Egress: the edge to PostgreSQL, Redis and the upstream; the upstream to Redis.
+    policies = [d["spec"] for d in docs if d["kind"] == "NetworkPolicy"]
+
+    def egress_ports(target_name: str) -> set[int]:
+        return {p["port"] for spec in policies if "Egress" in spec["policyTypes"]
+                and spec["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") == target_name
+                for rule in spec["egress"] for p in rule["ports"]}
+
+    assert {5432, 6379, 50051, 53} <= egress_ports("edge")
+    assert {6379, 443, 53} <= egress_ports("upstream")
 
 
 def test_kustomize_build_is_valid_and_ships_the_one_envoy_template(kube_validate: Path, kustomize_build: Path,

@@ -35,7 +35,7 @@ def test_placeholders_are_only_addresses_ports_paths_and_limits():
     text = (DEPLOY / "envoy.yaml").read_text()
     names = set(re.findall(r"\$\{(\w+)\}", text))
     assert names == {"ADMIN_PORT", "PUBLIC_PORT", "INTERNAL_PORT", "LISTEN_ADDRESS", "INTERNAL_LISTEN_ADDRESS",
-                     "EDGE_HOST", "EDGE_PORT", "UPSTREAM_HOST", "UPSTREAM_PORT", "DESCRIPTOR_PATH",
+                     "EDGE_ENDPOINTS", "UPSTREAM_ENDPOINTS", "DESCRIPTOR_PATH",
                      "INTERNAL_TOKENS_FILE", "MAX_HEAP_BYTES", "BODY_TIMEOUT", "MAX_BODY_BYTES"}
     # No other "$" that string.Template would trip over.
     assert text.count("$") == len(re.findall(r"\$\{\w+\}", text))
@@ -114,6 +114,9 @@ def test_internal_listener_address_is_its_own_setting():
 @pytest.mark.parametrize("bad", [
     {"edge_host": "edge\n  evil: true"},
     {"upstream_host": "a b"},
+    {"edge_endpoints": []},
+    {"edge_endpoints": [("ok", 1), ("a\n  evil: true", 2)]},
+    {"upstream_endpoints": [("ok", 0)]},
     {"listen_address": "0.0.0.0'"},
     {"public_port": 0},
     {"admin_port": "90x"},
@@ -143,8 +146,8 @@ def test_addresses_from_the_environment():
         split_addr("X", "edge")
     values = values_from_env({"EDGE_ADDR": "edge:9000", "UPSTREAM_ADDR": "up.ns.svc:50051", "PORT": "80",
                               "ENVOY_MAX_HEAP_BYTES": "2048"})
-    assert (values["edge_host"], values["edge_port"]) == ("edge", 9000)
-    assert (values["upstream_host"], values["upstream_port"]) == ("up.ns.svc", 50051)
+    assert values["edge_endpoints"] == [("edge", 9000)]
+    assert values["upstream_endpoints"] == [("up.ns.svc", 50051)]
     assert values["public_port"] == "80" and values["max_heap_bytes"] == "2048"
     with pytest.raises(ConfigError):
         render(**{**LOCAL, **values_from_env({"ENVOY_MAX_HEAP_BYTES": "lots", "INTERNAL_TOKENS_FILE": TOKENS})})
@@ -165,3 +168,32 @@ def test_cli_renders_from_environment_and_reports_errors(tmp_path: Path):
     assert bad.returncode == 2
     assert "UPSTREAM_ADDR must be host:port" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "x.yaml").exists()
+
+
+def cluster_endpoints(cfg: dict, name: str) -> list[tuple[str, int]]:
+    cluster = next(c for c in cfg["static_resources"]["clusters"] if c["name"] == name)
+    return [(e["endpoint"]["address"]["socket_address"]["address"],
+             e["endpoint"]["address"]["socket_address"]["port_value"])
+            for group in cluster["load_assignment"]["endpoints"] for e in group["lb_endpoints"]]
+
+
+def test_several_edges_and_upstreams_from_the_environment(tmp_path: Path):
+    """ENVOY_EDGE_ADDRESSES / ENVOY_UPSTREAM_ADDRESSES list several of each; without them the
+    single EDGE_ADDR / UPSTREAM_ADDR still work."""
+    env = {"ENVOY_EDGE_ADDRESSES": "10.0.0.1:8081, 10.0.0.2:8081,edge-3:9000",
+           "ENVOY_UPSTREAM_ADDRESSES": "up-a:50051,[::1]:50052", "EDGE_ADDR": "ignored:1",
+           "ENVOY_DESCRIPTOR": str(DESCRIPTOR), "INTERNAL_TOKENS_FILE": TOKENS}
+    cfg_file = render_file(tmp_path / "many.yaml", **values_from_env(env))
+    cfg = yaml.safe_load(cfg_file.read_text())
+    assert cluster_endpoints(cfg, "edge") == [("10.0.0.1", 8081), ("10.0.0.2", 8081), ("edge-3", 9000)]
+    assert cluster_endpoints(cfg, "upstream") == [("up-a", 50051), ("::1", 50052)]
+    envoy_validate(cfg_file)
+    single = yaml.safe_load(render(**values_from_env({"EDGE_ADDR": "edge:8081", "UPSTREAM_ADDR": "upstream:50051",
+                                                      "INTERNAL_TOKENS_FILE": TOKENS})))
+    assert cluster_endpoints(single, "edge") == [("edge", 8081)]
+    assert cluster_endpoints(single, "upstream") == [("upstream", 50051)]
+    assert cluster_endpoints(yaml.safe_load(render(**LOCAL)), "edge") == [("127.0.0.1", 18081)]
+    for bad in ({"ENVOY_EDGE_ADDRESSES": "a:1,no-port"}, {"ENVOY_UPSTREAM_ADDRESSES": "a:1,b:99999"},
+                {"ENVOY_EDGE_ADDRESSES": " , "}):
+        with pytest.raises(ConfigError):
+            render(**values_from_env({**env, **bad}))

@@ -232,6 +232,8 @@ async def _generate(call: Call, acct: Account, body: dict[str, Any]) -> Reply:
                                 for chunk in responder.stream_responses(answer, model, rid, created)], headers)
     if answer.chunk_delay is not None:
         reply.between = answer.chunk_delay
+    if answer.burst:
+        reply.burst()
     return reply
 
 

@@ -185,6 +185,8 @@ def _answer(call: Call, backend: str, model: str, method: str, body: dict[str, A
         reply = Reply(200, pieces, SSE, entry=call.entry, streaming=True, headers=[(b"cache-control", b"no-cache")])
     if answer.chunk_delay is not None:
         reply.between = answer.chunk_delay
+    if answer.burst:
+        reply.burst()
     return reply
 
 

@@ -132,7 +132,7 @@ async def _count(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Mete
     body, _ = await read_request(request, ctx)
     _requested, ref = _model(body, ctx)
     base = meter.model = ref.base
-    ctx.limiter.admit(key, await allow_list_id(key, ref, ctx.upstream))
+    await ctx.limiter.admit(key, await allow_list_id(key, ref, ctx.upstream))
     media = await fetch_media(request, ctx, media_urls(body), "messages", meter)
     try:
         payload = orjson.dumps(count_tokens_body(body, media))

@@ -32,7 +32,7 @@ from services.edge.routes import embeddings
 from services.edge.store import KeyRecord
 from services.edge.translate.thinking import thinking_config
 from services.edge.streaming import STREAM_HEADERS, StreamResponse, unless_disconnected, with_trace
-from services.edge.upstream_client import Usage, UpstreamError, UpstreamStream
+from services.edge.upstream_client import Usage, UpstreamError, UpstreamStream, events_of
 from services.edge.usage import Meter, metered
 
 router = APIRouter()
@@ -153,12 +153,17 @@ def _sse_event(data: bytes) -> bytes:
 
 
 async def _sse_body(stream: UpstreamStream, first, meter: Meter) -> AsyncIterator[bytes]:
+    """One SSE event per backend event; the events of one upstream message (they arrived
+    together) leave in one write."""
     status = 499
     try:
         msg = first
         while msg is not None:
-            if msg.chunk.data:
-                yield _sse_event(msg.chunk.data)
+            events = events_of(msg)
+            if len(events) == 1:
+                yield _sse_event(events[0])
+            elif events:
+                yield b"".join(map(_sse_event, events))
             msg = await stream.next()
         status = 200
     except UpstreamError as exc:
@@ -171,14 +176,16 @@ async def _sse_body(stream: UpstreamStream, first, meter: Meter) -> AsyncIterato
 
 
 async def _array_body(stream: UpstreamStream, first, meter: Meter) -> AsyncIterator[bytes]:
-    """Google's JSON-array stream: '[' chunk (',\\r\\n' chunk)* ']', one write per chunk."""
+    """Google's JSON-array stream: '[' chunk (',\\r\\n' chunk)* ']', one write per upstream
+    message (the events that arrived together), each event still its own array element."""
     status = 499
     opened = False
     try:
         msg = first
         while msg is not None:
-            if msg.chunk.data:
-                yield (b",\r\n" if opened else b"[") + msg.chunk.data
+            events = events_of(msg)
+            if events:
+                yield (b",\r\n" if opened else b"[") + b",\r\n".join(events)
                 opened = True
             msg = await stream.next()
         status = 200
@@ -194,7 +201,7 @@ async def _array_body(stream: UpstreamStream, first, meter: Meter) -> AsyncItera
 
 async def _count(request: Request, ctx: EdgeContext, key: KeyRecord, ref: ModelRef, meter: Meter) -> Response:
     raw = await read_json_bytes(request, ctx.settings.max_body_bytes)
-    ctx.limiter.admit(key, await allow_list_id(key, ref, ctx.upstream))
+    await ctx.limiter.admit(key, await allow_list_id(key, ref, ctx.upstream))
     model = ref.base
     resp = await unless_disconnected(request, ctx.upstream.count_tokens(model, raw, request_id=meter.request_id, caller=key.name))
     meter.finish(200)

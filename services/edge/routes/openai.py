@@ -28,6 +28,7 @@ from services.edge.routes.gemini import get_model_google, list_models_google
 from services.edge.models import parse_model
 from services.edge.routes.translated import (SseTranslator, admit_generation, fetch_media, answer_once, open_stream,
                                              pump_sse, read_request, thinking_spec)
+from services.edge.spliced import Spliced
 from services.edge.store import KeyRecord
 from services.edge.streaming import StreamResponse
 from services.edge.translate.errors import TranslationError
@@ -73,15 +74,19 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
     await admit_generation(ctx, key, meter, ref, body, body_bytes)
     thinking = await thinking_spec(ctx, ref.base)
     big = _is_big(body)
-    media = await fetch_media(request, ctx, media_urls(body), "messages", meter)
+    # Large media (fetched, or inline in the body) stay in their own buffers while the request
+    # is translated, and are spliced into the pieces sent on (services/edge/spliced.py).
+    spliced = Spliced()
+    media = await fetch_media(request, ctx, media_urls(body), "messages", meter, spliced)
     try:
-        chat = await _translate(body, media, thinking, big)
+        chat = await _translate(body, media, thinking, big, spliced)
     except TranslationError as exc:
         raise ApiError(400, exc.message, param=exc.param, code=exc.code) from None
     # Inline media can be tens of MB: let go of the parsed request and of the translated one as
     # soon as they are serialized, so no more copies than needed are alive during the call.
     del body, media
-    payload = await _serialize(chat.gemini, big)
+    payload = spliced.pieces(await _serialize(chat.gemini, big))
+    spliced.clear()
     model, streamed, include_usage = chat.model, chat.stream, chat.include_usage
     del chat
     completion_id = f"chatcmpl-{new_id()}"
@@ -122,10 +127,11 @@ def _is_big(body: dict) -> bool:
     return isinstance(messages, list) and len(messages) > _OFFLOAD_MESSAGES
 
 
-async def _translate(body: dict, media: dict, thinking, big: bool):
+async def _translate(body: dict, media: dict, thinking, big: bool, spliced: Spliced):
     if big:
-        return await asyncio.to_thread(functools.partial(chat_request_to_gemini, body, media, thinking=thinking))
-    return chat_request_to_gemini(body, media, thinking=thinking)
+        return await asyncio.to_thread(functools.partial(chat_request_to_gemini, body, media, thinking=thinking,
+                                                         spliced=spliced))
+    return chat_request_to_gemini(body, media, thinking=thinking, spliced=spliced)
 
 
 async def _serialize(gemini: dict, big: bool) -> bytes:
