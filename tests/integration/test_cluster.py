@@ -34,8 +34,6 @@ REDIS_DB = 5
 # Features other branches of issue #14 bring; until then these tests are strict xfails.
 SHARED_LIMITS = pytest.mark.xfail(strict=True, reason="edge limits in Redis (REDIS_URL) not on this branch yet: "
                                                       "each edge counts a key's requests and tokens alone")
-SHARED_REFRESH = pytest.mark.xfail(strict=True, reason="upstream replicas sharing refresh leases and tokens via "
-                                                       "REDIS_URL not on this branch yet: each refreshes alone")
 REVOKE_FANOUT = pytest.mark.xfail(strict=True, reason="revocation fan-out via REDIS_URL not on this branch yet: "
                                                       "edges see a revoke only when they poll the store")
 
@@ -258,7 +256,6 @@ def test_killing_an_upstream_mid_run_loses_no_ledger_row(simulator: harness.Proc
 
 # --- refresh -------------------------------------------------------------------------------------
 
-@SHARED_REFRESH
 def test_one_refresh_per_credential_however_many_upstreams_need_it(cluster: Cluster, http: httpx.Client):
     """Both upstreams start from the same expired credential (each its own copy, as pods seeded
     from one Secret) and both serve with it: the token endpoint sees one refresh."""
