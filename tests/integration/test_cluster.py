@@ -252,6 +252,16 @@ def test_killing_an_upstream_mid_run_loses_no_ledger_row(simulator: harness.Proc
         assert len(rows) == len(results)
         # The survivor served after the kill.
         assert generations(c, c.upstreams[1]) > 0
+        # Readiness follows the upstreams: ready while one serves, not once none does (the
+        # Kubernetes readinessProbe); liveness does not.
+        with httpx.Client(timeout=10, trust_env=False) as client:
+            for edge in c.edges:
+                assert client.get(f"{edge.url}/readyz").json()["upstream"] is True
+            kill(c.upstreams[1])
+            for edge in c.edges:
+                harness.wait_until(lambda: client.get(f"{edge.url}/readyz").status_code == 503, edge, timeout=30,
+                                   what="unready without upstreams")
+                assert client.get(f"{edge.url}/healthz").status_code == 200
     finally:
         c.stop()
 
