@@ -1,7 +1,10 @@
 """`make bench`: latency, throughput and memory of the stack against the simulator.
 
-Layers measured for a streamed answer (time to first chunk and total time):
-  (a) direct to the simulator, (b) upstream over gRPC, (c) edge, (d) Envoy → edge → upstream.
+Layers measured for a streamed answer of 21 SSE events (time to first chunk and total time,
+each gateway process's CPU per stream and per event):
+  (a) direct to the simulator, (b) upstream over gRPC, (c) edge, (d) Envoy → edge → upstream;
+phase `long` does the same for an answer of 300 events. The goals of issue #15 are printed
+as HOLDS or SHORT at the end (bench/report.py).
 Then non-streaming throughput through the full stack, 1,000 concurrent streams held for a
 minute, one 20 MiB image through the OpenAI route (inline, and fetched from a URL), and
 nine 20 MiB image URLs in one request (refused early by MEDIA_MAX_TOTAL_BYTES), and throughput
@@ -20,6 +23,7 @@ import argparse
 import asyncio
 import base64
 import os
+import platform
 import sys
 import tempfile
 import time
@@ -31,8 +35,10 @@ import grpc
 import httpx
 import orjson
 
-from bench.media import EDGE_ENV as MEDIA_EDGE_ENV, media_rows, print_rows as print_media_rows
+from bench.media import EDGE_ENV as MEDIA_EDGE_ENV, media_rows
 from bench.pool_choice import pool_choice, print_pool
+from bench.redis_limits import print_redis, redis_limits
+from bench.report import LAYERS, print_bodies, print_table, targets
 from bench.scale import print_scale, scale_row
 from bench.worker import stream_http
 from deploy.envoy_config import DEFAULT_MAX_BODY_BYTES
@@ -43,7 +49,20 @@ RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "gemini-2.5-flash"
 BENCH_BODY_BYTES = 64 << 20  # the edge's MAX_BODY_BYTES in the bench stacks
-STREAM_BODY = {"contents": [{"role": "user", "parts": [{"text": "bench [len=12] [chunks=4]"}]}]}
+EVENTS = 21  # a realistic short answer: about 20 words of text per event is what backends send
+LONG_EVENTS = 300
+SPACED_MS = 2.0
+
+
+def stream_body(events: int = EVENTS, delay_ms: float = 0) -> dict:
+    """A Gemini request the simulator answers with `events` SSE events (two words each), sent
+    back to back (they reach the upstream together, as from a fast backend) or `delay_ms` apart
+    (each alone, as tokens come from a real model)."""
+    pace = f" [delay={delay_ms:g}]" if delay_ms else ""
+    return {"contents": [{"role": "user", "parts": [{"text": f"bench [len={2 * events}] [chunks={events}]{pace}"}]}]}
+
+
+STREAM_BODY = stream_body()
 
 
 # --- process metrics ------------------------------------------------------------------------
@@ -83,6 +102,16 @@ class PeakRss:
         self._task.cancel()
         for n, p in self.procs.items():
             self.peak[n] = max(self.peak[n], rss_mib(p.popen.pid))
+
+
+def machine() -> dict:
+    """What the figures were measured on (the README's table names it)."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or platform.machine())
+    mem = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal:")), 0)
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / (1 << 20)),
+            "system": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
 
 
 # --- the stack ------------------------------------------------------------------------------
@@ -130,7 +159,7 @@ async def stream_grpc(stub, body: bytes) -> tuple[float, float]:
     t0 = time.perf_counter()
     ttfc = None
     call = stub.Generate(upstream_pb2.GenerateRequest(
-        model=MODEL, stream=True, body=httpbody_pb2.HttpBody(content_type="application/json", data=body)))
+        model=MODEL, stream=True, coalesce=True, body=httpbody_pb2.HttpBody(content_type="application/json", data=body)))
     async for _ in call:
         if ttfc is None:
             ttfc = time.perf_counter() - t0
@@ -166,14 +195,15 @@ class Clients:
             await c.aclose()
 
 
-LAYERS = ("a_simulator", "b_upstream_grpc", "c_edge", "d_envoy_full")
 BLOCK = 25  # requests per layer in a row at concurrency 1
 
 
-def layer_calls(stack: Stack, client: httpx.AsyncClient, stub) -> dict[str, Callable[[], Awaitable[tuple[float, float]]]]:
+def layer_calls(stack: Stack, client: httpx.AsyncClient, stub,
+                events: int = EVENTS) -> dict[str, Callable[[], Awaitable[tuple[float, float]]]]:
     """One streamed request through each layer, as a callable returning (ttfc, total) seconds."""
-    body = orjson.dumps(STREAM_BODY)
-    envelope = orjson.dumps({"model": MODEL, "project": stack.project, "request": STREAM_BODY})
+    request = stream_body(events)
+    body = orjson.dumps(request)
+    envelope = orjson.dumps({"model": MODEL, "project": stack.project, "request": request})
     sim_url = f"{stack.sim.url}/v1internal:streamGenerateContent?alt=sse"
     sim_hdrs = {"Authorization": f"Bearer {stack.access_token}", "Content-Type": "application/json"}
     path = f"/gemini_cli/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
@@ -187,10 +217,11 @@ def layer_calls(stack: Stack, client: httpx.AsyncClient, stub) -> dict[str, Call
 
 
 def layer_result(layer: str, concurrency: int, total: int, errors: int, wall: float,
-                 results: list[tuple[float, float]], cpu_ms: dict[str, float]) -> dict:
+                 results: list[tuple[float, float]], cpu_ms: dict[str, float], events: int,
+                 delay_ms: float = 0) -> dict:
     ttfc = [r[0] for r in results]
     tot = [r[1] for r in results]
-    return {"layer": layer, "concurrency": concurrency, "requests": total, "errors": errors, "wall_s": wall,
+    return {"layer": layer, "events": events, "delay_ms": delay_ms, "concurrency": concurrency, "requests": total, "errors": errors, "wall_s": wall,
             "ttfc_p50_ms": pct(ttfc, 0.5), "ttfc_p99_ms": pct(ttfc, 0.99),
             "total_p50_ms": pct(tot, 0.5), "total_p99_ms": pct(tot, 0.99), "cpu_ms_per_request": cpu_ms}
 
@@ -202,8 +233,9 @@ class LayerWorker:
         self.proc = proc
 
     @classmethod
-    async def start(cls, stack: Stack, layer: str) -> "LayerWorker":
-        body = orjson.dumps(STREAM_BODY)
+    async def start(cls, stack: Stack, layer: str, events: int = EVENTS, delay_ms: float = 0) -> "LayerWorker":
+        request = stream_body(events, delay_ms)
+        body = orjson.dumps(request)
         path = f"/gemini_cli/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
         spec = {"layer": layer, "model": MODEL, "grpc_addr": stack.upstream.addr,
                 "metadata": list(harness.internal_metadata()), "url": "", "headers": {},
@@ -211,7 +243,7 @@ class LayerWorker:
         if layer == "a_simulator":
             spec.update(url=f"{stack.sim.url}/v1internal:streamGenerateContent?alt=sse",
                         headers={"Authorization": f"Bearer {stack.access_token}", "Content-Type": "application/json"},
-                        body=orjson.dumps({"model": MODEL, "project": stack.project, "request": STREAM_BODY}).decode("latin-1"))
+                        body=orjson.dumps({"model": MODEL, "project": stack.project, "request": request}).decode("latin-1"))
         elif layer in ("c_edge", "d_envoy_full"):
             port = stack.edge.port if layer == "c_edge" else stack.envoy.port
             spec.update(url=f"http://127.0.0.1:{port}{path}",
@@ -241,7 +273,8 @@ class LayerWorker:
             self.proc.kill()
 
 
-async def run_latency(stack: Stack, concurrency: int, total: int) -> list[dict]:
+async def run_latency(stack: Stack, concurrency: int, total: int, events: int = EVENTS,
+                      delay_ms: float = 0) -> list[dict]:
     """Every layer at one concurrency.
 
     At concurrency 1 each layer is measured from a client process of its own (bench.worker),
@@ -250,7 +283,7 @@ async def run_latency(stack: Stack, concurrency: int, total: int) -> list[dict]:
     concurrency each layer runs alone, from this process."""
     procs = {"upstream": stack.upstream, "edge": stack.edge, "envoy": stack.envoy}
     if concurrency == 1:
-        workers = {layer: await LayerWorker.start(stack, layer) for layer in LAYERS}
+        workers = {layer: await LayerWorker.start(stack, layer, events, delay_ms) for layer in LAYERS}
         try:
             for w in workers.values():
                 await w.run(min(20, total))  # warm connections and caches
@@ -272,13 +305,13 @@ async def run_latency(stack: Stack, concurrency: int, total: int) -> list[dict]:
             for w in workers.values():
                 await w.close()
         return [layer_result(layer, 1, total, errors[layer], wall[layer], results[layer],
-                             {n: round(v * 1000 / total, 3) for n, v in cpu[layer].items()})
+                             {n: round(v * 1000 / total, 3) for n, v in cpu[layer].items()}, events, delay_ms)
                 for layer in LAYERS]
 
     async with Clients(concurrency, timeout=60) as clients, \
             grpc.aio.insecure_channel(stack.upstream.addr) as channel:
         stub = harness.AuthedStub(channel)
-        calls = [layer_calls(stack, c, stub) for c in clients.clients]
+        calls = [layer_calls(stack, c, stub, events) for c in clients.clients]
         for per_client in calls:
             for one in per_client.values():
                 for _ in range(3):  # warm connections and caches
@@ -303,7 +336,7 @@ async def run_latency(stack: Stack, concurrency: int, total: int) -> list[dict]:
             await asyncio.gather(*(worker(i, k) for i, k in enumerate(shares) if k))
             elapsed = time.perf_counter() - t0
             cpu_ms = {n: round((cpu_seconds(p.popen.pid) - cpu0[n]) * 1000 / total, 3) for n, p in procs.items()}
-            out.append(layer_result(layer, concurrency, total, errs, elapsed, results, cpu_ms))
+            out.append(layer_result(layer, concurrency, total, errs, elapsed, results, cpu_ms, events))
         return out
 
 
@@ -330,9 +363,11 @@ async def throughput(stack: Stack, seconds: float, concurrency: int) -> dict:
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
         wall = time.perf_counter() - t0
-    cpu = sum(cpu_seconds(p.popen.pid) - cpu0[n] for n, p in procs.items())
+    spent = {n: cpu_seconds(p.popen.pid) - cpu0[n] for n, p in procs.items()}
+    cpu = sum(spent.values())
     return {"concurrency": concurrency, "requests": done, "errors": errors, "rps": done / wall,
-            "gateway_cpu_s": cpu, "requests_per_cpu_s": done / cpu if cpu else float("nan")}
+            "gateway_cpu_s": cpu, "requests_per_cpu_s": done / cpu if cpu else float("nan"),
+            "cpu_ms_per_request": {n: round(v * 1000 / max(done, 1), 4) for n, v in spent.items()}}
 
 
 async def many_streams(stack: Stack, n: int, hold_s: int) -> dict:
@@ -345,6 +380,14 @@ async def many_streams(stack: Stack, n: int, hold_s: int) -> dict:
     expected = " ".join(f"w{i}" for i in range(1, words + 1))
     intact = 0
     failures: dict[str, int] = {}
+    # Idle: after a few answers of each kind (imports, pools and caches warm), none open.
+    async with httpx.AsyncClient(timeout=30, trust_env=False) as client:
+        for _ in range(5):
+            await stream_http(client, url, hdrs, orjson.dumps(STREAM_BODY))
+            await client.post(url.replace(":streamGenerateContent?alt=sse", ":generateContent"),
+                              content=orjson.dumps(STREAM_BODY), headers=hdrs)
+    await asyncio.sleep(1)
+    idle = {name: rss_mib(p.popen.pid) for name, p in stack.procs().items()}
     async with Clients(n, timeout=httpx.Timeout(hold_s * 3, connect=30)) as clients, \
             PeakRss(stack.procs()) as peak:
         async def one(i: int) -> None:
@@ -369,7 +412,7 @@ async def many_streams(stack: Stack, n: int, hold_s: int) -> dict:
         await asyncio.gather(*(one(i) for i in range(n)))
         wall = time.perf_counter() - t0
     return {"streams": n, "hold_s": hold_s, "intact": intact, "failures": failures, "wall_s": wall,
-            "peak_rss_mib": peak.peak}
+            "idle_rss_mib": idle, "peak_rss_mib": peak.peak}
 
 
 async def big_image(stack: Stack, mib: int) -> dict:
@@ -459,84 +502,7 @@ async def worst_schema(stack: Stack, repeat: int = 20) -> dict:
     return out
 
 
-# --- report ---------------------------------------------------------------------------------
-
-def print_bodies(tiny: dict | None, schema: dict | None) -> None:
-    if tiny:
-        print(f"\nLargest accepted body of tiny messages ({tiny['messages']} messages, {tiny['body_mib']:.1f} MiB) "
-              f"via /v1/chat/completions: status {tiny['status']}, {tiny['seconds']:.1f} s; peak growth MiB "
-              + ", ".join(f"{n} {v:.0f} ({v / tiny['body_mib']:.1f}×)" for n, v in tiny["growth_mib"].items())
-              + f"; whole stack {tiny['stack_growth_mib']:.0f} MiB ({tiny['stack_growth_mib'] / tiny['body_mib']:.1f}× the body)")
-    if schema:
-        for label in ("accepted", "refused"):
-            w = schema[label]
-            print(f"{'Worst schema accepted' if label == 'accepted' else 'First schema refused'}: $ref fan-out depth "
-                  f"{w['depth']} ({w['schema_bytes']} bytes), status {w['statuses']}, edge CPU {w['edge_cpu_ms']:.1f} ms "
-                  "per request")
-
-
-def print_table(latency: list[dict], rps: dict | None, streams: dict | None, image: dict | None,
-                media: dict | None = None) -> None:
-    if latency:
-        print("\nStreamed answer, time to first chunk (TTFC) and total, ms; gateway CPU ms per request")
-        print(f"{'layer':<18}{'conc':>6}{'ok':>7}{'err':>5}{'ttfc p50':>10}{'ttfc p99':>10}{'tot p50':>9}"
-              f"{'tot p99':>9}{'+ttfc p50':>11}{'ratio':>7}{'cpu up/edge/envoy':>20}")
-    base = {r["concurrency"]: r for r in latency if r["layer"] == "a_simulator"}
-    for r in latency:
-        b = base.get(r["concurrency"])
-        added = r["ttfc_p50_ms"] - b["ttfc_p50_ms"] if b else float("nan")
-        ratio = r["ttfc_p50_ms"] / b["ttfc_p50_ms"] if b and b["ttfc_p50_ms"] else float("nan")
-        r["added_ttfc_p50_ms"], r["ratio_to_direct"] = added, ratio
-        cpu = r.get("cpu_ms_per_request", {})
-        cpu_text = "/".join(f"{cpu.get(n, float('nan')):.2f}" for n in ("upstream", "edge", "envoy"))
-        print(f"{r['layer']:<18}{r['concurrency']:>6}{r['requests'] - r['errors']:>7}{r['errors']:>5}"
-              f"{r['ttfc_p50_ms']:>10.2f}{r['ttfc_p99_ms']:>10.2f}{r['total_p50_ms']:>9.2f}{r['total_p99_ms']:>9.2f}"
-              f"{added:>11.2f}{ratio:>7.2f}{cpu_text:>20}")
-    if rps:
-        print(f"\nNon-streaming through Envoy→edge→upstream at concurrency {rps['concurrency']}: "
-              f"{rps['rps']:.0f} req/s, {rps['requests_per_cpu_s']:.0f} req per gateway CPU-second "
-              f"({rps['errors']} errors)")
-    if streams:
-        print(f"\n{streams['streams']} concurrent streams held {streams['hold_s']} s: {streams['intact']} intact, "
-              f"failures {streams['failures'] or 'none'}; peak RSS MiB "
-              + ", ".join(f"{n} {v:.0f}" for n, v in streams["peak_rss_mib"].items()))
-    if image:
-        print(f"\n{image['image_mib']} MiB image inline via /v1/chat/completions: status {image['status']}, "
-              f"intact {image['intact']}, {image['seconds']:.2f} s; whole stack grew "
-              f"{image['stack_growth_mib']:.0f} MiB; peak RSS MiB "
-              + ", ".join(f"{n} {v:.0f}" for n, v in image["peak_rss_mib"].items()))
-    if media:
-        print_media_rows(media)
-    verdicts = targets(latency, streams)
-    if verdicts:
-        print("\nTargets")
-        for name, (held, detail) in verdicts.items():
-            print(f"  {'HOLDS' if held else 'SHORT':<7}{name}: {detail}")
-
-
-TTFC_BUDGET_MS = 3.0
-RSS_BUDGET_MIB = 300.0
-GATEWAY = ("upstream", "edge", "envoy")
-
-
-def targets(latency: list[dict], streams: dict | None) -> dict[str, tuple[bool, str]]:
-    """The issue's targets, judged on this run's figures."""
-    out: dict[str, tuple[bool, str]] = {}
-    full = next((r for r in latency if r["layer"] == "d_envoy_full" and r["concurrency"] == 1), None)
-    if full is not None and "added_ttfc_p50_ms" in full:
-        added = full["added_ttfc_p50_ms"]
-        out["added TTFC p50 through the whole stack"] = (
-            added <= TTFC_BUDGET_MS, f"{added:.2f} ms at concurrency 1 (budget {TTFC_BUDGET_MS:g} ms)")
-    if streams:
-        lost = streams["streams"] - streams["intact"]
-        out[f"{streams['streams']} streams, none lost"] = (lost == 0, f"{lost} lost")
-        worst = max(streams["peak_rss_mib"][n] for n in GATEWAY if n in streams["peak_rss_mib"])
-        out["RSS per gateway process during the streams"] = (
-            worst <= RSS_BUDGET_MIB, f"largest {worst:.0f} MiB (budget {RSS_BUDGET_MIB:g} MiB)")
-    return out
-
-
-PHASES = ("latency", "rps", "pool", "image", "media", "bodies", "streams", "scale")
+PHASES = ("latency", "long", "spaced", "rps", "pool", "image", "media", "bodies", "streams", "redis", "scale")
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -549,17 +515,33 @@ async def main(args: argparse.Namespace) -> int:
     plan = [(1, args.n1), (50, args.n50), (500, args.n500)]
     latency: list[dict] = []
     rps = streams = image = media = pool = None
-    if "latency" in phases or "rps" in phases or "pool" in phases:
+    if {"latency", "long", "spaced", "rps", "pool"} & set(phases):
         stack = start_stack(base / "s1")
         try:
             if "latency" in phases:
                 for conc, total in plan:
                     if total <= 0:
                         continue
-                    for r in await run_latency(stack, conc, total):
+                    for r in await run_latency(stack, conc, total, args.events):
                         latency.append(r)
                         print(f"  {r['layer']} c={conc}: ttfc p50 {r['ttfc_p50_ms']:.2f} ms, errors {r['errors']}",
                               flush=True)
+            if "long" in phases:
+                # One long answer: what each further event costs, per process.
+                for conc, total in ((1, args.n_long), (50, args.n_long * 5)):
+                    if total <= 0:
+                        continue
+                    for r in await run_latency(stack, conc, total, args.long_events):
+                        latency.append(r)
+                        print(f"  {r['layer']} c={conc} {args.long_events} events: total p50 "
+                              f"{r['total_p50_ms']:.2f} ms, errors {r['errors']}", flush=True)
+            if "spaced" in phases and args.n_spaced > 0:
+                # The same answer with its events 2 ms apart: each crosses the stack alone, so
+                # this is what an event costs when nothing can be coalesced.
+                for r in await run_latency(stack, 1, args.n_spaced, args.events, SPACED_MS):
+                    latency.append(r)
+                    print(f"  {r['layer']} c=1 {args.events} events {SPACED_MS:g} ms apart: "
+                          f"ttfc p50 {r['ttfc_p50_ms']:.2f} ms, errors {r['errors']}", flush=True)
             if "rps" in phases:
                 rps = await throughput(stack, args.rps_seconds, 64)
                 print(f"  throughput: {rps['rps']:.0f} req/s", flush=True)
@@ -601,20 +583,25 @@ async def main(args: argparse.Namespace) -> int:
             streams = await many_streams(stack, args.streams, args.hold)
         finally:
             stack.stop()
+    redis = None
+    if "redis" in phases:
+        redis = redis_limits(base / "s6", max(args.n1, 50), MODEL, cpu_seconds, pct)
+        print(f"  redis limits: {redis['added_p50_ms']:+.3f} ms p50", flush=True)
     scale = None
     if "scale" in phases:
-        scale = await scale_row(base / "s6", args.rps_seconds)
+        scale = await scale_row(base / "s7", args.rps_seconds)
         print(f"  1 vs 3 edges: {scale['ratio']:.2f}x", flush=True)
     print_table(latency, rps, streams, image, media)
     print_pool(pool)
+    print_redis(redis)
     print_bodies(tiny, schema)
     print_scale(scale)
     RESULTS.mkdir(exist_ok=True)
-    out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(),
+    out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(), "machine": machine(),
            "phases": phases, "latency": latency, "throughput": rps, "streams": streams, "image": image, "media": media,
-           "pool_choice": pool, "tiny_messages": tiny, "worst_schema": schema, "scale_out": scale,
+           "pool_choice": pool, "tiny_messages": tiny, "worst_schema": schema, "redis_limits": redis, "scale_out": scale,
            "targets": {name: {"holds": held, "detail": detail}
-                       for name, (held, detail) in targets(latency, streams).items()}}
+                       for name, (held, detail) in targets(latency, rps, streams).items()}}
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     names = [f"bench-{stamp}.json"]
     if set(phases) == set(PHASES):
@@ -630,6 +617,10 @@ if __name__ == "__main__":
     p.add_argument("--n1", type=int, default=200, help="requests at concurrency 1")
     p.add_argument("--n50", type=int, default=1000, help="requests at concurrency 50")
     p.add_argument("--n500", type=int, default=2000, help="requests at concurrency 500")
+    p.add_argument("--events", type=int, default=EVENTS, help="SSE events per streamed answer")
+    p.add_argument("--long-events", type=int, default=LONG_EVENTS, help="events of the long answer (phase long)")
+    p.add_argument("--n-long", type=int, default=40, help="long answers at concurrency 1 (5× that at 50)")
+    p.add_argument("--n-spaced", type=int, default=100, help="spaced answers at concurrency 1 (phase spaced)")
     p.add_argument("--rps-seconds", type=float, default=10)
     p.add_argument("--streams", type=int, default=1000)
     p.add_argument("--hold", type=int, default=60, help="seconds each held stream lasts")

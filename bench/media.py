@@ -60,6 +60,7 @@ async def _measure(stack, peak_cls, rss_mib, urls: list[str]) -> dict:
         took = time.perf_counter() - t0
     growth = sum(peak.peak[n] - before[n] for n in procs)
     return {"urls": len(urls), "status": r.status_code, "seconds": took, "rss_before_mib": before,
+            "error": None if r.status_code == 200 else r.text[:300],
             "peak_rss_mib": dict(peak.peak), "stack_growth_mib": growth}
 
 

@@ -245,6 +245,19 @@ async def demo_key(env: Mapping[str, str], data_dir: Path) -> str:
     return key
 
 
+def admin_console_token(data_dir: Path, demo: bool) -> str | None:
+    """The admin console's token when this start generates it (shown once, in the banner);
+    None when ADMIN_TOKEN is set or one was generated before (only its hash is kept)."""
+    from services.edge.admin_token import ensure_admin_token
+    from services.edge.settings import load_settings
+
+    overrides = {"license_db": "", "license_secret": None} if demo else {}
+    settings = load_settings(data_dir=data_dir, **overrides)
+    if settings.admin_token is not None and settings.admin_token.get_secret_value().strip():
+        return None
+    return ensure_admin_token(data_dir, settings.resolve_secret())
+
+
 def curl_examples(base: str, key: str) -> str:
     q = shlex.quote
     chat = ('{"model": "%s", "messages": [{"role": "user", "content": "Hello from the demo"}]}' % DEMO_MODEL)
@@ -263,7 +276,8 @@ def curl_examples(base: str, key: str) -> str:
 
 
 def banner(mode: str, ports: Ports, listen: str, data_dir: Path, key: str | None,
-           internal_listen: str = LOOPBACK, tokens_file: Path | None = None) -> str:
+           internal_listen: str = LOOPBACK, tokens_file: Path | None = None,
+           admin_token: str | None = None) -> str:
     host = LOOPBACK if listen in ("0.0.0.0", "::") else listen
     internal_host = LOOPBACK if internal_listen in ("0.0.0.0", "::") else internal_listen
     base = f"http://{host}:{ports.public}{ROOT_PATH}"
@@ -289,6 +303,12 @@ def banner(mode: str, ports: Ports, listen: str, data_dir: Path, key: str | None
     # The demo's data directory is $DATA_DIR/demo: the CLI's --demo finds it from the base.
     base_dir, demo_flag = (data_dir.parent, " --demo") if key is not None else (data_dir, "")
     keys_cli = f"{shlex.quote(PY)} -m services.edge.keys --data-dir {shlex.quote(str(base_dir))}{demo_flag}"
+    lines.append(f"  Admin console {base}/admin")
+    if admin_token:
+        lines.append(f"    admin token (shown this once, keep it): {admin_token}")
+    else:
+        lines.append(f"    admin token: ADMIN_TOKEN, or the one printed at first start; a new one: "
+                     f"{keys_cli} admin-token rotate")
     if key is None:
         lines += [
             "",
@@ -374,6 +394,7 @@ async def serve(mode: str, sup: Supervisor, env: dict[str, str]) -> int:
     upstream = await sup.start("upstream", [PY, "-m", "services.upstream"], upstream_env, str(ROOT))
     await sup.wait_ready(upstream, probe(grpc_serving, f"{LOOPBACK}:{ports.upstream}"))
 
+    admin_token = admin_console_token(data_dir, mode == "demo")
     edge = await sup.start("edge", [PY, "-m", "services.edge"], edge_env, str(ROOT))
     await sup.wait_ready(edge, probe(http_ok, f"http://{LOOPBACK}:{ports.edge}/healthz"))
 
@@ -393,7 +414,7 @@ async def serve(mode: str, sup: Supervisor, env: dict[str, str]) -> int:
                                           "--log-level", "warn", "--file-flush-interval-msec", "1000"],
                                 {**env, "INTERNAL_TOKEN": edge_token}, str(ROOT))
         await sup.wait_ready(proxy, probe(http_ok, f"http://{LOOPBACK}:{ports.admin}/ready"))
-        sup.print_block(banner(mode, ports, listen, data_dir, key, internal_listen, auth.tokens_file))
+        sup.print_block(banner(mode, ports, listen, data_dir, key, internal_listen, auth.tokens_file, admin_token))
 
         died = await sup.run_until_stopped()
     if died is not None:

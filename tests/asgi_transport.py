@@ -31,15 +31,21 @@ class AsgiStream:
         return (await self._resp.aread())[:limit]
 
     async def events(self) -> AsyncIterator[bytes]:
+        async for batch in self.batches():
+            for data in batch:
+                yield data
+
+    async def batches(self) -> AsyncIterator[list[bytes]]:
+        """As BackendStream.batches(): the events of each piece that came, as one list."""
         parser = SSEParser()
         try:
             async for chunk in self._resp.aiter_bytes():
-                for data in parser.feed(chunk):
-                    yield data
+                if batch := parser.feed(chunk):
+                    yield batch
         except httpx.HTTPError as exc:
             raise TransportError(f"backend stream broke ({type(exc).__name__})") from None
-        for data in parser.close():
-            yield data
+        if batch := parser.close():
+            yield batch
 
     async def aclose(self) -> None:
         await self._resp.aclose()

@@ -36,3 +36,5 @@ def sim(simulator: harness.Proc):
 
 # Real PostgreSQL and Redis servers for the tests that need them (tests/support/servers.py).
 from tests.support.servers import pg_dsn, postgres_server, redis_server, redis_url  # noqa: E402,F401
+# `license_db`: the license-store tests run on SQLite and on PostgreSQL (tests/support/stores.py).
+from tests.support.stores import license_db  # noqa: E402,F401

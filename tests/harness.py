@@ -164,12 +164,17 @@ _INTERNAL: InternalAuth | None = None
 def internal_auth() -> InternalAuth:
     global _INTERNAL
     if _INTERNAL is None:
+        import atexit
+        import shutil
         import tempfile
 
         from services.upstream.internal_auth import htpasswd_line, new_token
 
         tokens = {"edge": new_token(), "ops": new_token()}
-        path = Path(tempfile.mkdtemp(prefix="gw-internal-")) / "internal_tokens"
+        directory = tempfile.mkdtemp(prefix="gw-internal-")
+        # One directory per test process, removed when it exits (they piled up in /tmp).
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        path = Path(directory) / "internal_tokens"
         path.write_text("".join(htpasswd_line(n, tok) + "\n" for n, tok in tokens.items()))
         _INTERNAL = InternalAuth(path, tokens)
     return _INTERNAL

@@ -81,4 +81,4 @@ async def admit(ctx, key: KeyRecord, meter, model: str, *, body_bytes: int = 0,
         estimate = prompt
         if generates:
             estimate += max_output or await model_output_cap(ctx.upstream, model)
-    meter.reservation = ctx.limiter.reserve(key, model, estimate, prompt=prompt)
+    meter.reservation = await ctx.limiter.reserve(key, model, estimate, prompt=prompt)

@@ -21,16 +21,22 @@ from starlette.routing import Match, Route
 from starlette.types import Message, Receive, Scope, Send
 
 from services.edge import stats
+from services.edge import retention
 from services.edge.auth import KeyCache
 from services.edge.context import EdgeContext
 from services.edge.errors import install_error_handlers
-from services.edge.limits import Limiter
+from services.edge.key_events import KeyChangeListener, KeyChangePublisher, NotifyingStore
+from services.edge.limits import Limiter, Limits
+from services.edge.redis_conn import connect as connect_redis
+from services.edge.redis_limits import RedisLimiter
 from services.edge.media import MediaFetcher
 from services.edge.metrics import EdgeMetrics
 from services.metrics_server import MetricsServer
-from services.edge.routes import anthropic, embeddings, gemini, health, index, openai, responses
+from services.edge.routes import admin, anthropic, docs, embeddings, gemini, health, index, openai, responses
+from services.edge.admin_service import AdminService
+from services.edge.admin_token import AdminTokenCheck, FailedLogins, ensure_admin_token
 from services.edge.settings import EdgeSettings, load_settings
-from services.edge.store import open_store
+from services.edge.store import describe_location, open_store
 from services.edge.upstream_client import UpstreamClient
 from services.edge.usage import UsageRecorder
 
@@ -48,11 +54,35 @@ async def _load_catalogue(upstream: UpstreamClient) -> None:
             await asyncio.sleep(1.0)
 
 
-async def _prune_forever(limiter: Limiter, every: float = 60.0) -> None:
+def shared_limits(settings: EdgeSettings, store):
+    """(limiter, store, key-change listener) from the settings: with REDIS_URL, limits every
+    replica shares and a store that announces key changes; without, limits of this process
+    alone (and no listener)."""
+    url = settings.redis_url_value
+    if not url:
+        return Limiter(), store, None
+    limiter = RedisLimiter(connect_redis(url, settings.redis_timeout), timeout=settings.redis_timeout)
+    publisher = KeyChangePublisher.from_url(url, settings.redis_timeout)
+    listener = KeyChangeListener(url, settings.redis_timeout)
+    return limiter, NotifyingStore(store, publisher), listener
+
+
+async def _prune_forever(limiter: Limits, every: float = 60.0) -> None:
     # Rate windows of keys that went quiet would otherwise stay in memory for good.
     while True:
         await asyncio.sleep(every)
         limiter.prune()
+
+
+def _admin_check(settings: EdgeSettings, secret: bytes) -> AdminTokenCheck:
+    configured = settings.admin_token.get_secret_value().strip() if settings.admin_token else ""
+    if not configured:
+        token = ensure_admin_token(settings.data_dir, secret)
+        if token:
+            # The only time this token is shown: only its hash is kept.
+            log.warning("admin console: %s/admin  admin token (shown once, keep it): %s  "
+                        "(replace it: python -m services.edge.keys admin-token rotate)", settings.root_path, token)
+    return AdminTokenCheck(secret, settings.data_dir, configured or None)
 
 
 class EdgeApp(FastAPI):
@@ -141,7 +171,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         secret = settings.resolve_secret()
         store = open_store(settings.license_db_location)
-        limiter = Limiter()
+        limiter, store, listener = shared_limits(settings, store)
         recorder = UsageRecorder(store, limiter, flush_interval=settings.ledger_flush_seconds,
                                  spill_dir=Path(settings.data_dir))
         keys = KeyCache(store, secret, limiter=limiter, pending_tokens=recorder.pending_tokens,
@@ -166,22 +196,36 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
         app.state.metrics = metrics
         await keys.poll_once()
         keys.start()
+        await limiter.start()
+        if listener is not None:
+            listener.start(keys.invalidate)
         recorder.start()
         housekeeping = asyncio.create_task(_prune_forever(limiter), name="limiter-prune")
         catalogue = asyncio.create_task(_load_catalogue(upstream), name="catalogue-warmup")
+        retain = (asyncio.create_task(retention.run_forever(store, settings.usage_retention_days,
+                                                            settings.usage_rollup_seconds), name="usage-retention")
+                  if settings.usage_retention_days > 0 else None)
         app.state.ctx = EdgeContext(settings=settings, store=store, keys=keys, limiter=limiter,
                                     recorder=recorder, upstream=upstream, http=http, media=media)
+        app.state.admin = admin.AdminState(_admin_check(settings, secret), FailedLogins(),
+                                           AdminService(store, secret, upstream))
         stats.install("edge", lambda: {"ledger_queue": recorder.queued})
-        log.info("edge ready: root path %r, upstream %s, license db %s", settings.root_path,
-                 settings.upstream_addr, settings.license_db_location)
+        log.info("edge ready: root path %r, upstream %s, license db %s, limits %s", settings.root_path,
+                 settings.upstream_addr, describe_location(settings.license_db_location),
+                 "shared in Redis" if listener is not None else "per process")
         try:
             yield
         finally:
             stats.uninstall()
             housekeeping.cancel()
             catalogue.cancel()
+            if retain is not None:
+                retain.cancel()
+            if listener is not None:
+                await listener.stop()
             await keys.stop()
             await recorder.stop()
+            await limiter.close()
             await upstream.close(grace=1.0)
             await http.aclose()
             await store.close()
@@ -206,6 +250,8 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     app.include_router(embeddings.router, prefix=settings.root_path)
     app.include_router(health.router)
     app.include_router(index.router, prefix=settings.root_path)
+    app.include_router(docs.router, prefix=settings.root_path)
+    app.include_router(admin.router, prefix=settings.root_path)
     if settings.root_path:
         app.include_router(health.router, prefix=settings.root_path)
     app.direct_routes([(gemini.router, settings.root_path), (openai.router, settings.root_path),

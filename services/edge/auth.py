@@ -7,7 +7,8 @@ hashed at once and never logged.
 Cached records are trusted until the store's change counter moves (polled every
 `auth_refresh_seconds`; every write to the keys table bumps it, including the admin CLI's from
 another process), or at most `auth_cache_ttl` seconds. Revocation therefore reaches a running
-edge within one poll interval without a database read on the request path.
+edge within one poll interval without a database read on the request path; with REDIS_URL set,
+within a Redis round trip (services/edge/key_events.py), the poll staying as the fallback.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Mapping
 from fastapi import Request
 
 from services.edge.errors import ApiError
-from services.edge.limits import Limiter
+from services.edge.limits import Limits
 from services.edge.store import KeyRecord, LicenseStore, hash_key
 
 log = logging.getLogger("edge.auth")
@@ -59,7 +60,7 @@ class _Entry:
 
 
 class KeyCache:
-    def __init__(self, store: LicenseStore, secret: bytes, *, limiter: Limiter | None = None,
+    def __init__(self, store: LicenseStore, secret: bytes, *, limiter: Limits | None = None,
                  pending_tokens=None, refresh: float = 0.25, ttl: float = 30.0) -> None:
         self._store = store
         self._secret = secret
@@ -72,6 +73,7 @@ class KeyCache:
         self.names: dict[int, str] = {}
         self._inflight: dict[str, asyncio.Future] = {}
         self._revision: int | None = None
+        self._generation = 0  # bumped by every invalidation
         self._task: asyncio.Task | None = None
 
     async def lookup(self, key: str) -> KeyRecord | None:
@@ -88,7 +90,7 @@ class KeyCache:
         return await asyncio.shield(fut)
 
     async def _load(self, h: str) -> KeyRecord | None:
-        rev_before = self._revision
+        rev_before, gen_before = self._revision, self._generation
         rec = await self._store.find_by_hash(h)
         if rec is not None:
             self.names[rec.id] = rec.name
@@ -97,11 +99,13 @@ class KeyCache:
         if len(self._entries) >= _MAX_ENTRIES:
             self._entries.clear()
         # A change signalled while we read may not be in what we read: do not cache it then.
-        if self._revision == rev_before:
+        if self._revision == rev_before and self._generation == gen_before:
             self._entries[h] = _Entry(rec, time.monotonic())
         return rec
 
     def invalidate(self) -> None:
+        """Forget every record (a key changed: services/edge/key_events.py, or the revision moved)."""
+        self._generation += 1
         self._entries.clear()
 
     async def poll_once(self) -> None:

@@ -13,7 +13,7 @@ import orjson
 from fastapi import Request
 
 from services.edge.errors import ApiError
-from services.edge.lean_json import top_level
+from services.edge.lean_json import first_byte, top_level
 
 
 def _is_json_type(content_type: str) -> bool:
@@ -22,9 +22,12 @@ def _is_json_type(content_type: str) -> bool:
     return not media or media == "application/json" or media.endswith("+json")
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
+async def read_body(request: Request, max_bytes: int, *, buffer: bool = False) -> bytes | bytearray:
     """The raw body, refusing a non-JSON content type (415) and anything over `max_bytes` (413),
-    whether it declares its length or arrives chunked."""
+    whether it declares its length or arrives chunked.
+
+    With `buffer`, a body of declared length is received into one bytearray of that size (for
+    callers that only parse it): joining the received chunks would hold it twice at once."""
     if not _is_json_type(request.headers.get("content-type", "")):
         raise ApiError(415, f"unsupported content type '{request.headers.get('content-type')}': "
                             "send application/json", code="unsupported_media_type")
@@ -38,6 +41,8 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
             raise ApiError(413, f"request body of {n} bytes exceeds the limit of {max_bytes} bytes",
                            code="request_too_large")
     inflater = _inflater(request.headers.get("content-encoding", ""))
+    if buffer and inflater is None and declared is not None and n > 0:
+        return await _into_buffer(request, n)
     parts: list[bytes] = []
     size = 0
     received = 0
@@ -53,6 +58,20 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     if inflater is not None:
         _finish(inflater, parts, size, max_bytes)
     return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+async def _into_buffer(request: Request, declared: int) -> bytearray:
+    buf = bytearray(declared)
+    got = 0
+    async for chunk in request.stream():
+        end = got + len(chunk)
+        if end > declared:  # the HTTP server frames the body by Content-Length: not expected
+            raise ApiError(400, "request body is longer than its Content-Length")
+        buf[got:end] = chunk
+        got = end
+    if got < declared:
+        del buf[got:]
+    return buf
 
 
 def _inflater(encoding: str):
@@ -111,9 +130,9 @@ def _finish(inflater, parts: list[bytes], size: int, max_bytes: int) -> None:
         raise _bad_encoding("trailing bytes after the end")
 
 
-def parse_object(raw: bytes) -> dict:
+def parse_object(raw: bytes | bytearray) -> dict:
     """The body as a JSON object, or a 400 that says what is wrong with it."""
-    if not raw.strip():
+    if not first_byte(raw):
         raise ApiError(400, "request body is empty: send a JSON object", code="invalid_json")
     try:
         obj = orjson.loads(raw)

@@ -10,7 +10,7 @@ import httpx
 from fastapi import Request
 
 from services.edge.auth import KeyCache
-from services.edge.limits import Limiter
+from services.edge.limits import Limits
 from services.edge.media import MediaFetcher
 from services.edge.settings import EdgeSettings
 from services.edge.store import LicenseStore
@@ -23,7 +23,7 @@ class EdgeContext:
     settings: EdgeSettings
     store: LicenseStore
     keys: KeyCache
-    limiter: Limiter
+    limiter: Limits
     recorder: UsageRecorder
     upstream: UpstreamClient
     http: httpx.AsyncClient

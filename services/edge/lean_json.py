@@ -9,6 +9,7 @@ level (and the arrays it walks) so that each element is parsed, used and dropped
 from __future__ import annotations
 
 import codecs
+import re
 
 import msgspec
 import orjson
@@ -38,12 +39,22 @@ def _check_utf8(raw: bytes) -> None:
         raise _malformed(f"invalid UTF-8 ({exc.reason})") from None
 
 
-def top_level(raw: bytes) -> dict[str, Raw]:
+_NON_SPACE = re.compile(rb"[^ \t\r\n\x0b\x0c]")
+
+
+def first_byte(raw: bytes | bytearray) -> bytes:
+    """The first byte that is not white space (b"" for none), found without a stripped copy
+    (a bytearray's strip() always copies)."""
+    m = _NON_SPACE.search(raw)
+    return raw[m.start():m.start() + 1] if m else b""
+
+
+def top_level(raw: bytes | bytearray) -> dict[str, Raw]:
     """The body's members, each still raw; a 400 unless the body is one valid JSON object."""
-    if not raw.strip():
+    first = first_byte(raw)
+    if not first:
         raise ApiError(400, "request body is empty: send a JSON object", code="invalid_json")
-    stripped = raw.lstrip()
-    if stripped[:1] != b"{":
+    if first != b"{":
         try:
             msgspec.json.decode(raw, type=Raw)
         except (msgspec.DecodeError, RecursionError) as exc:

@@ -8,12 +8,13 @@ taken, so requests running at once can never be admitted past a limit together; 
 its quota or TPM by is therefore the overrun of the last request admitted (what it used beyond
 its reservation), not the sum over every request in flight.
 
-The interface is small on purpose — `reserve(key, model, estimate) -> Reservation`,
-`Reservation.settle(actual)`, `Reservation.release()` — so that a shared store (Redis) can back
-it later. This implementation is in memory and O(1) amortised per request; windows and
-reservations are per edge process; the quota is anchored to the ledger (the store's committed
-running total, re-read whenever the key record is re-read) plus the tokens this process has
-recorded since.
+The interface (`Limits` below) is small on purpose — `await reserve(key, model, estimate) ->
+Reservation`, `Reservation.settle(actual)`, `Reservation.release()` — so that two
+implementations share it: `Limiter` here, in memory and O(1) amortised per request, whose
+windows and reservations are per edge process (the quota anchored to the ledger — the store's
+committed running total, re-read whenever the key record is re-read — plus the tokens this
+process has recorded since); and `RedisLimiter` (services/edge/redis_limits.py), chosen when
+REDIS_URL is set, whose windows, reservations and caps every edge replica shares.
 
 Order of checks, and what each refusal means to the client:
     model not in the allow-list                       403
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Callable
+from typing import Callable, Protocol
 
 from services.edge.errors import ApiError
 from services.edge.store import KeyRecord
@@ -65,11 +66,12 @@ class _TokenWindow:
 
 class Reservation:
     """Tokens held for one admitted request until it ends. `settle` and `release` are
-    idempotent: the first call wins, so every exit path may call them."""
+    idempotent: the first call wins, so every exit path may call them. They never block: a
+    shared limiter sends the settlement in the background."""
 
-    __slots__ = ("_limiter", "key_id", "tokens", "prompt", "done")
+    __slots__ = ("_limiter", "key_id", "tokens", "prompt", "done", "__weakref__")
 
-    def __init__(self, limiter: "Limiter | None", key_id: int, tokens: int, prompt: int = 0) -> None:
+    def __init__(self, limiter: "Limits | None", key_id: int, tokens: int, prompt: int = 0) -> None:
         self._limiter = limiter
         self.key_id = key_id
         self.tokens = tokens      # held against the key's quota and TPM while the request runs
@@ -95,7 +97,35 @@ class Reservation:
         self.settle(0)
 
 
+class Limits(Protocol):
+    """What the edge needs of a limiter; `Limiter` (one process) and `RedisLimiter` (shared by
+    the edge replicas) implement it. `reserve` is the only call on the request path that may
+    wait (one Redis round trip); the rest never do I/O on the caller's time."""
+
+    def check_model(self, key: KeyRecord, model: str) -> None: ...
+
+    async def reserve(self, key: KeyRecord, model: str, estimate: int = 1, *, prompt: int = 0) -> Reservation: ...
+
+    async def admit(self, key: KeyRecord, model: str) -> None: ...
+
+    def sync_quota(self, key: KeyRecord, pending: int = 0) -> None: ...
+
+    def used(self, key: KeyRecord) -> int: ...
+
+    def record_tokens(self, key_id: int, tokens: int) -> None: ...
+
+    def _settle(self, res: Reservation, actual: int) -> None: ...
+
+    def prune(self) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class Limiter:
+    """The in-process implementation (REDIS_URL unset): limits hold per edge process."""
+
     def __init__(self, *, window: float = WINDOW, clock: Callable[[], float] = time.monotonic) -> None:
         self.window = window
         self.clock = clock
@@ -141,8 +171,18 @@ class Limiter:
         if not key.allows_model(model):
             raise ApiError(403, f"this key may not use model '{model}'", code="model_not_allowed")
 
-    def reserve(self, key: KeyRecord, model: str, estimate: int = 1, *, prompt: int = 0,
-                now: float | None = None) -> Reservation:
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def reserve(self, key: KeyRecord, model: str, estimate: int = 1, *, prompt: int = 0,
+                      now: float | None = None) -> Reservation:
+        return self.reserve_now(key, model, estimate, prompt=prompt, now=now)
+
+    def reserve_now(self, key: KeyRecord, model: str, estimate: int = 1, *, prompt: int = 0,
+                    now: float | None = None) -> Reservation:
         """Admit a request that may cost up to `estimate` tokens, or raise ApiError.
 
         The reservation is the estimate capped at the room the key has left (quota and TPM),
@@ -201,10 +241,10 @@ class Limiter:
         self._running[key.id] = self._running.get(key.id, 0) + 1
         return Reservation(self, key.id, tokens if room is not None else 0, prompt)
 
-    def admit(self, key: KeyRecord, model: str, now: float | None = None) -> None:
+    async def admit(self, key: KeyRecord, model: str, now: float | None = None) -> None:
         """Check a request that reserves nothing (counted against RPM only); raise ApiError when
         it may not run. Routes that generate tokens use `reserve`."""
-        self.reserve(key, model, 0, now=now).release()
+        self.reserve_now(key, model, 0, now=now).release()
 
     def _settle(self, res: Reservation, actual: int) -> None:
         key_id = res.key_id

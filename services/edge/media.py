@@ -254,6 +254,27 @@ def decode_inline(url: str) -> tuple[str, str] | None:
     return sniff_mime(head) or OCTET_STREAM, data
 
 
+def spliced_mime(prefix: str, first: bytes, total: int) -> str:
+    """The type of inline base64 that stayed in the client's body (services/edge/spliced.py):
+    `prefix` is what came before it in the string ("" or "data:<type>;base64,"), `first` its
+    first bytes, `total` its length. Only runs of the base64 alphabet are left there, so what
+    remains to check is the length and the head."""
+    declared = None
+    if prefix:
+        m = _DATA_URL.fullmatch(prefix.strip())
+        if not m:
+            raise MediaError("malformed data: URL (expected data:<type>;base64,<data>)")
+        declared = m.group("mime").strip().lower() or None
+    if total % 4 == 1:
+        raise MediaError("media data is not valid base64 (truncated)")
+    chunk = first[:_SNIFF_B64]
+    try:
+        head = base64.b64decode(chunk[:len(chunk) // 4 * 4], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise MediaError("media data is not valid base64") from exc
+    return sniff_mime(head) or declared or OCTET_STREAM
+
+
 # --- fetching ------------------------------------------------------------------------------------
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -310,8 +331,8 @@ class MediaFetcher:
         """A new request's media budget; release it once the request was handed on."""
         return MediaLease(self._max_total, self.inflight)
 
-    async def fetch(self, url: str, lease: MediaLease | None = None) -> tuple[str, str]:
-        """(mime, base64) of the resource at `url`; MediaError when refused or failed."""
+    async def fetch(self, url: str, lease: MediaLease | None = None) -> tuple[str, Encoded]:
+        """(mime, base64 in pieces) of the resource at `url`; MediaError when refused or failed."""
         if lease is None:
             with self.lease() as own:
                 return await self.fetch(url, own)
@@ -326,7 +347,7 @@ class MediaFetcher:
             # Bad URL syntax, refused connection, TLS failure…: the client's URL, so a 400.
             raise MediaError(f"fetching {url} failed: {type(exc).__name__}", url) from None
 
-    async def fetch_all(self, urls: Iterable[str], lease: MediaLease | None = None) -> dict[str, tuple[str, str]]:
+    async def fetch_all(self, urls: Iterable[str], lease: MediaLease | None = None) -> dict[str, tuple[str, Encoded]]:
         """Fetch several URLs at once; the first failure (a budget exceeded included) cancels
         the rest and is raised. Without a `lease`, the budget is released on return."""
         unique = list(dict.fromkeys(urls))
@@ -335,7 +356,7 @@ class MediaFetcher:
         if lease is None:
             with self.lease() as own:
                 return await self.fetch_all(unique, own)
-        results: dict[str, tuple[str, str]] = {}
+        results: dict[str, tuple[str, Encoded]] = {}
 
         async def one(u: str) -> None:
             results[u] = await self.fetch(u, lease)
@@ -351,7 +372,7 @@ class MediaFetcher:
             raise first from None
         return {u: results[u] for u in unique}
 
-    async def _fetch(self, url: str, lease: MediaLease) -> tuple[str, str]:
+    async def _fetch(self, url: str, lease: MediaLease) -> tuple[str, Encoded]:
         current = url
         for _hop in range(self._max_redirects + 1):
             parts = urlsplit(current)
@@ -368,15 +389,12 @@ class MediaFetcher:
                     continue
                 if response.status_code != 200:
                     raise MediaError(f"fetching {current} returned HTTP {response.status_code}", url)
-                body = await self._read(response, url, lease)
+                head, encoded = await self._read(response, url, lease)
             finally:
                 await response.aclose()
             ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
-            mime = sniff_mime(bytes(body[:SNIFF_BYTES])) or (ctype if "/" in ctype and ctype != OCTET_STREAM else None) or OCTET_STREAM
-            # Straight from the receive buffer: no bytes() copy of the whole body first.
-            encoded = base64.b64encode(body)
-            del body
-            return mime, encoded.decode("ascii")
+            mime = sniff_mime(head) or (ctype if "/" in ctype and ctype != OCTET_STREAM else None) or OCTET_STREAM
+            return mime, encoded
         raise MediaError(f"fetching {url}: more than {self._max_redirects} redirects", url)
 
     async def _targets(self, host: str, port: int, url: str) -> list[str] | None:
@@ -424,21 +442,23 @@ class MediaFetcher:
                 last = exc
         raise MediaError(f"cannot connect to media host {parts.hostname!r}: {type(last).__name__}", url)
 
-    async def _read(self, response: httpx.Response, url: str, lease: MediaLease) -> bytes | bytearray:
-        """The body, counted against the request's and the process's media budgets as it
-        arrives (a declared length is claimed before reading anything).
+    async def _read(self, response: httpx.Response, url: str, lease: MediaLease) -> tuple[bytes, Encoded]:
+        """(the first bytes, for sniffing; the body in base64), counted against the request's
+        and the process's media budgets as it arrives (a declared length is claimed before
+        reading anything).
 
-        No buffer grows by reallocation: a declared length gets its buffer at once, otherwise
-        the chunks are joined at the end. Many growing buffers side by side (one per URL of a
-        request) would fragment the heap to several times the bytes they hold."""
+        The body is encoded as it arrives and never held raw: the base64 is the one copy of
+        the media this process keeps (it is sent on as it is, see services/edge/spliced.py).
+        A declared length gets its buffer at once, otherwise each chunk's encoding is a piece of
+        its own; no buffer grows by reallocation (many growing buffers side by side, one per
+        URL of a request, would fragment the heap to several times the bytes they hold)."""
         declared = response.headers.get("content-length")
         size = int(declared) if declared and declared.isdigit() else None
         if size is not None:
             if size > self._max_bytes:
                 raise MediaError(f"media at {url} is larger than {self._max_bytes} bytes", url)
             lease.claim(size, url)
-        buf = bytearray(size) if size is not None else None
-        chunks: list[bytes] = []
+        encoder = _Encoder(size)
         got = 0
         claimed = size or 0
         async for chunk in response.aiter_bytes():
@@ -448,16 +468,61 @@ class MediaFetcher:
             if end > claimed:
                 lease.claim(end - claimed, url)
                 claimed = end
-            if buf is not None and end <= len(buf):
-                buf[got:end] = chunk
-            else:
-                if buf is not None:  # more than declared (the client library normally refuses it)
-                    chunks.append(bytes(buf[:got]))
-                    buf = None
-                chunks.append(chunk)
+            encoder.feed(chunk)
             got = end
-        if buf is not None:
-            if got < len(buf):
-                del buf[got:]
-            return buf
-        return b"".join(chunks)
+        return encoder.head, encoder.finish()
+
+
+class Encoded(list):
+    """Base64 text in pieces (bytes or bytearray, sent one after the other); `text()` joins them."""
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(p) for p in self)
+
+    def text(self) -> str:
+        return b"".join(self).decode("ascii")
+
+
+class _Encoder:
+    """Base64 of a body as it arrives: into one buffer of the final size when the size is
+    known, as a piece per chunk otherwise. Keeps the first SNIFF_BYTES raw bytes."""
+
+    def __init__(self, size: int | None) -> None:
+        self._buf = bytearray((size + 2) // 3 * 4) if size else None
+        self._pos = 0
+        self._pieces = Encoded()
+        self._carry = b""
+        self.head = b""
+
+    def feed(self, chunk: bytes) -> None:
+        if len(self.head) < SNIFF_BYTES:
+            self.head += chunk[:SNIFF_BYTES - len(self.head)]
+        data = self._carry + chunk if self._carry else chunk
+        whole = len(data) - len(data) % 3
+        self._carry = bytes(data[whole:])
+        if whole:
+            self._put(base64.b64encode(memoryview(data)[:whole]))
+
+    def _put(self, encoded: bytes) -> None:
+        end = self._pos + len(encoded)
+        if self._buf is not None and end <= len(self._buf):
+            self._buf[self._pos:end] = encoded
+        else:
+            if self._buf is not None:  # more than declared (the client library normally refuses it)
+                self._pieces.append(bytes(self._buf[:self._pos]))
+                self._buf = None
+            self._pieces.append(encoded)
+        self._pos = end
+
+    def finish(self) -> Encoded:
+        if self._carry:
+            self._put(base64.b64encode(self._carry))
+            self._carry = b""
+        if self._buf is not None:
+            if self._pos < len(self._buf):
+                del self._buf[self._pos:]
+            self._pieces.append(self._buf)
+            self._buf = None
+        pieces, self._pieces = self._pieces, Encoded()
+        return pieces

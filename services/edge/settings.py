@@ -28,10 +28,25 @@ class EdgeSettings(GatewaySettings):
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
 
     data_dir: Path = Path("./data")
-    # SQLite file path (default: $DATA_DIR/licenses.db); a postgresql:// URL is reserved for later.
+    # SQLite file path (default: $DATA_DIR/licenses.db), or postgresql://user:password@host:port/db
+    # to keep keys and the ledger in PostgreSQL (shared by several edges).
     license_db: str = ""
+    # Ledger rows older than this many days are summed into daily totals (per key, model, UTC
+    # day) and deleted; 0 keeps every row forever.
+    usage_retention_days: int = Field(90, ge=0)
+    # How often the edge runs that retention job.
+    usage_rollup_seconds: float = Field(3600.0, gt=0)
     # HMAC key for stored license hashes; generated into $DATA_DIR/license_secret when unset.
     license_secret: SecretStr | None = None
+    # redis://host:port/db shared by the edge replicas: rate windows, reservations, concurrency
+    # caps and key-change fan-out (services/edge/redis_limits.py). Unset: limits per process.
+    redis_url: SecretStr | None = None
+    # Connect/read timeout of each Redis call; past it a limited key's request gets a 503.
+    redis_timeout: float = Field(0.5, gt=0)
+
+    # The admin console's token (sent as `Authorization: Bearer`). Unset: one is generated at
+    # first start, printed once, and only its hash kept in $DATA_DIR/admin_token_hash.
+    admin_token: SecretStr | None = None
 
     root_path: str = "/gemini_cli"
     edge_host: str = "127.0.0.1"
@@ -112,6 +127,10 @@ class EdgeSettings(GatewaySettings):
 
 
     # --- derived values -----------------------------------------------------------------
+
+    @property
+    def redis_url_value(self) -> str:
+        return self.redis_url.get_secret_value().strip() if self.redis_url else ""
 
     @property
     def license_db_location(self) -> str:

@@ -24,6 +24,18 @@ from starlette.types import Receive, Scope, Send
 T = TypeVar("T")
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# Google's trace id of the backend call (Code Assist's traceId, AI Studio / Vertex AI's
+# responseId), for a user to quote when asking Google about a call. Streams carry it when the
+# first chunk came before the headers were sent (a stream that waited past the keep-alive
+# interval has none).
+TRACE_HEADER = "x-gemini-trace-id"
+
+
+def with_trace(headers: dict[str, str], trace_id: str) -> dict[str, str]:
+    """`headers`, plus the trace id header when there is one."""
+    if trace_id:
+        headers[TRACE_HEADER] = trace_id
+    return headers
 
 
 class StreamResponse(Response):

@@ -32,7 +32,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator, Sequence
 
 import grpc
 import orjson
@@ -76,6 +76,17 @@ _MAX_MESSAGE = 256 * 1024 * 1024
 SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}],
                              "healthCheckConfig": {"serviceName": ""}})
 _GENERATE = f"/{pb.DESCRIPTOR.services_by_name['Upstream'].full_name}/Generate"
+_GENERATE_CHUNKED = f"/{pb.DESCRIPTOR.services_by_name['Upstream'].full_name}/GenerateChunked"
+# A body larger than CHUNKED_ABOVE goes with GenerateChunked, in parts of PART_BYTES: one
+# message of tens of MB would be held by this process as the body, the serialized message and
+# the gRPC core's copy at once, and again several times over by the upstream. Small parts keep
+# what sits in gRPC buffers on both sides small (1 MiB parts: the upstream held ~8 MiB more).
+CHUNKED_ABOVE = 1 << 20
+PART_BYTES = 256 * 1024
+# A request body: bytes, or pieces to send one after the other (large media among small JSON,
+# never joined into one copy).
+Body = bytes | bytearray | memoryview | Sequence[bytes | bytearray | memoryview]
+_BUFFER = (bytes, bytearray, memoryview)
 # Wire pieces of GenerateRequest.body (field 2) = HttpBody{content_type (1), data (2)}.
 _BODY_TAG = b"\x12"
 _DATA_TAG = b"\x12"
@@ -92,6 +103,42 @@ def _varint(n: int) -> bytes:
         else:
             out.append(byte)
             return bytes(out)
+
+
+def body_size(body: Body) -> int:
+    if isinstance(body, _BUFFER):
+        return memoryview(body).nbytes
+    return sum(memoryview(p).nbytes for p in body)
+
+
+def _joined(body: Body) -> bytes | bytearray | memoryview:
+    return body if isinstance(body, _BUFFER) else b"".join(body)
+
+
+def chunked_parts(model: str, body: Body, stream: bool, request_id: str, caller: str,
+                  part_bytes: int = PART_BYTES) -> Iterator[bytes]:
+    """GenerateRequestPart messages in wire form, made one at a time as gRPC takes them: the
+    first carries the call and the body's size, each carries up to `part_bytes` of the body."""
+    head = pb.GenerateRequest(model=model, stream=stream, request_id=request_id, caller=caller, coalesce=stream)
+    head.body.content_type = "application/json"
+    encoded = head.SerializeToString()
+    lead = b"\x0a" + _varint(len(encoded)) + encoded + b"\x10" + _varint(body_size(body))
+    pieces = [body] if isinstance(body, _BUFFER) else body
+    gathered: list[memoryview] = []
+    room = part_bytes
+    for piece in pieces:
+        view = memoryview(piece).cast("B")
+        while view.nbytes:
+            take = view[:room]
+            gathered.append(take)
+            room -= take.nbytes
+            view = view[take.nbytes:]
+            if room == 0:
+                yield b"".join((lead, b"\x1a", _varint(part_bytes), *gathered))
+                lead, gathered, room = b"", [], part_bytes
+    if gathered or lead:
+        n = part_bytes - room
+        yield b"".join((lead, b"\x1a", _varint(n), *gathered))
 
 
 # What clients are told when the failure is the gateway's or its backend's, not their request's.
@@ -234,6 +281,20 @@ def output_chars(chunk: bytes) -> int:
     return n
 
 
+def events_of(msg: pb.GenerateResponse) -> list[bytes]:
+    """The backend events a message carries, in order: several in `chunks` (a coalesced
+    stream: the events that reached the upstream together), else the one in `chunk`."""
+    if msg.chunks:
+        return [c.data for c in msg.chunks if c.data]
+    data = msg.chunk.data
+    return [data] if data else []
+
+
+# Output of a stream that carried no usage yet is counted (parsed) only when it is needed, or
+# when this much of it waits: a cut stream is billed by it, a whole one never needs it.
+_UNCOUNTED_BYTES = 64 * 1024
+
+
 def _retrieve(read: asyncio.Future) -> None:
     # A read whose reader was cancelled ends unobserved: its error is expected, not "never retrieved".
     if not read.cancelled():
@@ -260,18 +321,34 @@ class UpstreamStream:
         # perf_counter() at the first message (it carries the credential): time to first chunk.
         self.first_at: float | None = None
         self.messages = 0
-        # Characters of output streamed so far: what a stream cut before the backend's usage is
-        # billed by (see Meter.finish_stream).
-        self.text_chars = 0
+        self._counted_chars = 0
+        self._uncounted: list[bytes] = []
+        self._uncounted_bytes = 0
         self._count_text = count_text
+
+    @property
+    def text_chars(self) -> int:
+        """Characters of output streamed in messages without usage: what a stream cut before
+        the backend's usage is billed by (see Meter.finish_stream)."""
+        if self._uncounted:
+            self._counted_chars += sum(map(output_chars, self._uncounted))
+            self._uncounted, self._uncounted_bytes = [], 0
+        return self._counted_chars
 
     def _seen(self, msg: pb.GenerateResponse) -> pb.GenerateResponse:
         self.messages += 1
         if msg.HasField("usage"):
-            # usageMetadata is cumulative in Gemini streams: the last one is the total.
+            # usageMetadata is cumulative in Gemini streams: the last one is the total (and
+            # once there is one, the text count is never read).
             self.usage = Usage.from_proto(msg.usage)
-        elif self._count_text and msg.chunk.data:
-            self.text_chars += output_chars(msg.chunk.data)
+            self._count_text = False
+            self._uncounted, self._uncounted_bytes = [], 0
+        elif self._count_text:
+            for data in events_of(msg):
+                self._uncounted.append(data)
+                self._uncounted_bytes += len(data)
+            if self._uncounted_bytes > _UNCOUNTED_BYTES:
+                _ = self.text_chars
         if msg.trace_id and not self.trace_id:
             self.trace_id = msg.trace_id
         if msg.credential_kind and not self.credential_kind:
@@ -333,6 +410,10 @@ class UpstreamClient:
                                         response_deserializer=pb.GenerateResponse.FromString)
         self._generate = (functools.partial(generate, metadata=(("authorization", authorization),))
                           if authorization else generate)
+        chunked = channel.stream_stream(_GENERATE_CHUNKED, request_serializer=None,
+                                        response_deserializer=pb.GenerateResponse.FromString)
+        self._generate_chunked = (functools.partial(chunked, metadata=(("authorization", authorization),))
+                                  if authorization else chunked)
         self._timeout = timeout
         self._small_timeout = small_timeout
         self._models_ttl = models_ttl
@@ -341,6 +422,7 @@ class UpstreamClient:
         self._aliases: dict[str, str] = {}
         self._models_at = 0.0
         self._models_inflight: asyncio.Future | None = None
+        self.credential_statuses: list[pb.CredentialStatus] = []
         # Streams now open (a metrics gauge, set by the app): up when one opens, down when its
         # call ends, whichever way.
         self.open_streams: Any = None
@@ -365,17 +447,28 @@ class UpstreamClient:
         await self._channel.close(grace)
 
     @staticmethod
-    def _request(model: str, body: bytes, stream: bool, request_id: str, caller: str) -> bytes:
+    def _request(model: str, body: bytes | bytearray | memoryview, stream: bool, request_id: str,
+                 caller: str) -> bytes:
         """A GenerateRequest already in wire form. The small fields are serialized by protobuf;
         the body field is appended by hand (a message field may come last on the wire), so the
-        (maybe tens of MB) body is copied once, not into a message and again out of it."""
-        head = pb.GenerateRequest(model=model, stream=stream, request_id=request_id, caller=caller).SerializeToString()
-        data_len = _varint(len(body))
-        inner_len = len(_HTTPBODY_HEAD) + 1 + len(data_len) + len(body)
+        (maybe tens of MB) body is copied once, not into a message and again out of it.
+        Streams are coalesced: the events that reach the upstream together come in one message."""
+        head = pb.GenerateRequest(model=model, stream=stream, request_id=request_id, caller=caller,
+                                  coalesce=stream).SerializeToString()
+        data_len = _varint(memoryview(body).nbytes)
+        inner_len = len(_HTTPBODY_HEAD) + 1 + len(data_len) + memoryview(body).nbytes
         return b"".join((head, _BODY_TAG, _varint(inner_len), _HTTPBODY_HEAD, _DATA_TAG, data_len, body))
 
-    def stream(self, model: str, body: bytes, *, request_id: str = "", caller: str = "") -> UpstreamStream:
-        call = self._generate(self._request(model, body, True, request_id, caller), timeout=self._timeout)
+    def _call(self, model: str, body: Body, stream: bool, request_id: str, caller: str):
+        """A Generate call (GenerateChunked for a large body), its request handed to gRPC."""
+        if body_size(body) > CHUNKED_ABOVE:
+            return self._generate_chunked(chunked_parts(model, body, stream, request_id, caller),
+                                          timeout=self._timeout)
+        return self._generate(self._request(model, _joined(body), stream, request_id, caller), timeout=self._timeout)
+
+    def stream(self, model: str, body: Body, *, request_id: str = "", caller: str = "") -> UpstreamStream:
+        call = self._call(model, body, True, request_id, caller)
+        del body
         gauge = self.open_streams
         if gauge is not None:
             gauge.inc()
@@ -386,11 +479,11 @@ class UpstreamClient:
         """The model is in the cached catalogue (or is an alias): no I/O, for metric labels."""
         return model in self._by_id or model in self._aliases
 
-    async def generate(self, model: str, body: bytes, *, request_id: str = "",
+    async def generate(self, model: str, body: Body, *, request_id: str = "",
                        caller: str = "") -> pb.GenerateResponse:
         """A unary Generate: the single response message (its chunk is the whole answer)."""
-        call = self._generate(self._request(model, body, False, request_id, caller), timeout=self._timeout)
-        del body  # the request holds its own copy; a large body is not kept twice while we wait
+        call = self._call(model, body, False, request_id, caller)
+        del body  # the call holds what it still has to send; a large body is not kept twice while we wait
         s = UpstreamStream(call)
         try:
             msg = await s.next()
@@ -447,10 +540,30 @@ class UpstreamClient:
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
         self._models = list(resp.models)
+        self.credential_statuses = list(resp.credentials)
         self._by_id = {m.id: m for m in self._models}
         self._aliases = dict(resp.aliases)
         self._models_at = time.monotonic()
         return self._models
+
+    async def credentials(self) -> list[pb.CredentialStatus]:
+        """Every credential's state, asked now (the admin console; never cached)."""
+        await self._fetch_models()
+        return self.credential_statuses
+
+    async def set_credential_enabled(self, credential_id: str, enabled: bool) -> pb.CredentialStatus:
+        try:
+            return await self._stub.SetCredentialEnabled(
+                pb.SetCredentialEnabledRequest(id=credential_id, enabled=enabled), timeout=self._small_timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    async def add_credential(self, content: bytes) -> pb.CredentialStatus:
+        try:
+            return await self._stub.AddCredential(pb.AddCredentialRequest(content=content),
+                                                  timeout=self._small_timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
 
     async def model(self, model_id: str) -> pb.Model | None:
         """The catalogue entry of a model (thinking range, limits), or None when the upstream

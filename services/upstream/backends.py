@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, ClassVar, Mapping
 
 import orjson
 
-from .code_assist import Chunk, parse_backend_error
+from .code_assist import BatchedChunks, Chunk, parse_backend_error
 from .errors import BackendError, InvalidRequest, TransportError
 from .settings import Settings
 
@@ -61,6 +61,11 @@ class ChunkStream:
 
     async def next(self) -> Chunk | None:
         raise NotImplementedError
+
+    async def next_batch(self) -> list[Chunk] | None:
+        """The chunks that are already here (at least one), or None at the end."""
+        chunk = await self.next()
+        return None if chunk is None else [chunk]
 
     async def aclose(self) -> None:
         raise NotImplementedError
@@ -118,28 +123,11 @@ def plain_chunk(data: bytes, value: Any) -> Chunk:
     return Chunk(data, usage if isinstance(usage, dict) else None, rid if isinstance(rid, str) else "")
 
 
-class PlainEventStream(ChunkStream):
+class PlainEventStream(BatchedChunks, ChunkStream):
     """SSE of plain GenerateContentResponse events, each passed on as the bytes that came."""
 
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-        self._it = self._chunks()
-
-    async def next(self) -> Chunk | None:
-        try:
-            return await self._it.__anext__()
-        except StopAsyncIteration:
-            return None
-
-    async def _chunks(self) -> AsyncIterator[Chunk]:
-        async for data in self._stream.events():
-            chunk = _event(data)
-            if chunk is not None:
-                yield chunk
-
-    async def aclose(self) -> None:
-        await self._it.aclose()
-        await self._stream.aclose()
+    def _convert(self, data: bytes) -> Chunk | None:
+        return _event(data)
 
 
 def _event(data: bytes) -> Chunk | None:

@@ -25,7 +25,7 @@ import httpx
 import orjson
 from google.auth import crypt, jwt
 
-from .credentials import Credential, CredentialState
+from .credentials import Credential, CredentialState, fingerprint
 from .errors import RefreshError
 from .singleflight import SingleFlight
 
@@ -54,6 +54,9 @@ class ApiKeyCredential(Credential):
         self.path = path
         self._key = key
         self._headers = {"x-goog-api-key": key}
+
+    def fingerprint(self) -> str:
+        return fingerprint(self._key)
 
     def reload(self, data: Any) -> bool:
         key = data.strip() if isinstance(data, str) else ""
@@ -119,6 +122,33 @@ class _TokenGrantCredential(Credential):
     def _adopt(self, info: dict[str, Any]) -> None:
         self._info = info
 
+    def fingerprint(self) -> str:
+        return fingerprint(repr(self._secret(self._info)))
+
+    def token_record(self) -> dict[str, Any] | None:
+        if not self._token:
+            return None
+        return {"at": self._token, "exp": int(self._expires_at * 1000), "fp": [self.fingerprint()]}
+
+    def take_token(self, record: Mapping[str, Any], rejected: str | None) -> bool:
+        fps, token, expiry = record.get("fp"), record.get("at"), record.get("exp")
+        if not isinstance(fps, list) or self.fingerprint() not in fps:
+            return False
+        if not isinstance(token, str) or not token or token == rejected:
+            return False
+        if not isinstance(expiry, (int, float)) or expiry / 1000 <= time.time() + REFRESH_AHEAD_S:
+            return False
+        self._token, self._expires_at = token, expiry / 1000
+        self._headers = {"Authorization": f"Bearer {token}"}
+        return True
+
+    async def _obtain(self, rejected: str | None = None) -> None:
+        """A new token: under the replicas' lease when shared, else from the token endpoint."""
+        if self.shared is not None:
+            await self.shared.tokens.refresh(self, rejected, self._grant)
+        else:
+            await self._grant()
+
     def needs_refresh(self, now: float | None = None) -> bool:
         now = time.time() if now is None else now
         return not self._token or self._expires_at <= now + REFRESH_AHEAD_S
@@ -127,7 +157,7 @@ class _TokenGrantCredential(Credential):
         if self.state is CredentialState.DEAD:
             raise RefreshError(self.detail, permanent=True, ineligible=self.ineligible)
         if self.needs_refresh():
-            await self._flight.run(self._grant)
+            await self._flight.run(self._obtain)
         return self._headers
 
     async def refresh(self, rejected: Mapping[str, str] | None = None) -> None:
@@ -136,7 +166,8 @@ class _TokenGrantCredential(Credential):
         if rejected is not None and not self._flight.running:
             if self._headers and self._headers.get("Authorization") != rejected.get("Authorization"):
                 return  # another call already replaced the rejected token
-        await self._flight.run(self._grant)
+        refused = rejected.get("Authorization", "").removeprefix("Bearer ") if rejected is not None else None
+        await self._flight.run(lambda: self._obtain(refused))
 
     async def _grant(self) -> None:
         self.refreshes += 1

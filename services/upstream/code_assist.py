@@ -77,6 +77,10 @@ def check_body(body: bytes | memoryview) -> None:
 
 
 
+# Searched in place: a body received in parts is a memoryview, which has no substring search.
+_SESSION_ID = re.compile(rb'"session_id"')
+
+
 def _strip(body: bytes | memoryview) -> bytes | memoryview:
     if isinstance(body, bytes):
         return body.strip()  # the same object when there is nothing to strip
@@ -101,7 +105,7 @@ def envelope_parts(model: str, project: str | None, user_prompt_id: str,
     # orjson output of a dict ends with "}": drop it and append the raw request.
     prefix = orjson.dumps(head)[:-1] + b',"request":'
     request = _strip(body)
-    if session_id is None or (isinstance(request, bytes) and b'"session_id"' in request):
+    if session_id is None or _SESSION_ID.search(request):
         return prefix, request, b"}"
     view = memoryview(request)
     end = len(view) - 1  # the request's "}"
@@ -320,32 +324,65 @@ class CodeAssistClient:
         return EventStream(stream)
 
 
-class EventStream:
-    """The chunks of an open SSE answer. Always `aclose()` it (closing early drops the
-    backend connection, which is how a caller's cancellation reaches the backend)."""
+class BatchedChunks:
+    """The chunks of an open SSE answer, also in batches: `next_batch()` gives every chunk of
+    the events that one read from the backend brought (what had arrived by then, nothing
+    waited for), `next()` one at a time. An error event after good ones in the same read is
+    raised on the call after the one that returns them: events reach the caller in order.
+    Subclasses say how an event's data becomes a Chunk (`_convert`: None drops it)."""
 
     def __init__(self, stream: BackendStream) -> None:
         self._stream = stream
-        self._events = stream.events()
-        self._chunks_it = self._chunks()
+        self._batches = stream.batches()
+        self._pending: list[Chunk] = []
+        self._failure: BaseException | None = None
 
-    def __aiter__(self) -> AsyncIterator[Chunk]:
-        return self._chunks_it
+    def _convert(self, data: bytes) -> Chunk | None:
+        raise NotImplementedError
+
+    async def next_batch(self) -> list[Chunk] | None:
+        """The next chunks (at least one), or None at the end of the stream."""
+        if self._pending:
+            out, self._pending = self._pending, []
+            return out
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+        async for raw in self._batches:
+            out = []
+            for data in raw:
+                try:
+                    chunk = self._convert(data)
+                except BackendError as exc:
+                    if not out:
+                        raise
+                    self._failure = exc
+                    return out
+                if chunk is not None:
+                    out.append(chunk)
+            if out:
+                return out
+        return None
 
     async def next(self) -> Chunk | None:
         """The next chunk, or None at the end of the stream."""
-        try:
-            return await self._chunks_it.__anext__()
-        except StopAsyncIteration:
-            return None
-
-    async def _chunks(self) -> AsyncIterator[Chunk]:
-        async for data in self._events:
-            event = decode(data)
-            if event is not BAD:
-                yield unwrap(event)
+        if not self._pending:
+            batch = await self.next_batch()
+            if batch is None:
+                return None
+            self._pending = batch
+        return self._pending.pop(0)
 
     async def aclose(self) -> None:
-        await self._chunks_it.aclose()
-        await self._events.aclose()
+        await self._batches.aclose()
         await self._stream.aclose()
+
+
+class EventStream(BatchedChunks):
+    """The chunks of an open Code Assist SSE answer (envelopes removed). Always `aclose()` it
+    (closing early drops the backend connection, which is how a caller's cancellation reaches
+    the backend)."""
+
+    def _convert(self, data: bytes) -> Chunk | None:
+        event = decode(data)
+        return None if event is BAD else unwrap(event)

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import abc
 import enum
+import hashlib
 import logging
 import time
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import httpx
 import orjson
@@ -29,6 +30,13 @@ log = logging.getLogger(__name__)
 
 # Refresh this long before the token expires (google-auth-library's eager threshold).
 EAGER_REFRESH_MS = 5 * 60 * 1000
+# Refresh tokens remembered per lineage (rotations) when replicas share tokens.
+_LINEAGE = 4
+
+
+def fingerprint(secret: str) -> str:
+    """A non-secret name for secret material (shared DEAD marks and token records carry it)."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:16]
 
 
 class CredentialState(enum.Enum):
@@ -44,6 +52,10 @@ class Credential(abc.ABC):
     auth: ClassVar[str] = "oauth"  # how it authenticates: oauth, api-key, service-account, ...
     # Code Assist calls carry a discovered project; the other backends do not discover one.
     needs_project: ClassVar[bool] = True
+    # Several replicas (REDIS_URL): the shared state (shared_state.SharedState), and who hears
+    # of DEAD marks and revivals made here (not those learnt from another replica).
+    shared: Any = None
+    on_change: Callable[["Credential"], None] | None = None
 
     def __init__(self, id: str, *, project_override: str | None = None) -> None:
         self.id = id
@@ -65,22 +77,47 @@ class Credential(abc.ABC):
     def usable(self) -> bool:
         return self.state is CredentialState.READY
 
-    def mark_dead(self, detail: str, *, ineligible: bool = False) -> None:
-        if self.state is not CredentialState.DEAD:
+    @property
+    def share_key(self) -> str:
+        """The member's name in state shared between replicas: the same on every replica."""
+        return f"{self.kind}/{self.id}"
+
+    def fingerprint(self) -> str:
+        """Names the secret material held now (changes with a new login or key)."""
+        return ""
+
+    def token_record(self) -> dict[str, Any] | None:
+        """The current access token as other replicas may take it (None: nothing to share)."""
+        return None
+
+    def take_token(self, record: Mapping[str, Any], rejected: str | None) -> bool:
+        """Use a token another replica refreshed, if it is for this secret, not expiring and not
+        the `rejected` one. True when taken."""
+        return False
+
+    def mark_dead(self, detail: str, *, ineligible: bool = False, dead_at: float | None = None,
+                  notify: bool = True) -> None:
+        changed = self.state is not CredentialState.DEAD
+        if changed:
             log.error("credential %s is DEAD: %s", self.id, detail)
         self.state = CredentialState.DEAD
         self.detail = detail
         self.ineligible = ineligible
-        self.dead_at = time.time()
+        self.dead_at = time.time() if dead_at is None else dead_at
+        if changed and notify and self.on_change is not None:
+            self.on_change(self)
 
-    def revive(self, why: str) -> None:
+    def revive(self, why: str, *, notify: bool = True) -> None:
         """READY again (a new login or key arrived, or an ineligible account is probed again)."""
-        if self.state is CredentialState.DEAD:
+        changed = self.state is CredentialState.DEAD
+        if changed:
             log.warning("credential %s is back: %s", self.id, why)
         self.state = CredentialState.READY
         self.detail = ""
         self.ineligible = False
         self.discovered_project = None
+        if changed and notify and self.on_change is not None:
+            self.on_change(self)
 
     def reload(self, data: Any) -> bool:
         """The credential's file changed to `data`: take new secret material. True when the
@@ -119,6 +156,8 @@ class OAuthCredential(Credential):
         self._flight: SingleFlight[None] = SingleFlight()
         self._headers: dict[str, str] | None = None
         self.refreshes = 0
+        # Fingerprints of the refresh tokens of this login (more than one after rotations).
+        self._lineage = [self.fingerprint()]
         if data.get("disabled") is True:
             self.state = CredentialState.DISABLED
             self.detail = "disabled in its credential file"
@@ -130,6 +169,35 @@ class OAuthCredential(Credential):
         token = self._data.get("access_token")
         return token if isinstance(token, str) else ""
 
+    def fingerprint(self) -> str:
+        return fingerprint(str(self._data.get("refresh_token") or ""))
+
+    def token_record(self) -> dict[str, Any] | None:
+        if not self.access_token:
+            return None
+        record: dict[str, Any] = {"at": self.access_token, "exp": self._expiry_ms() or
+                                  int(time.time() * 1000) + 3600 * 1000, "fp": self._lineage[-_LINEAGE:]}
+        if len(self._lineage) > 1:
+            record["rt"] = self._data.get("refresh_token")  # rotated: replicas whose file is older need it
+        return record
+
+    def take_token(self, record: Mapping[str, Any], rejected: str | None) -> bool:
+        fps, token, expiry = record.get("fp"), record.get("at"), record.get("exp")
+        if not isinstance(fps, list) or self.fingerprint() not in fps:
+            return False
+        if not isinstance(token, str) or not token or token == rejected:
+            return False
+        if not isinstance(expiry, (int, float)) or expiry <= time.time() * 1000 + EAGER_REFRESH_MS:
+            return False
+        rotated = record.get("rt")
+        if isinstance(rotated, str) and rotated:
+            self._data["refresh_token"] = rotated
+        self._data["access_token"] = token
+        self._data["expiry_date"] = int(expiry)
+        self._lineage = [str(f) for f in fps][-_LINEAGE:]
+        self._set_headers()
+        return True
+
     def reload(self, data: Any) -> bool:
         if not isinstance(data, dict):
             return False
@@ -140,8 +208,11 @@ class OAuthCredential(Credential):
             self.state, self.detail = CredentialState.READY, ""
         if not looks_like_oauth_creds(data) or data.get("refresh_token") == self._data.get("refresh_token"):
             return False
+        if fingerprint(str(data["refresh_token"])) in self._lineage:
+            return False  # an older refresh token of this login (another replica rotated it)
         # A new login: the old token, project and death are history.
         self._data = dict(data)
+        self._lineage = [self.fingerprint()]
         self._headers = None
         project = data.get("project_id")
         self.project_override = project if isinstance(project, str) and project else self.project_override
@@ -197,6 +268,12 @@ class OAuthCredential(Credential):
         await self._flight.run(lambda: self._refresh_now(rejected_token))
 
     async def _refresh_now(self, rejected_token: str | None) -> None:
+        if self.shared is not None:
+            await self.shared.tokens.refresh(self, rejected_token, lambda: self._refresh_local(rejected_token))
+        else:
+            await self._refresh_local(rejected_token)
+
+    async def _refresh_local(self, rejected_token: str | None) -> None:
         if await self._adopt_from_disk(rejected_token):
             return
         await self._refresh_from_endpoint()
@@ -217,6 +294,7 @@ class OAuthCredential(Credential):
         if disk.get("refresh_token") != current_rt:
             # A new login replaced the file: take all of it.
             self._data = dict(disk)
+            self._lineage = [self.fingerprint()]
             log.info("credential %s: picked up a new login from %s", self.id, self.path)
             if not newer:
                 return False
@@ -245,7 +323,10 @@ class OAuthCredential(Credential):
         reply = _json_or_none(resp.content)
         if resp.status_code != 200 or not isinstance(reply, dict) or not isinstance(reply.get("access_token"), str):
             self._refresh_failed(resp.status_code, reply)
+        sent = self._data.get("refresh_token")
         self._data = token_store.merge_token_reply(self._data, reply, now_ms)
+        if self._data.get("refresh_token") != sent:
+            self._lineage = (self._lineage + [self.fingerprint()])[-_LINEAGE:]
         self._set_headers()
         log.info("credential %s: access token refreshed", self.id)
         try:

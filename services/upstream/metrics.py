@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
@@ -24,8 +24,9 @@ _BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 2
 class PoolCollector(Collector):
     """Credential state, cool-down and quota gauges from the pool's report, per scrape."""
 
-    def __init__(self, report: Callable[[], list]) -> None:
+    def __init__(self, report: Callable[[], list], sharing: Callable[[], Any] | None = None) -> None:
         self._report = report
+        self._sharing = sharing
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         # The scrape runs on the metrics thread while the loop changes the pool: retry the rare
@@ -59,10 +60,18 @@ class PoolCollector(Collector):
             for model, (fraction, _reset) in r.quota.items():
                 quota.add_metric((r.id, r.kind, model), float(fraction))
         yield from (state, cooldown, cooling, quota)
+        sharing = self._sharing() if self._sharing is not None else None
+        if sharing is not None:
+            up = GaugeMetricFamily("gateway_upstream_sharing_up",
+                                   "1 while Redis (REDIS_URL) answers and this replica shares pool state; 0: local "
+                                   "state only.")
+            up.add_metric((), 1.0 if sharing.connected else 0.0)
+            yield up
 
 
 class UpstreamMetrics:
-    def __init__(self, report: Callable[[], list], known_model: Callable[[str], bool]) -> None:
+    def __init__(self, report: Callable[[], list], known_model: Callable[[str], bool],
+                 sharing: Callable[[], Any] | None = None) -> None:
         disable_created_metrics()  # no *_created series: half the samples, nothing a dashboard uses
         self.registry = CollectorRegistry(auto_describe=False)
         self._known_model = known_model
@@ -73,7 +82,7 @@ class UpstreamMetrics:
                                   "Upstream call time, backend included (streams: until the last chunk).",
                                   ("gen_ai_operation_name", "gen_ai_request_model", "credential_kind", "outcome"),
                                   buckets=_BUCKETS, registry=self.registry)
-        self.registry.register(PoolCollector(report))
+        self.registry.register(PoolCollector(report, sharing))
 
     def observe(self, op: str, model: str, credential_id: str, credential_kind: str, outcome: str,
                 seconds: float) -> None:

@@ -28,6 +28,9 @@ within a tier. Failure policy, applied only before the first chunk reached the c
 
 Credentials come back: see roster.py (file rewritten → revived) and `recheck()` (a DEAD
 credential refused for its account is probed again after INELIGIBLE_RECHECK_SECONDS).
+
+Several replicas (REDIS_URL): refreshes go through a lease, and 429 cool-downs and DEAD marks
+reach every replica's members (shared_state.py); choosing a member still reads local state only.
 """
 from __future__ import annotations
 
@@ -52,6 +55,7 @@ from .pool_entry import CredentialReport, Entry, apply_quota, build_report, cool
 from .project import ProjectResolver
 from .roster import Roster, plan
 from .settings import Settings
+from .shared_state import SharedState, SharingStatus
 from .vertex import VertexBackend
 
 log = logging.getLogger(__name__)
@@ -74,8 +78,9 @@ class Pool:
             "ai-studio-key": AIStudioBackend(shared, settings.ai_studio_endpoint),
             "vertex-ai": VertexBackend(shared, settings.vertex_endpoint),
         }
-        self._roster = Roster(settings, http, self.backends,
-                              lambda cred, spec, backend: Entry(cred, spec, backend))
+        self.shared = SharedState(settings.redis_url, refresh_timeout=settings.refresh_timeout) \
+            if settings.redis_url else None
+        self._roster = Roster(settings, http, self.backends, self._new_entry)
         self._entries: list[Entry] = []
         self._routes: dict[tuple[str, bool], list[list[Entry]]] = {}
         self._load_lock = asyncio.Lock()
@@ -86,6 +91,28 @@ class Pool:
         self._scan_notes: list[str] = []
 
     # --- loading -------------------------------------------------------------------------
+
+    def _new_entry(self, cred: Any, spec: Any, backend: Backend) -> Entry:
+        if self.shared is not None:
+            cred.shared = self.shared
+            cred.on_change = self.shared.credential_changed
+        return Entry(cred, spec, backend)
+
+    async def start(self) -> None:
+        """Join the other replicas' shared state, when REDIS_URL is set."""
+        if self.shared is not None:
+            await self.shared.start(lambda: self._entries)
+
+    async def close(self) -> None:
+        if self.shared is not None:
+            await self.shared.close()
+
+    def sharing(self) -> SharingStatus | None:
+        return self.shared.status() if self.shared is not None else None
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
 
     @property
     def entries(self) -> list[Entry]:
@@ -122,6 +149,8 @@ class Pool:
             if changed or first:
                 self._entries = entries
                 self._routes.clear()
+                if self.shared is not None:
+                    self.shared.resync_soon()  # new members take the marks other replicas set
                 for note in notes:
                     log.info("credentials: %s", note)
                 if self._entries:
@@ -277,6 +306,8 @@ class Pool:
         seconds = cooldown_seconds(err.retry_delay_s, strikes, start if start is not None
                                    else s.default_cooldown_seconds, s.max_cooldown_seconds)
         entry.cool(model, seconds, err.reason or err.status or "429", now)
+        if self.shared is not None:
+            self.shared.cooled(entry, model, now + seconds, err.reason or err.status or "429")
         entry.last_error = str(err)
         log.warning("credential %s cooling down %.1fs for %s (%s)", entry.cred.id, seconds, model,
                     err.reason or err.message)
@@ -388,13 +419,25 @@ class Pool:
     async def stream(self, model: str, body: bytes | memoryview, request_id: str) -> AsyncIterator[tuple[Chunk, Entry]]:
         """Chunks of a streamed call as they arrive. Closing the iterator closes the backend
         connection."""
+        batches = self.stream_batches(model, body, request_id)
+        try:
+            async for batch, entry in batches:
+                for chunk in batch:
+                    yield chunk, entry
+        finally:
+            await batches.aclose()
+
+    async def stream_batches(self, model: str, body: bytes | memoryview,
+                             request_id: str) -> AsyncIterator[tuple[list[Chunk], Entry]]:
+        """As stream(), but the chunks that arrived together come as one list (at least one
+        chunk; nothing is held back to wait for more)."""
         check_body(body)
 
-        async def op(entry: Entry, headers: Mapping[str, str]) -> tuple[ChunkStream, Chunk]:
+        async def op(entry: Entry, headers: Mapping[str, str]) -> tuple[ChunkStream, list[Chunk]]:
             assert entry.backend is not None
             events = await entry.backend.open_stream(entry, headers, model, body, request_id)
             try:
-                first = await events.next()
+                first = await events.next_batch()
             except BaseException:
                 await events.aclose()
                 raise
@@ -408,7 +451,7 @@ class Pool:
             yield first, entry
             while True:
                 try:
-                    chunk = await events.next()
+                    batch = await events.next_batch()
                 except TransportError as err:
                     entry.failures += 1
                     if err.timeout:
@@ -419,9 +462,9 @@ class Pool:
                     if err.http_status == 429:
                         self._rate_limited(entry, model, err, time.time())
                     raise
-                if chunk is None:
+                if batch is None:
                     return
-                yield chunk, entry
+                yield batch, entry
         finally:
             await events.aclose()
 

@@ -104,9 +104,16 @@ class ProjectResolver:
     async def _discover_and_keep(self, cred: Credential) -> str:
         if cred.project:
             return cred.project
+        shared = cred.shared  # several replicas: one may have found it already
+        found = await shared.project_of(cred) if shared is not None else None
+        if found is not None:
+            cred.discovered_project, cred.tier = found
+            return found[0]
         project = await self._discover(cred)
         cred.discovered_project = project
         log.info("credential %s: Code Assist project %s", cred.id, project)
+        if shared is not None:
+            await shared.keep_project(cred, project)
         return project
 
     async def _authed(self, cred: Credential, call: Callable[[Mapping[str, str]], Awaitable[Any]]) -> Any:

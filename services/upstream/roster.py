@@ -62,6 +62,9 @@ def _accepts(kind: str, data: Any) -> bool:
     return isinstance(data, str) and bool(data)
 
 
+# What a member whose file is a directory reads there (API keys: one key per file).
+_DIR_PATTERN = {"code-assist": "*.json", "vertex": "*.json", "ai-studio": "*.key", "vertex-express": "*.key"}
+
 _WHAT = {"code-assist": "a Gemini CLI oauth_creds file (no refresh_token)",
          "vertex": "a service-account or authorized_user JSON file",
          "ai-studio": "a key file", "vertex-express": "a key file"}
@@ -80,10 +83,10 @@ def plan(settings: Settings, known: dict[Path, Stat | None]) -> tuple[list[Candi
             continue
         assert spec.file is not None
         path = spec.file
-        if path.is_dir() and spec.kind in ("code-assist", "vertex"):
-            files = sorted(p for p in path.glob("*.json") if p.is_file())
+        if path.is_dir() and spec.kind in _DIR_PATTERN:
+            files = sorted(p for p in path.glob(_DIR_PATTERN[spec.kind]) if p.is_file())
             if not files:
-                notes.append(f"no *.json file in directory {path}")
+                notes.append(f"no {_DIR_PATTERN[spec.kind]} file in directory {path}")
         elif path.is_file():
             files = [path]
         else:

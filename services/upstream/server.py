@@ -24,12 +24,15 @@ from grpc_reflection.v1alpha import reflection
 
 from gemini_cli.upstream.v1 import upstream_pb2, upstream_pb2_grpc
 
-from . import errors, internal_auth
+from . import chunked, errors, internal_auth
 from .catalog import ModelInfo, build_catalog
 from .code_assist import Chunk, CodeAssistClient, make_http_client
 from .errors import Draining, InvalidRequest, UpstreamError
 from .metrics import UpstreamMetrics
 from .pool import Entry, Pool
+from .pool_entry import CredentialReport, build_report
+from . import credential_admin
+from .credential_admin import CredentialAdminError
 from .project import ProjectResolver
 from .settings import Settings
 from services.metrics_server import MetricsServer
@@ -86,6 +89,38 @@ def response_message(chunk: Chunk, entry: Entry | None) -> upstream_pb2.Generate
     return msg
 
 
+def credential_status(r: CredentialReport) -> upstream_pb2.CredentialStatus:
+    status = upstream_pb2.CredentialStatus(
+        id=r.id, kind=r.kind, state=_STATES[r.state], project=r.project, detail=r.detail,
+        cooling_until=r.cooling_until, requests=r.requests, failures=r.failures, auth=r.auth,
+        priority=r.priority, weight=r.weight, location=r.location, models=list(r.models),
+        unsupported_models=list(r.unsupported), last_error=r.last_error, proxied=r.proxy, tier=r.tier)
+    for model, (fraction, reset) in sorted(r.quota.items()):
+        status.quota.add(model=model, remaining_fraction=fraction, reset_time=reset)
+    return status
+
+
+def batch_message(batch: list[Chunk], entry: Entry | None) -> upstream_pb2.GenerateResponse:
+    """One message for the chunks that arrived together (GenerateRequest.coalesce): each in
+    `chunks`, in order; the usage of the last chunk that had one (Gemini's is cumulative)."""
+    msg = upstream_pb2.GenerateResponse()
+    usage = None
+    add = msg.chunks.add
+    for chunk in batch:
+        body = add()
+        body.content_type = "application/json"
+        body.data = chunk.data
+        if chunk.usage is not None:
+            usage = chunk.usage
+    if usage is not None:
+        msg.usage.CopyFrom(usage_proto(usage))
+    if entry is not None:  # first message only
+        msg.trace_id = batch[0].trace_id
+        msg.credential_id = entry.cred.id
+        msg.credential_kind = entry.cred.kind
+    return msg
+
+
 class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
     def __init__(self, pool: Pool, catalog: list[ModelInfo], aliases: dict[str, str] | None = None) -> None:
         self._pool = pool
@@ -93,7 +128,8 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
         self._catalog = catalog
         self.draining = False
         known = {m.id for m in catalog} | set(self._aliases)
-        self.metrics = UpstreamMetrics(pool.report, lambda model: model.removeprefix("models/") in known)
+        self.metrics = UpstreamMetrics(pool.report, lambda model: model.removeprefix("models/") in known,
+                                       pool.sharing)
 
     def _model(self, raw: str) -> str:
         model = model_id(raw)
@@ -120,14 +156,20 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
                 chunks = 1
                 yield response_message(chunk, entry)
             else:
-                stream = self._pool.stream(model, body, rid)
+                coalesce = request.coalesce
+                stream = self._pool.stream_batches(model, body, rid)
                 try:
-                    async for chunk, entry in stream:
+                    async for batch, entry in stream:
                         first = chunks == 0
-                        chunks += 1
+                        chunks += len(batch)
                         if first:
                             cred_id, cred_kind = entry.cred.id, entry.cred.kind
-                        yield response_message(chunk, entry if first else None)
+                        if coalesce:
+                            yield batch_message(batch, entry if first else None)
+                            continue
+                        for chunk in batch:
+                            yield response_message(chunk, entry if first else None)
+                            first = False
                 finally:
                     await stream.aclose()
         except UpstreamError as err:
@@ -145,6 +187,20 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
             log.info("generate id=%s caller=%s model=%s stream=%s credential=%s chunks=%d outcome=%s ms=%.0f",
                      rid, internal_auth.caller_of(request.caller), request.model, request.stream, cred_id or "-", chunks, outcome,
                      elapsed * 1000)
+
+    async def GenerateChunked(self, request_iterator: AsyncIterator[chunked.Part],
+                              context: grpc.aio.ServicerContext) -> AsyncIterator[upstream_pb2.GenerateResponse]:
+        """Generate with the body received in parts (see services/upstream/chunked.py)."""
+        try:
+            self._check_open()
+            request = await chunked.receive(request_iterator, MAX_MESSAGE_BYTES)
+        except UpstreamError as err:
+            desc = errors.describe(err)
+            log.info("generate (chunked) refused: %s/%s: %s", desc.code.name, desc.reason, desc.message)
+            await context.abort_with_status(errors.to_rpc_status(desc))
+            return
+        async for msg in self.Generate(request, context):  # type: ignore[arg-type]  (reads the same fields)
+            yield msg
 
     async def _unary(self, op: str, name: str, request, context: grpc.aio.ServicerContext,
                      call: Callable[[str, bytes | memoryview, str], Awaitable[tuple[Any, Any]]]):
@@ -192,14 +248,13 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
         served = [m.to_proto() for m in self._catalog if self._pool.can_serve(m.id, m.kinds, m.embedding)]
         resp = upstream_pb2.ListModelsResponse(models=served, aliases=self._aliases)
         for r in self._pool.report():
-            status = upstream_pb2.CredentialStatus(
-                id=r.id, kind=r.kind, state=_STATES[r.state], project=r.project, detail=r.detail,
-                cooling_until=r.cooling_until, requests=r.requests, failures=r.failures, auth=r.auth,
-                priority=r.priority, weight=r.weight, location=r.location, models=list(r.models),
-                unsupported_models=list(r.unsupported), last_error=r.last_error, proxied=r.proxy, tier=r.tier)
-            for model, (fraction, reset) in sorted(r.quota.items()):
-                status.quota.add(model=model, remaining_fraction=fraction, reset_time=reset)
-            resp.credentials.append(status)
+            resp.credentials.append(credential_status(r))
+        sharing = self._pool.sharing()
+        if sharing is not None:
+            resp.sharing.configured = True
+            resp.sharing.connected = sharing.connected
+            resp.sharing.detail = sharing.detail
+            resp.sharing.replica_id = sharing.replica_id
         if not self._pool.entries:
             # Nothing loaded: say where we looked, so the operator sees it next to the models.
             resp.credentials.append(upstream_pb2.CredentialStatus(
@@ -208,8 +263,84 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
         return resp
 
 
+    # --- admin -------------------------------------------------------------------------------
+
+    def _status_of(self, entry: Entry) -> upstream_pb2.CredentialStatus:
+        return credential_status(build_report([entry], time.time())[0])
+
+    async def _admin_abort(self, context: grpc.aio.ServicerContext, err: CredentialAdminError) -> None:
+        await context.abort(getattr(grpc.StatusCode, err.code), err.message)
+
+    async def SetCredentialEnabled(self, request: upstream_pb2.SetCredentialEnabledRequest,
+                                   context: grpc.aio.ServicerContext) -> upstream_pb2.CredentialStatus:
+        await self._pool.ensure_loaded()
+        entry = next((e for e in self._pool.entries if e.cred.id == request.id), None)
+        if entry is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no credential has that id")
+        try:
+            await credential_admin.set_enabled(entry, request.enabled)
+        except CredentialAdminError as err:
+            await self._admin_abort(context, err)
+        except OSError as exc:
+            log.warning("credential %s: could not rewrite its file: %s", entry.cred.id, exc)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "its credential file cannot be rewritten")
+        log.info("credential %s %s by %s", entry.cred.id, "enabled" if request.enabled else "disabled",
+                 internal_auth.caller_of(""))
+        return self._status_of(entry)
+
+    async def AddCredential(self, request: upstream_pb2.AddCredentialRequest,
+                            context: grpc.aio.ServicerContext) -> upstream_pb2.CredentialStatus:
+        await self._pool.ensure_loaded()
+        try:
+            kind, what, payload = credential_admin.recognise(request.content)
+            directory = credential_admin.upload_dir(self._pool.settings, kind)
+            if credential_admin.already_in_pool(self._pool.entries, kind, payload):
+                raise CredentialAdminError("ALREADY_EXISTS", "the pool already has this credential")
+            path = await asyncio.to_thread(credential_admin.write_new, directory, kind, payload)
+        except CredentialAdminError as err:
+            await self._admin_abort(context, err)
+        except OSError as exc:
+            log.warning("could not write an uploaded credential: %s", exc)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the credentials directory cannot be written")
+        await self._pool.reload()
+        entry = next((e for e in self._pool.entries if getattr(e.cred, "path", None) == path), None)
+        if entry is None:
+            path.unlink(missing_ok=True)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the pool could not use this credential")
+        log.info("credential %s (%s) added by %s", entry.cred.id, what, internal_auth.caller_of(""))
+        return self._status_of(entry)
+
+
+class _Handlers:
+    """Catches the method handlers the generated code would register."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, handlers) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self.handlers = dict(handlers)
+
+
+def _deserialize_part(raw: bytes) -> chunked.Part:
+    try:
+        return chunked.part_from_wire(raw)
+    except chunked.WireError as exc:
+        raise ValueError(f"malformed GenerateRequestPart: {exc}") from None
+
+
 def add_servicer(servicer: UpstreamServicer, server: grpc.aio.Server) -> None:
-    upstream_pb2_grpc.add_UpstreamServicer_to_server(servicer, server)
+    """The generated registration, except that GenerateChunked's parts are read by hand (their
+    `data` a view of the received bytes, not protobuf's copies)."""
+    caught = _Handlers()
+    upstream_pb2_grpc.add_UpstreamServicer_to_server(servicer, caught)
+    caught.handlers["GenerateChunked"] = grpc.stream_stream_rpc_method_handler(
+        servicer.GenerateChunked, request_deserializer=_deserialize_part,
+        response_serializer=upstream_pb2.GenerateResponse.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, caught.handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, caught.handlers)
 
 
 async def _warmup(pool: Pool) -> None:
@@ -252,12 +383,17 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     resolver = ProjectResolver(client, poll_interval=settings.onboard_poll_interval,
                                max_polls=settings.onboard_max_polls)
     pool = Pool(settings, http, client, resolver)
+    await pool.start()
     servicer = UpstreamServicer(pool, build_catalog(settings.models), settings.model_aliases)
 
     server = grpc.aio.server(interceptors=[internal_auth.AuthInterceptor(verifier)], options=[
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),
+        # The receive window stays at its default instead of growing with the measured
+        # bandwidth: a large body sent in parts (GenerateChunked) then waits at the edge, not
+        # in this process's buffers (with probing, ~8 MiB more held here for a 27 MiB body).
+        ("grpc.http2.bdp_probe", 0),
         # The edge keeps its channel alive with pings every 30 s, also between calls: accept
         # them instead of answering GOAWAY "too_many_pings".
         ("grpc.keepalive_permit_without_calls", 1),
@@ -314,6 +450,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         warmup.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await warmup
+    await pool.close()
     await http.aclose()
     await transport.aclose()
     if metrics_server is not None:

@@ -99,6 +99,11 @@ class Settings(GatewaySettings):
     # another credential, instead of waiting out the backend read timeout.
     refresh_timeout: float = Field(15.0, gt=0)
 
+    # --- several replicas ---------------------------------------------------------------
+    # Redis shared by the upstream replicas (redis://, rediss://): one refresh per credential
+    # (a lease), refreshed tokens, cool-downs and DEAD marks. "" = one process, state local.
+    redis_url: str = ""
+
     # --- HTTP ------------------------------------------------------------------------------
     connect_timeout: float = Field(10.0, gt=0)
     # Idle time allowed between two chunks of a response (and before the response head).

@@ -26,7 +26,11 @@ def read_json(path: Path) -> Any:
 
 def atomic_write_json(path: Path, data: Any) -> None:
     """Replace `path` with `data` as pretty JSON (as the Gemini CLI writes it), mode 0600."""
-    payload = orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n"
+    atomic_write_bytes(path, orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Replace (or create) `path` with `payload`, mode 0600, never half-written."""
     directory = path.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:

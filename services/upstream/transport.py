@@ -363,6 +363,17 @@ class BackendStream:
     async def events(self) -> AsyncIterator[bytes]:
         """The data of each server-sent event, in order, until the body ends. Transport
         failures (and an event over BACKEND_MAX_RESPONSE_BYTES) raise TransportError."""
+        batches = self.batches()
+        try:
+            async for batch in batches:
+                for data in batch:
+                    yield data
+        finally:
+            await batches.aclose()
+
+    async def batches(self) -> AsyncIterator[list[bytes]]:
+        """As events(), but the events that one read brought (everything the backend had sent
+        by then) come as one list: never empty, never waiting for more than is there."""
         parser = SSEParser(self._max_event)
         content = self._resp.content
         try:
@@ -377,12 +388,14 @@ class BackendStream:
                         raise
                 if not chunk:
                     break
-                for data in parser.feed(chunk):
-                    yield data
+                batch = parser.feed(chunk)
+                if batch:
+                    yield batch
                 if broken is not None:
                     raise broken
-            for data in parser.close():
-                yield data
+            batch = parser.close()
+            if batch:
+                yield batch
         except EventTooLarge:
             raise TransportError(f"backend sent an event larger than {self._max_event} bytes", retry=False) from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:

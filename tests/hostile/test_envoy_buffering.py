@@ -136,6 +136,8 @@ def test_keyless_slow_http1_bodies_get_401_before_the_body_and_envoy_holds_nothi
     "/gemini_cli/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse",
     "/gemini_cli/v1beta/models/gemini-2.5-pro:countTokens",
     "/gemini_cli/v1beta/models/gemini-embedding-001:embedContent",
+    # The admin API checks its token on the headers too.
+    "/gemini_cli/admin/api/keys", "/gemini_cli/admin/api/credentials", "/gemini_cli/admin/api/keys/1/revoke",
 ])
 def test_every_post_route_refuses_a_keyless_body_on_its_headers(rig: Rig, path: str):
     assert rig.envoy is not None

@@ -216,6 +216,7 @@ async def _generate(call: Call, acct: Account, body: dict[str, Any]) -> Reply:
         return call.error(400, errors.google_error(400, str(exc)))
     seq = call.entry["seq"]
     trace, rid, created = trace_id(seq), response_id(seq), _now_iso()
+    call.entry["trace_id"] = trace  # what a test expects the gateway to pass on
     headers = [(b"x-cloudaicompanion-trace-id", trace.encode())]
     if call.op == "generate":
         reply = call.json(200, {"response": responder.unary_response(answer, model, rid, created), "traceId": trace},
@@ -231,6 +232,8 @@ async def _generate(call: Call, acct: Account, body: dict[str, Any]) -> Reply:
                                 for chunk in responder.stream_responses(answer, model, rid, created)], headers)
     if answer.chunk_delay is not None:
         reply.between = answer.chunk_delay
+    if answer.burst:
+        reply.burst()
     return reply
 
 

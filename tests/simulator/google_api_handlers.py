@@ -176,6 +176,7 @@ def _answer(call: Call, backend: str, model: str, method: str, body: dict[str, A
         return _error(call, backend, 400, errors.google_error(400, str(exc)))
     seq = call.entry["seq"]
     rid, created = response_id(seq), _now_iso()
+    call.entry["trace_id"] = rid  # Google's id of the response: the trace id of these backends
     if call.op == "generate":
         reply = call.json(200, responder.unary_response(answer, model, rid, created))
     else:
@@ -184,6 +185,8 @@ def _answer(call: Call, backend: str, model: str, method: str, body: dict[str, A
         reply = Reply(200, pieces, SSE, entry=call.entry, streaming=True, headers=[(b"cache-control", b"no-cache")])
     if answer.chunk_delay is not None:
         reply.between = answer.chunk_delay
+    if answer.burst:
+        reply.burst()
     return reply
 
 

@@ -35,6 +35,10 @@ class Reply(Response):
         self.hang = False
         self._started = False
 
+    def burst(self) -> None:
+        """Send the whole body in one write (every event of a stream in one TCP send)."""
+        self.pieces = [b"".join(self.pieces)]
+
     def cut(self, after: int) -> None:
         """Drop the connection after `after` pieces, leaving the body unfinished on the wire."""
         if not self.streaming:

@@ -53,6 +53,7 @@ _LEVELS = {
 _LEN = re.compile(r"\[len=(\d+)\]")
 _CHUNKS = re.compile(r"\[chunks=(\d+)\]")
 _DELAY = re.compile(r"\[delay=(\d+(?:\.\d+)?)\]")
+_BURST = "[burst]"
 _WORD = re.compile(r"\S+")
 _MEDIA_MODALITY = {"image": "IMAGE", "audio": "AUDIO", "video": "VIDEO"}
 
@@ -69,6 +70,7 @@ class Answer:
     finish_reason: str
     usage: dict[str, Any]
     chunk_delay: float | None = None  # seconds, from a [delay=MS] directive
+    burst: bool = False  # [burst]: every streamed event in one write
 
 
 # --- small helpers -------------------------------------------------------------------------
@@ -458,7 +460,7 @@ def answer(model: str, request: dict[str, Any]) -> Answer:
     dm = _DELAY.search(prompt)
     return Answer(parts=parts, chunks=chunks, finish_reason=finish,
                   usage=_usage(request, _answer_words(answer_parts), thought_words),
-                  chunk_delay=float(dm.group(1)) / 1000 if dm else None)
+                  chunk_delay=float(dm.group(1)) / 1000 if dm else None, burst=_BURST in prompt)
 
 
 def _limit(text: str, request: dict[str, Any]) -> tuple[str, str]:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -11,7 +10,7 @@ from starlette.requests import Request
 from services.edge.auth import KeyCache, authenticate, extract_key
 from services.edge.errors import ApiError
 from services.edge.limits import Limiter
-from services.edge.store import NewKey, SQLiteLicenseStore, UsageRow, generate_key, hash_key, key_prefix
+from services.edge.store import NewKey, SQLiteLicenseStore, UsageRow, generate_key, hash_key, key_prefix, open_store
 
 SECRET = b"auth-test-secret"
 
@@ -41,8 +40,9 @@ def test_extract_key_precedence(headers, query, expected):
 
 
 @pytest.fixture
-async def store(tmp_path: Path):
-    s = SQLiteLicenseStore(tmp_path / "k.db")
+async def store(license_db: str):
+    """The key cache on either engine (SQLite file, PostgreSQL database)."""
+    s = open_store(license_db)
     yield s
     await s.close()
 
@@ -62,13 +62,13 @@ async def test_lookup_known_and_unknown(store):
     assert await cache.lookup("") is None
 
 
-async def test_revocation_reaches_cache_through_revision(store):
+async def test_revocation_reaches_cache_through_revision(store, license_db):
     key, rec = await _new(store)
     cache = KeyCache(store, SECRET, ttl=3600)
     await cache.poll_once()
     assert (await cache.lookup(key)).revoked_at is None
-    # A second store instance plays the admin CLI (another process, same file).
-    cli = SQLiteLicenseStore(store.path)
+    # A second store instance plays the admin CLI (another process, same database).
+    cli = open_store(license_db)
     try:
         await cli.revoke(rec.id)
     finally:
@@ -152,9 +152,15 @@ async def test_authenticate_outcomes(store):
     assert info.value.status == 401 and info.value.code == "key_revoked" and key not in info.value.message
 
 
-async def test_store_failure_is_503_not_500(tmp_path):
-    broken = SQLiteLicenseStore(tmp_path / "gone.db")
-    await broken.close()
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+async def test_store_failure_is_503_not_500(tmp_path, engine):
+    if engine == "sqlite":
+        broken = SQLiteLicenseStore(tmp_path / "gone.db")
+        await broken.close()
+    else:
+        from tests.harness import free_port
+
+        broken = open_store(f"postgresql://gw@127.0.0.1:{free_port()}/down")  # nothing listens there
     app = SimpleNamespace(state=SimpleNamespace(ctx=SimpleNamespace(keys=KeyCache(broken, SECRET))))
     with pytest.raises(ApiError) as info:
         await authenticate(_request(app, [(b"x-goog-api-key", b"gcli-whatever")]))

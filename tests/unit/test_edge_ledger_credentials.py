@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from services.edge import keys
-from services.edge.store import NewKey, SQLiteLicenseStore, UsageRow
+from services.edge.store import NewKey, SQLiteLicenseStore, UsageRow, open_store
 from services.edge.usage import Meter, UsageRecorder
 
 # The usage table as the first release created it (before the credential columns).
@@ -60,8 +60,8 @@ async def test_an_old_database_gets_the_columns_and_keeps_its_rows(tmp_path: Pat
     assert cols[-2:] == ["credential_kind", "credential_id"] and cols.count("credential_kind") == 1
 
 
-async def test_usage_by_credential_kind(tmp_path: Path) -> None:
-    store = SQLiteLicenseStore(tmp_path / "u.db")
+async def test_usage_by_credential_kind(license_db: str) -> None:
+    store = open_store(license_db)
     try:
         await store.create_key("h", "p", NewKey(name="n"))
         await store.record_usage([_row("gemini-cli-oauth", "a.json", tokens=5), _row("ai-studio-key", "k1", tokens=7),
@@ -95,16 +95,16 @@ async def test_meter_carries_the_credential() -> None:
 
 
 @pytest.fixture
-def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    db = tmp_path / "l.db"
-    monkeypatch.setenv("LICENSE_DB", str(db))
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, license_db: str) -> str:
+    """The keys CLI's settings, on a SQLite file or a PostgreSQL database."""
+    monkeypatch.setenv("LICENSE_DB", license_db)
     monkeypatch.setenv("LICENSE_SECRET", "unit-test-secret-123")
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
-    return db
+    return license_db
 
 
-async def test_keys_usage_shows_who_served(cli_env: Path) -> None:
-    store = SQLiteLicenseStore(cli_env)
+async def test_keys_usage_shows_who_served(cli_env: str) -> None:
+    store = open_store(cli_env)
     await store.create_key("h", "gcli-xyzxyz", NewKey(name="team"))
     await store.record_usage([_row("ai-studio-key", "studio-1", tokens=4), _row("gemini-cli-oauth", "", tokens=2),
                               _row(status=404, tokens=0)])

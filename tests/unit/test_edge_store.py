@@ -1,4 +1,6 @@
-"""The license store: keyed hashes only, prefixes, revocation, expiry, allow-lists, the ledger."""
+"""The license store: keyed hashes only, prefixes, revocation, expiry, allow-lists, the ledger.
+
+Every test taking `store` runs on SQLite and on PostgreSQL (the `license_db` fixture)."""
 from __future__ import annotations
 
 import asyncio
@@ -8,15 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from services.edge.store import (KEY_SCHEME, NewKey, SQLiteLicenseStore, StoreError, UsageRow, generate_key,
-                                 hash_key, key_prefix, model_allowed, open_store)
+from services.edge.store import (KEY_SCHEME, NewKey, SQLiteLicenseStore, StoreError, UsageRow, describe_location,
+                                 generate_key, hash_key, key_prefix, model_allowed, open_store)
+from services.edge.store_postgres import PostgresLicenseStore
+from services.edge.store_schema import SCHEMA_VERSION
+from tests.support import stores
 
 SECRET = b"unit-test-secret"
 
 
 @pytest.fixture
-async def store(tmp_path: Path):
-    s = SQLiteLicenseStore(tmp_path / "licenses.db")
+async def store(license_db: str):
+    s = open_store(license_db)
     yield s
     await s.close()
 
@@ -40,13 +45,19 @@ def test_hash_is_keyed():
     assert len(hash_key(SECRET, key)) == 64
 
 
-async def test_only_the_hash_is_stored(store, tmp_path: Path):
+async def test_only_the_hash_is_stored(store, license_db: str):
     key, rec = await _new(store, "alice")
     assert rec.key_hash == hash_key(SECRET, key)
     assert rec.prefix == key_prefix(key)
-    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("licenses.db"))
+    raw = await stores.everything_stored(license_db)
+    assert rec.key_hash.encode() in raw and b"alice" in raw  # the dump does hold the key's row
     assert key.encode() not in raw
     assert key[len(rec.prefix):].encode() not in raw  # not even the secret part
+
+
+async def test_sqlite_file_is_private(tmp_path: Path):
+    store = SQLiteLicenseStore(tmp_path / "licenses.db")
+    await store.close()
     assert (tmp_path / "licenses.db").stat().st_mode & 0o077 == 0
 
 
@@ -150,14 +161,27 @@ async def test_concurrent_ledger_writes_lose_nothing(store):
     assert (await store.find_by_hash(rec.key_hash)).tokens_used == 200
 
 
-async def test_second_process_sees_writes(store, tmp_path: Path):
-    """The admin CLI writes through its own connection; WAL lets the edge see it at once."""
+async def test_second_process_sees_writes(store, license_db: str):
+    """The admin CLI writes through its own connection; the edge sees it at once (WAL on SQLite)."""
     _, rec = await _new(store)
-    conn = sqlite3.connect(tmp_path / "licenses.db")
-    conn.execute("UPDATE keys SET revoked_at = ? WHERE id = ?", (time.time(), rec.id))
-    conn.commit()
-    conn.close()
+    r0 = await store.revision()
+    await stores.execute(license_db, "UPDATE keys SET revoked_at = ? WHERE id = ?", time.time(), rec.id)
     assert (await store.find_by_hash(rec.key_hash)).refusal(time.time()) == "revoked"
+    assert await store.revision() > r0  # the schema's trigger, not the store's code, moved it
+
+
+async def test_another_store_on_the_same_database(store, license_db: str):
+    """Two edges (or an edge and the keys CLI) on one database see each other's keys and revokes."""
+    other = open_store(license_db)
+    try:
+        key, rec = await _new(other, "from-other")
+        assert (await store.find_by_hash(hash_key(SECRET, key))).name == "from-other"
+        r0 = await store.revision()
+        assert await other.revoke(rec.id)
+        assert await store.revision() > r0
+        assert (await store.find_by_hash(rec.key_hash)).refusal(time.time()) == "revoked"
+    finally:
+        await other.close()
 
 
 async def test_name_required(store):
@@ -165,9 +189,61 @@ async def test_name_required(store):
         await store.create_key("h", "p", NewKey(name="  "))
 
 
-def test_postgres_not_yet():
-    with pytest.raises(StoreError):
-        open_store("postgresql://u@h/db")
+def test_license_db_picks_the_engine(tmp_path: Path):
+    assert isinstance(open_store("postgresql://u@127.0.0.1:1/db"), PostgresLicenseStore)
+    assert isinstance(open_store("postgres://u@127.0.0.1:1/db"), PostgresLicenseStore)
+
+
+def test_sqlite_url_form(tmp_path: Path):
+    store = open_store(f"sqlite:///{tmp_path}/l.db")
+    assert isinstance(store, SQLiteLicenseStore) and store.path == f"{tmp_path}/l.db"
+    asyncio.run(store.close())
+
+
+def test_dsn_password_is_never_shown():
+    assert describe_location("postgresql://gw:s3cr3t@db.internal:5432/gw") == "postgresql://gw:***@db.internal:5432/gw"
+    assert describe_location("postgresql://gw@db/gw") == "postgresql://gw@db/gw"
+    assert describe_location("/data/licenses.db") == "/data/licenses.db"
+
+
+async def test_unreachable_postgres_is_a_store_error():
+    from tests.harness import free_port
+
+    store = open_store(f"postgresql://gw:pw-not-shown@127.0.0.1:{free_port()}/nothing")
+    try:
+        with pytest.raises(StoreError) as err:
+            await store.revision()
+        assert "pw-not-shown" not in str(err.value) and "***" in str(err.value)
+    finally:
+        await store.close()
+
+
+async def test_schema_is_migrated_and_reopening_is_a_no_op(store, license_db: str):
+    assert await store.migrate() == SCHEMA_VERSION
+    _, rec = await _new(store)
+    again = open_store(license_db)
+    try:
+        assert await again.migrate() == SCHEMA_VERSION
+        assert [r.id for r in await again.list_keys()] == [rec.id]
+    finally:
+        await again.close()
+    (row,) = await stores.fetch(license_db, "SELECT value FROM meta WHERE name = 'schema_version'")
+    assert row == (SCHEMA_VERSION,)
+
+
+async def test_stores_starting_together_migrate_once(license_db: str):
+    """Three edges starting at once on a new database: one migrates, the others find it done
+    (PostgreSQL: an advisory lock; SQLite: an IMMEDIATE transaction)."""
+    many = [open_store(license_db) for _ in range(3)]
+    try:
+        versions = await asyncio.gather(*(s.migrate() for s in many))
+        assert versions == [SCHEMA_VERSION] * 3
+        keys = await asyncio.gather(*(_new(s, f"k{i}") for i, s in enumerate(many)))
+        assert sorted(r.id for _, r in keys) == [1, 2, 3]
+        assert await many[0].revision() == 3  # one trigger bumps once per key, not once per migration
+    finally:
+        for s in many:
+            await s.close()
 
 
 async def test_old_database_gains_max_concurrent(tmp_path: Path):
@@ -186,3 +262,49 @@ async def test_old_database_gains_max_concurrent(tmp_path: Path):
         assert rec.max_concurrent == 3 and (await store.find_by_hash(rec.key_hash)).max_concurrent == 3
     finally:
         await store.close()
+
+
+async def test_update_key_changes_limits_and_bumps_revision(store):
+    key, rec = await _new(store, "edit-me", rpm=5, models=("gemini-2.5-*",))
+    rev = await store.revision()
+    out = await store.update_key(rec.id, {"rpm": None, "tpm": 1000, "quota": 50, "models": ["gemini-2.5-pro"],
+                                          "name": "edited", "expires_at": 2_000_000_000.0, "max_concurrent": 2})
+    assert out is not None and out.id == rec.id
+    assert (out.name, out.rpm, out.tpm, out.quota, out.models, out.expires_at, out.max_concurrent) == (
+        "edited", None, 1000, 50, ("gemini-2.5-pro",), 2_000_000_000.0, 2)
+    assert out.key_hash == rec.key_hash and out.prefix == rec.prefix  # the secret never changes
+    assert await store.revision() > rev
+    # Only max_concurrent (not in the old update trigger) still moves the revision.
+    rev = await store.revision()
+    await store.update_key(rec.id, {"max_concurrent": 3})
+    assert await store.revision() > rev
+    assert (await store.find_by_hash(hash_key(SECRET, key))).max_concurrent == 3
+
+
+async def test_update_key_refuses_bad_changes(store):
+    _, rec = await _new(store)
+    assert await store.update_key(rec.id + 100, {"rpm": 1}) is None
+    for bad in ({"key_hash": "x"}, {"enabled": False}, {"rpm": -1}, {"tpm": "10"}, {"quota": True},
+                {"name": "  "}, {"models": "gemini-*"}, {"models": [""]}, {"expires_at": "tomorrow"}):
+        with pytest.raises(StoreError):
+            await store.update_key(rec.id, bad)
+    assert (await store.get_key(str(rec.id)))[0] == rec  # nothing changed
+
+
+async def test_usage_by_day(store):
+    _, a = await _new(store, "a")
+    _, b = await _new(store, "b")
+    day1 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+    rows = [UsageRow(a.id, "openai", "generate", "m1", 200, 1.0, 10, 5, 0, 0, 15, created_at=day1 + 10),
+            UsageRow(a.id, "openai", "stream", "m1", 429, 1.0, 0, 0, 0, 0, 0, created_at=day1 + 86_399),
+            UsageRow(a.id, "gemini", "generate", "m1", 200, 1.0, 1, 2, 3, 0, 6, created_at=day1 + 86_400),
+            UsageRow(b.id, "gemini", "generate", "m2", 200, 1.0, 7, 1, 0, 0, 8, created_at=day1 + 100)]
+    await store.record_usage(rows)
+    days = await store.usage_by_day()
+    assert [(d.day, d.key_id, d.model, d.requests, d.errors, d.prompt_tokens, d.completion_tokens,
+             d.thought_tokens, d.total_tokens) for d in days] == [
+        ("2026-01-01", a.id, "m1", 2, 1, 10, 5, 0, 15),
+        ("2026-01-01", b.id, "m2", 1, 0, 7, 1, 0, 8),
+        ("2026-01-02", a.id, "m1", 1, 0, 1, 2, 3, 6)]
+    assert [d.day for d in await store.usage_by_day(key_id=a.id)] == ["2026-01-01", "2026-01-02"]
+    assert [d.day for d in await store.usage_by_day(since=day1 + 86_400)] == ["2026-01-02"]

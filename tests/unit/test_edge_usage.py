@@ -10,7 +10,7 @@ import pytest
 
 from services.edge.keys import CliError, parse_expiry, parse_models, parse_since
 from services.edge.limits import Limiter
-from services.edge.store import NewKey, SQLiteLicenseStore, UsageRow
+from services.edge.store import NewKey, UsageRow, open_store
 from services.edge.upstream_client import Usage
 from services.edge.usage import Meter, UsageRecorder
 
@@ -20,8 +20,8 @@ def row(key_id=1, tokens=3) -> UsageRow:
                     total_tokens=tokens)
 
 
-async def test_rows_are_written_in_batches(tmp_path: Path):
-    store = SQLiteLicenseStore(tmp_path / "u.db")
+async def test_rows_are_written_in_batches(license_db: str):
+    store = open_store(license_db)
     rec = await store.create_key("h", "p", NewKey(name="n"))
     rec_limiter = Limiter()
     recorder = UsageRecorder(store, rec_limiter, flush_interval=0.02)

@@ -292,23 +292,23 @@ def fetcher(client: httpx.AsyncClient, *, allow_private: bool = True, max_bytes:
 
 async def test_fetch_sniffs_over_content_type(media_server, client) -> None:
     mime, data = await fetcher(client).fetch(f"{media_server}/png")
-    assert mime == "image/png" and base64.b64decode(data) == PNG
+    assert mime == "image/png" and base64.b64decode(data.text()) == PNG
 
 
 async def test_fetch_chunked_audio(media_server, client) -> None:
     mime, data = await fetcher(client).fetch(f"{media_server}/wav-chunked")
-    assert mime == "audio/wav" and base64.b64decode(data) == WAV
+    assert mime == "audio/wav" and base64.b64decode(data.text()) == WAV
 
 
 async def test_fetch_falls_back_to_content_type(media_server, client) -> None:
     mime, data = await fetcher(client).fetch(f"{media_server}/blob")
-    assert mime == "audio/x-special" and base64.b64decode(data) == BLOB
+    assert mime == "audio/x-special" and base64.b64decode(data.text()) == BLOB
 
 
 async def test_fetch_follows_redirects_hop_by_hop(media_server, client) -> None:
     url = f"{media_server}/redirect?to=/redirect%3Fto%3D/png%26status%3D307"
     mime, data = await fetcher(client).fetch(url)
-    assert mime == "image/png" and base64.b64decode(data) == PNG
+    assert mime == "image/png" and base64.b64decode(data.text()) == PNG
 
 
 async def test_fetch_redirect_limit(media_server, client) -> None:
@@ -399,7 +399,7 @@ async def test_pinned_connection_keeps_host_header(media_server, client) -> None
     port = media_server.rsplit(":", 1)[1]
     f = fetcher(client, allow_private=False, allow_networks=["127.0.0.0/8", "::1/128"])
     mime, data = await f.fetch(f"http://localhost:{port}/host?want=localhost:{port}")
-    assert (mime, base64.b64decode(data)) == ("image/png", PNG)
+    assert (mime, base64.b64decode(data.text())) == ("image/png", PNG)
 
 
 async def test_fetch_all_concurrent_and_deduplicated(media_server, client) -> None:

@@ -15,6 +15,8 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from services.edge.apidoc import operations as api_doc
+from services.edge.apidoc.common import documented
 from services.edge.auth import authenticate
 from services.edge.context import EdgeContext, get_ctx, new_id, request_id
 from services.edge.errors import ApiError, anthropic_error_dict
@@ -22,7 +24,7 @@ from services.edge.models import ModelRef, allow_list_id, parse_model
 from services.edge.routes.translated import (SseTranslator, admit_generation, fetch_media, answer_once, open_stream,
                                              pump_sse, read_request, thinking_spec)
 from services.edge.store import KeyRecord
-from services.edge.streaming import STREAM_HEADERS, StreamResponse, unless_disconnected
+from services.edge.streaming import StreamResponse, unless_disconnected
 from services.edge.translate.anthropic_request import count_tokens_body, media_urls, messages_request_to_gemini, resolve_model
 from services.edge.translate.anthropic_response import Event, MessageStream, message_from_gemini
 from services.edge.translate.errors import TranslationError
@@ -116,7 +118,7 @@ async def _messages(request: Request, ctx: EdgeContext, key: KeyRecord, meter: M
     # message_start goes out before the first keep-alive ping, as in Anthropic's own streams.
     translator = SseTranslator(feed=feed, finish=finish, error=error, keepalive=keepalive)
     return StreamResponse(pump_sse(opened, translator, meter, ctx.settings.sse_keepalive_seconds or None),
-                          media_type="text/event-stream", headers={**STREAM_HEADERS, **headers})
+                          media_type="text/event-stream", headers=opened.headers(headers))
 
 
 async def count_tokens(request: Request) -> Response:
@@ -130,7 +132,7 @@ async def _count(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Mete
     body, _ = await read_request(request, ctx)
     _requested, ref = _model(body, ctx)
     base = meter.model = ref.base
-    ctx.limiter.admit(key, await allow_list_id(key, ref, ctx.upstream))
+    await ctx.limiter.admit(key, await allow_list_id(key, ref, ctx.upstream))
     media = await fetch_media(request, ctx, media_urls(body), "messages", meter)
     try:
         payload = orjson.dumps(count_tokens_body(body, media))
@@ -147,6 +149,8 @@ async def _count(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Mete
                     headers={"x-request-id": meter.request_id, "request-id": meter.request_id})
 
 
+documented(api_doc.MESSAGES)(messages)
+documented(api_doc.COUNT_MESSAGE_TOKENS)(count_tokens)
 router.add_route("/v1/messages", messages, methods=["POST"], name="anthropic_messages", include_in_schema=False)
 router.add_route("/v1/messages/count_tokens", count_tokens, methods=["POST"], name="anthropic_count_tokens",
                  include_in_schema=False)

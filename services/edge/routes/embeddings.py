@@ -19,6 +19,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from gemini_cli.upstream.v1 import upstream_pb2 as pb
+from services.edge.apidoc import operations as api_doc
+from services.edge.apidoc.common import documented
 from services.edge.admission import admit
 from services.edge.auth import authenticate
 from services.edge.body import parse_object, read_body
@@ -168,5 +170,6 @@ async def _native_call(request: Request, ctx: EdgeContext, key: KeyRecord, meter
 
 
 # A plain Starlette route with authentication called explicitly (see routes/gemini.py for why).
+documented(api_doc.EMBEDDINGS)(openai_embeddings)
 router.add_route("/v1/embeddings", openai_embeddings, methods=["POST"], name="openai_embeddings",
                  include_in_schema=False)

@@ -19,6 +19,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from services.edge import catalog
+from services.edge.apidoc import operations as api_doc
+from services.edge.apidoc.common import documented
 from services.edge.auth import authenticate
 from services.edge.admission import admit, gemini_output_cap
 from services.edge.body import off_loop, read_body, read_json_bytes
@@ -29,8 +31,8 @@ from services.edge.models import MAX_MODEL_ID, ModelRef, allow_list_id, parse_mo
 from services.edge.routes import embeddings
 from services.edge.store import KeyRecord
 from services.edge.translate.thinking import thinking_config
-from services.edge.streaming import STREAM_HEADERS, StreamResponse, unless_disconnected
-from services.edge.upstream_client import Usage, UpstreamError, UpstreamStream
+from services.edge.streaming import STREAM_HEADERS, StreamResponse, unless_disconnected, with_trace
+from services.edge.upstream_client import Usage, UpstreamError, UpstreamStream, events_of
 from services.edge.usage import Meter, metered
 
 router = APIRouter()
@@ -118,8 +120,10 @@ async def _generate(request: Request, ctx: EdgeContext, key: KeyRecord, ref: Mod
     model = ref.base
     msg = await unless_disconnected(request, ctx.upstream.generate(model, raw, request_id=meter.request_id, caller=key.name))
     meter.served_by(msg.credential_kind, msg.credential_id)
+    meter.trace_id = msg.trace_id
     meter.finish(200, Usage.from_proto(msg.usage) if msg.HasField("usage") else None)
-    return Response(msg.chunk.data, media_type="application/json", headers={"x-request-id": meter.request_id})
+    return Response(msg.chunk.data, media_type="application/json",
+                    headers=with_trace({"x-request-id": meter.request_id}, msg.trace_id))
 
 
 async def _stream(request: Request, ctx: EdgeContext, key: KeyRecord, ref: ModelRef, meter: Meter) -> Response:
@@ -135,7 +139,7 @@ async def _stream(request: Request, ctx: EdgeContext, key: KeyRecord, ref: Model
     except BaseException:
         stream.cancel()
         raise
-    headers = {**STREAM_HEADERS, "x-request-id": meter.request_id}
+    headers = with_trace({**STREAM_HEADERS, "x-request-id": meter.request_id}, stream.trace_id)
     if alt == "sse":
         return StreamResponse(_sse_body(stream, first, meter), media_type="text/event-stream", headers=headers)
     return StreamResponse(_array_body(stream, first, meter), media_type="application/json", headers=headers)
@@ -149,12 +153,17 @@ def _sse_event(data: bytes) -> bytes:
 
 
 async def _sse_body(stream: UpstreamStream, first, meter: Meter) -> AsyncIterator[bytes]:
+    """One SSE event per backend event; the events of one upstream message (they arrived
+    together) leave in one write."""
     status = 499
     try:
         msg = first
         while msg is not None:
-            if msg.chunk.data:
-                yield _sse_event(msg.chunk.data)
+            events = events_of(msg)
+            if len(events) == 1:
+                yield _sse_event(events[0])
+            elif events:
+                yield b"".join(map(_sse_event, events))
             msg = await stream.next()
         status = 200
     except UpstreamError as exc:
@@ -167,14 +176,16 @@ async def _sse_body(stream: UpstreamStream, first, meter: Meter) -> AsyncIterato
 
 
 async def _array_body(stream: UpstreamStream, first, meter: Meter) -> AsyncIterator[bytes]:
-    """Google's JSON-array stream: '[' chunk (',\\r\\n' chunk)* ']', one write per chunk."""
+    """Google's JSON-array stream: '[' chunk (',\\r\\n' chunk)* ']', one write per upstream
+    message (the events that arrived together), each event still its own array element."""
     status = 499
     opened = False
     try:
         msg = first
         while msg is not None:
-            if msg.chunk.data:
-                yield (b",\r\n" if opened else b"[") + msg.chunk.data
+            events = events_of(msg)
+            if events:
+                yield (b",\r\n" if opened else b"[") + b",\r\n".join(events)
                 opened = True
             msg = await stream.next()
         status = 200
@@ -190,7 +201,7 @@ async def _array_body(stream: UpstreamStream, first, meter: Meter) -> AsyncItera
 
 async def _count(request: Request, ctx: EdgeContext, key: KeyRecord, ref: ModelRef, meter: Meter) -> Response:
     raw = await read_json_bytes(request, ctx.settings.max_body_bytes)
-    ctx.limiter.admit(key, await allow_list_id(key, ref, ctx.upstream))
+    await ctx.limiter.admit(key, await allow_list_id(key, ref, ctx.upstream))
     model = ref.base
     resp = await unless_disconnected(request, ctx.upstream.count_tokens(model, raw, request_id=meter.request_id, caller=key.name))
     meter.finish(200)
@@ -239,6 +250,9 @@ async def _get_endpoint(request: Request) -> Response:
     return await get_model_google(get_ctx(request), key, request.path_params["name"])
 
 
+documented(*api_doc.GEMINI_CALLS)(_call_endpoint)
+documented(api_doc.GEMINI_MODELS)(_list_endpoint)
+documented(api_doc.GEMINI_MODEL)(_get_endpoint)
 for _version in VERSIONS:
     router.add_route(f"/{_version}/models/{{target:path}}", _call_endpoint, methods=["POST"],
                      name=f"gemini_{_version}_call", include_in_schema=False)

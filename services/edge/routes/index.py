@@ -1,4 +1,4 @@
-"""`GET {ROOT_PATH}/`: a short JSON pointer to the APIs, for whoever opens the base URL."""
+"""`GET {ROOT_PATH}/`: a short JSON pointer to the APIs and their docs, for whoever opens the base URL."""
 from __future__ import annotations
 
 import orjson
@@ -23,7 +23,8 @@ async def index(request: Request) -> Response:
         "auth": "a license key in 'Authorization: Bearer KEY', 'x-goog-api-key', 'x-api-key' or ?key=",
         "apis": {name: [f"{verb} {root}{path}" for verb, path in (r.split(" ", 1) for r in routes)]
                  for name, routes in _APIS.items()},
-        "docs": "see README.md, section Usage",
+        "docs": root + "/docs",
+        "openapi": root + "/openapi.json",
     }
     return Response(orjson.dumps(body), media_type="application/json")
 

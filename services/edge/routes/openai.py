@@ -18,6 +18,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from services.edge import catalog
+from services.edge.apidoc import operations as api_doc
+from services.edge.apidoc.common import documented
 from services.edge.auth import authenticate
 from services.edge.context import EdgeContext, get_ctx, new_id, request_id
 from services.edge.errors import ApiError, request_style
@@ -26,8 +28,9 @@ from services.edge.routes.gemini import get_model_google, list_models_google
 from services.edge.models import parse_model
 from services.edge.routes.translated import (SseTranslator, admit_generation, fetch_media, answer_once, open_stream,
                                              pump_sse, read_request, thinking_spec)
+from services.edge.spliced import Spliced
 from services.edge.store import KeyRecord
-from services.edge.streaming import STREAM_HEADERS, StreamResponse
+from services.edge.streaming import StreamResponse
 from services.edge.translate.errors import TranslationError
 from services.edge.translate.gemini_to_openai import ChunkTranslator, completion_from_gemini
 from services.edge.translate.openai_to_gemini import chat_request_to_gemini, media_urls
@@ -71,15 +74,19 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
     await admit_generation(ctx, key, meter, ref, body, body_bytes)
     thinking = await thinking_spec(ctx, ref.base)
     big = _is_big(body)
-    media = await fetch_media(request, ctx, media_urls(body), "messages", meter)
+    # Large media (fetched, or inline in the body) stay in their own buffers while the request
+    # is translated, and are spliced into the pieces sent on (services/edge/spliced.py).
+    spliced = Spliced()
+    media = await fetch_media(request, ctx, media_urls(body), "messages", meter, spliced)
     try:
-        chat = await _translate(body, media, thinking, big)
+        chat = await _translate(body, media, thinking, big, spliced)
     except TranslationError as exc:
         raise ApiError(400, exc.message, param=exc.param, code=exc.code) from None
     # Inline media can be tens of MB: let go of the parsed request and of the translated one as
     # soon as they are serialized, so no more copies than needed are alive during the call.
     del body, media
-    payload = await _serialize(chat.gemini, big)
+    payload = spliced.pieces(await _serialize(chat.gemini, big))
+    spliced.clear()
     model, streamed, include_usage = chat.model, chat.stream, chat.include_usage
     del chat
     completion_id = f"chatcmpl-{new_id()}"
@@ -108,7 +115,7 @@ async def _chat(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter
                                finish=lambda: _events(chunks.finish()) + DONE,
                                error=error, keepalive=lambda: KEEPALIVE)
     return StreamResponse(pump_sse(opened, translator, meter, ctx.settings.sse_keepalive_seconds or None),
-                          media_type="text/event-stream", headers={**STREAM_HEADERS, **headers})
+                          media_type="text/event-stream", headers=opened.headers(headers))
 
 
 # Above this many messages translation runs on a worker thread (it is about 1 µs... 10 µs each).
@@ -120,10 +127,11 @@ def _is_big(body: dict) -> bool:
     return isinstance(messages, list) and len(messages) > _OFFLOAD_MESSAGES
 
 
-async def _translate(body: dict, media: dict, thinking, big: bool):
+async def _translate(body: dict, media: dict, thinking, big: bool, spliced: Spliced):
     if big:
-        return await asyncio.to_thread(functools.partial(chat_request_to_gemini, body, media, thinking=thinking))
-    return chat_request_to_gemini(body, media, thinking=thinking)
+        return await asyncio.to_thread(functools.partial(chat_request_to_gemini, body, media, thinking=thinking,
+                                                         spliced=spliced))
+    return chat_request_to_gemini(body, media, thinking=thinking, spliced=spliced)
 
 
 async def _serialize(gemini: dict, big: bool) -> bytes:
@@ -166,6 +174,9 @@ async def get_model(request: Request) -> Response:
 
 
 # Plain Starlette routes with authentication called explicitly (see routes/gemini.py for why).
+documented(api_doc.CHAT)(chat_completions)
+documented(api_doc.OPENAI_MODELS)(list_models)
+documented(api_doc.OPENAI_MODEL)(get_model)
 router.add_route("/v1/chat/completions", chat_completions, methods=["POST"], name="openai_chat", include_in_schema=False)
 router.add_route("/v1/models", list_models, methods=["GET"], name="openai_models", include_in_schema=False)
 router.add_route("/v1/models/{model_id:path}", get_model, methods=["GET"], name="openai_model", include_in_schema=False)

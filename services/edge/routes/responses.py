@@ -17,6 +17,8 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from services.edge.apidoc import operations as api_doc
+from services.edge.apidoc.common import documented
 from services.edge.auth import authenticate
 from services.edge.context import EdgeContext, get_ctx, new_id, request_id
 from services.edge.errors import ApiError
@@ -24,7 +26,7 @@ from services.edge.models import parse_model
 from services.edge.routes.translated import (SseTranslator, admit_generation, fetch_media, answer_once, open_stream,
                                              pump_sse, read_request, thinking_spec)
 from services.edge.store import KeyRecord
-from services.edge.streaming import STREAM_HEADERS, StreamResponse
+from services.edge.streaming import StreamResponse
 from services.edge.translate.errors import TranslationError
 from services.edge.translate.responses_request import media_urls, responses_request_to_gemini
 from services.edge.translate.responses_response import ResponseStream, response_from_gemini
@@ -99,7 +101,8 @@ async def _create(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Met
                                finish=lambda: started() + _sse(machine.finish()),
                                error=error, keepalive=lambda: started() + _sse(machine.heartbeat()))
     return StreamResponse(pump_sse(opened, translator, meter, ctx.settings.sse_keepalive_seconds or None),
-                          media_type="text/event-stream", headers={**STREAM_HEADERS, **headers})
+                          media_type="text/event-stream", headers=opened.headers(headers))
 
 
+documented(api_doc.RESPONSES)(create_response)
 router.add_route("/v1/responses", create_response, methods=["POST"], name="openai_responses", include_in_schema=False)

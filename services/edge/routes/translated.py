@@ -21,19 +21,22 @@ from services.edge.body import off_loop, parse_object, read_body
 from services.edge.context import EdgeContext
 from services.edge.errors import ApiError
 from services.edge.media import MediaError
+from services.edge.spliced import Spliced
 from services.edge.models import ModelRef, allow_list_id
 from services.edge.store import KeyRecord
 from services.edge.translate.thinking import ThinkingSpec
-from services.edge.streaming import TIMEOUT, Prefetcher, unless_disconnected
-from services.edge.upstream_client import Usage, UpstreamError, UpstreamStream
+from services.edge.streaming import STREAM_HEADERS, TIMEOUT, Prefetcher, unless_disconnected, with_trace
+from services.edge.upstream_client import Usage, UpstreamError, UpstreamStream, events_of
 from services.edge.usage import Meter
 
 log = logging.getLogger("edge.translated")
 
 
 async def fetch_media(request: Request, ctx: EdgeContext, urls: list[str], param: str,
-                      meter: Meter | None = None) -> dict[str, tuple[str, str]]:
+                      meter: Meter | None = None, spliced: Spliced | None = None) -> dict[str, tuple[str, str]]:
     """{url: (mime, base64)} for the http(s) media of a request, through the guarded fetcher.
+    With `spliced`, the base64 is a token of it (the media stays in the buffers it was fetched
+    into, see services/edge/spliced.py); otherwise it is the text itself.
 
     The bytes count against MEDIA_MAX_TOTAL_BYTES (413) and, until `meter.run_deferred()` (the
     backend has the request) or the request's end, against MEDIA_MAX_INFLIGHT_BYTES (503)."""
@@ -47,19 +50,22 @@ async def fetch_media(request: Request, ctx: EdgeContext, urls: list[str], param
     if meter is not None:
         meter.defer(lease.release)
     try:
-        return await unless_disconnected(request, ctx.media.fetch_all(urls, lease))
+        fetched = await unless_disconnected(request, ctx.media.fetch_all(urls, lease))
     except MediaError as exc:
         raise ApiError(exc.status, exc.message, param=param, code=exc.code, retry_after=exc.retry_after) from None
     finally:
         if meter is None:
             lease.release()
+    if spliced is None:
+        return {url: (mime, encoded.text()) for url, (mime, encoded) in fetched.items()}
+    return {url: (mime, spliced.token(encoded)) for url, (mime, encoded) in fetched.items()}
 
 
 async def read_request(request: Request, ctx: EdgeContext,
                        opener: Callable[[bytes], dict] = parse_object) -> tuple[dict, int]:
     """The body as a JSON object (opened by `opener`, on a worker thread when large), and its
     size as received (for the admission estimate)."""
-    raw = await read_body(request, ctx.settings.max_body_bytes)
+    raw = await read_body(request, ctx.settings.max_body_bytes, buffer=True)
     return await off_loop(opener, raw), len(raw)
 
 
@@ -84,6 +90,7 @@ async def answer_once(request: Request, meter: Meter, call: Awaitable[GenerateRe
     msg = await unless_disconnected(request, call)
     meter.run_deferred()
     meter.served_by(msg.credential_kind, msg.credential_id)
+    meter.trace_id = msg.trace_id
     usage = Usage.from_proto(msg.usage) if msg.HasField("usage") else None
     try:
         answer = orjson.loads(msg.chunk.data)
@@ -97,7 +104,7 @@ async def answer_once(request: Request, meter: Meter, call: Awaitable[GenerateRe
         meter.finish(502, usage)
         raise ApiError(502, "the backend's answer could not be translated") from None
     meter.finish(200, usage)
-    return Response(orjson.dumps(out), media_type="application/json", headers=headers)
+    return Response(orjson.dumps(out), media_type="application/json", headers=with_trace(headers, msg.trace_id))
 
 
 @dataclass
@@ -105,6 +112,10 @@ class OpenStream:
     stream: UpstreamStream
     pump: Prefetcher
     first: Any  # the first GenerateResponse, TIMEOUT, or None for an empty stream
+
+    def headers(self, headers: dict[str, str]) -> dict[str, str]:
+        """The stream's response headers: `headers`, the streaming ones and the trace id."""
+        return with_trace({**STREAM_HEADERS, **headers}, self.stream.trace_id)
 
 
 async def open_stream(request: Request, ctx: EdgeContext, meter: Meter, stream: UpstreamStream) -> OpenStream:
@@ -143,8 +154,18 @@ async def pump_sse(opened: OpenStream, translator: SseTranslator, meter: Meter,
         while item is not None:
             if item is TIMEOUT:
                 yield translator.keepalive()
-            elif item.chunk.data:
-                out = translator.feed(orjson.loads(item.chunk.data))
+            else:
+                # The events of one message arrived together: their translations leave in one
+                # write, each still the separate SSE event(s) the translator made of it.
+                parts = []
+                try:
+                    for data in events_of(item):
+                        parts.append(translator.feed(orjson.loads(data)))
+                except Exception:
+                    if any(parts):
+                        yield b"".join(parts)  # what was translated goes out before the error
+                    raise
+                out = parts[0] if len(parts) == 1 else b"".join(parts)
                 if out:
                     yield out
             item = await pump.get(keepalive)

@@ -10,12 +10,14 @@ Same rules as the list form in openai_to_gemini: same-role neighbours share one 
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
 import orjson
 from msgspec import Raw
 
+from ..spliced import Spliced
 from .errors import TranslationError
 
 
@@ -103,14 +105,25 @@ MAX_ITEM_PARTS = 4096       # content parts or tool calls in one message
 MAX_TOOL_BYTES = 1 << 20    # one tool definition
 _PEEK_BYTES = 64 * 1024     # messages smaller than this cannot hold MAX_ITEM_PARTS parts worth checking
 
+# Inline base64 at least this long stays where it is in the client's body (see load_message).
+SPLICE_BYTES = 64 * 1024
+
 _MEMBERS = msgspec.json.Decoder(dict[str, Raw])
 _ELEMENTS = msgspec.json.Decoder(list[Raw])
 
 
-def load_message(raw: Raw, param: str) -> Any:
+# A JSON string that is one long run of base64 (inline media), bare or as a data: URL. The
+# opening quote is unescaped (no backslash before it) and the run holds neither quotes nor
+# backslashes, so in a valid document (the edge checked it) this is always a whole string.
+_LONG_BASE64 = re.compile(rb'(?<!\\)"((?:data:[A-Za-z0-9.+/-]{1,100};base64,)?)([A-Za-z0-9+/]{%d,}={0,2})"'
+                          % SPLICE_BYTES)
+
+
+def load_message(raw: Raw, param: str, spliced: Spliced | None = None) -> Any:
     """One message of a body the edge opened lazily, parsed now (and dropped by the caller once
     translated). A large message is first checked not to hold an absurd number of parts, since
-    parsing those would cost many times their bytes."""
+    parsing those would cost many times their bytes. With `spliced`, its long base64 strings
+    (inline media) are not parsed: each becomes a token for its place in the body itself."""
     view = memoryview(raw)
     if view.nbytes > _PEEK_BYTES and view[:1] == b"{":
         members = _MEMBERS.decode(raw)
@@ -118,7 +131,21 @@ def load_message(raw: Raw, param: str) -> Any:
             value = members.get(key)
             if value is not None and memoryview(value)[:1] == b"[" and len(_ELEMENTS.decode(value)) > MAX_ITEM_PARTS:
                 raise TranslationError(f"{param}.{key} has more than {MAX_ITEM_PARTS} elements", f"{param}.{key}")
+        if spliced is not None:
+            return orjson.loads(_with_tokens(view, spliced))
     return orjson.loads(view)
+
+
+def _with_tokens(view: memoryview, spliced: Spliced) -> bytes | memoryview:
+    pieces: list[bytes | memoryview] = []
+    start = 0
+    for match in _LONG_BASE64.finditer(view):
+        pieces += [view[start:match.start(2)], spliced.token(view[match.start(2):match.end(2)]).encode()]
+        start = match.end(2)
+    if not pieces:
+        return view
+    pieces.append(view[start:])
+    return b"".join(pieces)
 
 
 def load_tool(raw: Raw, param: str) -> Any:

@@ -6,11 +6,13 @@ turns each part into an inlineData part, its type sniffed from the bytes (servic
 from __future__ import annotations
 
 import mimetypes
+import re
 from typing import Any, Mapping
 
 from msgspec import Raw
 
-from ..media import OCTET_STREAM, MediaError, decode_inline, is_remote
+from ..media import OCTET_STREAM, MediaError, decode_inline, is_remote, spliced_mime
+from ..spliced import Spliced
 from .contents_writer import load_message
 from .errors import TranslationError
 
@@ -48,10 +50,11 @@ def media_urls(body: dict) -> list[str]:
         return urls
     for i, msg in enumerate(messages):
         if isinstance(msg, Raw):
-            if b"://" not in memoryview(msg).tobytes():
+            if not _URL_MARK.search(memoryview(msg)):
                 continue
             try:
-                msg = load_message(msg, f"messages[{i}]")
+                # A throw-away Spliced: inline media beside the URLs is not parsed just to list them.
+                msg = load_message(msg, f"messages[{i}]", Spliced())
             except (TranslationError, ValueError):
                 continue  # chat_request_to_gemini reports it
         content = msg.get("content") if isinstance(msg, dict) else None
@@ -65,9 +68,16 @@ def media_urls(body: dict) -> list[str]:
     return list(dict.fromkeys(urls))
 
 
+_URL_MARK = re.compile(rb"://")
+
+
 class MediaParts:
-    def __init__(self, fetched: Mapping[str, tuple[str, str]]) -> None:
+    """`spliced`: the request's registry of media kept out of its JSON (services/edge/spliced.py),
+    whose tokens may stand for inline data here (fetched media are tokens of it already)."""
+
+    def __init__(self, fetched: Mapping[str, tuple[str, str]], spliced: Spliced | None = None) -> None:
         self.fetched = fetched
+        self.spliced = spliced
 
     def part(self, part: dict, param: str) -> dict:
         kind = part["type"]
@@ -85,6 +95,14 @@ class MediaParts:
             if got is None:
                 raise TranslationError(f"media at {ref} could not be fetched", where)
             mime, data = got
+        elif self.spliced is not None and (found := self.spliced.find(ref)) is not None:
+            prefix, pieces = found
+            first = bytes(memoryview(pieces[0])[:1024])
+            try:
+                mime = spliced_mime(prefix, first, sum(memoryview(p).nbytes for p in pieces))
+            except MediaError as exc:
+                raise TranslationError(f"{where}: {exc.message}", where) from None
+            data = ref[len(prefix):]
         else:
             try:
                 inline = decode_inline(ref)

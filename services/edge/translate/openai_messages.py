@@ -47,7 +47,7 @@ class Messages:
     def add(self, i: int, msg: Any) -> None:
         p = f"messages[{i}]"
         if isinstance(msg, Raw):
-            msg = load_message(msg, p)
+            msg = load_message(msg, p, self.media.spliced)
         if not isinstance(msg, dict):
             raise TranslationError(f"{p} must be an object", p)
         role = msg.get("role")

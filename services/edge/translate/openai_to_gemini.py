@@ -16,6 +16,7 @@ from typing import Mapping
 import orjson
 from msgspec import Raw
 
+from ..spliced import Spliced
 from .contents_writer import ContentsWriter, PartsWriter
 from .errors import TranslationError
 from .openai_media import MediaParts, media_urls
@@ -138,8 +139,10 @@ def _written(writer: ContentsWriter, conv: Messages) -> dict:
 
 
 def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | None = None, *,
-                           thinking: ThinkingSpec | None = None) -> ChatRequest:
-    """`thinking` is the model's range from the upstream's catalogue (None: unknown model)."""
+                           thinking: ThinkingSpec | None = None, spliced: Spliced | None = None) -> ChatRequest:
+    """`thinking` is the model's range from the upstream's catalogue (None: unknown model).
+    With `spliced`, large inline media of messages left raw become its tokens (the caller then
+    cuts the serialized request with `spliced.pieces`)."""
     if not isinstance(body, dict):
         raise TranslationError("the request body must be a JSON object")
     model = body.get("model")
@@ -155,7 +158,7 @@ def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | 
     spec = thinking or GENERIC
     # Messages the edge left raw are parsed one at a time and written out as they are translated.
     writer = ContentsWriter(bool(spec.levels), SKIP_SIGNATURE) if isinstance(messages[0], Raw) else None
-    conv = Messages(MediaParts(fetched or {}), writer)
+    conv = Messages(MediaParts(fetched or {}, spliced), writer)
     for i in range(len(messages)):
         conv.add(i, messages[i])
         if writer is not None:

@@ -1,0 +1,142 @@
+"""What `make bench` prints, and the goals of issue #15 judged on one run's figures."""
+from __future__ import annotations
+
+from bench.media import print_rows as print_media_rows
+
+GATEWAY = ("upstream", "edge", "envoy")
+LAYERS = ("a_simulator", "b_upstream_grpc", "c_edge", "d_envoy_full")
+# The layer each one adds to (the time it adds is its figure minus that one's).
+BELOW = {"b_upstream_grpc": "a_simulator", "c_edge": "b_upstream_grpc", "d_envoy_full": "c_edge"}
+
+# Issue #15's goals.
+STREAM_CPU_C50_MS = 2.5
+STREAM_CPU_C1_MS = 4.0
+ADDED_TTFC_P50_MS = 1.5
+ADDED_TTFC_P99_MS = 5.0
+UNARY_CPU_MS = 0.7
+IDLE_RSS_MIB = 200.0
+STREAMS_RSS_MIB = 300.0
+
+
+def gateway_cpu(row: dict) -> float:
+    """CPU of the three gateway processes per streamed request (ms)."""
+    cpu = row.get("cpu_ms_per_request", {})
+    return sum(cpu.get(n, 0.0) for n in GATEWAY)
+
+
+def annotate(latency: list[dict]) -> None:
+    """Adds to each row the time to first chunk it adds over the backend alone and over the
+    layer below it (p50 and p99), and CPU per event."""
+    index = {(r["layer"], r["concurrency"], r.get("events"), r.get("delay_ms", 0)): r for r in latency}
+    for r in latency:
+        key = (r["concurrency"], r.get("events"), r.get("delay_ms", 0))
+        base = index.get(("a_simulator", *key))
+        below = index.get((BELOW.get(r["layer"], ""), *key))
+        for q in ("p50", "p99"):
+            r[f"added_ttfc_{q}_ms"] = r[f"ttfc_{q}_ms"] - base[f"ttfc_{q}_ms"] if base else float("nan")
+            r[f"layer_ttfc_{q}_ms"] = r[f"ttfc_{q}_ms"] - below[f"ttfc_{q}_ms"] if below else r[f"added_ttfc_{q}_ms"]
+        r["ratio_to_direct"] = r["ttfc_p50_ms"] / base["ttfc_p50_ms"] if base and base["ttfc_p50_ms"] else float("nan")
+        events = r.get("events") or 1
+        r["cpu_ms_per_event"] = {n: round(v / events, 4) for n, v in r.get("cpu_ms_per_request", {}).items()}
+        r["gateway_cpu_ms"] = gateway_cpu(r)
+
+
+def print_latency(latency: list[dict]) -> None:
+    if not latency:
+        return
+    annotate(latency)
+    print("\nStreamed answers: time to first chunk (TTFC) and total, ms; +layer = TTFC this layer adds over the one "
+          "below it (simulator → upstream gRPC → edge → Envoy); gateway CPU ms per stream and µs per event")
+    print(f"{'layer':<16}{'ev':>4}{'gap':>4}{'conc':>5}{'ok':>6}{'err':>4}{'ttfc p50':>9}{'p99':>8}{'tot p50':>9}"
+          f"{'+layer p50':>11}{'p99':>8}{'+all p50':>9}{'p99':>8}{'cpu up/edge/envoy ms':>22}{'sum':>7}"
+          f"{'µs/event':>9}")
+    for r in latency:
+        cpu = r.get("cpu_ms_per_request", {})
+        cpu_text = "/".join(f"{cpu.get(n, float('nan')):.2f}" for n in GATEWAY)
+        per_event = r["gateway_cpu_ms"] * 1000 / (r.get("events") or 1)
+        print(f"{r['layer']:<16}{r.get('events', 0):>4}{r.get('delay_ms', 0):>4g}{r['concurrency']:>5}"
+              f"{r['requests'] - r['errors']:>6}{r['errors']:>4}{r['ttfc_p50_ms']:>9.2f}{r['ttfc_p99_ms']:>8.2f}"
+              f"{r['total_p50_ms']:>9.2f}{r['layer_ttfc_p50_ms']:>11.2f}{r['layer_ttfc_p99_ms']:>8.2f}"
+              f"{r['added_ttfc_p50_ms']:>9.2f}{r['added_ttfc_p99_ms']:>8.2f}{cpu_text:>22}{r['gateway_cpu_ms']:>7.2f}"
+              f"{per_event:>9.1f}")
+
+
+def print_table(latency: list[dict], rps: dict | None, streams: dict | None, image: dict | None,
+                media: dict | None = None) -> None:
+    print_latency(latency)
+    if rps:
+        cpu = rps.get("cpu_ms_per_request", {})
+        print(f"\nNon-streaming through Envoy→edge→upstream at concurrency {rps['concurrency']}: "
+              f"{rps['rps']:.0f} req/s, {rps['requests_per_cpu_s']:.0f} req per gateway CPU-second, CPU ms per "
+              "request " + ", ".join(f"{n} {cpu.get(n, float('nan')):.3f}" for n in GATEWAY)
+              + f" ({rps['errors']} errors)")
+    if streams:
+        idle = streams.get("idle_rss_mib", {})
+        print(f"\n{streams['streams']} concurrent streams held {streams['hold_s']} s: {streams['intact']} intact, "
+              f"failures {streams['failures'] or 'none'}; RSS MiB idle / peak "
+              + ", ".join(f"{n} {idle.get(n, float('nan')):.0f}/{v:.0f}" for n, v in streams["peak_rss_mib"].items()))
+    if image:
+        print(f"\n{image['image_mib']} MiB image inline via /v1/chat/completions: status {image['status']}, "
+              f"intact {image['intact']}, {image['seconds']:.2f} s; whole stack grew "
+              f"{image['stack_growth_mib']:.0f} MiB; peak RSS MiB "
+              + ", ".join(f"{n} {v:.0f}" for n, v in image["peak_rss_mib"].items()))
+    if media:
+        print_media_rows(media)
+    verdicts = targets(latency, rps, streams)
+    if verdicts:
+        print("\nGoals (issue #15)")
+        for name, (held, detail) in verdicts.items():
+            print(f"  {'HOLDS' if held else 'SHORT':<7}{name}: {detail}")
+
+
+def print_bodies(tiny: dict | None, schema: dict | None) -> None:
+    if tiny:
+        print(f"\nLargest accepted body of tiny messages ({tiny['messages']} messages, {tiny['body_mib']:.1f} MiB) "
+              f"via /v1/chat/completions: status {tiny['status']}, {tiny['seconds']:.1f} s; peak growth MiB "
+              + ", ".join(f"{n} {v:.0f} ({v / tiny['body_mib']:.1f}×)" for n, v in tiny["growth_mib"].items())
+              + f"; whole stack {tiny['stack_growth_mib']:.0f} MiB ({tiny['stack_growth_mib'] / tiny['body_mib']:.1f}× the body)")
+    if schema:
+        for label in ("accepted", "refused"):
+            w = schema[label]
+            print(f"{'Worst schema accepted' if label == 'accepted' else 'First schema refused'}: $ref fan-out depth "
+                  f"{w['depth']} ({w['schema_bytes']} bytes), status {w['statuses']}, edge CPU {w['edge_cpu_ms']:.1f} ms "
+                  "per request")
+
+
+def full_row(latency: list[dict], concurrency: int, events: int | None = None) -> dict | None:
+    """The whole-stack row (Envoy → edge → upstream) at a concurrency, for the shortest
+    realistic answer unless `events` says which."""
+    rows = [r for r in latency if r["layer"] == "d_envoy_full" and r["concurrency"] == concurrency
+            and not r.get("delay_ms") and (events is None or r.get("events") == events)]
+    return min(rows, key=lambda r: r.get("events", 0)) if rows else None
+
+
+def targets(latency: list[dict], rps: dict | None, streams: dict | None) -> dict[str, tuple[bool, str]]:
+    """Issue #15's goals, judged on this run's figures."""
+    annotate(latency)
+    out: dict[str, tuple[bool, str]] = {}
+    for conc, budget in ((50, STREAM_CPU_C50_MS), (1, STREAM_CPU_C1_MS)):
+        row = full_row(latency, conc)
+        if row is not None:
+            cpu = row["gateway_cpu_ms"]
+            out[f"CPU per {row.get('events')}-event stream, all three processes, concurrency {conc}"] = (
+                cpu <= budget, f"{cpu:.2f} ms (goal ≤ {budget:g} ms)")
+    row = full_row(latency, 1)
+    if row is not None:
+        for q, budget in (("p50", ADDED_TTFC_P50_MS), ("p99", ADDED_TTFC_P99_MS)):
+            added = row[f"added_ttfc_{q}_ms"]
+            out[f"added time to first chunk vs the backend alone, {q}, concurrency 1"] = (
+                added <= budget, f"{added:.2f} ms (goal ≤ {budget:g} ms)")
+    if rps and rps.get("requests"):
+        cpu = rps["gateway_cpu_s"] * 1000 / rps["requests"]
+        out["non-streaming gateway CPU per request"] = (cpu <= UNARY_CPU_MS, f"{cpu:.2f} ms (goal ≤ {UNARY_CPU_MS:g} ms)")
+    if streams:
+        idle = sum(streams.get("idle_rss_mib", {}).get(n, 0.0) for n in GATEWAY)
+        if idle:
+            out["idle RSS of the three processes"] = (idle <= IDLE_RSS_MIB, f"{idle:.0f} MiB (goal ≤ {IDLE_RSS_MIB:g} MiB)")
+        held = sum(streams["peak_rss_mib"].get(n, 0.0) for n in GATEWAY)
+        out[f"RSS of the three processes holding {streams['streams']} streams"] = (
+            held <= STREAMS_RSS_MIB, f"{held:.0f} MiB, sum of peaks (goal ≤ {STREAMS_RSS_MIB:g} MiB)")
+        lost = streams["streams"] - streams["intact"]
+        out[f"{streams['streams']} streams, none lost"] = (lost == 0, f"{lost} lost")
+    return out

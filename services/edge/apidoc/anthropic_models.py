@@ -1,0 +1,137 @@
+"""Anthropic's Messages API bodies as the gateway serves them, and Anthropic's error body."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from services.edge.apidoc.common import Closed, Null, Open
+
+
+class AnthropicErrorDetail(Closed):
+    type: str = Field(description="invalid_request_error, authentication_error, rate_limit_error, "
+                                  "overloaded_error (sent as HTTP 529), ...")
+    message: str
+
+
+class AnthropicError(Closed):
+    """Anthropic's error body (/v1/messages...)."""
+
+    type: Literal["error"]
+    error: AnthropicErrorDetail
+
+
+class TextBlock(Open):
+    type: Literal["text"]
+    text: str
+
+
+class ImageSource(Open):
+    type: Literal["base64", "url"]
+    media_type: str | Null = Field(default=None, examples=["image/png"])
+    data: str | Null = None
+    url: str | Null = None
+
+
+class ImageBlock(Open):
+    type: Literal["image"]
+    source: ImageSource
+
+
+class ToolUseBlock(Open):
+    type: Literal["tool_use"]
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+class ToolResultBlock(Open):
+    type: Literal["tool_result"]
+    tool_use_id: str
+    content: str | list[TextBlock | ImageBlock] | Null = None
+    is_error: bool | Null = None
+
+
+class ThinkingBlock(Open):
+    type: Literal["thinking"]
+    thinking: str
+    signature: str | Null = Field(default=None, description="the thought signature: send back as received")
+
+
+Block = TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock
+
+
+class AnthropicMessage(Open):
+    role: Literal["user", "assistant"]
+    content: str | list[Block]
+
+
+class Thinking(Open):
+    type: Literal["enabled", "disabled", "adaptive"]
+    budget_tokens: int | Null = Field(default=None, ge=0)
+
+
+class AnthropicTool(Open):
+    name: str
+    description: str | Null = None
+    input_schema: dict[str, Any]
+
+
+class ToolChoice(Open):
+    type: Literal["auto", "any", "none", "tool"]
+    name: str | Null = None
+
+
+class MessagesRequest(Open):
+    """POST /v1/messages. Claude model names are mapped by ANTHROPIC_MODEL_MAP; a Gemini
+    model id works as it is."""
+
+    model: str = Field(max_length=128, examples=["claude-sonnet-4-6", "gemini-2.5-flash"])
+    max_tokens: int = Field(ge=1)
+    messages: list[AnthropicMessage] = Field(min_length=1)
+    system: str | list[TextBlock] | Null = None
+    stream: bool | Null = None
+    temperature: float | Null = Field(default=None, ge=0, le=1)
+    top_p: float | Null = Field(default=None, ge=0, le=1)
+    top_k: int | Null = Field(default=None, ge=1)
+    stop_sequences: list[str] | Null = None
+    thinking: Thinking | Null = None
+    tools: list[AnthropicTool] | Null = None
+    tool_choice: ToolChoice | Null = None
+    metadata: dict[str, Any] | Null = None
+
+
+class AnthropicUsage(Open):
+    input_tokens: int
+    output_tokens: int
+
+
+class MessageResponse(Open):
+    id: str
+    type: Literal["message"]
+    role: Literal["assistant"]
+    model: str
+    content: list[dict[str, Any]] = Field(description="text, thinking and tool_use blocks")
+    stop_reason: str | None
+    stop_sequence: str | None = None
+    usage: AnthropicUsage
+
+
+class MessageStreamEvent(Open):
+    """One event of a streamed message (`event: <type>` then `data: <this>`): message_start,
+    content_block_start/delta/stop, message_delta, message_stop, ping, error."""
+
+    type: str
+
+
+class CountMessageTokensRequest(Open):
+    """POST /v1/messages/count_tokens."""
+
+    model: str = Field(max_length=128, examples=["claude-sonnet-4-6"])
+    messages: list[AnthropicMessage] = Field(min_length=1)
+    system: str | list[TextBlock] | Null = None
+    tools: list[AnthropicTool] | Null = None
+
+
+class CountMessageTokensResponse(Open):
+    input_tokens: int
