@@ -101,7 +101,7 @@ async def test_used_quota_does_not_drop_when_rows_are_pruned(store):
     cache = KeyCache(store, SECRET, limiter=(limiter := Limiter()))
     spent = await cache.lookup(key)
     with pytest.raises(ApiError) as refused:
-        limiter.reserve(spent, "gemini-2.5-pro")
+        await limiter.reserve(spent, "gemini-2.5-pro")
     assert refused.value.status == 403
 
     assert (await retention.run_once(store, 7, now=NOW)).rows == 10
@@ -110,7 +110,7 @@ async def test_used_quota_does_not_drop_when_rows_are_pruned(store):
     again = await cache.lookup(key)
     assert again.tokens_used == 300 and limiter.used(again) == 300
     with pytest.raises(ApiError) as still:
-        limiter.reserve(again, "gemini-2.5-pro")
+        await limiter.reserve(again, "gemini-2.5-pro")
     assert still.value.status == 403
 
 
