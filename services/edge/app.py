@@ -77,7 +77,13 @@ async def _prune_forever(limiter: Limits, every: float = 60.0) -> None:
 def _admin_check(settings: EdgeSettings, secret: bytes) -> AdminTokenCheck:
     configured = settings.admin_token.get_secret_value().strip() if settings.admin_token else ""
     if not configured:
-        token = ensure_admin_token(settings.data_dir, secret)
+        try:
+            token = ensure_admin_token(settings.data_dir, secret)
+        except OSError as exc:
+            # The API still serves; only the console stays closed (every admin call: 401).
+            log.error("admin console disabled: cannot keep a generated admin token in %s (%s); set ADMIN_TOKEN",
+                      settings.data_dir, exc.strerror or exc)
+            token = None
         if token:
             # The only time this token is shown: only its hash is kept.
             log.warning("admin console: %s/admin  admin token (shown once, keep it): %s  "
@@ -179,7 +185,8 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
         upstream = UpstreamClient.connect(settings.upstream_addr, timeout=settings.upstream_timeout,
                                           small_timeout=settings.upstream_small_timeout,
                                           models_ttl=settings.models_cache_seconds,
-                                          authorization=settings.internal_authorization())
+                                          authorization=settings.internal_authorization(),
+                                          coalesce=settings.stream_coalesce)
         http = httpx.AsyncClient(trust_env=False, follow_redirects=False,
                                  timeout=settings.media_fetch_timeout,
                                  headers={"User-Agent": "gemini-cli-gateway-media/1"})
@@ -189,6 +196,8 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
                              max_inflight=settings.media_max_inflight_bytes)
         metrics = EdgeMetrics(known_model=upstream.known_model, key_name=keys.names.get)
         recorder.metrics = metrics
+        metrics.watch_quotas(lambda: [(keys.names.get(kid, str(kid)), quota, limiter.used_tokens(kid))
+                                      for kid, quota in list(keys.quotas.items())])
         recorder.key_names = keys.names
         upstream.open_streams = metrics.open_streams
         metrics_server = MetricsServer.start(metrics.registry, settings.metrics_listen,

@@ -83,6 +83,9 @@ class EdgeSettings(GatewaySettings):
 
     # Comment lines sent on OpenAI streams during silences (long thinking); 0 disables them.
     sse_keepalive_seconds: float = Field(15.0, ge=0)
+    # Streamed events that reach the upstream together cross gRPC as one message and leave in
+    # one write (each still its own event for the client). false only to measure what it saves.
+    stream_coalesce: bool = True
 
     # How often the key cache polls the store's change counter; a revoked key is refused
     # within this interval (the CLI writes to the same database).

@@ -181,10 +181,12 @@ def test_revoke_reaches_every_edge_through_redis(simulator: harness.Proc, redis_
 # --- an upstream dies ------------------------------------------------------------------------
 
 def test_killing_an_upstream_mid_run_loses_no_ledger_row(simulator: harness.Proc, redis_server: RedisServer,
-                                                         tmp_path: Path):
+                                                         postgres_server, tmp_path: Path):
     """Load through Envoy; one upstream is SIGKILLed while calls run on it. Only calls in flight
-    on it may fail; every answer has its ledger row; the other upstream serves the rest."""
-    c = start_cluster(simulator, tmp_path, edges=3, upstreams=2, redis_url=redis_server.url(REDIS_DB + 2))
+    on it may fail; every answer has its ledger row (in PostgreSQL); the other upstream serves
+    the rest."""
+    c = start_cluster(simulator, tmp_path, edges=3, upstreams=2, license_db=postgres_server.create_database(),
+                      redis_url=redis_server.url(REDIS_DB + 2))
     try:
         key = c.key()
         key_id = c.key_id(key)
@@ -236,6 +238,16 @@ def test_killing_an_upstream_mid_run_loses_no_ledger_row(simulator: harness.Proc
         assert len(rows) == len(results)
         # The survivor served after the kill.
         assert generations(c, c.upstreams[1]) > 0
+        # Readiness follows the upstreams: ready while one serves, not once none does (the
+        # Kubernetes readinessProbe); liveness does not.
+        with httpx.Client(timeout=10, trust_env=False) as client:
+            for edge in c.edges:
+                assert client.get(f"{edge.url}/readyz").json()["upstream"] is True
+            kill(c.upstreams[1])
+            for edge in c.edges:
+                harness.wait_until(lambda: client.get(f"{edge.url}/readyz").status_code == 503, edge, timeout=30,
+                                   what="unready without upstreams")
+                assert client.get(f"{edge.url}/healthz").status_code == 200
     finally:
         c.stop()
 
