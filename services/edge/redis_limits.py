@@ -24,7 +24,9 @@ the ledger total an edge read with the key record (plus that edge's rows not yet
 every settlement adds to it at once, so settled tokens count on every replica before any ledger
 sees them; each admission raises it to the caller's ledger reading if that is higher (usage
 that did not pass through Redis). It expires after a day without requests and is re-read from
-the ledger then.
+the ledger then. If Redis loses its data (a restart without persistence), the count restarts
+from the ledger as the edges last read it — at most AUTH_CACHE_TTL old — and the windows and
+leases start empty: for that moment a key may get up to one cache period's usage more.
 
 Time is Redis's own clock (TIME), so replicas' clocks need not agree; tests may pass their own.
 Redis unreachable: keys with limits are refused with 503 + Retry-After (the limits cannot be
@@ -38,6 +40,7 @@ import functools
 import itertools
 import logging
 import secrets
+import time
 import weakref
 from typing import Callable
 
@@ -51,6 +54,7 @@ from services.edge.store import KeyRecord
 log = logging.getLogger("edge.limits")
 
 LEASE_SECONDS = 30.0
+WARN_EVERY = 10.0
 USED_TTL_SECONDS = 86400
 
 # Arguments travel as one space-separated string (A below): the client's cost of a command
@@ -218,6 +222,8 @@ class RedisLimiter:
         self._live: weakref.WeakValueDictionary[str, RedisReservation] = weakref.WeakValueDictionary()
         self._tasks: set[asyncio.Task] = set()
         self._renewer: asyncio.Task | None = None
+        self._refused = 0
+        self._warned = float("-inf")
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -276,8 +282,12 @@ class RedisLimiter:
             # The client's own timeouts (connect, read, waiting for a pooled connection) bound this.
             reply = await self._reserve(keys=_keys(key.id), args=(_pack(args),))
         except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("limits of key %d not checked, request refused: Redis unavailable (%s)", key.id,
-                        type(exc).__name__)
+            self._refused += 1
+            now = time.monotonic()
+            if now - self._warned >= WARN_EVERY:  # one line per outage period, not one per request
+                self._warned = now
+                log.warning("Redis unavailable (%s): requests of keys with limits refused with 503 "
+                            "(%d so far)", type(exc).__name__, self._refused)
             raise unavailable() from None
         outcome = int(reply[0])
         if outcome == 0:
@@ -353,6 +363,9 @@ class RedisLimiter:
                 await self.renew_once()
             except (RedisError, OSError) as exc:
                 log.warning("could not renew limit leases (%s)", type(exc).__name__)
+            except Exception:
+                # The loop must outlive any one failure: leases not renewed free their keys early.
+                log.exception("could not renew limit leases")
 
     def _now(self) -> str:
         return "-" if self._clock is None else repr(self._clock())
