@@ -7,8 +7,9 @@ phase `long` does the same for an answer of 300 events. The goals of issue #15 a
 as HOLDS or SHORT at the end (bench/report.py).
 Then non-streaming throughput through the full stack, 1,000 concurrent streams held for a
 minute, one 20 MiB image through the OpenAI route (inline, and fetched from a URL), and
-nine 20 MiB image URLs in one request (refused early by MEDIA_MAX_TOTAL_BYTES), and throughput
-through Envoy over 1 vs 3 edges (bench/scale.py). Prints a table and writes JSON to
+nine 20 MiB image URLs in one request (refused early by MEDIA_MAX_TOTAL_BYTES), throughput
+through Envoy over 1 vs 3 edges (bench/scale.py), and what FastAPI's routing and the OpenAPI
+document cost in the edge (bench/routing.py). Prints a table and writes JSON to
 bench/results/ (latest.json after a complete run). Everything runs on loopback; the
 simulator's own latency is zero.
 
@@ -39,6 +40,7 @@ from bench.media import EDGE_ENV as MEDIA_EDGE_ENV, media_rows
 from bench.pool_choice import pool_choice, print_pool
 from bench.redis_limits import print_redis, redis_limits
 from bench.report import LAYERS, print_bodies, print_table, targets
+from bench.routing import print_routing, routing_rows
 from bench.scale import print_scale, scale_row
 from bench.worker import stream_http
 from deploy.envoy_config import DEFAULT_MAX_BODY_BYTES
@@ -506,7 +508,8 @@ async def worst_schema(stack: Stack, repeat: int = 20) -> dict:
     return out
 
 
-PHASES = ("latency", "long", "spaced", "uncoalesced", "rps", "pool", "image", "media", "bodies", "streams", "redis", "scale")
+PHASES = ("latency", "long", "spaced", "uncoalesced", "rps", "pool", "image", "media", "bodies", "streams", "redis",
+          "scale", "routing")
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -518,7 +521,10 @@ async def main(args: argparse.Namespace) -> int:
     base = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     plan = [(1, args.n1), (50, args.n50), (500, args.n500)]
     latency: list[dict] = []
-    rps = streams = image = media = pool = None
+    rps = streams = image = media = pool = routing = None
+    if "routing" in phases:
+        routing = await routing_rows()
+        print(f"  routing: openapi.json built in {routing['openapi_first_build_ms']:.0f} ms", flush=True)
     if {"latency", "long", "spaced", "rps", "pool"} & set(phases):
         stack = start_stack(base / "s1")
         try:
@@ -578,7 +584,8 @@ async def main(args: argparse.Namespace) -> int:
     if "media" in phases:
         stack = start_stack(base / "s4", MEDIA_EDGE_ENV)
         try:
-            media = await media_rows(stack, PeakRss, rss_mib, args.image_mib)
+            media = await media_rows(stack, PeakRss, rss_mib, args.image_mib,
+                                     fresh=lambda: start_stack(base / "s6", MEDIA_EDGE_ENV))
             print(f"  media: over budget {media['over_budget']['status']} in "
                   f"{media['over_budget']['seconds']:.2f} s", flush=True)
         finally:
@@ -614,10 +621,12 @@ async def main(args: argparse.Namespace) -> int:
     print_redis(redis)
     print_bodies(tiny, schema)
     print_scale(scale)
+    print_routing(routing)
     RESULTS.mkdir(exist_ok=True)
     out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(), "machine": machine(),
            "phases": phases, "latency": latency, "throughput": rps, "streams": streams, "image": image, "media": media,
            "pool_choice": pool, "tiny_messages": tiny, "worst_schema": schema, "redis_limits": redis, "scale_out": scale,
+           "routing": routing,
            "targets": {name: {"holds": held, "detail": detail}
                        for name, (held, detail) in targets(latency, rps, streams).items()}}
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

@@ -117,7 +117,7 @@ async def test_health_reflection_and_models(sim: SimControl, upstream_factory, c
         db = ProtoReflectionDescriptorDatabase(ch)
         assert SERVICE in db.get_services()
         methods = {m.name for m in descriptor_pool.DescriptorPool(db).FindServiceByName(SERVICE).methods}
-        assert methods == {"Generate", "CountTokens", "Embed", "ListModels"}
+        assert methods == {"Generate", "GenerateChunked", "CountTokens", "Embed", "ListModels"}
     client = clients(proc)
     resp = await client.stub.ListModels(upstream_pb2.ListModelsRequest(), timeout=5)
     ids = [m.id for m in resp.models]
@@ -359,6 +359,71 @@ async def test_credential_files_stay_valid_through_concurrent_refreshes(sim: Sim
         assert data["access_token"].startswith("ya29.sim-") and data["expiry_date"] > time.time() * 1000
         assert len(issued) >= 1
     assert sorted(p.name for p in creds_dir.iterdir()) == sorted(f"{n}.json" for n in tokens)  # no temp files
+
+
+# --- bodies in parts (GenerateChunked) ---------------------------------------------------------
+
+def chunked_parts(body: bytes, size: int, *, stream: bool = True, declared: int | None = None,
+                  rid: str = "") -> list[upstream_pb2.GenerateRequestPart]:
+    """GenerateRequestParts as protobuf serializes them (the upstream reads them by hand)."""
+    head = upstream_pb2.GenerateRequest(model=MODEL, stream=stream, request_id=rid, caller="it")
+    head.body.content_type = "application/json"
+    pieces = [body[i:i + size] for i in range(0, len(body), size)]
+    parts = [upstream_pb2.GenerateRequestPart(data=p) for p in pieces]
+    parts[0].head.CopyFrom(head)
+    parts[0].body_bytes = len(body) if declared is None else declared
+    return parts
+
+
+async def test_generate_chunked_is_generate_with_the_body_in_parts(sim: SimControl, upstream_factory,
+                                                                   creds_dir: Path, clients) -> None:
+    tokens = write_creds(creds_dir, sim, "ab")
+    client = clients(upstream_factory(creds_dir))
+    prompt = "parts " + "x" * 300_000
+    request = {"contents": [{"role": "user", "parts": [{"text": prompt}]}], "session_id": "s-1"}
+    body = orjson.dumps(request)
+    # The body is kept whole until the answer starts: a 429 on a is retried on b with all of it.
+    sim.add_fault(account=tokens["a"], op="stream", kind="429", retry_delay="30s")
+    msgs = [m async for m in client.stub.GenerateChunked(iter(chunked_parts(body, 65_536, rid="rid-c")),
+                                                         timeout=CALL_TIMEOUT)]
+    assert text_of(msgs) == f"echo: {prompt}" and msgs[0].credential_id == "b"
+    streams = sim.requests(op="stream")
+    assert [(e["account"], e["status"]) for e in streams] == [(tokens["a"], 429), (tokens["b"], 200)]
+    for entry in streams:
+        assert harness.sent_request(entry) == request  # its own session_id kept, not doubled
+        assert entry["body"]["user_prompt_id"] == "rid-c"
+    unary = [m async for m in client.stub.GenerateChunked(iter(chunked_parts(body, 100_000, stream=False)),
+                                                          timeout=CALL_TIMEOUT)]
+    assert len(unary) == 1 and text_of(unary) == f"echo: {prompt}"
+
+
+@pytest.mark.parametrize("case", ["no head", "two heads", "more than declared", "less than declared",
+                                  "nothing declared", "body in head", "not json"])
+async def test_generate_chunked_refuses_parts_that_do_not_add_up(sim: SimControl, upstream_factory,
+                                                                 creds_dir: Path, clients, case: str) -> None:
+    write_creds(creds_dir, sim, "a")
+    client = clients(upstream_factory(creds_dir))
+    body = orjson.dumps({"contents": [{"role": "user", "parts": [{"text": "y" * 5000}]}]})
+    parts = chunked_parts(body, 2000)
+    if case == "no head":
+        parts[0].ClearField("head")
+    elif case == "two heads":
+        parts[1].head.CopyFrom(parts[0].head)
+    elif case == "more than declared":
+        parts[0].body_bytes = len(body) - 1
+    elif case == "less than declared":
+        parts[0].body_bytes = len(body) + 1
+    elif case == "nothing declared":
+        parts[0].body_bytes = 0
+    elif case == "body in head":
+        parts[0].head.body.data = b"{}"
+    else:
+        parts = chunked_parts(b"{not json" + b" " * 3000, 2000)
+    sim.clear_requests()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        [m async for m in client.stub.GenerateChunked(iter(parts), timeout=CALL_TIMEOUT)]
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT, info.value
+    assert not sim.requests(op="stream")
 
 
 # --- life cycle --------------------------------------------------------------------------------
