@@ -50,8 +50,8 @@ def rows(res: dict) -> list[tuple[str, str]]:
             if r:
                 cells.append(f"c={conc}: {_cpu(r)}")
         if cells:
-            out.append((f"gateway CPU per streamed answer of {ev} events, Envoy → edge → upstream "
-                        "(total (upstream / edge / Envoy))", "; ".join(cells)))
+            out.append((f"gateway CPU per streamed answer of {ev} events through Envoy → edge → upstream: "
+                        "total (upstream / edge / Envoy)", "; ".join(cells)))
     if events:
         cells = [f"c={conc}: {_cpu(r)}" for conc in (1, 50)
                  if (r := _row(latency, "d_envoy_full", conc, events[0], coalesce=False))]
@@ -100,7 +100,7 @@ def rows(res: dict) -> list[tuple[str, str]]:
         out.append(("the same image fetched from a URL",
                     f"{acc['seconds']:.2f} s; whole stack grew {acc['stack_growth_mib']:.0f} MiB "
                     f"(peak RSS {_mib(acc['peak_rss_mib'])} MiB)"))
-        out.append((f"{over['urls']} {media['image_mib']} MiB image URLs in one request (over `MEDIA_MAX_TOTAL_BYTES`)",
+        out.append((f"{over['urls']} × {media['image_mib']} MiB image URLs in one request (over `MEDIA_MAX_TOTAL_BYTES`)",
                     f"{over['status']} in {over['seconds']:.2f} s; whole stack grew {over['stack_growth_mib']:.0f} MiB"))
     tiny = res.get("tiny_messages")
     if tiny:
