@@ -7,8 +7,9 @@ phase `long` does the same for an answer of 300 events. The goals of issue #15 a
 as HOLDS or SHORT at the end (bench/report.py).
 Then non-streaming throughput through the full stack, 1,000 concurrent streams held for a
 minute, one 20 MiB image through the OpenAI route (inline, and fetched from a URL), and
-nine 20 MiB image URLs in one request (refused early by MEDIA_MAX_TOTAL_BYTES), and throughput
-through Envoy over 1 vs 3 edges (bench/scale.py). Prints a table and writes JSON to
+nine 20 MiB image URLs in one request (refused early by MEDIA_MAX_TOTAL_BYTES), throughput
+through Envoy over 1 vs 3 edges (bench/scale.py), and what FastAPI's routing and the OpenAPI
+document cost in the edge (bench/routing.py). Prints a table and writes JSON to
 bench/results/ (latest.json after a complete run). Everything runs on loopback; the
 simulator's own latency is zero.
 
@@ -39,6 +40,7 @@ from bench.media import EDGE_ENV as MEDIA_EDGE_ENV, media_rows
 from bench.pool_choice import pool_choice, print_pool
 from bench.redis_limits import print_redis, redis_limits
 from bench.report import LAYERS, print_bodies, print_table, targets
+from bench.routing import print_routing, routing_rows
 from bench.scale import print_scale, scale_row
 from bench.worker import stream_http
 from deploy.envoy_config import DEFAULT_MAX_BODY_BYTES
@@ -111,7 +113,9 @@ def machine() -> dict:
     mem = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                 if line.startswith("MemTotal:")), 0)
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / (1 << 20)),
-            "system": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
+            "system": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
+            # Other work on the machine weighs on every figure: the load when the run ended.
+            "load_average": [round(x, 1) for x in os.getloadavg()]}
 
 
 # --- the stack ------------------------------------------------------------------------------
@@ -125,6 +129,7 @@ class Stack:
     key: str
     access_token: str
     project: str
+    coalesce: bool = True  # what the edge (STREAM_COALESCE) and layer b's client ask for
 
     def procs(self) -> dict[str, harness.Proc]:
         return {"simulator": self.sim, "upstream": self.upstream, "edge": self.edge, "envoy": self.envoy}
@@ -147,19 +152,20 @@ def start_stack(base: Path, edge_env: dict[str, str] | None = None) -> Stack:
     tok = httpx.post(f"{sim.url}/token", data={"grant_type": "refresh_token", "refresh_token": "rt-bench"}).json()
     load = httpx.post(f"{sim.url}/v1internal:loadCodeAssist", json={"metadata": {}},
                       headers={"Authorization": f"Bearer {tok['access_token']}"}).json()
-    return Stack(sim, up, edge, envoy, key, tok["access_token"], load["cloudaicompanionProject"])
+    return Stack(sim, up, edge, envoy, key, tok["access_token"], load["cloudaicompanionProject"],
+                 (edge_env or {}).get("STREAM_COALESCE", "true") != "false")
 
 
 # --- one streamed request per layer, returning (ttfc, total) seconds -------------------------
 
-async def stream_grpc(stub, body: bytes) -> tuple[float, float]:
+async def stream_grpc(stub, body: bytes, coalesce: bool = True) -> tuple[float, float]:
     from gemini_cli.upstream.v1 import upstream_pb2
     from google.api import httpbody_pb2
 
     t0 = time.perf_counter()
     ttfc = None
     call = stub.Generate(upstream_pb2.GenerateRequest(
-        model=MODEL, stream=True, coalesce=True, body=httpbody_pb2.HttpBody(content_type="application/json", data=body)))
+        model=MODEL, stream=True, coalesce=coalesce, body=httpbody_pb2.HttpBody(content_type="application/json", data=body)))
     async for _ in call:
         if ttfc is None:
             ttfc = time.perf_counter() - t0
@@ -210,7 +216,7 @@ def layer_calls(stack: Stack, client: httpx.AsyncClient, stub,
     hdrs = {"x-goog-api-key": stack.key, "Content-Type": "application/json"}
     return {
         "a_simulator": lambda: stream_http(client, sim_url, sim_hdrs, envelope),
-        "b_upstream_grpc": lambda: stream_grpc(stub, body),
+        "b_upstream_grpc": lambda: stream_grpc(stub, body, stack.coalesce),
         "c_edge": lambda: stream_http(client, f"http://127.0.0.1:{stack.edge.port}{path}", hdrs, body),
         "d_envoy_full": lambda: stream_http(client, f"http://127.0.0.1:{stack.envoy.port}{path}", hdrs, body),
     }
@@ -239,7 +245,7 @@ class LayerWorker:
         path = f"/gemini_cli/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
         spec = {"layer": layer, "model": MODEL, "grpc_addr": stack.upstream.addr,
                 "metadata": list(harness.internal_metadata()), "url": "", "headers": {},
-                "body": body.decode("latin-1")}
+                "body": body.decode("latin-1"), "coalesce": getattr(stack, "coalesce", True)}
         if layer == "a_simulator":
             spec.update(url=f"{stack.sim.url}/v1internal:streamGenerateContent?alt=sse",
                         headers={"Authorization": f"Bearer {stack.access_token}", "Content-Type": "application/json"},
@@ -502,7 +508,8 @@ async def worst_schema(stack: Stack, repeat: int = 20) -> dict:
     return out
 
 
-PHASES = ("latency", "long", "spaced", "rps", "pool", "image", "media", "bodies", "streams", "redis", "scale")
+PHASES = ("latency", "long", "spaced", "uncoalesced", "rps", "pool", "image", "media", "bodies", "streams", "redis",
+          "scale", "routing")
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -514,7 +521,10 @@ async def main(args: argparse.Namespace) -> int:
     base = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     plan = [(1, args.n1), (50, args.n50), (500, args.n500)]
     latency: list[dict] = []
-    rps = streams = image = media = pool = None
+    rps = streams = image = media = pool = routing = None
+    if "routing" in phases:
+        routing = await routing_rows()
+        print(f"  routing: openapi.json built in {routing['openapi_first_build_ms']:.0f} ms", flush=True)
     if {"latency", "long", "spaced", "rps", "pool"} & set(phases):
         stack = start_stack(base / "s1")
         try:
@@ -548,6 +558,20 @@ async def main(args: argparse.Namespace) -> int:
             if "pool" in phases:
                 pool = await pool_choice(stack, base / "s1", max(args.n1, 50), LayerWorker, cpu_seconds, pct)
                 print(f"  pool choice: {pool['added_ttfc_p50_ms']:+.3f} ms ttfc p50", flush=True)
+        finally:
+            stack.stop()
+    if "uncoalesced" in phases:
+        # The same streams with coalescing off (STREAM_COALESCE=false): what it saves.
+        stack = start_stack(base / "s6", {"STREAM_COALESCE": "false"})
+        try:
+            for conc, total in plan[:2]:
+                if total <= 0:
+                    continue
+                for r in await run_latency(stack, conc, total, args.events):
+                    r["coalesce"] = False
+                    latency.append(r)
+                    print(f"  {r['layer']} c={conc} uncoalesced: ttfc p50 {r['ttfc_p50_ms']:.2f} ms, "
+                          f"errors {r['errors']}", flush=True)
         finally:
             stack.stop()
     if "image" in phases:
@@ -597,10 +621,12 @@ async def main(args: argparse.Namespace) -> int:
     print_redis(redis)
     print_bodies(tiny, schema)
     print_scale(scale)
+    print_routing(routing)
     RESULTS.mkdir(exist_ok=True)
     out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(), "machine": machine(),
            "phases": phases, "latency": latency, "throughput": rps, "streams": streams, "image": image, "media": media,
            "pool_choice": pool, "tiny_messages": tiny, "worst_schema": schema, "redis_limits": redis, "scale_out": scale,
+           "routing": routing,
            "targets": {name: {"holds": held, "detail": detail}
                        for name, (held, detail) in targets(latency, rps, streams).items()}}
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

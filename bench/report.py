@@ -27,9 +27,10 @@ def gateway_cpu(row: dict) -> float:
 def annotate(latency: list[dict]) -> None:
     """Adds to each row the time to first chunk it adds over the backend alone and over the
     layer below it (p50 and p99), and CPU per event."""
-    index = {(r["layer"], r["concurrency"], r.get("events"), r.get("delay_ms", 0)): r for r in latency}
+    index = {(r["layer"], r["concurrency"], r.get("events"), r.get("delay_ms", 0), r.get("coalesce", True)): r
+             for r in latency}
     for r in latency:
-        key = (r["concurrency"], r.get("events"), r.get("delay_ms", 0))
+        key = (r["concurrency"], r.get("events"), r.get("delay_ms", 0), r.get("coalesce", True))
         base = index.get(("a_simulator", *key))
         below = index.get((BELOW.get(r["layer"], ""), *key))
         for q in ("p50", "p99"):
@@ -54,7 +55,8 @@ def print_latency(latency: list[dict]) -> None:
         cpu = r.get("cpu_ms_per_request", {})
         cpu_text = "/".join(f"{cpu.get(n, float('nan')):.2f}" for n in GATEWAY)
         per_event = r["gateway_cpu_ms"] * 1000 / (r.get("events") or 1)
-        print(f"{r['layer']:<16}{r.get('events', 0):>4}{r.get('delay_ms', 0):>4g}{r['concurrency']:>5}"
+        name = r["layer"] if r.get("coalesce", True) else r["layer"][:13] + " nc"
+        print(f"{name:<16}{r.get('events', 0):>4}{r.get('delay_ms', 0):>4g}{r['concurrency']:>5}"
               f"{r['requests'] - r['errors']:>6}{r['errors']:>4}{r['ttfc_p50_ms']:>9.2f}{r['ttfc_p99_ms']:>8.2f}"
               f"{r['total_p50_ms']:>9.2f}{r['layer_ttfc_p50_ms']:>11.2f}{r['layer_ttfc_p99_ms']:>8.2f}"
               f"{r['added_ttfc_p50_ms']:>9.2f}{r['added_ttfc_p99_ms']:>8.2f}{cpu_text:>22}{r['gateway_cpu_ms']:>7.2f}"
@@ -107,7 +109,7 @@ def full_row(latency: list[dict], concurrency: int, events: int | None = None) -
     """The whole-stack row (Envoy → edge → upstream) at a concurrency, for the shortest
     realistic answer unless `events` says which."""
     rows = [r for r in latency if r["layer"] == "d_envoy_full" and r["concurrency"] == concurrency
-            and not r.get("delay_ms") and (events is None or r.get("events") == events)]
+            and not r.get("delay_ms") and r.get("coalesce", True) and (events is None or r.get("events") == events)]
     return min(rows, key=lambda r: r.get("events", 0)) if rows else None
 
 

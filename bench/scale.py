@@ -111,16 +111,18 @@ async def scale_row(base: Path, seconds: float = 8.0, concurrency: int = 64, rou
                 "cores_used": {g: round(v / t["wall_s"], 2) for g, v in t["cpu_s"].items()}}
             for n, t in totals.items()}
     ratio = rows[EDGES]["rps"] / rows[1]["rps"] if rows[1]["rps"] else float("nan")
-    return {"cpus": os.cpu_count(), "concurrency": concurrency, "seconds_per_block": seconds, "rounds": rounds,
+    return {"cpus": os.cpu_count(), "load_average": round(os.getloadavg()[0], 1), "concurrency": concurrency, "seconds_per_block": seconds, "rounds": rounds,
             "one_edge": rows[1], "many_edges": rows[EDGES], "ratio": ratio,
             "goal": f"{EDGES} edges >= {GOAL_RATIO:g}x of 1 edge", "holds": ratio >= GOAL_RATIO}
 
 
-def note(cpus: int, one: dict) -> str:
+def note(cpus: int, one: dict, load: float) -> str:
     busy = sum(one["cores_used"].values())
-    return (f"on {cpus} cores {EDGES} edges cannot give {EDGES}x: with one edge the stack already keeps {busy:.1f} of "
-            f"{cpus} cores busy, the edge {one['cores_used']['edges']:.2f} of them, and Envoy, the upstream, the "
-            f"simulator and the load generator share the same cores. More edges pay off where each gets cores of its "
+    return (f"on {cpus} cores {EDGES} edges cannot give {EDGES}x: with one edge the stack got {busy:.1f} of the "
+            f"{cpus} cores (load average {load:g}: other work shares them), the edge {one['cores_used']['edges']:.2f} "
+            f"of them, and Envoy, the upstream, the simulator and the load generator share the same cores; each of "
+            f"{EDGES} edges at a third of the load also spends more CPU per request (fewer requests per event-loop "
+            f"turn). More edges pay off where each gets cores of its "
             f"own (nodes, as in deploy/k8s): throughput then grows with the edges, about linearly while the edges "
             f"are what is saturated, until the upstreams or Envoy are; then add upstream replicas (round_robin "
             f"spreads the edges' calls over them)")
@@ -136,6 +138,6 @@ def print_scale(row: dict | None) -> None:
         print(f"  {r['edges']} edge{'s' if r['edges'] > 1 else ' '}: {r['rps']:.0f} req/s, "
               f"{r['edge_cpu_ms_per_request']:.2f} edge CPU ms per request ({r['errors']} errors); cores used: "
               + ", ".join(f"{g} {v:.2f}" for g, v in r["cores_used"].items()))
-    print(f"  ratio {row['ratio']:.2f}x; {note(row['cpus'], one)}")
+    print(f"  ratio {row['ratio']:.2f}x; {note(row['cpus'], one, row.get('load_average', float('nan')))}")
     print(f"  {'HOLDS' if row['holds'] else 'SHORT':<7}{row['goal']} on {row['cpus']} cores "
           f"(no loss from replication): {row['ratio']:.2f}x")

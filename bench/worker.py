@@ -54,7 +54,7 @@ async def main() -> int:
                 t0 = time.perf_counter()
                 ttfc = None
                 call = stub.Generate(upstream_pb2.GenerateRequest(
-                    model=spec["model"], stream=True, coalesce=True, body=httpbody_pb2.HttpBody(content_type="application/json", data=body)),
+                    model=spec["model"], stream=True, coalesce=spec.get("coalesce", True), body=httpbody_pb2.HttpBody(content_type="application/json", data=body)),
                     metadata=metadata)
                 async for _ in call:
                     if ttfc is None:

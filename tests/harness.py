@@ -297,15 +297,14 @@ def start_envoy(log_dir: Path, edge_port: int | Sequence[int], upstream_port: in
 
 
 def usage_rows(db_path: str, key_id: int, *, expect: int | None = None, timeout: float = 5.0) -> list[dict]:
-    """A key's ledger rows from the edge's SQLite file, oldest first; with `expect`, waits
-    (up to `timeout`) until that many are written, since the edge writes them in batches."""
-    import sqlite3
+    """A key's ledger rows from the edge's database (SQLite file or PostgreSQL DSN), oldest
+    first; with `expect`, waits (up to `timeout`) until that many are written, since the edge
+    writes them in batches."""
+    from tests.support.stores import fetch_dicts_sync
 
     deadline = time.monotonic() + timeout
     while True:
-        with sqlite3.connect(db_path, timeout=10) as conn:
-            conn.row_factory = sqlite3.Row
-            rows = [dict(r) for r in conn.execute("SELECT * FROM usage WHERE key_id = ? ORDER BY id", (key_id,))]
+        rows = fetch_dicts_sync(db_path, "SELECT * FROM usage WHERE key_id = ? ORDER BY id", key_id)
         if expect is None or len(rows) >= expect or time.monotonic() > deadline:
             return rows
         time.sleep(0.05)

@@ -11,6 +11,8 @@ have_pg || want+=(postgresql)
 command -v redis-server >/dev/null || want+=(redis-server)
 command -v chromium >/dev/null || want+=(chromium)
 command -v chromedriver >/dev/null || want+=(chromium-driver)
+# The newcomer test runs the README's curl commands as written.
+command -v curl >/dev/null || want+=(curl)
 [ ${#want[@]} -eq 0 ] && exit 0
 echo "installing Debian packages for the tests: ${want[*]}"
 sudo=""

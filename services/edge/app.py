@@ -29,6 +29,7 @@ from services.edge.key_events import KeyChangeListener, KeyChangePublisher, Noti
 from services.edge.limits import Limiter, Limits
 from services.edge.redis_conn import connect as connect_redis
 from services.edge.redis_limits import RedisLimiter
+from services.edge.body_budget import BodyBudget
 from services.edge.media import MediaFetcher
 from services.edge.metrics import EdgeMetrics
 from services.metrics_server import MetricsServer
@@ -77,7 +78,13 @@ async def _prune_forever(limiter: Limits, every: float = 60.0) -> None:
 def _admin_check(settings: EdgeSettings, secret: bytes) -> AdminTokenCheck:
     configured = settings.admin_token.get_secret_value().strip() if settings.admin_token else ""
     if not configured:
-        token = ensure_admin_token(settings.data_dir, secret)
+        try:
+            token = ensure_admin_token(settings.data_dir, secret)
+        except OSError as exc:
+            # The API still serves; only the console stays closed (every admin call: 401).
+            log.error("admin console disabled: cannot keep a generated admin token in %s (%s); set ADMIN_TOKEN",
+                      settings.data_dir, exc.strerror or exc)
+            token = None
         if token:
             # The only time this token is shown: only its hash is kept.
             log.warning("admin console: %s/admin  admin token (shown once, keep it): %s  "
@@ -118,6 +125,17 @@ class EdgeApp(FastAPI):
         return bool(self._direct) and not self.user_middleware and self.max_body_size is None and not self.root_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        budget: BodyBudget | None = getattr(self.state, "body_budget", None)
+        if scope["type"] == "http" and scope["method"] == "POST" and budget is not None:
+            account = budget.account(scope, receive)
+            try:
+                await self._dispatch(scope, account.receive, send)
+            finally:
+                account.release()
+            return
+        await self._dispatch(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and self._direct_enabled():
             for route in self._direct:  # type: ignore[union-attr]
                 match, child = route.matches(scope)
@@ -179,7 +197,8 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
         upstream = UpstreamClient.connect(settings.upstream_addr, timeout=settings.upstream_timeout,
                                           small_timeout=settings.upstream_small_timeout,
                                           models_ttl=settings.models_cache_seconds,
-                                          authorization=settings.internal_authorization())
+                                          authorization=settings.internal_authorization(),
+                                          coalesce=settings.stream_coalesce)
         http = httpx.AsyncClient(trust_env=False, follow_redirects=False,
                                  timeout=settings.media_fetch_timeout,
                                  headers={"User-Agent": "gemini-cli-gateway-media/1"})
@@ -189,6 +208,8 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
                              max_inflight=settings.media_max_inflight_bytes)
         metrics = EdgeMetrics(known_model=upstream.known_model, key_name=keys.names.get)
         recorder.metrics = metrics
+        metrics.watch_quotas(lambda: [(keys.names.get(kid, str(kid)), quota, limiter.used_tokens(kid))
+                                      for kid, quota in list(keys.quotas.items())])
         recorder.key_names = keys.names
         upstream.open_streams = metrics.open_streams
         metrics_server = MetricsServer.start(metrics.registry, settings.metrics_listen,
@@ -239,6 +260,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
                   openapi_url=None, telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.root_path = settings.root_path
     app.state.settings = settings
+    app.state.body_budget = BodyBudget(settings.inflight_body_limit)
     # What Envoy sends in x-gateway-proxy-token (see context.request_id); b"" trusts no one.
     app.state.proxy_token = settings.internal_token_value().encode()
     install_error_handlers(app)

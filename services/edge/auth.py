@@ -71,6 +71,8 @@ class KeyCache:
         self._entries: dict[str, _Entry] = {}
         # Key id → name of every key looked up (metric labels and log lines name keys).
         self.names: dict[int, str] = {}
+        # Key id → total token quota, of the keys looked up that have one (metrics.py's gauge).
+        self.quotas: dict[int, int] = {}
         self._inflight: dict[str, asyncio.Future] = {}
         self._revision: int | None = None
         self._generation = 0  # bumped by every invalidation
@@ -94,6 +96,10 @@ class KeyCache:
         rec = await self._store.find_by_hash(h)
         if rec is not None:
             self.names[rec.id] = rec.name
+            if rec.quota is not None:
+                self.quotas[rec.id] = rec.quota
+            else:
+                self.quotas.pop(rec.id, None)
         if rec is not None and self._limiter is not None:
             self._limiter.sync_quota(rec, self._pending_tokens(rec.id))
         if len(self._entries) >= _MAX_ENTRIES:

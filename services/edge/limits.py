@@ -145,6 +145,10 @@ class Limiter:
     def used(self, key: KeyRecord) -> int:
         return self._used.get(key.id, key.tokens_used)
 
+    def used_tokens(self, key_id: int) -> int:
+        """Tokens a key used (the ledger's total when last read, plus this process's since)."""
+        return self._used.get(key_id, 0)
+
     def reserved(self, key_id: int) -> int:
         """Tokens held by this key's requests in progress."""
         return self._reserved.get(key_id, 0)

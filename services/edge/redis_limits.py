@@ -24,7 +24,9 @@ the ledger total an edge read with the key record (plus that edge's rows not yet
 every settlement adds to it at once, so settled tokens count on every replica before any ledger
 sees them; each admission raises it to the caller's ledger reading if that is higher (usage
 that did not pass through Redis). It expires after a day without requests and is re-read from
-the ledger then.
+the ledger then. If Redis loses its data (a restart without persistence), the count restarts
+from the ledger as the edges last read it — at most AUTH_CACHE_TTL old — and the windows and
+leases start empty: for that moment a key may get up to one cache period's usage more.
 
 Time is Redis's own clock (TIME), so replicas' clocks need not agree; tests may pass their own.
 Redis unreachable: keys with limits are refused with 503 + Retry-After (the limits cannot be
@@ -353,6 +355,9 @@ class RedisLimiter:
                 await self.renew_once()
             except (RedisError, OSError) as exc:
                 log.warning("could not renew limit leases (%s)", type(exc).__name__)
+            except Exception:
+                # The loop must outlive any one failure: leases not renewed free their keys early.
+                log.exception("could not renew limit leases")
 
     def _now(self) -> str:
         return "-" if self._clock is None else repr(self._clock())

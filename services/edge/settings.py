@@ -64,6 +64,9 @@ class EdgeSettings(GatewaySettings):
     internal_token_file: Path | None = None
 
     max_body_bytes: int = Field(32 * MIB, gt=0)
+    # Bytes of large (> 1 MiB) request bodies one edge process holds at once (503 + Retry-After
+    # past it): what its memory limit is derived from. Unset: 3 × MAX_BODY_BYTES.
+    max_inflight_body_bytes: int | None = Field(None, gt=0)
 
     media_max_bytes: int = Field(20 * MIB, gt=0)
     media_fetch_timeout: float = Field(15.0, gt=0)
@@ -83,6 +86,9 @@ class EdgeSettings(GatewaySettings):
 
     # Comment lines sent on OpenAI streams during silences (long thinking); 0 disables them.
     sse_keepalive_seconds: float = Field(15.0, ge=0)
+    # Streamed events that reach the upstream together cross gRPC as one message and leave in
+    # one write (each still its own event for the client). false only to measure what it saves.
+    stream_coalesce: bool = True
 
     # How often the key cache polls the store's change counter; a revoked key is refused
     # within this interval (the CLI writes to the same database).
@@ -131,6 +137,10 @@ class EdgeSettings(GatewaySettings):
     @property
     def redis_url_value(self) -> str:
         return self.redis_url.get_secret_value().strip() if self.redis_url else ""
+
+    @property
+    def inflight_body_limit(self) -> int:
+        return self.max_inflight_body_bytes or 3 * self.max_body_bytes
 
     @property
     def license_db_location(self) -> str:

@@ -10,16 +10,18 @@ PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any, Mapping, Sequence
+from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
 
 from services.edge import store_schema as sql
-from services.edge.store import (daily_usage, update_columns, DailyUsage, KeyRecord, NewKey, RollupResult, StoreError, UsageRow, UsageSummary,
-                                 describe_location, hashes_equal, key_from_row, key_ref_queries, tokens_per_key,
-                                 usage_params)
+from services.edge.store import (DailyUsage, KeyRecord, NewKey, RollupResult, StoreError, UsageRow, UsageSummary,
+                                 daily_usage, describe_location, hashes_equal, key_from_row, key_ref_queries,
+                                 tokens_per_key, update_columns, usage_params)
 
 # Advisory lock ids (any 64-bit numbers, the same in every process of the gateway).
 MIGRATION_LOCK = 0x6763_6C69_0001
@@ -29,7 +31,14 @@ POOL_MIN = 1
 POOL_MAX = 10
 
 
+def _redacted(text: str, dsn: str) -> str:
+    password = urlsplit(dsn).password if "@" in dsn else None
+    return text.replace(password, "***") if password else text
+
+
+@functools.lru_cache(maxsize=256)
 def _pg(query: str) -> str:
+    # A bounded set of query texts (filters only vary by which clauses are present).
     return sql.dialect_sql(query, "postgres")
 
 
@@ -71,9 +80,10 @@ class PostgresLicenseStore:
                 try:
                     pool = await asyncpg.create_pool(self.dsn, min_size=self._min, max_size=self._max,
                                                      command_timeout=60)
-                except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError,
+                        ValueError) as exc:
                     raise StoreError(f"cannot open the license database {describe_location(self.dsn)}: "
-                                     f"{type(exc).__name__}: {exc}") from None
+                                     f"{type(exc).__name__}: {_redacted(str(exc), self.dsn)}") from None
                 try:
                     async with pool.acquire() as conn:
                         self.schema_version = await migrate_connection(conn)
@@ -184,9 +194,10 @@ class PostgresLicenseStore:
 
     async def update_key(self, key_id: int, changes: Mapping[str, Any]) -> KeyRecord | None:
         fields = update_columns(changes)
-        if fields and await self._execute(sql.update_key_sql(list(fields)), *fields.values(), key_id) == 0:
-            return None
-        row = await self._fetchrow(sql.KEY_BY_ID, key_id)
+        if fields:
+            row = await self._fetchrow(sql.update_key_sql(list(fields)), *fields.values(), key_id)
+        else:
+            row = await self._fetchrow(sql.KEY_BY_ID, key_id)
         return key_from_row(row) if row else None
 
     async def usage_by_day(self, key_id: int | None = None, since: float | None = None) -> list[DailyUsage]:

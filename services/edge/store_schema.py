@@ -147,6 +147,9 @@ MIGRATIONS: tuple[tuple[int, str, tuple[Step, ...]], ...] = (
         CreateTable(USAGE_DAILY),
         CreateIndex("usage_time", "usage", ("created_at",)),
     )),
+    (3, "max_concurrent changes move the key revision (files whose trigger predates it)", (
+        RevisionTriggers(REVISION_COLUMNS),
+    )),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -177,12 +180,15 @@ def step_sql(step: Step, dialect: Dialect, have_columns: set[str] | None = None)
         bump = "UPDATE meta SET value = value + 1 WHERE name = 'keys_revision'"
         of = ", ".join(step.columns)
         if dialect == "sqlite":
-            return [f"CREATE TRIGGER IF NOT EXISTS keys_rev_insert AFTER INSERT ON keys BEGIN {bump}; END",
-                    f"CREATE TRIGGER IF NOT EXISTS keys_rev_update AFTER UPDATE OF {of} ON keys BEGIN {bump}; END",
-                    f"CREATE TRIGGER IF NOT EXISTS keys_rev_delete AFTER DELETE ON keys BEGIN {bump}; END"]
-        # One bump per statement; the NOTIFY lets a listener react before its next poll.
+            # Dropped first: files made before max_concurrent had an update trigger without it.
+            return ["DROP TRIGGER IF EXISTS keys_rev_insert", "DROP TRIGGER IF EXISTS keys_rev_update",
+                    "DROP TRIGGER IF EXISTS keys_rev_delete",
+                    f"CREATE TRIGGER keys_rev_insert AFTER INSERT ON keys BEGIN {bump}; END",
+                    f"CREATE TRIGGER keys_rev_update AFTER UPDATE OF {of} ON keys BEGIN {bump}; END",
+                    f"CREATE TRIGGER keys_rev_delete AFTER DELETE ON keys BEGIN {bump}; END"]
+        # One bump per statement (an UPDATE of many keys moves the revision once).
         return ["CREATE OR REPLACE FUNCTION gateway_keys_revision() RETURNS trigger LANGUAGE plpgsql AS $$"
-                f" BEGIN {bump}; PERFORM pg_notify('gateway_keys', ''); RETURN NULL; END $$",
+                f" BEGIN {bump}; RETURN NULL; END $$",
                 "DROP TRIGGER IF EXISTS keys_rev ON keys",
                 f"CREATE TRIGGER keys_rev AFTER INSERT OR DELETE OR UPDATE OF {of} ON keys"
                 " FOR EACH STATEMENT EXECUTE FUNCTION gateway_keys_revision()"]
@@ -263,7 +269,7 @@ def update_key_sql(fields: Sequence[str]) -> str:
     unknown = set(fields) - set(REVISION_COLUMNS)
     if unknown:
         raise ValueError(f"not an editable key column: {sorted(unknown)}")
-    return f"UPDATE keys SET {', '.join(f'{name} = ?' for name in fields)} WHERE id = ?"
+    return f"UPDATE keys SET {', '.join(f'{name} = ?' for name in fields)} WHERE id = ? RETURNING {KEY_COLS}"
 
 
 def day_start(ts: float) -> int:

@@ -18,8 +18,9 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 import orjson
 
 from services.edge import store_schema as sql
-from services.edge.store import (daily_usage, update_columns, DailyUsage, KeyRecord, NewKey, RollupResult, StoreError, UsageRow, UsageSummary,
-                                 hashes_equal, key_from_row, key_ref_queries, tokens_per_key, usage_params)
+from services.edge.store import (DailyUsage, KeyRecord, NewKey, RollupResult, StoreError, UsageRow, UsageSummary,
+                                 daily_usage, hashes_equal, key_from_row, key_ref_queries, tokens_per_key,
+                                 update_columns, usage_params)
 
 T = TypeVar("T")
 
@@ -209,9 +210,10 @@ class SQLiteLicenseStore:
         fields = update_columns(changes)
 
         def op(c: sqlite3.Connection) -> KeyRecord | None:
-            if fields and c.execute(sql.update_key_sql(list(fields)), (*fields.values(), key_id)).rowcount == 0:
-                return None
-            row = c.execute(sql.KEY_BY_ID, (key_id,)).fetchone()
+            if fields:
+                row = c.execute(sql.update_key_sql(list(fields)), (*fields.values(), key_id)).fetchone()
+            else:
+                row = c.execute(sql.KEY_BY_ID, (key_id,)).fetchone()
             return key_from_row(row) if row else None
 
         return await self._write(op)

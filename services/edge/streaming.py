@@ -95,6 +95,7 @@ class Prefetcher(Generic[T]):
     def __init__(self, next_item: Callable[[], Awaitable[T | None]], *, maxsize: int = 32) -> None:
         self._next = next_item
         self._queue: asyncio.Queue = asyncio.Queue(maxsize)
+        self._held: list = []  # the end or a failure met by ready(), for the next get()
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
@@ -111,7 +112,9 @@ class Prefetcher(Generic[T]):
 
     async def get(self, timeout: float | None = None) -> T | None | object:
         """The next item, None at the end, or TIMEOUT when `timeout` seconds passed without one."""
-        if timeout:
+        if self._held:
+            item = self._held.pop()
+        elif timeout:
             try:
                 async with asyncio.timeout(timeout):
                     item = await self._queue.get()
@@ -122,6 +125,18 @@ class Prefetcher(Generic[T]):
         if isinstance(item, _Failure):
             raise item.exc
         return item
+
+    def ready(self) -> list[T]:
+        """The items already read and waiting, without waiting for more (the end or a failure
+        among them is kept for the next get(), after these)."""
+        out: list[T] = []
+        while not self._held and not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is None or isinstance(item, _Failure):
+                self._held.append(item)
+            else:
+                out.append(item)
+        return out
 
     def close(self) -> None:
         self._task.cancel()

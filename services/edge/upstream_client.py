@@ -116,10 +116,11 @@ def _joined(body: Body) -> bytes | bytearray | memoryview:
 
 
 def chunked_parts(model: str, body: Body, stream: bool, request_id: str, caller: str,
-                  part_bytes: int = PART_BYTES) -> Iterator[bytes]:
+                  part_bytes: int = PART_BYTES, coalesce: bool = True) -> Iterator[bytes]:
     """GenerateRequestPart messages in wire form, made one at a time as gRPC takes them: the
     first carries the call and the body's size, each carries up to `part_bytes` of the body."""
-    head = pb.GenerateRequest(model=model, stream=stream, request_id=request_id, caller=caller, coalesce=stream)
+    head = pb.GenerateRequest(model=model, stream=stream, request_id=request_id, caller=caller,
+                              coalesce=stream and coalesce)
     head.body.content_type = "application/json"
     encoded = head.SerializeToString()
     lead = b"\x0a" + _varint(len(encoded)) + encoded + b"\x10" + _varint(body_size(body))
@@ -400,8 +401,11 @@ class _Authenticated:
 
 class UpstreamClient:
     def __init__(self, channel: grpc.aio.Channel, *, timeout: float = 600.0, small_timeout: float = 30.0,
-                 models_ttl: float = 30.0, authorization: str = "") -> None:
+                 models_ttl: float = 30.0, authorization: str = "", coalesce: bool = True) -> None:
         self._channel = channel
+        # Ask the upstream to send the events that reach it together in one message
+        # (STREAM_COALESCE; off only to measure what it saves).
+        self._coalesce = coalesce
         stub = pb_grpc.UpstreamStub(channel)
         self._stub = _Authenticated(stub, authorization) if authorization else stub
         # Generate with requests serialized by _request (bytes in, no protobuf copy of the body),
@@ -448,13 +452,13 @@ class UpstreamClient:
 
     @staticmethod
     def _request(model: str, body: bytes | bytearray | memoryview, stream: bool, request_id: str,
-                 caller: str) -> bytes:
+                 caller: str, coalesce: bool = True) -> bytes:
         """A GenerateRequest already in wire form. The small fields are serialized by protobuf;
         the body field is appended by hand (a message field may come last on the wire), so the
         (maybe tens of MB) body is copied once, not into a message and again out of it.
         Streams are coalesced: the events that reach the upstream together come in one message."""
         head = pb.GenerateRequest(model=model, stream=stream, request_id=request_id, caller=caller,
-                                  coalesce=stream).SerializeToString()
+                                  coalesce=stream and coalesce).SerializeToString()
         data_len = _varint(memoryview(body).nbytes)
         inner_len = len(_HTTPBODY_HEAD) + 1 + len(data_len) + memoryview(body).nbytes
         return b"".join((head, _BODY_TAG, _varint(inner_len), _HTTPBODY_HEAD, _DATA_TAG, data_len, body))
@@ -462,9 +466,10 @@ class UpstreamClient:
     def _call(self, model: str, body: Body, stream: bool, request_id: str, caller: str):
         """A Generate call (GenerateChunked for a large body), its request handed to gRPC."""
         if body_size(body) > CHUNKED_ABOVE:
-            return self._generate_chunked(chunked_parts(model, body, stream, request_id, caller),
-                                          timeout=self._timeout)
-        return self._generate(self._request(model, _joined(body), stream, request_id, caller), timeout=self._timeout)
+            return self._generate_chunked(chunked_parts(model, body, stream, request_id, caller,
+                                                        coalesce=self._coalesce), timeout=self._timeout)
+        return self._generate(self._request(model, _joined(body), stream, request_id, caller, self._coalesce),
+                              timeout=self._timeout)
 
     def stream(self, model: str, body: Body, *, request_id: str = "", caller: str = "") -> UpstreamStream:
         call = self._call(model, body, True, request_id, caller)

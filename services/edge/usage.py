@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 from starlette.requests import ClientDisconnect
 
-from services.edge.limits import Limiter, Reservation
+from services.edge.limits import Limits, Reservation
 from services.edge.store import LicenseStore, UsageRow
 from services.edge.errors import ApiError
 from services.edge.upstream_client import UpstreamError, UpstreamStream, Usage
@@ -31,7 +31,7 @@ CHARS_PER_TOKEN = 4
 
 
 class UsageRecorder:
-    def __init__(self, store: LicenseStore, limiter: Limiter | None = None, *, flush_interval: float = 0.1,
+    def __init__(self, store: LicenseStore, limiter: Limits | None = None, *, flush_interval: float = 0.1,
                  batch_max: int = 1000, spill_dir: Path | None = None) -> None:
         self._store = store
         self._limiter = limiter
@@ -139,7 +139,7 @@ class Meter:
 
     __slots__ = ("recorder", "key_id", "api", "op", "model", "request_id", "started", "done",
                  "credential_kind", "credential_id", "reservation", "_deferred", "first_at",
-                 "trace_id")
+                 "trace_id", "upstream_at", "upstream_done", "work")
 
     def __init__(self, recorder: UsageRecorder, key_id: int, api: str, op: str, model: str,
                  request_id: str = "") -> None:
@@ -157,6 +157,11 @@ class Meter:
         self._deferred: list[Callable[[], None]] | None = None
         self.first_at: float | None = None
         self.trace_id = ""
+        # The gateway's overhead (metrics.py): when the upstream call started and (unary) when
+        # its answer came, and the seconds spent on streamed chunks.
+        self.upstream_at: float | None = None
+        self.upstream_done: float | None = None
+        self.work = 0.0
 
     def defer(self, fn: Callable[[], None]) -> None:
         """Call `fn` when the request ends, whichever way (giving back a media budget...), or
@@ -170,6 +175,22 @@ class Meter:
         deferred, self._deferred = self._deferred, None
         for fn in deferred or ():
             fn()
+
+    def calling(self) -> None:
+        """The upstream call starts now (what came before it is the gateway's time)."""
+        self.upstream_at = time.perf_counter()
+
+    def answered(self) -> None:
+        """The upstream's unary answer arrived (what comes after it is the gateway's time)."""
+        self.upstream_done = time.perf_counter()
+
+    def overhead(self, now: float) -> float | None:
+        """Seconds spent in the edge rather than waiting for the upstream; None when the
+        request never reached it."""
+        if self.upstream_at is None:
+            return None
+        after = now - self.upstream_done if self.upstream_done is not None else 0.0
+        return (self.upstream_at - self.started) + self.work + after
 
     def served_by(self, kind: str, credential_id: str = "") -> None:
         """Note which credential served the call (from the upstream's first message)."""
@@ -213,16 +234,18 @@ class Meter:
             cached_tokens=u.cached, total_tokens=u.total, request_id=self.request_id,
             credential_kind=self.credential_kind, credential_id=self.credential_id),
             counted=res is not None and res.counts)
+        overhead = self.overhead(time.perf_counter())
         if request_log.isEnabledFor(logging.INFO):
-            self._log_line(status, u)
+            self._log_line(status, u, overhead)
         metrics = self.recorder.metrics
         if metrics is not None:
             metrics.observe(key_id=self.key_id, api=self.api, op=self.op, model=self.model,
                             credential_kind=self.credential_kind, status=status, started=self.started,
-                            first_at=self.first_at, prompt=u.prompt, completion=u.completion, thoughts=u.thoughts)
+                            first_at=self.first_at, prompt=u.prompt, completion=u.completion, thoughts=u.thoughts,
+                            overhead=overhead)
 
 
-    def _log_line(self, status: int, u: Usage) -> None:
+    def _log_line(self, status: int, u: Usage, overhead: float | None) -> None:
         # Names and numbers only: never a key, a token or a prompt.
         now = time.perf_counter()
         request_log.info("%s %s/%s %d", self.request_id, self.api, self.op, status, extra={"fields": {
@@ -232,6 +255,7 @@ class Meter:
             "total_tokens": u.total,
             "ttfb_ms": round((self.first_at - self.started) * 1000.0, 1) if self.first_at is not None else None,
             "ms": round((now - self.started) * 1000.0, 1),
+            "overhead_ms": round(overhead * 1000.0, 2) if overhead is not None else None,
             "credential": f"{self.credential_kind}/{self.credential_id}" if self.credential_kind else None,
             "trace_id": self.trace_id or None}})
 

@@ -16,7 +16,7 @@ import re
 import ssl
 import sys
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, Mapping
 
 import httpx
 import msgspec

@@ -132,7 +132,16 @@ async def set_enabled(entry: Entry, enabled: bool) -> None:
         detail = "disabled in its credential file"
     else:
         detail = OPERATOR_DETAIL + " (until the upstream restarts)"
-    if not enabled:
+    switch(cred, enabled, detail)
+
+
+def switch(cred: Any, enabled: bool, detail: str) -> bool:
+    """DISABLED (with `detail`), or READY again from DISABLED; True when the state changed.
+    A DEAD credential stays DEAD when switched on: it still needs a new login or key."""
+    if not enabled and cred.state is not CredentialState.DISABLED:
         cred.state, cred.detail = CredentialState.DISABLED, detail
-    elif cred.state is CredentialState.DISABLED:
+        return True
+    if enabled and cred.state is CredentialState.DISABLED:
         cred.state, cred.detail = CredentialState.READY, ""
+        return True
+    return False

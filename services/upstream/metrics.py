@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 OTHER = "other"
 STATES = ("READY", "COOLING", "DEAD", "DISABLED")
 _BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256,
+                     0.512, 1.024, 4.096)
 
 
 class PoolCollector(Collector):
@@ -82,7 +84,17 @@ class UpstreamMetrics:
                                   "Upstream call time, backend included (streams: until the last chunk).",
                                   ("gen_ai_operation_name", "gen_ai_request_model", "credential_kind", "outcome"),
                                   buckets=_BUCKETS, registry=self.registry)
+        self.overhead = Histogram("gateway_upstream_overhead_seconds",
+                                  "Time a Generate call spent in the upstream itself: neither waiting on backend "
+                                  "HTTP nor handing messages to gRPC (credential choice, token refreshes, "
+                                  "envelopes, retries' bookkeeping).",
+                                  ("gen_ai_operation_name", "gen_ai_request_model", "stream"),
+                                  buckets=_OVERHEAD_BUCKETS, registry=self.registry)
         self.registry.register(PoolCollector(report, sharing))
+
+    def observe_overhead(self, model: str, stream: bool, seconds: float) -> None:
+        model = model if model and self._known_model(model) else OTHER
+        self.overhead.labels("generate", model, "true" if stream else "false").observe(seconds)
 
     def observe(self, op: str, model: str, credential_id: str, credential_kind: str, outcome: str,
                 seconds: float) -> None:

@@ -78,8 +78,8 @@ class Pool:
             "ai-studio-key": AIStudioBackend(shared, settings.ai_studio_endpoint),
             "vertex-ai": VertexBackend(shared, settings.vertex_endpoint),
         }
-        self.shared = SharedState(settings.redis_url, refresh_timeout=settings.refresh_timeout) \
-            if settings.redis_url else None
+        self.shared = SharedState(settings.redis_url_value, refresh_timeout=settings.refresh_timeout) \
+            if settings.redis_url_value else None
         self._roster = Roster(settings, http, self.backends, self._new_entry)
         self._entries: list[Entry] = []
         self._routes: dict[tuple[str, bool], list[list[Entry]]] = {}

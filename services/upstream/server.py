@@ -36,7 +36,7 @@ from .credential_admin import CredentialAdminError
 from .project import ProjectResolver
 from .settings import Settings
 from services.metrics_server import MetricsServer
-from .transport import Transport
+from .transport import Transport, count_backend_wait
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,8 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
     async def Generate(self, request: upstream_pb2.GenerateRequest,
                        context: grpc.aio.ServicerContext) -> AsyncIterator[upstream_pb2.GenerateResponse]:
         started = time.monotonic()
+        waited = count_backend_wait()
+        delivering = 0.0  # time handing messages to gRPC (the edge's pace), not ours either
         rid = request.request_id or uuid.uuid4().hex
         chunks = 0
         cred_id = cred_kind = ""
@@ -154,7 +156,10 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
                 chunk, entry = await self._pool.generate(model, body, rid)
                 cred_id, cred_kind = entry.cred.id, entry.cred.kind
                 chunks = 1
-                yield response_message(chunk, entry)
+                msg = response_message(chunk, entry)
+                handed = time.monotonic()
+                yield msg
+                delivering += time.monotonic() - handed
             else:
                 coalesce = request.coalesce
                 stream = self._pool.stream_batches(model, body, rid)
@@ -165,11 +170,17 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
                         if first:
                             cred_id, cred_kind = entry.cred.id, entry.cred.kind
                         if coalesce:
-                            yield batch_message(batch, entry if first else None)
+                            msg = batch_message(batch, entry if first else None)
+                            handed = time.monotonic()
+                            yield msg
+                            delivering += time.monotonic() - handed
                             continue
                         for chunk in batch:
-                            yield response_message(chunk, entry if first else None)
+                            msg = response_message(chunk, entry if first else None)
                             first = False
+                            handed = time.monotonic()
+                            yield msg
+                            delivering += time.monotonic() - handed
                 finally:
                     await stream.aclose()
         except UpstreamError as err:
@@ -184,6 +195,9 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
         finally:
             elapsed = time.monotonic() - started
             self.metrics.observe("generate", request.model, cred_id, cred_kind, outcome, elapsed)
+            if chunks:
+                self.metrics.observe_overhead(request.model, request.stream,
+                                              max(0.0, elapsed - waited[0] - delivering))
             log.info("generate id=%s caller=%s model=%s stream=%s credential=%s chunks=%d outcome=%s ms=%.0f",
                      rid, internal_auth.caller_of(request.caller), request.model, request.stream, cred_id or "-", chunks, outcome,
                      elapsed * 1000)
@@ -284,6 +298,8 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
         except OSError as exc:
             log.warning("credential %s: could not rewrite its file: %s", entry.cred.id, exc)
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "its credential file cannot be rewritten")
+        if self._pool.shared is not None:
+            self._pool.shared.switched(entry.cred, request.enabled)
         log.info("credential %s %s by %s", entry.cred.id, "enabled" if request.enabled else "disabled",
                  internal_auth.caller_of(""))
         return self._status_of(entry)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import orjson
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from services.config_file import GatewaySettings
@@ -102,7 +102,11 @@ class Settings(GatewaySettings):
     # --- several replicas ---------------------------------------------------------------
     # Redis shared by the upstream replicas (redis://, rediss://): one refresh per credential
     # (a lease), refreshed tokens, cool-downs and DEAD marks. "" = one process, state local.
-    redis_url: str = ""
+    redis_url: SecretStr | None = None
+
+    @property
+    def redis_url_value(self) -> str:
+        return self.redis_url.get_secret_value().strip() if self.redis_url else ""
 
     # --- HTTP ------------------------------------------------------------------------------
     connect_timeout: float = Field(10.0, gt=0)

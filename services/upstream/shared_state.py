@@ -46,6 +46,9 @@ CHANNEL = PREFIX + "events"
 COOL = PREFIX + "cool"     # field "<share_key>|<model>" → {"u": until (unix s), "r": reason}
 DEAD = PREFIX + "dead"     # field "<share_key>" → {"fp", "d": detail, "i": ineligible, "at": dead_at}
 PROJECT = PREFIX + "project:"
+OFF = PREFIX + "off"       # field "<share_key>" → "1": switched off from the admin console
+# The _missed slot of switch events (their own, so a missed DEAD mark is not overwritten).
+SWITCH = "#switch"
 
 
 class SharingDown(Exception):
@@ -152,6 +155,10 @@ class SharedState:
         else:
             self._publish({"t": "alive", "k": cred.share_key, "fp": cred.fingerprint()})
 
+    def switched(self, cred: Any, enabled: bool) -> None:
+        """The operator switched a credential off or on here (admin console): every replica follows."""
+        self._publish({"t": "on" if enabled else "off", "k": cred.share_key, "m": SWITCH})
+
     @staticmethod
     def dead_event(cred: Any) -> dict[str, Any]:
         return {"t": "dead", "k": cred.share_key, "fp": cred.fingerprint(), "d": cred.detail,
@@ -190,6 +197,10 @@ class SharedState:
             pipe.hset(DEAD, key, orjson.dumps({k: event[k] for k in ("fp", "d", "i", "at")}))
         elif kind == "alive":
             pipe.hdel(DEAD, key)
+        elif kind == "off":
+            pipe.hset(OFF, key, b"1")
+        elif kind == "on":
+            pipe.hdel(OFF, key)
         pipe.publish(CHANNEL, orjson.dumps(event))
         await self.call(f"sharing {kind}", pipe.execute())
 
@@ -217,6 +228,8 @@ class SharedState:
             self.apply_cool(entry, event.get("m"), event.get("u"), event.get("r"))
         elif kind == "dead":
             self.apply_dead(entry.cred, event)
+        elif kind in ("off", "on"):
+            self.apply_switch(entry, kind == "off")
         elif kind == "alive" and event.get("fp") == entry.cred.fingerprint() and entry.cred.state.value == "DEAD":
             entry.cred.revive("another replica saw its credential come back", notify=False)
 
@@ -229,6 +242,25 @@ class SharedState:
             entry.cooling_reason[model] = str(reason or "429")
             log.info("credential %s cooling down for %s until %.1f (seen by another replica)",
                      entry.cred.id, model, until)
+
+    def apply_switch(self, entry: Any, off: bool) -> None:
+        """Follow another replica's admin console: its own credential file records it too (an
+        oauth_creds copy of this replica's), so a later file reload does not undo it."""
+        from .credential_admin import set_enabled  # credential_admin imports the pool's modules
+
+        async def follow() -> None:
+            try:
+                await set_enabled(entry, not off)
+            except Exception as exc:  # a file that cannot be rewritten: still switched in memory
+                log.warning("credential %s: could not record the switch in its file: %s", entry.cred.id, exc)
+                from .credential_admin import OPERATOR_DETAIL, switch
+                switch(entry.cred, not off, OPERATOR_DETAIL)
+            log.info("credential %s switched %s by another replica's admin console", entry.cred.id,
+                     "off" if off else "on")
+
+        task = asyncio.create_task(follow(), name=f"sharing-switch-{entry.cred.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     @staticmethod
     def apply_dead(cred: Any, mark: dict[str, Any]) -> bool:
@@ -246,7 +278,8 @@ class SharedState:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(COOL)
         pipe.hgetall(DEAD)
-        cool, dead = await self.call("sharing resync", pipe.execute())
+        pipe.hgetall(OFF)
+        cool, dead, off = await self.call("sharing resync", pipe.execute())
         now = time.time()
         by_key = self._by_key()
         stale = []
@@ -263,6 +296,10 @@ class SharedState:
             entry = by_key.get(field.decode(errors="replace"))
             if entry is not None and isinstance(mark, dict):
                 self.apply_dead(entry.cred, mark)
+        for field in off:
+            entry = by_key.get(field.decode(errors="replace"))
+            if entry is not None and entry.cred.state.value != "DISABLED":
+                self.apply_switch(entry, True)
         if stale:
             with contextlib.suppress(SharingDown):
                 await self.call("sharing prune", self.redis.hdel(COOL, *stale))

@@ -37,6 +37,8 @@ import asyncio
 import logging
 import ssl
 import urllib.request
+from contextvars import ContextVar
+from time import perf_counter
 from typing import AsyncIterator, Mapping, NamedTuple, Sequence
 
 import aiohttp
@@ -54,6 +56,23 @@ DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 MAX_ERROR_BODY = 64 * 1024
 
 Body = bytes | memoryview | Sequence[bytes | memoryview]
+
+# Seconds the current call spent waiting on backend HTTP (the overhead metric's complement).
+_WAITED: ContextVar[list[float] | None] = ContextVar("backend_wait", default=None)
+
+
+def count_backend_wait() -> list[float]:
+    """From now on, the time the calling task (and what it awaits) spends waiting on backend
+    HTTP adds up in the returned one-element list."""
+    cell = [0.0]
+    _WAITED.set(cell)
+    return cell
+
+
+def _waited(since: float) -> None:
+    cell = _WAITED.get()
+    if cell is not None:
+        cell[0] += perf_counter() - since
 
 
 class Response(NamedTuple):
@@ -255,6 +274,7 @@ class Transport:
         """One whole exchange within `timeout` (default REQUEST_TIMEOUT): status, headers, body
         (decompressed, at most BACKEND_MAX_RESPONSE_BYTES)."""
         seconds = timeout or self._request_timeout
+        began = perf_counter()
         try:
             async with asyncio.timeout(seconds):
                 resp = await self._send(method, url, headers, body, proxy)
@@ -267,6 +287,8 @@ class Transport:
                 return Response(resp.status, resp.headers, data)
         except TimeoutError:
             raise TransportError(f"backend gave no answer within {seconds:g}s", timeout=True) from None
+        finally:
+            _waited(began)
 
     # --- streams -------------------------------------------------------------------------------
 
@@ -276,11 +298,14 @@ class Transport:
         request is sent, REQUEST_TIMEOUT for the whole (a backend that stops reading a large
         upload cannot hold the call forever). The body is read from the returned stream, which
         must be closed."""
+        began = perf_counter()
         try:
             async with asyncio.timeout(self._request_timeout):
                 resp = await self._send(method, url, headers, body, proxy)
         except TimeoutError:
             raise TransportError(f"backend gave no answer within {self._request_timeout:g}s", timeout=True) from None
+        finally:
+            _waited(began)
         return BackendStream(resp, self.max_response_bytes)
 
     async def aclose(self) -> None:
@@ -379,6 +404,7 @@ class BackendStream:
         try:
             broken: BaseException | None = None
             while True:
+                began = perf_counter()
                 try:
                     chunk = await content.readany()
                 except aiohttp.ClientPayloadError as exc:
@@ -386,6 +412,8 @@ class BackendStream:
                     chunk, broken = _buffered_before_failure(content), exc
                     if not chunk:
                         raise
+                finally:
+                    _waited(began)
                 if not chunk:
                     break
                 batch = parser.feed(chunk)

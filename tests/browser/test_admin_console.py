@@ -5,6 +5,7 @@ it, revoke it, see it refused, see the usage chart and the request log. A screen
 page goes to tests/artifacts/."""
 from __future__ import annotations
 
+import json
 import shutil
 import time
 import uuid
@@ -16,6 +17,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
@@ -65,7 +67,16 @@ def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDriv
 
 
 def until(driver: WebDriver, condition, what: str):
-    return WebDriverWait(driver, WAIT, poll_frequency=0.2).until(lambda d: condition(d), message=what)
+    # The page re-renders its tables after each change: an element found just before that is
+    # stale, so the condition is simply asked again.
+    return WebDriverWait(driver, WAIT, poll_frequency=0.2,
+                         ignored_exceptions=(StaleElementReferenceException, NoSuchElementException,
+                                             IndexError, AttributeError)).until(lambda d: condition(d), message=what)
+
+
+def click(driver: WebDriver, find, what: str) -> None:
+    """Click what `find` returns, finding it again if a re-render replaced it meanwhile."""
+    until(driver, lambda d: find(d).click() is None, what)
 
 
 def shot(driver: WebDriver, name: str) -> None:
@@ -129,11 +140,22 @@ def test_console_in_chromium(stack: AdminStack, browser: WebDriver):
         r = chat(stack, key)
         assert r.status_code == 200, r.text
 
+    # Edit its limits: the table and the CLI's store agree.
+    click(d, lambda d: key_row(d, name).find_element(By.XPATH, ".//button[text()='Edit']"), "Edit")
+    until(d, lambda d: d.find_element(By.ID, "edit-form").is_displayed(), "the edit form")
+    rpm = d.find_element(By.ID, "edit-rpm")
+    rpm.clear()
+    rpm.send_keys("120")
+    d.find_element(By.ID, "edit-quota").send_keys("100000")
+    d.find_element(By.ID, "edit-save").click()
+    until(d, lambda d: cell(key_row(d, name), 5) == "120" and cell(key_row(d, name), 7) == "100000", "the new limits")
+    assert chat(stack, key).status_code == 200
+
     # Revoke it in the console (two clicks), see it refused.
-    key_row(d, name).find_element(By.CSS_SELECTOR, "button.revoke").click()
+    click(d, lambda d: key_row(d, name).find_element(By.CSS_SELECTOR, "button.revoke"), "Revoke")
     until(d, lambda d: key_row(d, name).find_element(By.CSS_SELECTOR, "button.revoke").text == "Really revoke?",
           "the revoke confirmation")
-    key_row(d, name).find_element(By.CSS_SELECTOR, "button.revoke").click()
+    click(d, lambda d: key_row(d, name).find_element(By.CSS_SELECTOR, "button.revoke"), "Really revoke?")
     until(d, lambda d: key_row(d, name) is not None and cell(key_row(d, name), 3) == "revoked", "the revoked state")
     shot(d, "4-key-revoked")
     deadline = time.monotonic() + WAIT
@@ -157,14 +179,30 @@ def test_console_in_chromium(stack: AdminStack, browser: WebDriver):
           "the key's requests in the log")
     shot(d, "6-requests")
 
+    # Paste a credential file: it joins the table under a generated name.
+    d.find_element(By.ID, "tab-credentials").click()
+    until(d, lambda d: d.find_element(By.ID, "cred-paste").is_displayed(), "the credential form")
+    d.find_element(By.ID, "cred-paste").send_keys(json.dumps({
+        "access_token": "stale", "refresh_token": f"rt-pasted-{uuid.uuid4().hex}", "token_type": "Bearer",
+        "expiry_date": 1000}))
+    d.find_element(By.ID, "cred-add").click()
+    until(d, lambda d: "added credential uploaded-" in d.find_element(By.ID, "cred-msg").text, "the upload")
+    until(d, lambda d: [r for r in d.find_elements(By.CSS_SELECTOR, "#cred-table tbody tr")
+                        if (r.get_attribute("data-credential") or "").startswith("uploaded-")], "the new credential")
+    shot(d, "7-credential-added")
+    # Garbage is refused on the page, with the API's message.
+    d.find_element(By.ID, "cred-paste").send_keys("this is not a credential")
+    d.find_element(By.ID, "cred-add").click()
+    until(d, lambda d: "not a credential" in d.find_element(By.ID, "cred-msg").text, "the refusal")
+
     # Switch the credential off and on again from its table.
     d.find_element(By.ID, "tab-credentials").click()
     seat_button = "#cred-table tbody tr[data-credential='seat'] button"
     until(d, lambda d: d.find_element(By.CSS_SELECTOR, seat_button).text == "Disable", "the Disable button")
-    d.find_element(By.CSS_SELECTOR, seat_button).click()
+    click(d, lambda d: d.find_element(By.CSS_SELECTOR, seat_button), "Disable")
     until(d, lambda d: cell(d.find_element(By.CSS_SELECTOR, "#cred-table tbody tr[data-credential='seat']"), 2)
           == "DISABLED", "the credential switched off")
-    shot(d, "7-credential-disabled")
-    d.find_element(By.CSS_SELECTOR, seat_button).click()
+    shot(d, "8-credential-disabled")
+    click(d, lambda d: d.find_element(By.CSS_SELECTOR, seat_button), "Enable")
     until(d, lambda d: cell(d.find_element(By.CSS_SELECTOR, "#cred-table tbody tr[data-credential='seat']"), 2)
           == "READY", "the credential back on")

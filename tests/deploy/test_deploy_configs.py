@@ -328,7 +328,7 @@ def test_k8s_edges_and_upstreams_share_postgres_and_redis_and_reach_every_upstre
     def env(name: str) -> dict:
         return {e["name"]: e for e in container(name)["env"]}
 
-    for name, wanted in (("edge", ("LICENSE_DB", "REDIS_URL", "LICENSE_SECRET")), ("upstream", ("REDIS_URL",))):
+    for name, wanted in (("edge", ("LICENSE_DB", "REDIS_URL", "LICENSE_SECRET", "ADMIN_TOKEN")), ("upstream", ("REDIS_URL",))):
         for var in wanted:
             ref = env(name)[var]["valueFrom"]["secretKeyRef"]
             assert ref["key"] == var and not ref.get("optional"), (name, var)

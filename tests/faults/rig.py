@@ -6,7 +6,6 @@ leaves processes behind.
 """
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import time
 import uuid
@@ -22,6 +21,7 @@ from google.protobuf.json_format import MessageToDict
 from gemini_cli.upstream.v1 import upstream_pb2, upstream_pb2_grpc
 from tests import harness
 from tests.simulator.control import SimControl
+from tests.support.stores import fetch_sync
 
 MODEL = "gemini-2.5-pro"
 
@@ -111,6 +111,7 @@ class Rig:
 
     @property
     def db_path(self) -> str:
+        """LICENSE_DB of the edge: a SQLite path or a PostgreSQL DSN."""
         assert self.edge is not None
         return self.edge.extra["env"]["LICENSE_DB"]
 
@@ -128,9 +129,7 @@ class Rig:
 
     def key_id(self, key: str) -> int:
         """The key's row id: looked up by its visible prefix, never by the full key."""
-        with sqlite3.connect(self.db_path, timeout=10) as conn:
-            (kid,) = conn.execute("SELECT id FROM keys WHERE prefix = substr(?, 1, length(prefix))",
-                                  (key,)).fetchone()
+        ((kid,),) = fetch_sync(self.db_path, "SELECT id FROM keys WHERE prefix = substr(?, 1, length(prefix))", key)
         return kid
 
     def usage_rows(self, key_id: int, *, expect: int | None = None, timeout: float = 10.0) -> list[dict]:

@@ -3,27 +3,32 @@
 The requests mix every metered kind of call (Gemini unary, Gemini JSON-array and SSE streams,
 OpenAI unary and streamed with include_usage), each with a prompt of a different length. The
 usage each client received is summed on the client side and must equal the ledger: per row
-count, per token column, in the key's running total, and in the admin CLI's report.
+count, per token column, in the key's running total, and in the admin CLI's report; with the
+ledger on SQLite and on PostgreSQL.
 """
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 
 import httpx
 import orjson
 import pytest
 
 from tests.faults.rig import MODEL, Rig, sse_data
+from tests.support.stores import ENGINES, fetch_sync
 
 pytestmark = pytest.mark.timeout(120)
 
 N = 500
 
 
-@pytest.fixture(scope="module")
-def rig(rigs) -> Rig:
-    return rigs(credentials=2, label="ledger")
+@pytest.fixture(scope="module", params=ENGINES)
+def rig(rigs, request: pytest.FixtureRequest) -> Rig:
+    """The stack with its ledger on SQLite, then on PostgreSQL."""
+    env = {}
+    if request.param == "postgres":
+        env["LICENSE_DB"] = request.getfixturevalue("postgres_server").create_database()
+    return rigs(credentials=2, label=f"ledger-{request.param}", edge_env=env)
 
 
 def prompt(i: int) -> str:
@@ -104,8 +109,7 @@ def test_500_concurrent_requests_500_rows(rig: Rig, sim):
     assert sorted(seen) == sorted((r["prompt_tokens"], r["completion_tokens"], r["thought_tokens"],
                                    r["total_tokens"]) for r in rows)
 
-    with sqlite3.connect(rig.db_path) as conn:
-        (used,) = conn.execute("SELECT tokens_used FROM keys WHERE id = ?", (kid,)).fetchone()
+    ((used,),) = fetch_sync(rig.db_path, "SELECT tokens_used FROM keys WHERE id = ?", kid)
     assert used == client_sums[3]
 
     # The admin CLI reports the same totals.

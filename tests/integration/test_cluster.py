@@ -31,20 +31,8 @@ MODEL = "gemini-2.5-flash"
 # while this module's cluster is up.
 REDIS_DB = 5
 
-# Features other branches of issue #14 bring; until then these tests are strict xfails.
-SHARED_LIMITS = pytest.mark.xfail(strict=True, reason="edge limits in Redis (REDIS_URL) not on this branch yet: "
-                                                      "each edge counts a key's requests and tokens alone")
-SHARED_REFRESH = pytest.mark.xfail(strict=True, reason="upstream replicas sharing refresh leases and tokens via "
-                                                       "REDIS_URL not on this branch yet: each refreshes alone")
-REVOKE_FANOUT = pytest.mark.xfail(strict=True, reason="revocation fan-out via REDIS_URL not on this branch yet: "
-                                                      "edges see a revoke only when they poll the store")
 
-
-POSTGRES_STORE = pytest.mark.xfail(strict=True, reason="LICENSE_DB=postgresql:// (PostgreSQL license store) not on "
-                                                      "this branch yet")
-
-
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=POSTGRES_STORE)])
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def cluster(request: pytest.FixtureRequest, simulator: harness.Proc, redis_server: RedisServer,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """The replicas on one SQLite file (one machine) or on PostgreSQL (as in deploy/k8s)."""
@@ -132,7 +120,6 @@ def tokens_of(r: httpx.Response) -> int:
     return r.json()["usageMetadata"]["totalTokenCount"]
 
 
-@SHARED_LIMITS
 def test_requests_per_minute_hold_across_edges(cluster: Cluster, http: httpx.Client):
     key = cluster.key("--rpm", "2")
     answers = round_robin(cluster, http, key, rounds=2)
@@ -141,7 +128,6 @@ def test_requests_per_minute_hold_across_edges(cluster: Cluster, http: httpx.Cli
     assert statuses.count(200) == 2, statuses
 
 
-@SHARED_LIMITS
 def test_tokens_per_minute_hold_across_edges(cluster: Cluster, http: httpx.Client):
     tpm = 40
     key = cluster.key("--tpm", str(tpm))
@@ -152,7 +138,6 @@ def test_tokens_per_minute_hold_across_edges(cluster: Cluster, http: httpx.Clien
     assert sum(tokens_of(r) for r in served) <= tpm + overrun, [r.status_code for r in answers]
 
 
-@SHARED_LIMITS
 def test_token_quota_holds_across_edges(cluster: Cluster, http: httpx.Client):
     quota = 40
     key = cluster.key("--quota", str(quota))
@@ -182,7 +167,6 @@ def test_revoke_is_refused_by_every_edge_within_a_second(cluster: Cluster, http:
     assert_revoke_reaches_every_edge_within_a_second(cluster, http)
 
 
-@REVOKE_FANOUT
 def test_revoke_reaches_every_edge_through_redis(simulator: harness.Proc, redis_server: RedisServer,
                                                  tmp_path: Path, http: httpx.Client):
     """Edges that poll the store only every 30 s: the revoke must come through Redis."""
@@ -197,10 +181,12 @@ def test_revoke_reaches_every_edge_through_redis(simulator: harness.Proc, redis_
 # --- an upstream dies ------------------------------------------------------------------------
 
 def test_killing_an_upstream_mid_run_loses_no_ledger_row(simulator: harness.Proc, redis_server: RedisServer,
-                                                         tmp_path: Path):
+                                                         postgres_server, tmp_path: Path):
     """Load through Envoy; one upstream is SIGKILLed while calls run on it. Only calls in flight
-    on it may fail; every answer has its ledger row; the other upstream serves the rest."""
-    c = start_cluster(simulator, tmp_path, edges=3, upstreams=2, redis_url=redis_server.url(REDIS_DB + 2))
+    on it may fail; every answer has its ledger row (in PostgreSQL); the other upstream serves
+    the rest."""
+    c = start_cluster(simulator, tmp_path, edges=3, upstreams=2, license_db=postgres_server.create_database(),
+                      redis_url=redis_server.url(REDIS_DB + 2))
     try:
         key = c.key()
         key_id = c.key_id(key)
@@ -252,13 +238,22 @@ def test_killing_an_upstream_mid_run_loses_no_ledger_row(simulator: harness.Proc
         assert len(rows) == len(results)
         # The survivor served after the kill.
         assert generations(c, c.upstreams[1]) > 0
+        # Readiness follows the upstreams: ready while one serves, not once none does (the
+        # Kubernetes readinessProbe); liveness does not.
+        with httpx.Client(timeout=10, trust_env=False) as client:
+            for edge in c.edges:
+                assert client.get(f"{edge.url}/readyz").json()["upstream"] is True
+            kill(c.upstreams[1])
+            for edge in c.edges:
+                harness.wait_until(lambda: client.get(f"{edge.url}/readyz").status_code == 503, edge, timeout=30,
+                                   what="unready without upstreams")
+                assert client.get(f"{edge.url}/healthz").status_code == 200
     finally:
         c.stop()
 
 
 # --- refresh -------------------------------------------------------------------------------------
 
-@SHARED_REFRESH
 def test_one_refresh_per_credential_however_many_upstreams_need_it(cluster: Cluster, http: httpx.Client):
     """Both upstreams start from the same expired credential (each its own copy, as pods seeded
     from one Secret) and both serve with it: the token endpoint sees one refresh."""

@@ -50,7 +50,8 @@ def last_usage_sse(text: str) -> dict:
 
 def test_metrics_match_clients_and_ledger(own_stack: Stack, sim):
     s = own_stack
-    key_a, key_b = s.key(name="alice"), s.key(name="bob")
+    quota = 1_000_000
+    key_a, key_b = s.key("--quota", str(quota), name="alice"), s.key(name="bob")
     base = s.public_base
     seen: dict[str, collections.Counter] = {"alice": collections.Counter(), "bob": collections.Counter()}
     client_total = collections.Counter()
@@ -88,7 +89,7 @@ def test_metrics_match_clients_and_ledger(own_stack: Stack, sim):
         seen["bob"][events[-1]["error"]["code"]] += 1
         # bob: a 429 from the backend
         sim.add_fault(account=s.refresh_token, op="generate", kind="429", model="gemini-2.5-flash-lite",
-                      retry_delay="3s", times=1)
+                      retry_delay="120s", times=1)  # long enough to be seen by the scrape on a loaded machine
         r = http.post(f"{base}/v1beta/models/gemini-2.5-flash-lite:generateContent",
                       headers={"x-goog-api-key": key_b}, json=HELLO)
         seen["bob"][r.status_code] += 1
@@ -125,6 +126,17 @@ def test_metrics_match_clients_and_ledger(own_stack: Stack, sim):
     # streams (the cut one too): one time to first token each, none open any more
     assert total(edge, "gen_ai_server_time_to_first_token_seconds_count") == 3
     assert total(edge, "gateway_open_streams") == 0
+    # the gateway's own time: one observation per generation that reached the upstream (all
+    # seven), by API and stream or not
+    assert total(edge, "gateway_overhead_seconds_count") == 7
+    assert total(edge, "gateway_overhead_seconds_count", api="gemini", stream="true") == 2
+    assert total(edge, "gateway_overhead_seconds_count", api="openai", stream="true") == 1
+    assert 0 < total(edge, "gateway_overhead_seconds_sum") < total(edge, "gen_ai_client_operation_duration_seconds_sum")
+    # quota left per key: alice's quota less what the ledger billed her; bob has none
+    assert total(edge, "gateway_key_quota_tokens", key="alice") == quota
+    assert total(edge, "gateway_key_quota_remaining_tokens", key="alice") == \
+        quota - sum(r["total_tokens"] for r in ledger["alice"])
+    assert not [labels for labels, _ in edge.get("gateway_key_quota_remaining_tokens", []) if labels["key"] == "bob"]
 
     upstream = scrape(s.upstream.extra["metrics_port"])
     ok = total(upstream, "gateway_upstream_requests_total", gen_ai_operation_name="generate", outcome="ok")
@@ -137,6 +149,10 @@ def test_metrics_match_clients_and_ledger(own_stack: Stack, sim):
     states = [(labels["credential_id"], labels["state"]) for labels, v in upstream["gateway_credential_state"] if v]
     assert len(states) == len({cid for cid, _ in states}) >= 1
     assert total(upstream, "gateway_credential_cooldown_seconds") > 0
+    # the upstream's own time, per answered call (the cut stream had answered a chunk)
+    assert total(upstream, "gateway_upstream_overhead_seconds_count") == 5
+    assert 0 < total(upstream, "gateway_upstream_overhead_seconds_sum") < \
+        total(upstream, "gen_ai_server_request_duration_seconds_sum")
 
 
 def test_metrics_port_is_not_public(own_stack: Stack):

@@ -28,6 +28,28 @@ def readme_demo_key_command() -> list[str]:
     return [harness.PY, *argv[1:]]
 
 
+def readme_usage_curls(port: int) -> list[str]:
+    """The README's curl commands of its Usage section that the demo serves (no image URL to
+    fetch, no embeddings: the demo pool is one Code Assist seat), as shell text aimed at
+    `port` instead of 8080. A command runs from its `curl` line to the next blank, comment or
+    `curl` line, or the end of its code block."""
+    text = README.read_text().split("\n## Usage", 1)[1].split("\n## ", 1)[0]
+    commands: list[str] = []
+    current: list[str] | None = None
+    for line in text.splitlines():
+        ends = not line.strip() or line.startswith(("#", "curl ", "```"))
+        if current is not None and ends:
+            commands.append("\n".join(current))
+            current = None
+        if line.startswith("curl "):
+            current = [line]
+        elif current is not None:
+            current.append(line)
+    assert commands, "README's Usage shows no curl command"
+    return [c.replace("127.0.0.1:8080", f"127.0.0.1:{port}") for c in commands
+            if "https://" not in c and "embed" not in c]
+
+
 def start_demo(env: dict[str, str]) -> tuple[subprocess.Popen, Output]:
     proc = subprocess.Popen([harness.PY, "-m", "deploy.local", "demo"], cwd=harness.ROOT, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -70,6 +92,10 @@ def test_readme_key_works_on_the_demo_and_the_demo_keeps_its_key(tmp_path: Path)
     proc, out = start_demo(env)
     try:
         first_key = demo_key(out)
+        # The admin console's token, generated on this first start and shown once.
+        admin = re.search(r"admin token \(shown this once, keep it\): (gwadmin-\S+)", out.text)
+        assert admin, out.text
+        admin_token = admin.group(1)
         created = subprocess.run(readme_demo_key_command(), cwd=harness.ROOT, env=env,
                                  capture_output=True, text=True, timeout=60)
         assert created.returncode == 0, created.stderr
@@ -80,10 +106,20 @@ def test_readme_key_works_on_the_demo_and_the_demo_keeps_its_key(tmp_path: Path)
                             json={"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi me"}]})
             assert r.status_code == 200, r.text
             assert "hi me" in r.json()["choices"][0]["message"]["content"]
+            # The README's own curl commands, pasted into a shell with KEY set, answer.
+            curls = readme_usage_curls(ports["PORT"])
+            assert len(curls) >= 2
+            for command in curls:
+                done = subprocess.run(["bash", "-c", command + " -sS -o /dev/stdout -w '\\n%{http_code}'"],
+                                      env={**env, "KEY": key}, capture_output=True, text=True, timeout=60)
+                assert done.returncode == 0, (command, done.stderr)
+                assert done.stdout.rstrip().endswith("200"), (command, done.stdout[-500:])
             # The base URL points at the APIs instead of a bare 404.
             index = client.get(f"{base}/")
             assert index.status_code == 200
             assert f"POST /gemini_cli/v1/chat/completions" in index.json()["apis"]["openai"]
+            # ... and at the docs, which need no key.
+            assert client.get(f"http://127.0.0.1:{ports['PORT']}{index.json()['docs']}").status_code == 200
             # The banner's command for more demo keys targets the same database.
             more = [ln.strip() for ln in out.lines if "services.edge.keys" in ln and " create " in ln]
             assert more, out.text
@@ -99,9 +135,12 @@ def test_readme_key_works_on_the_demo_and_the_demo_keeps_its_key(tmp_path: Path)
     proc, out = start_demo(env)
     try:
         assert demo_key(out) == first_key
+        assert admin_token not in out.text and "admin-token rotate" in out.text
         with httpx.Client(timeout=30, trust_env=False) as client:
             r = client.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {first_key}"})
             assert r.status_code == 200, r.text
+            r = client.get(f"{base}/admin/api/keys", headers={"Authorization": f"Bearer {admin_token}"})
+            assert r.status_code == 200 and "demo" in [k["name"] for k in r.json()["keys"]], r.text
     finally:
         stop(proc, out)
     listed = subprocess.run([harness.PY, "-m", "services.edge.keys", "--demo", "list"], cwd=harness.ROOT, env=env,

@@ -61,6 +61,10 @@ def test_one_line_per_request(simulator: harness.Proc, tmp_path: Path, fmt: str)
             assert int(unary["prompt_tokens"]) == usage["promptTokenCount"]
             assert unary["credential"].startswith("gemini-cli-oauth/")
             assert "ttfb_ms" not in unary and float(unary["ms"]) >= 0
+            # the gateway's own share of the time, and Google's trace id
+            assert 0 < float(unary["overhead_ms"]) <= float(unary["ms"])
+            assert 0 < float(stream["overhead_ms"]) <= float(stream["ms"])
+            assert unary["trace_id"] and stream["trace_id"]
             assert int(stream["status"]) == 200 and 0 <= float(stream["ttfb_ms"]) <= float(stream["ms"])
             assert missing["api"] == "openai" and int(missing["status"]) == 404
             # no secret of any kind in either service's log

@@ -217,3 +217,26 @@ def test_grpc_coalesce_is_asked_for_and_old_callers_get_one_event_per_message(st
         [without_volatile(orjson.loads(m.chunk.data)) for m in plain]
     assert batched[0].credential_id and batched[0].trace_id
     assert batched[-1].usage.total_tokens > 0 and plain[-1].usage.total_tokens == batched[-1].usage.total_tokens
+
+
+def test_rest_callers_through_the_transcoder_may_ask_for_coalesced_messages(stack):
+    """Over Envoy's internal listener a REST caller gets one event per message (`chunk`) unless
+    it asks (`coalesce=true`): then `chunks`, each a whole event, in order."""
+    import base64
+
+    url = f"http://{harness.LOOPBACK}:{stack.envoy.extra['internal_port']}/v1/models/{MODEL}:generate"
+    auth = ("ops", harness.internal_auth().tokens["ops"])
+    got = {}
+    with httpx.Client(timeout=30, trust_env=False, auth=auth) as client:
+        for coalesce in ("false", "true"):
+            r = client.post(url, params={"stream": "true", "coalesce": coalesce}, content=orjson.dumps(body(BURST)),
+                            headers={"content-type": "application/json"})
+            assert r.status_code == 200, r.text
+            got[coalesce] = [orjson.loads(line) for line in r.text.splitlines() if line.strip()]
+    plain, batched = got["false"], got["true"]
+    # (The transcoder prints empty repeated fields as [].)
+    assert len(plain) == EVENTS and all(m["chunk"]["data"] and not m.get("chunks") for m in plain)
+    assert len(batched) < EVENTS and all(m["chunks"] and not m.get("chunk") for m in batched)
+    events = [orjson.loads(base64.b64decode(c["data"])) for m in batched for c in m["chunks"]]
+    assert [without_volatile(e) for e in events] == \
+        [without_volatile(orjson.loads(base64.b64decode(m["chunk"]["data"]))) for m in plain]

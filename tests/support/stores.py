@@ -82,3 +82,20 @@ async def everything_stored(location: str) -> bytes:
         return "\n".join(chunks).encode()
     finally:
         await conn.close()
+
+
+def fetch_dicts_sync(location: str, query: str, *args: Any) -> list[dict]:
+    """Rows of a raw query as {column: value}, for synchronous tests."""
+    if not is_pg(location):
+        with sqlite3.connect(location, timeout=30) as conn:
+            conn.row_factory = sqlite3.Row
+            return [dict(r) for r in conn.execute(query, args)]
+
+    async def run() -> list[dict]:
+        conn = await asyncpg.connect(location)
+        try:
+            return [dict(r) for r in await conn.fetch(_numbered(query), *args)]
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())

@@ -259,3 +259,13 @@ def test_page_and_assets(admin):
     assert "innerHTML" not in js.text  # everything is set as text
     _error(client.get(f"{ROOT}/admin/static/..%2Fapp.py"), 404)
     _error(client.get(f"{ROOT}/admin/static/index.html"), 404)
+
+
+def test_a_store_that_is_down_is_503_not_500(admin):
+    client, token = admin
+    client.portal.call(client.app.state.ctx.store.close)
+    for r in (client.get(f"{API}/keys", headers=_bearer(token)),
+              client.post(f"{API}/keys", headers=_bearer(token), json={"name": "x"}),
+              client.get(f"{API}/usage", headers=_bearer(token))):
+        err = _error(r, 503)
+        assert err["code"] in ("admin_unavailable", "store_unavailable") and "store is closed" not in err["message"]

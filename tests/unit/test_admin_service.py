@@ -11,14 +11,15 @@ import pytest
 from services.edge import keys as cli
 from services.edge.admin_service import AdminError, AdminService
 from services.edge.admin_token import AdminTokenCheck, FailedLogins, ensure_admin_token, rotate_admin_token
-from services.edge.store import SQLiteLicenseStore, hash_key
+from services.edge.store import hash_key, open_store
 
 SECRET = b"service-secret"
 
 
 @pytest.fixture
-async def admin(tmp_path: Path):
-    store = SQLiteLicenseStore(tmp_path / "licenses.db")
+async def admin(license_db: str):
+    """The service layer on either engine (SQLite file, PostgreSQL database)."""
+    store = open_store(license_db)
     yield AdminService(store, SECRET)
     await store.close()
 

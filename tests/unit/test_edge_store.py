@@ -206,6 +206,18 @@ def test_dsn_password_is_never_shown():
     assert describe_location("/data/licenses.db") == "/data/licenses.db"
 
 
+@pytest.mark.parametrize("dsn", ["postgresql://gw:pw-not-shown@127.0.0.1:1/db?sslmode=bogus",
+                                 "postgresql://gw:pw-not-shown@127.0.0.1:notaport/db"])
+async def test_a_bad_dsn_is_a_store_error_without_the_password(dsn: str):
+    store = open_store(dsn)
+    try:
+        with pytest.raises(StoreError) as err:
+            await store.list_keys()
+        assert "pw-not-shown" not in str(err.value)
+    finally:
+        await store.close()
+
+
 async def test_unreachable_postgres_is_a_store_error():
     from tests.harness import free_port
 
@@ -308,3 +320,28 @@ async def test_usage_by_day(store):
         ("2026-01-02", a.id, "m1", 1, 0, 1, 2, 3, 6)]
     assert [d.day for d in await store.usage_by_day(key_id=a.id)] == ["2026-01-01", "2026-01-02"]
     assert [d.day for d in await store.usage_by_day(since=day1 + 86_400)] == ["2026-01-02"]
+
+
+async def test_old_update_trigger_is_replaced(tmp_path: Path):
+    """A file from before max_concurrent has an update trigger that ignores it; after the
+    migration, editing max_concurrent moves the revision the edges poll."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript("""
+            CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+            INSERT INTO meta (name, value) VALUES ('keys_revision', 0), ('schema_version', 2);
+            CREATE TABLE keys (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, prefix TEXT NOT NULL,
+                key_hash TEXT NOT NULL UNIQUE, enabled INTEGER NOT NULL DEFAULT 1, created_at REAL NOT NULL,
+                expires_at REAL, revoked_at REAL, models TEXT NOT NULL DEFAULT '[]', rpm INTEGER, tpm INTEGER,
+                quota INTEGER, tokens_used INTEGER NOT NULL DEFAULT 0, max_concurrent INTEGER);
+            CREATE TRIGGER keys_rev_update AFTER UPDATE OF name, key_hash, enabled, expires_at, revoked_at, models,
+                rpm, tpm, quota ON keys BEGIN UPDATE meta SET value = value + 1 WHERE name = 'keys_revision'; END;
+            INSERT INTO keys (name, prefix, key_hash, created_at) VALUES ('old', 'gcli-old', 'h', 0);
+        """)
+    store = SQLiteLicenseStore(path)
+    try:
+        rev = await store.revision()
+        await store.update_key(1, {"max_concurrent": 2})
+        assert await store.revision() > rev
+    finally:
+        await store.close()

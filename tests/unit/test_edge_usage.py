@@ -30,8 +30,10 @@ async def test_rows_are_written_in_batches(license_db: str):
         for _ in range(250):
             recorder.record(row(rec.id, 2))
         assert recorder.pending_tokens(rec.id) == 500
-        for _ in range(200):
-            if await store.count_usage() == 250:
+        # The rows commit a moment before the recorder hears so (PostgreSQL especially): wait
+        # for both, on a loaded machine too.
+        for _ in range(3000):
+            if await store.count_usage() == 250 and recorder.pending_tokens(rec.id) == 0:
                 break
             await asyncio.sleep(0.01)
         assert await store.count_usage() == 250

@@ -101,7 +101,7 @@ async def test_used_quota_does_not_drop_when_rows_are_pruned(store):
     cache = KeyCache(store, SECRET, limiter=(limiter := Limiter()))
     spent = await cache.lookup(key)
     with pytest.raises(ApiError) as refused:
-        limiter.reserve(spent, "gemini-2.5-pro")
+        await limiter.reserve(spent, "gemini-2.5-pro")
     assert refused.value.status == 403
 
     assert (await retention.run_once(store, 7, now=NOW)).rows == 10
@@ -110,7 +110,7 @@ async def test_used_quota_does_not_drop_when_rows_are_pruned(store):
     again = await cache.lookup(key)
     assert again.tokens_used == 300 and limiter.used(again) == 300
     with pytest.raises(ApiError) as still:
-        limiter.reserve(again, "gemini-2.5-pro")
+        await limiter.reserve(again, "gemini-2.5-pro")
     assert still.value.status == 403
 
 
@@ -213,3 +213,16 @@ async def test_cli_prune_and_usage_report(cli_env: str):
     assert "retention is off" in await _cli("prune", "--days", "0")
     assert "deleted 1 ledger rows" in await _cli("prune", "--days", "1")
     assert await _cli("usage", "team") == report
+
+
+async def test_usage_by_day_includes_rolled_up_days(store):
+    _, a = await _key(store, "a")
+    _, b = await _key(store, "b")
+    await store.record_usage(_history(a.id, b.id))
+    before = await store.usage_by_day()
+    since = retention.cutoff(15, NOW)
+    before_since = await store.usage_by_day(a.id, since)
+    assert len({d.day for d in before}) == 41  # forty days back, each spread over two UTC dates
+    await retention.run_once(store, 7, now=NOW)
+    assert await store.usage_by_day() == before
+    assert await store.usage_by_day(a.id, since) == before_since

@@ -9,6 +9,7 @@ routes: it is not a license key). Errors are JSON `{"error": {"message", "type",
 from __future__ import annotations
 
 import hmac
+import logging
 from html import escape
 import time
 from dataclasses import asdict, dataclass
@@ -17,6 +18,10 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from services.edge.admin_service import (AdminError, AdminService, credential_view, key_view, parse_expiry,
@@ -26,7 +31,28 @@ from services.edge.body import read_body
 from services.edge.errors import ApiError
 from services.edge.store import KEY_SCHEME
 
-router = APIRouter()
+class AdminRoute(APIRoute):
+    """An admin route whose unexpected failures (a store that is down, a timeout) answer 503 in
+    JSON, as the API routes do, never a bare 500."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except (ApiError, HTTPException, RequestValidationError, ClientDisconnect):
+                raise
+            except Exception:
+                log.exception("admin API: %s %s failed", request.method, request.url.path)
+                raise ApiError(503, "the license store or the upstream is unavailable; try again shortly",
+                               code="admin_unavailable", retry_after=1.0) from None
+
+        return guarded
+
+
+router = APIRouter(route_class=AdminRoute)
+log = logging.getLogger("edge.admin")
 STATIC = Path(__file__).resolve().parents[1] / "admin_static"
 _ASSETS = {"admin.js": "text/javascript; charset=utf-8", "admin.css": "text/css; charset=utf-8"}
 # The page loads only its own script and style; nothing it renders can run code.

@@ -118,7 +118,9 @@ async def _read_and_admit(request: Request, ctx: EdgeContext, key: KeyRecord, re
 async def _generate(request: Request, ctx: EdgeContext, key: KeyRecord, ref: ModelRef, meter: Meter) -> Response:
     raw = await _read_and_admit(request, ctx, key, ref, meter)
     model = ref.base
+    meter.calling()
     msg = await unless_disconnected(request, ctx.upstream.generate(model, raw, request_id=meter.request_id, caller=key.name))
+    meter.answered()
     meter.served_by(msg.credential_kind, msg.credential_id)
     meter.trace_id = msg.trace_id
     meter.finish(200, Usage.from_proto(msg.usage) if msg.HasField("usage") else None)
@@ -132,6 +134,7 @@ async def _stream(request: Request, ctx: EdgeContext, key: KeyRecord, ref: Model
         raise ApiError(400, f"unsupported alt '{alt}': use alt=sse or no alt", code="invalid_argument")
     raw = await _read_and_admit(request, ctx, key, ref, meter)
     model = ref.base
+    meter.calling()
     stream = ctx.upstream.stream(model, raw, request_id=meter.request_id, caller=key.name)
     try:
         # Errors before the first chunk still get a real HTTP status (429 with Retry-After...).

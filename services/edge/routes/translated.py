@@ -7,6 +7,7 @@ The translators themselves are pure (services.edge.translate); these helpers do 
 from __future__ import annotations
 
 import logging
+from time import perf_counter
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -87,7 +88,9 @@ async def answer_once(request: Request, meter: Meter, call: Awaitable[GenerateRe
     """Await a unary Generate (`ctx.upstream.generate(...)`, made by the caller, which then
     drops its payload: a body of tens of MB is not kept twice while the backend works),
     translate the backend's answer and finish the ledger row however that goes."""
+    meter.calling()
     msg = await unless_disconnected(request, call)
+    meter.answered()
     meter.run_deferred()
     meter.served_by(msg.credential_kind, msg.credential_id)
     meter.trace_id = msg.trace_id
@@ -123,6 +126,7 @@ async def open_stream(request: Request, ctx: EdgeContext, meter: Meter, stream: 
     caller, which then drops its payload), so that early failures (429 with Retry-After, 404…)
     keep their HTTP status; after one keep-alive interval the route commits to 200 and the pump
     sends keep-alives instead."""
+    meter.calling()
     pump: Prefetcher = Prefetcher(stream.next)
     try:
         first = await unless_disconnected(request, pump.get(ctx.settings.sse_keepalive_seconds or None))
@@ -155,17 +159,21 @@ async def pump_sse(opened: OpenStream, translator: SseTranslator, meter: Meter,
             if item is TIMEOUT:
                 yield translator.keepalive()
             else:
-                # The events of one message arrived together: their translations leave in one
-                # write, each still the separate SSE event(s) the translator made of it.
+                # The events of one message arrived together, and so did the messages already
+                # waiting: their translations leave in one write, each still the separate SSE
+                # event(s) the translator made of it.
+                began = perf_counter()
                 parts = []
                 try:
-                    for data in events_of(item):
-                        parts.append(translator.feed(orjson.loads(data)))
+                    for msg in (item, *pump.ready()):
+                        for data in events_of(msg):
+                            parts.append(translator.feed(orjson.loads(data)))
                 except Exception:
                     if any(parts):
                         yield b"".join(parts)  # what was translated goes out before the error
                     raise
                 out = parts[0] if len(parts) == 1 else b"".join(parts)
+                meter.work += perf_counter() - began
                 if out:
                     yield out
             item = await pump.get(keepalive)
