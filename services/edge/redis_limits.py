@@ -40,6 +40,7 @@ import functools
 import itertools
 import logging
 import secrets
+import time
 import weakref
 from typing import Callable
 
@@ -53,6 +54,7 @@ from services.edge.store import KeyRecord
 log = logging.getLogger("edge.limits")
 
 LEASE_SECONDS = 30.0
+WARN_EVERY = 10.0
 USED_TTL_SECONDS = 86400
 
 # Arguments travel as one space-separated string (A below): the client's cost of a command
@@ -220,6 +222,8 @@ class RedisLimiter:
         self._live: weakref.WeakValueDictionary[str, RedisReservation] = weakref.WeakValueDictionary()
         self._tasks: set[asyncio.Task] = set()
         self._renewer: asyncio.Task | None = None
+        self._refused = 0
+        self._warned = float("-inf")
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -278,8 +282,12 @@ class RedisLimiter:
             # The client's own timeouts (connect, read, waiting for a pooled connection) bound this.
             reply = await self._reserve(keys=_keys(key.id), args=(_pack(args),))
         except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("limits of key %d not checked, request refused: Redis unavailable (%s)", key.id,
-                        type(exc).__name__)
+            self._refused += 1
+            now = time.monotonic()
+            if now - self._warned >= WARN_EVERY:  # one line per outage period, not one per request
+                self._warned = now
+                log.warning("Redis unavailable (%s): requests of keys with limits refused with 503 "
+                            "(%d so far)", type(exc).__name__, self._refused)
             raise unavailable() from None
         outcome = int(reply[0])
         if outcome == 0:

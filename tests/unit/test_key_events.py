@@ -104,3 +104,23 @@ async def test_keys_cli_with_redis_down_still_changes_the_key(tmp_path: Path, mo
     out = io.StringIO()
     assert await keys_cli.run(keys_cli.build_parser().parse_args(["revoke", "cli"]), out, io.StringIO()) == 0
     assert out.getvalue().startswith("revoked")
+
+
+async def test_admin_service_changes_are_announced(tmp_path: Path, redis_url: str):
+    """The admin API's path: AdminService over the store the edge wraps when REDIS_URL is set."""
+    from services.edge.admin_service import AdminService
+
+    store = NotifyingStore(SQLiteLicenseStore(tmp_path / "a.db"), KeyChangePublisher.from_url(redis_url, 2.0))
+    admin = AdminService(store, SECRET)
+    listener, seen = await _listening(redis_url)
+    try:
+        _key, rec = await admin.create_key("admin-made", rpm=10)
+        for change in (lambda: admin.update_key(rec.id, {"rpm": 5}), lambda: admin.set_enabled(rec.id, False),
+                       lambda: admin.revoke(rec.id)):
+            before = len(seen)
+            await change()
+            assert store.announced is True
+            await _until(lambda: len(seen) > before, "the announcement")
+    finally:
+        await listener.stop()
+        await store.close()
