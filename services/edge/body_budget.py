@@ -13,22 +13,16 @@ from __future__ import annotations
 from starlette.types import Message, Receive, Scope
 
 from services.edge.errors import ApiError
+from services.edge.media import InflightBudget
 
 # Bodies up to this size are bounded by the connection limits alone.
 LARGE_BODY = 1 << 20
 
 
-class BodyBudget:
+class BodyBudget(InflightBudget):
     def __init__(self, limit: int, large: int = LARGE_BODY) -> None:
-        self.limit = limit
+        super().__init__(limit)
         self.large = large
-        self.held = 0
-
-    def _take(self, n: int) -> bool:
-        if self.held + n > self.limit:
-            return False
-        self.held += n
-        return True
 
     def account(self, scope: Scope, receive: Receive) -> "BodyAccount":
         return BodyAccount(self, scope, receive)
@@ -74,10 +68,10 @@ class BodyAccount:
         return message
 
     def _hold(self, n: int) -> None:
-        if not self._budget._take(n):
+        if not self._budget.take(n):
             raise _busy()
         self.held += n
 
     def release(self) -> None:
-        self._budget.held = max(0, self._budget.held - self.held)
+        self._budget.give(self.held)
         self.held = 0

@@ -48,8 +48,8 @@ class MediaError(ValueError):
 
 
 class InflightBudget:
-    """Bytes of fetched media held by all requests of this process at once (the edge's memory
-    for media is a small multiple of it)."""
+    """Bytes held by all requests of this process at once: fetched media here, large request
+    bodies in body_budget.py (the edge's memory for them is a small multiple of it)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
