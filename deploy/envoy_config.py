@@ -26,6 +26,10 @@ Environment of the command line (defaults are those of `make run`):
     MAX_BODY_BYTES        largest REST body (and unary answer) the     33554432 (32 MiB)
                           internal listener transcodes; public bodies stream to the edge,
                           which applies the same limit itself
+    ENVOY_ACCESS_LOG      which requests get an access-log line:        all
+                          all, errors (status >= 400 or an Envoy response flag), off
+    ENVOY_CONCURRENCY     Envoy's worker threads (a command-line flag,  1
+                          see envoy_flags(), not part of the file)
 
 Only the standard library is used: the Envoy image has no other Python package.
 """
@@ -51,6 +55,28 @@ DEFAULT_MAX_HEAP_BYTES = 768 * 1024 * 1024
 DEFAULT_BODY_TIMEOUT_SECONDS = 60
 # The edge's default MAX_BODY_BYTES, also the internal listener's transcoding limit.
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+
+# Worker threads. Envoy's own default is one per hardware thread, of the whole node in a
+# container. One worker proxies thousands of requests a second here, more than an edge
+# serves; a second one on a 2-core box with a single-threaded edge and upstream measured
+# ~10% more CPU per request and more memory for its own connection pools.
+DEFAULT_CONCURRENCY = 1
+
+# ENVOY_ACCESS_LOG -> the access loggers' `filter` (a YAML flow mapping, as JSON). A
+# status-code filter on `>= 0` passes every request, `>= 1000` none.
+ACCESS_LOG_FILTERS = {
+    "all": {"status_code_filter": {"comparison": {
+        "op": "GE", "value": {"default_value": 0, "runtime_key": "access_log.min_status"}}}},
+    # Failures only: error statuses, and whatever Envoy flagged (resets, timeouts, an edge it
+    # could not reach), which covers a stream cut after its 200.
+    "errors": {"or_filter": {"filters": [
+        {"status_code_filter": {"comparison": {
+            "op": "GE", "value": {"default_value": 400, "runtime_key": "access_log.min_status"}}}},
+        {"response_flag_filter": {}}]}},
+    "off": {"status_code_filter": {"comparison": {
+        "op": "GE", "value": {"default_value": 1000, "runtime_key": "access_log.min_status"}}}},
+}
+DEFAULT_ACCESS_LOG = "all"
 
 # Hostnames, IPv4 and bare IPv6 literals. Anything else (spaces, quotes, YAML syntax) could
 # change the structure of the rendered document, so it is refused instead of escaped.
@@ -96,6 +122,21 @@ def _positive(name: str, value: int | float | str, kind=int) -> int | float:
     return number
 
 
+def _access_log_filter(mode: str) -> dict:
+    try:
+        return ACCESS_LOG_FILTERS[str(mode).strip().lower()]
+    except KeyError:
+        raise ConfigError(f"ENVOY_ACCESS_LOG must be one of {', '.join(ACCESS_LOG_FILTERS)}, got {mode!r}") from None
+
+
+def envoy_flags(env: Mapping[str, str]) -> list[str]:
+    """Envoy's command-line flags besides `-c FILE` and `--log-level`, for every launcher:
+    no hot restart (it needs shared memory, and nothing here restarts Envoy in place), the
+    access log flushed every second, and ENVOY_CONCURRENCY worker threads."""
+    concurrency = _positive("ENVOY_CONCURRENCY", env.get("ENVOY_CONCURRENCY") or DEFAULT_CONCURRENCY)
+    return ["--disable-hot-restart", "--file-flush-interval-msec", "1000", "--concurrency", str(concurrency)]
+
+
 Endpoint = tuple[str, int]
 
 
@@ -126,7 +167,8 @@ def render(*, public_port: int, internal_port: int, admin_port: int, descriptor_
            upstream_endpoints: Sequence[Endpoint] | None = None, listen_address: str = "127.0.0.1",
            internal_listen_address: str = "127.0.0.1", max_heap_bytes: int = DEFAULT_MAX_HEAP_BYTES,
            body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS,
-           max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, template: Path = TEMPLATE) -> str:
+           max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, access_log: str = DEFAULT_ACCESS_LOG,
+           template: Path = TEMPLATE) -> str:
     """The Envoy configuration for these addresses, as YAML text. Edges and upstreams are each
     either one `*_host`/`*_port` pair or a list of (host, port) in `*_endpoints`, which wins."""
     if not str(internal_tokens_file).strip():
@@ -146,6 +188,7 @@ def render(*, public_port: int, internal_port: int, admin_port: int, descriptor_
         "MAX_BODY_BYTES": _positive("MAX_BODY_BYTES", max_body_bytes),
         # A protobuf Duration: seconds with at most nanosecond digits.
         "BODY_TIMEOUT": f"{_positive('ENVOY_BODY_TIMEOUT_SECONDS', body_timeout_seconds, float):.3f}s",
+        "ACCESS_LOG_FILTER": json.dumps(_access_log_filter(access_log)),
     }
     ports = [values[k] for k in ("PUBLIC_PORT", "INTERNAL_PORT", "ADMIN_PORT")]
     if len(set(ports)) != len(ports):
@@ -197,6 +240,7 @@ def values_from_env(env: Mapping[str, str]) -> dict:
         "max_heap_bytes": env.get("ENVOY_MAX_HEAP_BYTES", DEFAULT_MAX_HEAP_BYTES),
         "body_timeout_seconds": env.get("ENVOY_BODY_TIMEOUT_SECONDS", DEFAULT_BODY_TIMEOUT_SECONDS),
         "max_body_bytes": env.get("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+        "access_log": env.get("ENVOY_ACCESS_LOG") or DEFAULT_ACCESS_LOG,
         "edge_endpoints": edges,
         "upstream_endpoints": upstreams,
         "descriptor_path": env.get("ENVOY_DESCRIPTOR", str(DEFAULT_DESCRIPTOR)),
@@ -209,13 +253,18 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m deploy.envoy_config",
         description="Render deploy/envoy.yaml from environment variables (see the module doc).")
     parser.add_argument("--out", required=True, help="file to write the rendered configuration to")
+    parser.add_argument("--flags", action="store_true",
+                        help="also print Envoy's command-line flags (envoy_flags()) on stdout, one line")
     args = parser.parse_args(argv)
     try:
+        flags = envoy_flags(os.environ)
         out = render_file(args.out, **values_from_env(os.environ))
     except (ConfigError, OSError) as exc:
         print(f"envoy_config: {exc}", file=sys.stderr)
         return 2
     print(f"envoy_config: wrote {out}", file=sys.stderr)
+    if args.flags:
+        print(" ".join(flags))
     return 0
 
 

