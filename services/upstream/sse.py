@@ -77,7 +77,7 @@ class SSEParser:
             if self._max is not None and len(done) > self._max and max(map(len, events)) + 1 > self._max:
                 raise EventTooLarge(f"a server-sent event is larger than {self._max} bytes")
             text = text[cut + len(end):]
-        if crlf and (b"\n\n" in text or b"\r\r" in text or b"\n\r" in text):
+        if crlf and text and (b"\n\n" in text or b"\r\r" in text or b"\n\r" in text):
             return None  # mixed line ends: what is left may hold a complete event
         buf.clear()
         if text:
