@@ -39,7 +39,7 @@ def main() -> int:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     config = uvicorn.Config(create_app(settings), host=settings.edge_host, port=settings.edge_port,
-                            loop="uvloop", http=EdgeHttpProtocol, lifespan="on", access_log=False,
+                            loop="uvloop", http=EdgeHttpProtocol, ws="none", lifespan="on", access_log=False,
                             server_header=False, log_config=None, log_level=settings.log_level.lower(),
                             timeout_graceful_shutdown=settings.shutdown_grace_seconds or None,
                             timeout_keep_alive=75,
