@@ -19,6 +19,10 @@ import sys
 # call (measured with bench/). An operator's own GRPC_EXPERIMENTS wins.
 os.environ.setdefault("GRPC_EXPERIMENTS", "-event_engine_client,-event_engine_listener")
 
+from services import unused_extras  # noqa: E402
+
+unused_extras.refuse()  # click stays: uvicorn's own
+
 import uvicorn  # noqa: E402
 
 from services.edge.app import create_app  # noqa: E402
