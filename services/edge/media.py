@@ -226,11 +226,21 @@ def is_remote(url: str) -> bool:
     return url[:8].lower().startswith(("http://", "https://"))
 
 
-def decode_inline(url: str) -> tuple[str, str] | None:
+NOT_MEDIA_URL = "media URL must be http(s), a data: URL or base64"
+
+
+def looks_like_path(text: str) -> bool:
+    """A media URL field holding something that is neither a URL nor base64 (a file path, say)."""
+    return "://" in text[:16] or text[:1] in ("/", ".") or " " in text[:_SNIFF_B64]
+
+
+def decode_inline(url: str, *, base64_only: bool = False) -> tuple[str, str] | None:
     """A `data:` URL or bare base64 → (mime, base64 exactly as sent); None for http(s) URLs.
 
     The type is sniffed from the decoded head; the declared data-URL type is the fallback, then
-    application/octet-stream. Raises MediaError for anything else.
+    application/octet-stream. Raises MediaError for anything else. `base64_only`: the field
+    holds base64 by definition (Anthropic's base64 source), so a leading "/" (all JPEGs) is no
+    sign of a path.
     """
     text = url.strip()
     if is_remote(text):
@@ -251,8 +261,8 @@ def decode_inline(url: str) -> tuple[str, str] | None:
             raise MediaError("data: URL carries no data")
         head = _b64_head(data)
         return sniff_mime(head) or declared or OCTET_STREAM, data
-    if "://" in text[:16] or text[:1] in ("/", ".") or " " in text[:_SNIFF_B64]:
-        raise MediaError("media URL must be http(s), a data: URL or base64")
+    if not base64_only and looks_like_path(text):
+        raise MediaError(NOT_MEDIA_URL)
     data = _normalise_b64(text)
     head = _b64_head(data)
     return sniff_mime(head) or OCTET_STREAM, data
