@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from typing import Any, Callable
 
 import msgspec
 import orjson
@@ -112,6 +113,25 @@ def open_chat(raw: bytes) -> dict:
             body[key] = orjson.loads(memoryview(value))
         except orjson.JSONDecodeError as exc:
             raise _malformed(str(exc)) from None
+    return body
+
+
+def open_lazily(raw: bytes | bytearray, array: str, load: Callable[[Raw], Any]) -> dict:
+    """A body whose member `array` is opened one element at a time by `load` (the translating
+    routes keep inline media out of the parsed conversation this way, see
+    routes/translated.open_spliced); the other members are parsed as they are."""
+    members = top_level(raw)
+    body: dict = {}
+    try:
+        for key, value in members.items():
+            if key == array and is_array(value):
+                body[key] = [load(item) for item in elements(value)]
+            else:
+                body[key] = orjson.loads(memoryview(value))
+    except orjson.JSONDecodeError as exc:
+        raise _malformed(str(exc)) from None
+    except RecursionError:
+        raise _malformed("nested too deeply") from None
     return body
 
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import gc
 import ipaddress
 import logging
 import re
 import socket
+import traceback
 from typing import Iterable
 from urllib.parse import unquote_to_bytes, urljoin, urlsplit, urlunsplit
 
@@ -29,6 +31,8 @@ log = logging.getLogger("edge.media")
 OCTET_STREAM = "application/octet-stream"
 # Enough decoded bytes for every signature below, including ftyp compatible-brand lists.
 SNIFF_BYTES = 512
+# A failed fetch of at least this many bytes is followed by a collection (fetch_all).
+COLLECT_AFTER_BYTES = 1 << 20
 _SNIFF_B64 = SNIFF_BYTES // 3 * 4
 
 
@@ -222,11 +226,21 @@ def is_remote(url: str) -> bool:
     return url[:8].lower().startswith(("http://", "https://"))
 
 
-def decode_inline(url: str) -> tuple[str, str] | None:
+NOT_MEDIA_URL = "media URL must be http(s), a data: URL or base64"
+
+
+def looks_like_path(text: str) -> bool:
+    """A media URL field holding something that is neither a URL nor base64 (a file path, say)."""
+    return "://" in text[:16] or text[:1] in ("/", ".") or " " in text[:_SNIFF_B64]
+
+
+def decode_inline(url: str, *, base64_only: bool = False) -> tuple[str, str] | None:
     """A `data:` URL or bare base64 → (mime, base64 exactly as sent); None for http(s) URLs.
 
     The type is sniffed from the decoded head; the declared data-URL type is the fallback, then
-    application/octet-stream. Raises MediaError for anything else.
+    application/octet-stream. Raises MediaError for anything else. `base64_only`: the field
+    holds base64 by definition (Anthropic's base64 source), so a leading "/" (all JPEGs) is no
+    sign of a path.
     """
     text = url.strip()
     if is_remote(text):
@@ -247,8 +261,8 @@ def decode_inline(url: str) -> tuple[str, str] | None:
             raise MediaError("data: URL carries no data")
         head = _b64_head(data)
         return sniff_mime(head) or declared or OCTET_STREAM, data
-    if "://" in text[:16] or text[:1] in ("/", ".") or " " in text[:_SNIFF_B64]:
-        raise MediaError("media URL must be http(s), a data: URL or base64")
+    if not base64_only and looks_like_path(text):
+        raise MediaError(NOT_MEDIA_URL)
     data = _normalise_b64(text)
     head = _b64_head(data)
     return sniff_mime(head) or OCTET_STREAM, data
@@ -369,7 +383,19 @@ class MediaFetcher:
             first = next((e for e in group.exceptions if isinstance(e, MediaError)), None)
             if first is None:
                 raise
-            raise first from None
+            # The group and its tracebacks form reference cycles holding the frames of the
+            # fetches, with the bytes they had read (up to MEDIA_MAX_TOTAL_BYTES): cleared
+            # here, a refused request's media is freed at once, not whenever the cyclic GC
+            # next runs (until then each refusal's bytes added to the edge's memory).
+            for exc in (group, *group.exceptions):
+                traceback.clear_frames(exc.__traceback__)
+            if lease.total >= COLLECT_AFTER_BYTES:
+                # So are the connections cut short, with what their transport had buffered
+                # beyond what was read (anyio queues all that arrives while a task waits:
+                # tens of MiB over nine connections on a busy machine). A refusal this size
+                # cost the client as many bytes: one collection per refusal is cheap beside.
+                gc.collect()
+            raise first.with_traceback(None) from None
         return {u: results[u] for u in unique}
 
     async def _fetch(self, url: str, lease: MediaLease) -> tuple[str, Encoded]:

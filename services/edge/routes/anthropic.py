@@ -22,7 +22,8 @@ from services.edge.context import EdgeContext, get_ctx, new_id, request_id
 from services.edge.errors import ApiError, anthropic_error_dict
 from services.edge.models import ModelRef, allow_list_id, parse_model
 from services.edge.routes.translated import (SseTranslator, admit_generation, fetch_media, answer_once, open_stream,
-                                             pump_sse, read_request, thinking_spec)
+                                             pump_sse, read_request, spliced_opener, thinking_spec)
+from services.edge.spliced import Spliced
 from services.edge.store import KeyRecord
 from services.edge.streaming import StreamResponse, unless_disconnected
 from services.edge.translate.anthropic_request import count_tokens_body, media_urls, messages_request_to_gemini, resolve_model
@@ -63,7 +64,10 @@ async def messages(request: Request) -> Response:
 
 
 async def _messages(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter) -> Response:
-    body, body_bytes = await read_request(request, ctx)
+    # Inline and fetched media stay in their own buffers while the request is translated, and
+    # are spliced into the pieces sent on (services/edge/spliced.py), as for chat.
+    spliced = Spliced()
+    body, body_bytes = await read_request(request, ctx, spliced_opener("messages", spliced))
     requested, ref = _model(body, ctx)
     meter.model = ref.base
     if body.get("stream") is True:
@@ -72,13 +76,14 @@ async def _messages(request: Request, ctx: EdgeContext, key: KeyRecord, meter: M
         raise ApiError(400, "max_tokens: field required", param="max_tokens")
     await admit_generation(ctx, key, meter, ref, body, body_bytes)
     spec = await thinking_spec(ctx, ref.base)
-    media = await fetch_media(request, ctx, media_urls(body), "messages", meter)
+    media = await fetch_media(request, ctx, media_urls(body), "messages", meter, spliced)
     try:
-        req = messages_request_to_gemini(body, _target(ref), media, thinking=spec)
+        req = messages_request_to_gemini(body, _target(ref), media, thinking=spec, spliced=spliced)
     except TranslationError as exc:
         raise _bad(exc) from None
     del body, media
-    payload = orjson.dumps(req.gemini)
+    payload = spliced.pieces(orjson.dumps(req.gemini))
+    spliced.clear()
     model, streamed, thinking = req.model, req.stream, req.thinking
     del req
     message_id = f"msg_{new_id()}"

@@ -24,7 +24,8 @@ from services.edge.context import EdgeContext, get_ctx, new_id, request_id
 from services.edge.errors import ApiError
 from services.edge.models import parse_model
 from services.edge.routes.translated import (SseTranslator, admit_generation, fetch_media, answer_once, open_stream,
-                                             pump_sse, read_request, thinking_spec)
+                                             pump_sse, read_request, spliced_opener, thinking_spec)
+from services.edge.spliced import Spliced
 from services.edge.store import KeyRecord
 from services.edge.streaming import StreamResponse
 from services.edge.translate.errors import TranslationError
@@ -56,7 +57,10 @@ async def create_response(request: Request) -> Response:
 
 
 async def _create(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Meter) -> Response:
-    body, body_bytes = await read_request(request, ctx)
+    # Inline and fetched media stay in their own buffers while the request is translated, and
+    # are spliced into the pieces sent on (services/edge/spliced.py), as for chat.
+    spliced = Spliced()
+    body, body_bytes = await read_request(request, ctx, spliced_opener("input", spliced))
     ref = parse_model(body.get("model"))
     requested = ref.requested
     meter.model = ref.base
@@ -64,13 +68,14 @@ async def _create(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Met
         meter.op = "stream"
     await admit_generation(ctx, key, meter, ref, body, body_bytes)
     spec = await thinking_spec(ctx, ref.base)
-    media = await fetch_media(request, ctx, media_urls(body), "input", meter)
+    media = await fetch_media(request, ctx, media_urls(body), "input", meter, spliced)
     try:
-        req = responses_request_to_gemini(body, media, thinking=spec)
+        req = responses_request_to_gemini(body, media, thinking=spec, spliced=spliced)
     except TranslationError as exc:
         raise ApiError(400, exc.message, param=exc.param, code=exc.code) from None
     del body, media
-    payload = orjson.dumps(req.gemini)
+    payload = spliced.pieces(orjson.dumps(req.gemini))
+    spliced.clear()
     model, streamed, echo, custom = req.model, req.stream, req.echo, req.custom_tools
     del req
     response_id = f"resp_{new_id()}"

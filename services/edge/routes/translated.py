@@ -6,6 +6,7 @@ The translators themselves are pure (services.edge.translate); these helpers do 
 """
 from __future__ import annotations
 
+import functools
 import logging
 from time import perf_counter
 from dataclasses import dataclass
@@ -19,12 +20,14 @@ from gemini_cli.upstream.v1.upstream_pb2 import GenerateResponse
 from services.edge import catalog
 from services.edge.admission import admit, openai_output_cap
 from services.edge.body import off_loop, parse_object, read_body
+from services.edge.lean_json import open_lazily
 from services.edge.context import EdgeContext
 from services.edge.errors import ApiError
 from services.edge.media import MediaError
 from services.edge.spliced import Spliced
 from services.edge.models import ModelRef, allow_list_id
 from services.edge.store import KeyRecord
+from services.edge.translate.contents_writer import SPLICE_BYTES, load_spliced
 from services.edge.translate.thinking import ThinkingSpec
 from services.edge.streaming import STREAM_HEADERS, TIMEOUT, Prefetcher, unless_disconnected, with_trace
 from services.edge.upstream_client import Usage, UpstreamError, UpstreamStream, events_of
@@ -68,6 +71,17 @@ async def read_request(request: Request, ctx: EdgeContext,
     size as received (for the admission estimate)."""
     raw = await read_body(request, ctx.settings.max_body_bytes, buffer=True)
     return await off_loop(opener, raw), len(raw)
+
+
+def spliced_opener(array: str, spliced: Spliced) -> Callable[[bytes], dict]:
+    """An opener for `read_request` that leaves the inline media of the conversation (the
+    body's member `array`) where they are in the body, as tokens of `spliced`: the request is
+    translated around them and they are spliced back into the bytes sent on, never copied."""
+    def open_body(raw: bytes) -> dict:
+        if len(raw) <= SPLICE_BYTES:  # too small to hold one: the same body, parsed at once
+            return parse_object(raw)
+        return open_lazily(raw, array, functools.partial(load_spliced, spliced=spliced))
+    return open_body
 
 
 async def admit_generation(ctx: EdgeContext, key: KeyRecord, meter: Meter, ref: ModelRef, body: dict,

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..media import MediaError, decode_inline, is_remote
+from ..media import is_remote
+from ..spliced import Spliced
 from .errors import TranslationError
+from .openai_media import inline_media
 from .params import string
 
 _IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
@@ -41,7 +43,9 @@ def media_urls(body: dict) -> list[str]:
     return list(dict.fromkeys(urls))
 
 
-def media_part(block: dict, p: str, fetched: Mapping[str, tuple[str, str]]) -> dict:
+def media_part(block: dict, p: str, fetched: Mapping[str, tuple[str, str]], spliced: Spliced | None = None) -> dict:
+    """`spliced`: the request's registry of media kept out of its JSON (services/edge/spliced.py),
+    whose tokens may stand for inline data here (fetched media are tokens of it already)."""
     source = block.get("source")
     kind = block["type"]
     if not isinstance(source, dict):
@@ -54,10 +58,7 @@ def media_part(block: dict, p: str, fetched: Mapping[str, tuple[str, str]]) -> d
             raise TranslationError(f"{p}.source.data must not be empty", f"{p}.source.data")
         if kind == "image" and media_type not in _IMAGE_TYPES:
             raise TranslationError(f"{p}.source.media_type must be one of {', '.join(_IMAGE_TYPES)}", f"{p}.source.media_type")
-        try:
-            _, data = decode_inline(data)  # type: ignore[misc]  (normalises whitespace, rejects URLs)
-        except MediaError as exc:
-            raise TranslationError(f"{p}.source.data: {exc.message}", f"{p}.source.data") from None
+        _, data = inline_media(data, f"{p}.source.data", spliced, base64_only=True)  # (normalises whitespace)
         return {"inlineData": {"mimeType": media_type, "data": data}}
     if stype == "url":
         url = string(source.get("url"), f"{p}.source.url").strip()
@@ -67,12 +68,8 @@ def media_part(block: dict, p: str, fetched: Mapping[str, tuple[str, str]]) -> d
                 raise TranslationError(f"media at {url} could not be fetched", f"{p}.source.url")
             mime, data = got
             return {"inlineData": {"mimeType": mime, "data": data}}
-        try:
-            inline = decode_inline(url)
-        except MediaError as exc:
-            raise TranslationError(f"{p}.source.url: {exc.message}", f"{p}.source.url") from None
-        assert inline is not None
-        return {"inlineData": {"mimeType": inline[0], "data": inline[1]}}
+        mime, data = inline_media(url, f"{p}.source.url", spliced)
+        return {"inlineData": {"mimeType": mime, "data": data}}
     if stype == "text" and kind == "document":
         return {"text": string(source.get("data"), f"{p}.source.data")}
     if stype == "content" and kind == "document":

@@ -26,6 +26,7 @@ from typing import Any, Mapping
 
 import orjson
 
+from ..spliced import Spliced
 from . import signatures, tool_ids
 from .anthropic_media import media_part, media_urls
 from .errors import TranslationError
@@ -69,8 +70,9 @@ def resolve_model(requested: str, mapping: Mapping[str, str]) -> str:
 # --- messages --------------------------------------------------------------------------------------
 
 class _Conversation:
-    def __init__(self, fetched: Mapping[str, tuple[str, str]]) -> None:
+    def __init__(self, fetched: Mapping[str, tuple[str, str]], spliced: Spliced | None = None) -> None:
         self.fetched = fetched
+        self.spliced = spliced
         self.system: list[dict] = []
         self.contents: list[dict] = []
         self.call_names: dict[str, str] = {}
@@ -130,7 +132,7 @@ class _Conversation:
                 if text:
                     parts.append({"text": text})
             elif kind in ("image", "document"):
-                parts.append(media_part(block, bp, self.fetched))
+                parts.append(media_part(block, bp, self.fetched, self.spliced))
             elif kind == "tool_result":
                 parts.extend(self._tool_result(block, bp))
             elif kind in ("thinking", "redacted_thinking"):
@@ -161,7 +163,7 @@ class _Conversation:
                 if kind == "text":
                     texts.append(string(item.get("text"), f"{ip}.text"))
                 elif kind in ("image", "document"):
-                    extra.append(media_part(item, ip, self.fetched))
+                    extra.append(media_part(item, ip, self.fetched, self.spliced))
                 else:
                     raise TranslationError(f"{ip}.type {kind!r} is not supported in a tool_result", f"{ip}.type")
         elif content is not None:
@@ -256,11 +258,11 @@ def _tool_choice(body: dict) -> Any:
 
 # --- entry point -----------------------------------------------------------------------------------
 
-def _conversation(body: dict, fetched: Mapping[str, tuple[str, str]]) -> _Conversation:
+def _conversation(body: dict, fetched: Mapping[str, tuple[str, str]], spliced: Spliced | None = None) -> _Conversation:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise TranslationError("messages must be a non-empty array", "messages")
-    conv = _Conversation(fetched)
+    conv = _Conversation(fetched, spliced)
     conv.system_blocks(body.get("system"), "system")
     for i, msg in enumerate(messages):
         conv.add(i, msg)
@@ -297,12 +299,14 @@ def _output_format(body: dict, gen: dict, budget: SchemaBudget) -> None:
 
 
 def messages_request_to_gemini(body: dict, model: str, fetched: Mapping[str, tuple[str, str]] | None = None, *,
-                               thinking: ThinkingSpec | None = None) -> MessagesRequest:
+                               thinking: ThinkingSpec | None = None, spliced: Spliced | None = None) -> MessagesRequest:
     """`model` is the Gemini model resolve_model chose (a -thinking style suffix allowed);
-    `thinking` its range from the upstream's catalogue (None: unknown model)."""
+    `thinking` its range from the upstream's catalogue (None: unknown model). With `spliced`,
+    inline media may be its tokens (the caller then cuts the serialized request with
+    `spliced.pieces`)."""
     base, suffix = split_model(model)
     spec = thinking or GENERIC
-    conv = _conversation(body, fetched or {})
+    conv = _conversation(body, fetched or {}, spliced)
     if spec.levels:
         signatures.ensure_first_call_signed(conv.contents)
     gemini: dict = {"contents": conv.contents}

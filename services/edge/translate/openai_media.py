@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from msgspec import Raw
 
-from ..media import OCTET_STREAM, MediaError, decode_inline, is_remote, spliced_mime
+from ..media import NOT_MEDIA_URL, OCTET_STREAM, MediaError, decode_inline, is_remote, looks_like_path, spliced_mime
 from ..spliced import Spliced
 from .contents_writer import load_message
 from .errors import TranslationError
@@ -71,6 +71,25 @@ def media_urls(body: dict) -> list[str]:
 _URL_MARK = re.compile(rb"://")
 
 
+def inline_media(ref: str, where: str, spliced: Spliced | None = None, *,
+                 base64_only: bool = False) -> tuple[str, str]:
+    """(mime, base64) of media sent inline (a data: URL or bare base64, see decode_inline), the
+    type sniffed from the bytes. When the base64 stayed in the client's body, `ref` ends with a
+    token of `spliced` and so does the data returned; it is checked as the text would be."""
+    try:
+        if spliced is not None and (found := spliced.find(ref)) is not None:
+            prefix, pieces = found
+            first = bytes(memoryview(pieces[0])[:1024])
+            if not prefix and not base64_only and looks_like_path(first[:16].decode("ascii")):
+                raise MediaError(NOT_MEDIA_URL)
+            return spliced_mime(prefix, first, sum(memoryview(p).nbytes for p in pieces)), ref[len(prefix):]
+        inline = decode_inline(ref, base64_only=base64_only)
+    except MediaError as exc:
+        raise TranslationError(f"{where}: {exc.message}", where) from None
+    assert inline is not None
+    return inline
+
+
 class MediaParts:
     """`spliced`: the request's registry of media kept out of its JSON (services/edge/spliced.py),
     whose tokens may stand for inline data here (fetched media are tokens of it already)."""
@@ -95,21 +114,8 @@ class MediaParts:
             if got is None:
                 raise TranslationError(f"media at {ref} could not be fetched", where)
             mime, data = got
-        elif self.spliced is not None and (found := self.spliced.find(ref)) is not None:
-            prefix, pieces = found
-            first = bytes(memoryview(pieces[0])[:1024])
-            try:
-                mime = spliced_mime(prefix, first, sum(memoryview(p).nbytes for p in pieces))
-            except MediaError as exc:
-                raise TranslationError(f"{where}: {exc.message}", where) from None
-            data = ref[len(prefix):]
         else:
-            try:
-                inline = decode_inline(ref)
-            except MediaError as exc:
-                raise TranslationError(f"{where}: {exc.message}", where) from None
-            assert inline is not None
-            mime, data = inline
+            mime, data = inline_media(ref, where, self.spliced)
         if mime == OCTET_STREAM and declared:
             mime = declared
         return {"inlineData": {"mimeType": mime, "data": data}}

@@ -23,6 +23,7 @@ from typing import Any, Mapping
 import orjson
 
 from ..media import is_remote
+from ..spliced import Spliced
 from . import signatures, tool_ids
 from .errors import TranslationError
 from .openai_media import MediaParts
@@ -275,8 +276,10 @@ def _text_format(body: dict, gen: dict, budget: SchemaBudget) -> None:
 # --- entry point -----------------------------------------------------------------------------------
 
 def responses_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | None = None, *,
-                                thinking: ThinkingSpec | None = None) -> ResponsesRequest:
-    """`thinking` is the model's range from the upstream's catalogue (None: unknown model)."""
+                                thinking: ThinkingSpec | None = None, spliced: Spliced | None = None) -> ResponsesRequest:
+    """`thinking` is the model's range from the upstream's catalogue (None: unknown model). With
+    `spliced`, inline media may be its tokens (the caller then cuts the serialized request with
+    `spliced.pieces`)."""
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
         raise TranslationError("model is required and must be a string", "model")
@@ -288,7 +291,7 @@ def responses_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str
     budget = SchemaBudget()  # one for all the schemas of the request
     declarations, builtins, custom = _tools(body, budget)
 
-    conv = _Input(MediaParts(fetched or {}))
+    conv = _Input(MediaParts(fetched or {}, spliced))
     instructions = body.get("instructions")
     if instructions is not None and string(instructions, "instructions"):
         conv.system.append({"text": instructions})
