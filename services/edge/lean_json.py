@@ -29,7 +29,9 @@ def _malformed(detail: str) -> ApiError:
 
 def _check_utf8(raw: bytes) -> None:
     # msgspec does not validate the text of strings it skips; a strict decoder over slices does,
-    # without a full-size copy.
+    # without a full-size copy. ASCII (most bodies) is valid UTF-8: no decoding at all then.
+    if raw.isascii():
+        return
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     view = memoryview(raw)
     try:
