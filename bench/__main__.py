@@ -9,7 +9,8 @@ Then non-streaming throughput through the full stack, 1,000 concurrent streams h
 minute, one 20 MiB image through the OpenAI route (inline, and fetched from a URL), and
 nine 20 MiB image URLs in one request (refused early by MEDIA_MAX_TOTAL_BYTES), throughput
 through Envoy over 1 vs 3 edges (bench/scale.py), and what FastAPI's routing and the OpenAPI
-document cost in the edge (bench/routing.py). Prints a table and writes JSON to
+document cost in the edge (bench/routing.py); phase `floors` measures the bare parts (gRPC,
+uvicorn, Envoy, aiohttp) alone, the floor each goal is held against (bench/floors.py). Prints a table and writes JSON to
 bench/results/ (latest.json after a complete run). Everything runs on loopback; the
 simulator's own latency is zero.
 
@@ -39,7 +40,8 @@ import orjson
 from bench.media import EDGE_ENV as MEDIA_EDGE_ENV, media_rows
 from bench.pool_choice import pool_choice, print_pool
 from bench.redis_limits import print_redis, redis_limits
-from bench.report import LAYERS, print_bodies, print_table, targets
+from bench.floors import floors_row
+from bench.report import LAYERS, floor_report, floor_sums, print_bodies, print_floors, print_table, targets
 from bench.routing import print_routing, routing_rows
 from bench.scale import print_scale, scale_row
 from bench.worker import stream_http
@@ -509,7 +511,7 @@ async def worst_schema(stack: Stack, repeat: int = 20) -> dict:
 
 
 PHASES = ("latency", "long", "spaced", "uncoalesced", "rps", "pool", "image", "media", "bodies", "streams", "redis",
-          "scale", "routing")
+          "scale", "routing", "floors")
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -560,6 +562,11 @@ async def main(args: argparse.Namespace) -> int:
                 print(f"  pool choice: {pool['added_ttfc_p50_ms']:+.3f} ms ttfc p50", flush=True)
         finally:
             stack.stop()
+    floors = None
+    if "floors" in phases:
+        # The bare parts on this machine, in this run: what the goals can be held against.
+        floors = await floors_row(base / "s8", MODEL, stream_body(args.events), cpu_seconds, pct, rss_mib)
+        print(f"  floors: Envoy {floors['parts']['envoy']['first_p50_ms']:.2f} ms p50", flush=True)
     if "uncoalesced" in phases:
         # The same streams with coalescing off (STREAM_COALESCE=false): what it saves.
         stack = start_stack(base / "s6", {"STREAM_COALESCE": "false"})
@@ -622,11 +629,14 @@ async def main(args: argparse.Namespace) -> int:
     print_bodies(tiny, schema)
     print_scale(scale)
     print_routing(routing)
+    print_floors(floors, latency, rps, streams)
     RESULTS.mkdir(exist_ok=True)
     out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(), "machine": machine(),
            "phases": phases, "latency": latency, "throughput": rps, "streams": streams, "image": image, "media": media,
            "pool_choice": pool, "tiny_messages": tiny, "worst_schema": schema, "redis_limits": redis, "scale_out": scale,
-           "routing": routing,
+           "routing": routing, "floors": floors,
+           "floor_sums": floor_sums(floors) if floors else None,
+           "floor_report": floor_report(latency, rps, streams, floors) if floors else None,
            "targets": {name: {"holds": held, "detail": detail}
                        for name, (held, detail) in targets(latency, rps, streams).items()}}
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

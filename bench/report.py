@@ -142,3 +142,96 @@ def targets(latency: list[dict], rps: dict | None, streams: dict | None) -> dict
         lost = streams["streams"] - streams["intact"]
         out[f"{streams['streams']} streams, none lost"] = (lost == 0, f"{lost} lost")
     return out
+
+
+# --- floors: what the bare parts allow (phase `floors`, bench/floors.py) --------------------
+
+# The parts one request crosses in our topology, and whose CPU each part's figure holds:
+# Envoy, the edge's HTTP server, the gRPC hop (both ends) and the upstream's aiohttp client.
+FLOOR_UNARY = ("envoy", "http", "grpc_unary", "aiohttp_unary")
+FLOOR_STREAM = ("envoy", "http", "grpc_stream_1", "aiohttp_stream")
+
+
+def floor_sums(floors: dict) -> dict[str, float]:
+    """The floors the bare parts impose on one request through Envoy → edge → upstream → backend:
+    CPU as the sum of every part's processes, at concurrency 1 and at the phase's concurrency
+    (a stream with its events in one gRPC message, as coalesced, and one message per event);
+    the time to first chunk it adds over the backend alone as Envoy-in-front-of-an-HTTP-app
+    plus one gRPC hop (the backend call replaces the client's own, so it adds nothing); idle
+    RSS as the bare server processes' (a lower bound: ours hold more code)."""
+    parts, conc, events = floors["parts"], floors["concurrency"], floors["events"]
+
+    def cpu(names: tuple[str, ...], key: str) -> float:
+        return sum(sum(parts[n][key].values()) for n in names)
+
+    each = tuple(f"grpc_stream_{events}" if n == "grpc_stream_1" else n for n in FLOOR_STREAM)
+    out: dict[str, float] = {}
+    for c in (1, conc):
+        key = f"cpu_ms_c{c}"
+        out[f"unary_cpu_ms_c{c}"] = cpu(FLOOR_UNARY, key)
+        out[f"stream_cpu_ms_c{c}"] = cpu(FLOOR_STREAM, key)
+        out[f"stream_each_cpu_ms_c{c}"] = cpu(each, key)
+    for q in ("p50", "p99"):
+        out[f"added_ttfc_{q}_ms"] = parts["envoy"][f"first_{q}_ms"] + parts["grpc_stream_1"][f"first_{q}_ms"]
+    out["idle_rss_mib"] = sum(floors.get("rss_mib", {}).values())
+    return out
+
+
+def floor_report(latency: list[dict], rps: dict | None, streams: dict | None,
+                 floors: dict) -> list[dict]:
+    """Each goal of issue #15 that has a floor: the measured figure, the floor the parts impose,
+    and the goal (goal below floor: the parts alone cannot meet it on this machine)."""
+    annotate(latency)
+    sums, conc = floor_sums(floors), floors["concurrency"]
+    rows: list[dict] = []
+
+    def add(goal: str, measured: float, floor: float, budget: float, unit: str) -> None:
+        rows.append({"goal": goal, "measured": measured, "floor": floor, "budget": budget, "unit": unit,
+                     "holds": measured <= budget, "goal_below_floor": budget < floor,
+                     "times_floor": measured / floor if floor else float("nan")})
+
+    for c, budget in ((50, STREAM_CPU_C50_MS), (1, STREAM_CPU_C1_MS)):
+        row = full_row(latency, c)
+        floor = sums.get(f"stream_cpu_ms_c{c}")
+        if row is not None and floor is not None:
+            add(f"CPU per {row.get('events')}-event stream, concurrency {c}", row["gateway_cpu_ms"], floor, budget, "ms")
+    row = full_row(latency, 1)
+    if row is not None:
+        for q, budget in (("p50", ADDED_TTFC_P50_MS), ("p99", ADDED_TTFC_P99_MS)):
+            add(f"added time to first chunk, {q}, concurrency 1", row[f"added_ttfc_{q}_ms"],
+                sums[f"added_ttfc_{q}_ms"], budget, "ms")
+    if rps and rps.get("requests"):
+        add(f"non-streaming gateway CPU per request (concurrency {rps['concurrency']}; floor at {conc})",
+            rps["gateway_cpu_s"] * 1000 / rps["requests"], sums[f"unary_cpu_ms_c{conc}"], UNARY_CPU_MS, "ms")
+    if streams and streams.get("idle_rss_mib") and sums["idle_rss_mib"]:
+        add("idle RSS of the three processes", sum(streams["idle_rss_mib"].get(n, 0.0) for n in GATEWAY),
+            sums["idle_rss_mib"], IDLE_RSS_MIB, "MiB")
+    return rows
+
+
+def print_floors(floors: dict | None, latency: list[dict], rps: dict | None, streams: dict | None) -> None:
+    if not floors:
+        return
+    conc = floors["concurrency"]
+    print(f"\nFloors: the bare parts alone (no gateway logic), each driven from its own client process; "
+          f"CPU ms per request at c=1 / c={conc}, latency ms at c=1")
+    print(f"{'part':<16}{'first p50':>10}{'p99':>8}{'total p50':>10}{'err':>5}  CPU (process: c=1 / c={conc})")
+    for name, p in floors["parts"].items():
+        cpu = ", ".join(f"{proc} {v:.3f} / {p[f'cpu_ms_c{conc}'][proc]:.3f}" for proc, v in p["cpu_ms_c1"].items())
+        print(f"{name:<16}{p['first_p50_ms']:>10.3f}{p['first_p99_ms']:>8.2f}{p['total_p50_ms']:>10.3f}"
+              f"{p['errors']:>5}  {cpu}")
+    s = floor_sums(floors)
+    print(f"Sum along one request (Envoy + uvicorn + gRPC both ends + aiohttp): non-streaming CPU "
+          f"{s['unary_cpu_ms_c1']:.2f} / {s[f'unary_cpu_ms_c{conc}']:.2f} ms; {floors['events']}-event stream CPU "
+          f"{s['stream_cpu_ms_c1']:.2f} / {s[f'stream_cpu_ms_c{conc}']:.2f} ms coalesced, "
+          f"{s['stream_each_cpu_ms_c1']:.2f} / {s[f'stream_each_cpu_ms_c{conc}']:.2f} ms one message per event; "
+          f"added time to first chunk p50 {s['added_ttfc_p50_ms']:.2f}, p99 {s['added_ttfc_p99_ms']:.2f} ms; "
+          f"idle RSS of the bare servers {s['idle_rss_mib']:.0f} MiB")
+    rows = floor_report(latency, rps, streams, floors)
+    short = [r for r in rows if not r["holds"]]
+    if short:
+        print("Goals SHORT, measured vs the floor the parts impose:")
+    for r in short:
+        print(f"  {r['goal']}: {r['measured']:.2f} {r['unit']}, floor {r['floor']:.2f} {r['unit']} "
+              f"({r['times_floor']:.1f}× the floor), goal ≤ {r['budget']:g} {r['unit']}"
+              + (" — below the floor: the parts alone cannot meet it here" if r["goal_below_floor"] else ""))

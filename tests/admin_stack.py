@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from tests import harness
+from tests.stack_fixtures import start_gateway
 
 ROOT = "/gemini_cli"
 TOKEN_LINE = re.compile(r"admin token \(shown once, keep it\): (gwadmin-\S+)")
@@ -59,19 +60,7 @@ def start_admin_stack(simulator: harness.Proc, base: Path) -> AdminStack:
     harness.write_credential(creds / "seat.json", f"rt-admin-{uuid.uuid4().hex[:8]}")
     pool = base / "pool.toml"
     pool.write_text(f'[[members]]\nname = "studio"\nkind = "ai-studio"\nfile = "{keys_dir}"\npriority = 1\n')
-    logs = base / "logs"
-    up = harness.start_upstream(logs, simulator.url, creds, {"POOL_CONFIG": str(pool), "POOL_RELOAD_SECONDS": "0.5"})
-    try:
-        edge = harness.start_edge(logs, up.addr, base / "data",
-                                  {"AUTH_REFRESH_SECONDS": "0.1", "LEDGER_FLUSH_SECONDS": "0.05",
-                                   "MODELS_CACHE_SECONDS": "0"})
-    except Exception:
-        up.stop()
-        raise
-    try:
-        envoy = harness.start_envoy(logs, edge.port, up.port)
-    except Exception:
-        edge.stop()
-        up.stop()
-        raise
+    up, edge, envoy = start_gateway(simulator, base, creds, {"POOL_CONFIG": str(pool), "POOL_RELOAD_SECONDS": "0.5"},
+                                    {"AUTH_REFRESH_SECONDS": "0.1", "LEDGER_FLUSH_SECONDS": "0.05",
+                                     "MODELS_CACHE_SECONDS": "0"})
     return AdminStack(up, edge, envoy, creds, keys_dir, printed_token(edge))

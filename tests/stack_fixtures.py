@@ -107,25 +107,32 @@ def pool_members(pool: str, simulator: harness.Proc, base: Path, tag: str,
     return creds, env
 
 
+def start_gateway(simulator: harness.Proc, base: Path, creds: Path | None, up_env: dict[str, str],
+                  edge_env: dict[str, str]) -> tuple[harness.Proc, harness.Proc, harness.Proc]:
+    """upstream → edge → Envoy in front of the simulator, logs in base/logs and the edge's data
+    in base/data; if a part fails to start, those already up are stopped."""
+    logs = base / "logs"
+    started: list[harness.Proc] = []
+    try:
+        up = harness.start_upstream(logs, simulator.url, creds, up_env)
+        started.append(up)
+        edge = harness.start_edge(logs, up.addr, base / "data", edge_env)
+        started.append(edge)
+        envoy = harness.start_envoy(logs, edge.port, up.port)
+    except Exception:
+        for proc in reversed(started):
+            proc.stop()
+        raise
+    return up, edge, envoy
+
+
 def start_stack(simulator: harness.Proc, base: Path, edge_env: dict[str, str] | None = None,
                 pool: str = "code-assist") -> Stack:
     refresh_token = f"rt-edge-{uuid.uuid4().hex[:8]}"
     creds, up_env = pool_members(pool, simulator, base, "edge")
     if creds is not None:
         harness.write_credential(creds / "a.json", refresh_token)
-    logs = base / "logs"
-    up = harness.start_upstream(logs, simulator.url, creds, up_env)
-    try:
-        edge = harness.start_edge(logs, up.addr, base / "data", {**EDGE_ENV, **(edge_env or {})})
-    except Exception:
-        up.stop()
-        raise
-    try:
-        envoy = harness.start_envoy(logs, edge.port, up.port)
-    except Exception:
-        edge.stop()
-        up.stop()
-        raise
+    up, edge, envoy = start_gateway(simulator, base, creds, up_env, {**EDGE_ENV, **(edge_env or {})})
     return Stack(simulator, up, edge, envoy, refresh_token, pool)
 
 

@@ -1,4 +1,5 @@
-"""`python -m services.edge`: serve the edge with uvicorn (uvloop + httptools).
+"""`python -m services.edge`: serve the edge with uvicorn (uvloop + httptools, with the
+protocol of services/edge/http_server.py).
 
 On SIGTERM/SIGINT uvicorn stops accepting connections and lets in-flight requests — streams
 included — finish for up to SHUTDOWN_GRACE_SECONDS; then the lifespan flushes the usage ledger
@@ -21,6 +22,7 @@ os.environ.setdefault("GRPC_EXPERIMENTS", "-event_engine_client,-event_engine_li
 import uvicorn  # noqa: E402
 
 from services.edge.app import create_app  # noqa: E402
+from services.edge.http_server import EdgeHttpProtocol  # noqa: E402
 from services.edge.settings import load_settings  # noqa: E402
 from services.logging_setup import configure as configure_logging  # noqa: E402
 
@@ -37,10 +39,13 @@ def main() -> int:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     config = uvicorn.Config(create_app(settings), host=settings.edge_host, port=settings.edge_port,
-                            loop="uvloop", http="httptools", lifespan="on", access_log=False,
+                            loop="uvloop", http=EdgeHttpProtocol, lifespan="on", access_log=False,
                             server_header=False, log_config=None, log_level=settings.log_level.lower(),
                             timeout_graceful_shutdown=settings.shutdown_grace_seconds or None,
-                            timeout_keep_alive=75)
+                            timeout_keep_alive=75,
+                            # The edge trusts only Envoy's proof (x-gateway-proxy-token) for what
+                            # X-Forwarded-* say (routes/admin.py), never the peer address.
+                            proxy_headers=False)
     server = _Server(config)
     # Everything built so far (modules, the app, its routes) lives as long as the process: keep
     # it out of the cyclic GC's full collections, which otherwise walk it every few hundred

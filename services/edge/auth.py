@@ -2,7 +2,7 @@
 
 The key is taken from, in this order: `Authorization: Bearer K`, a bare `Authorization: K`,
 `X-Goog-Api-Key: K`, `X-Api-Key: K` (Anthropic clients), the query parameter `?key=K`. It is
-hashed at once and never logged.
+never logged; the store sees only its hash.
 
 Cached records are trusted until the store's change counter moves (polled every
 `auth_refresh_seconds`; every write to the keys table bumps it, including the admin CLI's from
@@ -27,6 +27,7 @@ from services.edge.store import KeyRecord, LicenseStore, hash_key
 log = logging.getLogger("edge.auth")
 
 _NEGATIVE_TTL = 1.0
+_NO_QUERY: Mapping[str, str] = {}
 _MAX_ENTRIES = 50_000
 
 
@@ -79,21 +80,21 @@ class KeyCache:
         self._task: asyncio.Task | None = None
 
     async def lookup(self, key: str) -> KeyRecord | None:
-        h = hash_key(self._secret, key)
-        entry = self._entries.get(h)
-        now = time.monotonic()
-        if entry is not None and now - entry.at < (self._ttl if entry.record else _NEGATIVE_TTL):
+        # Cached by the key as sent, so a cached key costs one dict lookup and no HMAC; the
+        # store is only ever asked by hash.
+        entry = self._entries.get(key)
+        if entry is not None and time.monotonic() - entry.at < (self._ttl if entry.record else _NEGATIVE_TTL):
             return entry.record
-        fut = self._inflight.get(h)
+        fut = self._inflight.get(key)
         if fut is None:
             # One database read per key however many requests arrive with it at once.
-            fut = self._inflight[h] = asyncio.ensure_future(self._load(h))
-            fut.add_done_callback(lambda _f, h=h: self._inflight.pop(h, None))
+            fut = self._inflight[key] = asyncio.ensure_future(self._load(key))
+            fut.add_done_callback(lambda _f, key=key: self._inflight.pop(key, None))
         return await asyncio.shield(fut)
 
-    async def _load(self, h: str) -> KeyRecord | None:
+    async def _load(self, key: str) -> KeyRecord | None:
         rev_before, gen_before = self._revision, self._generation
-        rec = await self._store.find_by_hash(h)
+        rec = await self._store.find_by_hash(hash_key(self._secret, key))
         if rec is not None:
             self.names[rec.id] = rec.name
             if rec.quota is not None:
@@ -106,7 +107,7 @@ class KeyCache:
             self._entries.clear()
         # A change signalled while we read may not be in what we read: do not cache it then.
         if self._revision == rev_before and self._generation == gen_before:
-            self._entries[h] = _Entry(rec, time.monotonic())
+            self._entries[key] = _Entry(rec, time.monotonic())
         return rec
 
     def invalidate(self) -> None:
@@ -146,7 +147,10 @@ class KeyCache:
 
 async def authenticate(request: Request) -> KeyRecord:
     """FastAPI dependency: the caller's valid key record, or a 401 in the route's error format."""
-    key, _source = extract_key(request.headers, request.query_params)
+    # The query string is parsed only when it could hold a key (its name, maybe %-encoded).
+    qs = request.scope.get("query_string", b"")
+    query = request.query_params if b"key" in qs or b"%" in qs else _NO_QUERY
+    key, _source = extract_key(request.headers, query)
     if not key:
         raise ApiError(401, "missing license key: send 'Authorization: Bearer <key>', "
                             "'x-goog-api-key: <key>', 'x-api-key: <key>' or '?key=<key>'", code="missing_api_key")

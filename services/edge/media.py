@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import gc
 import ipaddress
 import logging
 import re
 import socket
+import traceback
 from typing import Iterable
 from urllib.parse import unquote_to_bytes, urljoin, urlsplit, urlunsplit
 
@@ -29,6 +31,8 @@ log = logging.getLogger("edge.media")
 OCTET_STREAM = "application/octet-stream"
 # Enough decoded bytes for every signature below, including ftyp compatible-brand lists.
 SNIFF_BYTES = 512
+# A failed fetch of at least this many bytes is followed by a collection (fetch_all).
+COLLECT_AFTER_BYTES = 1 << 20
 _SNIFF_B64 = SNIFF_BYTES // 3 * 4
 
 
@@ -379,7 +383,19 @@ class MediaFetcher:
             first = next((e for e in group.exceptions if isinstance(e, MediaError)), None)
             if first is None:
                 raise
-            raise first from None
+            # The group and its tracebacks form reference cycles holding the frames of the
+            # fetches, with the bytes they had read (up to MEDIA_MAX_TOTAL_BYTES): cleared
+            # here, a refused request's media is freed at once, not whenever the cyclic GC
+            # next runs (until then each refusal's bytes added to the edge's memory).
+            for exc in (group, *group.exceptions):
+                traceback.clear_frames(exc.__traceback__)
+            if lease.total >= COLLECT_AFTER_BYTES:
+                # So are the connections cut short, with what their transport had buffered
+                # beyond what was read (anyio queues all that arrives while a task waits:
+                # tens of MiB over nine connections on a busy machine). A refusal this size
+                # cost the client as many bytes: one collection per refusal is cheap beside.
+                gc.collect()
+            raise first.with_traceback(None) from None
         return {u: results[u] for u in unique}
 
     async def _fetch(self, url: str, lease: MediaLease) -> tuple[str, Encoded]:

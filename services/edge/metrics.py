@@ -29,6 +29,9 @@ _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016,
                      0.512, 1.024, 4.096)
 
 
+_MAX_CHILDREN = 100_000
+
+
 class KeyQuotaCollector(Collector):
     """Quota left per key (keys with a quota that this process has seen), read at scrape time
     from the limiter's counters: no database query, nothing done per request."""
@@ -66,6 +69,7 @@ class EdgeMetrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self._known_model = known_model
         self._key_name = key_name
+        self._children: dict[tuple, object] = {}
         r = self.registry
         self.requests = Counter("gateway_requests", "Requests that reached a route, by how they ended.",
                                 _LABELS, registry=r)
@@ -91,6 +95,17 @@ class EdgeMetrics:
                                   "answer (unary).", ("api", "gen_ai_request_model", "stream"),
                                   buckets=_OVERHEAD_BUCKETS, registry=r)
 
+    def _child(self, metric, *values: str):
+        # labels() validates and locks on every call; a request reuses the children of earlier
+        # requests with the same labels (bounded, see the module's docstring).
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) >= _MAX_CHILDREN:
+                self._children.clear()
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     def watch_quotas(self, quotas: Callable[[], Iterable[tuple[str, int, int]]]) -> None:
         self.registry.register(KeyQuotaCollector(quotas))
 
@@ -104,14 +119,15 @@ class EdgeMetrics:
         model = self.model_label(model)
         kind = credential_kind or "none"
         now = time.perf_counter()
-        self.requests.labels(key, api, op, model, kind, str(status)).inc()
-        self.duration.labels(key, api, op, model, kind, str(status)).observe(now - started)
+        outcome = str(status)
+        self._child(self.requests, key, api, op, model, kind, outcome).inc()
+        self._child(self.duration, key, api, op, model, kind, outcome).observe(now - started)
         if prompt or completion or thoughts:
             for token_type, n in (("input", prompt), ("output", completion), ("reasoning", thoughts)):
-                self.tokens.labels(key, api, op, model, kind, token_type).observe(n)
+                self._child(self.tokens, key, api, op, model, kind, token_type).observe(n)
         if overhead is not None:
-            self.overhead.labels(api, model, "true" if op == "stream" else "false").observe(overhead)
+            self._child(self.overhead, api, model, "true" if op == "stream" else "false").observe(overhead)
         if first_at is not None:
-            self.ttft.labels(key, api, model, kind).observe(first_at - started)
+            self._child(self.ttft, key, api, model, kind).observe(first_at - started)
             if completion > 0:
-                self.tpot.labels(key, api, model, kind).observe((now - first_at) / completion)
+                self._child(self.tpot, key, api, model, kind).observe((now - first_at) / completion)

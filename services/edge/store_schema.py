@@ -234,34 +234,31 @@ def _sum(col: str) -> str:
     return f"CAST(SUM({col}) AS BIGINT)"
 
 
-# Totals read raw rows and rolled-up days alike, so pruning changes no total. {raw} and {daily}
-# are the WHERE clauses of each side (see usage_filter).
-USAGE_SUMMARY = (
-    "SELECT key_id, model, " + ", ".join(_sum(c) for c in ("requests", "errors", "prompt_tokens", "completion_tokens",
-                                                           "thought_tokens", "total_tokens")) +
-    " FROM (SELECT key_id, model, COUNT(*) AS requests, " + _ERRORS + " AS errors, "
-    + ", ".join(f"{_sum(c)} AS {c}" for c in ("prompt_tokens", "completion_tokens", "thought_tokens", "total_tokens"))
-    + " FROM usage {raw} GROUP BY key_id, model"
-    " UNION ALL SELECT key_id, model, requests, errors, prompt_tokens, completion_tokens, thought_tokens, total_tokens"
-    " FROM usage_daily {daily}) AS u GROUP BY key_id, model ORDER BY key_id, model")
+def _totals(group: Sequence[tuple[str, str, str]], tokens: Sequence[str]) -> str:
+    """Totals over raw rows and rolled-up days alike, so pruning changes no total: the raw side
+    grouped and summed, UNION ALL the usage_daily rows, summed again by the same columns.
+    `group`: (name, raw-side expression, daily-side expression); {raw} and {daily} are the
+    WHERE clauses of each side (see usage_filter)."""
+    cols = ", ".join(name for name, _, _ in group)
 
-USAGE_BY_CREDENTIAL = (
-    "SELECT credential_kind, " + ", ".join(_sum(c) for c in ("requests", "errors", "total_tokens")) +
-    " FROM (SELECT credential_kind, COUNT(*) AS requests, " + _ERRORS + " AS errors, "
-    + _sum("total_tokens") + " AS total_tokens FROM usage {raw} GROUP BY credential_kind"
-    " UNION ALL SELECT credential_kind, requests, errors, total_tokens FROM usage_daily {daily})"
-    " AS u GROUP BY credential_kind ORDER BY credential_kind")
+    def select(side: int) -> str:
+        return ", ".join(g[0] if g[side] == g[0] else f"{g[side]} AS {g[0]}" for g in group)
+
+    sums = ("requests", "errors", *tokens)
+    return ("SELECT " + cols + ", " + ", ".join(_sum(c) for c in sums)
+            + " FROM (SELECT " + select(1) + ", COUNT(*) AS requests, " + _ERRORS + " AS errors, "
+            + ", ".join(f"{_sum(c)} AS {c}" for c in tokens) + " FROM usage {raw} GROUP BY " + cols
+            + " UNION ALL SELECT " + select(2) + ", " + ", ".join(sums) + " FROM usage_daily {daily})"
+            " AS u GROUP BY " + cols + " ORDER BY " + cols)
 
 
-# Per UTC day (epoch seconds of its midnight), key and model, raw rows and rolled-up days alike.
-USAGE_BY_DAY = (
-    "SELECT d, key_id, model, " + ", ".join(_sum(c) for c in ("requests", "errors", "prompt_tokens", "completion_tokens",
-                                                            "thought_tokens", "total_tokens")) +
-    " FROM (SELECT {day} AS d, key_id, model, COUNT(*) AS requests, " + _ERRORS + " AS errors, "
-    + ", ".join(f"{_sum(c)} AS {c}" for c in ("prompt_tokens", "completion_tokens", "thought_tokens", "total_tokens"))
-    + " FROM usage {raw} GROUP BY d, key_id, model"
-    " UNION ALL SELECT day AS d, key_id, model, requests, errors, prompt_tokens, completion_tokens, thought_tokens,"
-    " total_tokens FROM usage_daily {daily}) AS u GROUP BY d, key_id, model ORDER BY d, key_id, model")
+_TOKENS = ("prompt_tokens", "completion_tokens", "thought_tokens", "total_tokens")
+_KEY_MODEL = (("key_id", "key_id", "key_id"), ("model", "model", "model"))
+
+USAGE_SUMMARY = _totals(_KEY_MODEL, _TOKENS)
+USAGE_BY_CREDENTIAL = _totals((("credential_kind", "credential_kind", "credential_kind"),), ("total_tokens",))
+# Per UTC day (epoch seconds of its midnight; {day} is the engine's expression), key and model.
+USAGE_BY_DAY = _totals((("d", "{day}", "day"), *_KEY_MODEL), _TOKENS)
 
 
 def update_key_sql(fields: Sequence[str]) -> str:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import orjson
 from starlette.requests import ClientDisconnect
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from services.edge.limits import Limits, Reservation
 from services.edge.store import LicenseStore, UsageRow
@@ -258,6 +260,25 @@ class Meter:
             "overhead_ms": round(overhead * 1000.0, 2) if overhead is not None else None,
             "credential": f"{self.credential_kind}/{self.credential_id}" if self.credential_kind else None,
             "trace_id": self.trace_id or None}})
+
+
+class MeteredResponse(Response):
+    """A unary answer whose ledger row (and log line and metrics) is made once its bytes are
+    written, not on the way to the client's first byte. The row says `status` whatever
+    happens while writing, as it did when it was made before."""
+
+    def __init__(self, content: bytes, meter: Meter, usage: Usage | None, *, headers: dict[str, str],
+                 status: int = 200, media_type: str = "application/json") -> None:
+        super().__init__(content, media_type=media_type, headers=headers)
+        self._meter = meter
+        self._usage = usage
+        self._status = status
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._meter.finish(self._status, self._usage)
 
 
 T = TypeVar("T")

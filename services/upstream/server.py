@@ -139,6 +139,52 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
         if self.draining:
             raise Draining("the upstream is shutting down; retry on another instance")
 
+    @staticmethod
+    def _generate_failed(err: UpstreamError, rid: str) -> tuple[str, Any]:
+        """A Generate's failure logged: (its outcome label, the status to abort the call with)."""
+        desc = errors.describe(err)
+        outcome = f"{desc.code.name}/{desc.reason}"
+        log.log(logging.WARNING if desc.code is not grpc.StatusCode.INVALID_ARGUMENT else logging.INFO,
+                "generate id=%s failed: %s: %s", rid, outcome, desc.message)
+        return outcome, errors.to_rpc_status(desc)
+
+    def _generate_done(self, request: upstream_pb2.GenerateRequest, rid: str, started: float, waited: list[float],
+                       delivering: float, chunks: int, cred_id: str, cred_kind: str, outcome: str) -> None:
+        elapsed = time.monotonic() - started
+        self.metrics.observe("generate", request.model, cred_id, cred_kind, outcome, elapsed)
+        if chunks:
+            self.metrics.observe_overhead(request.model, request.stream,
+                                          max(0.0, elapsed - waited[0] - delivering))
+        log.info("generate id=%s caller=%s model=%s stream=%s credential=%s chunks=%d outcome=%s ms=%.0f",
+                 rid, internal_auth.caller_of(request.caller), request.model, request.stream, cred_id or "-", chunks,
+                 outcome, elapsed * 1000)
+
+    async def GenerateUnary(self, request: upstream_pb2.GenerateRequest,
+                            context: grpc.aio.ServicerContext) -> upstream_pb2.GenerateResponse:
+        """Generate's non-streaming answer as a unary call: measured, logged and failing alike."""
+        started = time.monotonic()
+        waited = count_backend_wait()
+        rid = request.request_id or uuid.uuid4().hex
+        cred_id = cred_kind = ""
+        outcome = "ok"
+        try:
+            self._check_open()
+            if request.stream:
+                raise InvalidRequest("GenerateUnary answers non-streaming calls only: use Generate to stream")
+            model = self._model(request.model)
+            chunk, entry = await self._pool.generate(model, request_body(request.body), rid)
+            cred_id, cred_kind = entry.cred.id, entry.cred.kind
+            return response_message(chunk, entry)
+        except UpstreamError as err:
+            outcome, status = self._generate_failed(err, rid)
+            await context.abort_with_status(status)
+            raise  # not reached: abort raises
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            self._generate_done(request, rid, started, waited, 0.0, 1 if cred_id else 0, cred_id, cred_kind, outcome)
+
     async def Generate(self, request: upstream_pb2.GenerateRequest,
                        context: grpc.aio.ServicerContext) -> AsyncIterator[upstream_pb2.GenerateResponse]:
         started = time.monotonic()
@@ -184,23 +230,13 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
                 finally:
                     await stream.aclose()
         except UpstreamError as err:
-            desc = errors.describe(err)
-            outcome = f"{desc.code.name}/{desc.reason}"
-            log.log(logging.WARNING if desc.code is not grpc.StatusCode.INVALID_ARGUMENT else logging.INFO,
-                    "generate id=%s failed: %s: %s", rid, outcome, desc.message)
-            await context.abort_with_status(errors.to_rpc_status(desc))
+            outcome, status = self._generate_failed(err, rid)
+            await context.abort_with_status(status)
         except asyncio.CancelledError:
             outcome = "cancelled"
             raise
         finally:
-            elapsed = time.monotonic() - started
-            self.metrics.observe("generate", request.model, cred_id, cred_kind, outcome, elapsed)
-            if chunks:
-                self.metrics.observe_overhead(request.model, request.stream,
-                                              max(0.0, elapsed - waited[0] - delivering))
-            log.info("generate id=%s caller=%s model=%s stream=%s credential=%s chunks=%d outcome=%s ms=%.0f",
-                     rid, internal_auth.caller_of(request.caller), request.model, request.stream, cred_id or "-", chunks, outcome,
-                     elapsed * 1000)
+            self._generate_done(request, rid, started, waited, delivering, chunks, cred_id, cred_kind, outcome)
 
     async def GenerateChunked(self, request_iterator: AsyncIterator[chunked.Part],
                               context: grpc.aio.ServicerContext) -> AsyncIterator[upstream_pb2.GenerateResponse]:

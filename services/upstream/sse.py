@@ -6,7 +6,8 @@ whose data lines are joined with "\\n"; comment (`:`), `id:`, `event:` and `retr
 are ignored; there is no `[DONE]` sentinel, the stream ends when the connection closes.
 
 Works on bytes as they come off the socket: a line, even a CRLF pair, may be split across
-reads. `max_event_bytes` bounds what one event (and one line) may buffer, so a backend that
+reads. The usual read (events of one `data:` line, CRLF or LF line ends) is split per read, not
+per line in Python; anything else goes through the line parser. `max_event_bytes` bounds what one event (and one line) may buffer, so a backend that
 never ends a line cannot grow it without limit.
 """
 from __future__ import annotations
@@ -21,6 +22,11 @@ log = logging.getLogger(__name__)
 
 class EventTooLarge(ValueError):
     """One event (or one line) is larger than the parser's `max_event_bytes`."""
+
+
+# Past this much buffered, a long event goes on line by line (its complete lines are moved out of
+# the buffer) instead of copying the growing buffer on every read.
+_BLOCKS_BELOW = 64 * 1024
 
 
 class SSEParser:
@@ -39,6 +45,45 @@ class SSEParser:
     def feed(self, chunk: bytes) -> list[bytes]:
         if not chunk:
             return []
+        if not self._data and not self._skip_lf and len(self._buf) < _BLOCKS_BELOW:
+            events = self._feed_blocks(chunk)
+            if events is not None:
+                return events
+        return self._feed_lines(chunk)
+
+    def _feed_blocks(self, chunk: bytes) -> list[bytes] | None:
+        """The common case, per read rather than per line: the complete events of a read that
+        holds nothing but `data: …` lines, one per event, all ending in CRLF or all in LF (what
+        backends send). None: the line parser takes this read."""
+        buf = self._buf
+        text = bytes(buf) + chunk if buf else chunk
+        crlf = b"\r" in text
+        if crlf and text.endswith(b"\r"):
+            return None  # maybe the CR of a blank line: its event is complete now
+        end = b"\r\n\r\n" if crlf else b"\n\n"
+        cut = text.rfind(end)
+        events: list[bytes] = []
+        if cut >= 0:
+            done = text[:cut]
+            if not done.startswith(b"data: "):
+                return None
+            events = done[6:].split(b"\r\n\r\ndata: " if crlf else b"\n\ndata: ")
+            # No line end but the separators': each event was one data line.
+            ends = 2 * (len(events) - 1)
+            if done.count(b"\n") != ends or (crlf and done.count(b"\r") != ends):
+                return None
+            events = [value.strip() for value in events]
+            if self._max is not None and len(done) > self._max and max(map(len, events)) + 1 > self._max:
+                raise EventTooLarge(f"a server-sent event is larger than {self._max} bytes")
+            text = text[cut + len(end):]
+        buf.clear()
+        if text:
+            buf += text
+            if self._max is not None and len(buf) > self._max:
+                raise EventTooLarge(f"a server-sent event is larger than {self._max} bytes")
+        return events
+
+    def _feed_lines(self, chunk: bytes) -> list[bytes]:
         if self._skip_lf:
             self._skip_lf = False
             if chunk[:1] == b"\n":
@@ -73,8 +118,13 @@ class SSEParser:
         """End of stream: a final event not followed by a blank line still counts."""
         events: list[bytes] = []
         if self._buf:
-            self._line(bytes(self._buf), events)
+            # The per-read path may have left whole lines in the buffer: the line parser takes them.
+            pending = bytes(self._buf)
             self._buf.clear()
+            events = self._feed_lines(pending)
+            if self._buf:
+                self._line(bytes(self._buf), events)
+                self._buf.clear()
         self._line(b"", events)
         return events
 

@@ -7,11 +7,14 @@ leaves processes behind.
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Iterator, Mapping
 
 import grpc
 import httpx
@@ -194,3 +197,36 @@ def wait_for(check, timeout: float, what: str, interval: float = 0.05):
 
 def client(timeout: float = 30.0) -> httpx.Client:
     return httpx.Client(timeout=timeout, trust_env=False)
+
+
+def burst(n: int, call: Callable[[httpx.Client, int], httpx.Response]) -> list[httpx.Response]:
+    """`n` calls at once, call(client, i) each from a client of its own (a barrier releases them
+    together)."""
+    gate = threading.Barrier(n)
+
+    def one(i: int) -> httpx.Response:
+        with client(timeout=60) as c:
+            gate.wait()
+            return call(c, i)
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def assert_refusal(r: httpx.Response) -> None:
+    """A limit's refusal: 403 (quota, revoked) or 429 with a sane Retry-After."""
+    assert r.status_code in (403, 429), (r.status_code, r.text[:300])
+    if r.status_code == 429:
+        assert 1 <= int(r.headers["retry-after"]) <= 60
+
+
+@contextmanager
+def slow_generations(rig: "Rig", delay: float) -> Iterator[None]:
+    """Every generation of the rig's first account waits `delay` seconds before answering."""
+    ids = [rig.sim.add_fault(account=rig.tokens[0], op=op, kind="slow", delay=delay, times=-1)
+           for op in ("generate", "stream")]
+    try:
+        yield
+    finally:
+        for fid in ids:
+            rig.sim.remove_fault(fid)

@@ -11,12 +11,11 @@ optional per-key cap bounds the requests a key may have running at once.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
-from tests.faults.rig import MODEL, Rig, client, gemini_body, wait_for
+from tests.faults.rig import MODEL, Rig, assert_refusal, burst, client, gemini_body, slow_generations, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -33,30 +32,8 @@ def rig(rigs) -> Rig:
 @pytest.fixture
 def slow_backend(rig: Rig):
     """Every generation of this rig's account waits LATENCY_S before answering."""
-    ids = [rig.sim.add_fault(account=rig.tokens[0], op=op, kind="slow", delay=LATENCY_S, times=-1)
-           for op in ("generate", "stream")]
-    yield
-    for fid in ids:
-        rig.sim.remove_fault(fid)
-
-
-def burst(n: int, call) -> list[httpx.Response]:
-    """`n` calls at once (a barrier releases them together)."""
-    gate = threading.Barrier(n)
-
-    def one(_i: int) -> httpx.Response:
-        with client(timeout=60) as c:
-            gate.wait()
-            return call(c)
-
-    with ThreadPoolExecutor(n) as pool:
-        return list(pool.map(one, range(n)))
-
-
-def assert_refusal(r: httpx.Response) -> None:
-    assert r.status_code in (403, 429), (r.status_code, r.text[:300])
-    if r.status_code == 429:
-        assert 1 <= int(r.headers["retry-after"]) <= 60
+    with slow_generations(rig, LATENCY_S):
+        yield
 
 
 def served(rig: Rig, key: str, expect: int) -> list[dict]:
@@ -79,7 +56,7 @@ def test_quota_holds_against_a_parallel_burst(rig: Rig, slow_backend, route: str
     key = rig.key("--quota", str(quota))
     path, body, size = ROUTES[route]
 
-    def call(c: httpx.Client) -> httpx.Response:
+    def call(c: httpx.Client, _i: int = 0) -> httpx.Response:
         return c.post(f"{rig.public}{path}", headers={"Authorization": f"Bearer {key}", "x-api-key": key},
                       json=body)
 
@@ -114,7 +91,7 @@ def test_tpm_holds_against_a_burst(rig: Rig, slow_backend):
     tpm = 30
     key = rig.key("--tpm", str(tpm))
 
-    def call(c: httpx.Client) -> httpx.Response:
+    def call(c: httpx.Client, _i: int) -> httpx.Response:
         return c.post(f"{rig.public}/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
                       headers={"x-goog-api-key": key}, json=gemini_body("[len=10] go"))
 

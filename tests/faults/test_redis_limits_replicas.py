@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import httpx
 import pytest
 
 from tests import harness
-from tests.faults.rig import EDGE_ENV, MODEL, Rig, client, gemini_body, wait_for
+from tests.faults.rig import (EDGE_ENV, MODEL, Rig, assert_refusal, burst, client, gemini_body, slow_generations,
+                              wait_for)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -72,31 +71,8 @@ def alone_trio(rigs) -> Trio:
 
 @pytest.fixture
 def slow_backend(trio: Trio):
-    rig = trio.rig
-    ids = [rig.sim.add_fault(account=rig.tokens[0], op=op, kind="slow", delay=LATENCY_S, times=-1)
-           for op in ("generate", "stream")]
-    yield
-    for fid in ids:
-        rig.sim.remove_fault(fid)
-
-
-def burst(n: int, call: Callable[[httpx.Client, int], httpx.Response]) -> list[httpx.Response]:
-    """`n` calls at once, call i to edge i % 3 (a barrier releases them together)."""
-    gate = threading.Barrier(n)
-
-    def one(i: int) -> httpx.Response:
-        with client(timeout=60) as c:
-            gate.wait()
-            return call(c, i)
-
-    with ThreadPoolExecutor(n) as pool:
-        return list(pool.map(one, range(n)))
-
-
-def assert_refusal(r: httpx.Response) -> None:
-    assert r.status_code in (403, 429), (r.status_code, r.text[:300])
-    if r.status_code == 429:
-        assert 1 <= int(r.headers["retry-after"]) <= 60
+    with slow_generations(trio.rig, LATENCY_S):
+        yield
 
 
 def rpm_burst(trio: Trio, rpm: int, n: int) -> tuple[str, list[httpx.Response]]:

@@ -117,7 +117,7 @@ async def test_health_reflection_and_models(sim: SimControl, upstream_factory, c
         db = ProtoReflectionDescriptorDatabase(ch)
         assert SERVICE in db.get_services()
         methods = {m.name for m in descriptor_pool.DescriptorPool(db).FindServiceByName(SERVICE).methods}
-        assert methods == {"Generate", "GenerateChunked", "CountTokens", "Embed", "ListModels",
+        assert methods == {"Generate", "GenerateUnary", "GenerateChunked", "CountTokens", "Embed", "ListModels",
                            "SetCredentialEnabled", "AddCredential"}
     client = clients(proc)
     resp = await client.stub.ListModels(upstream_pb2.ListModelsRequest(), timeout=5)

@@ -68,3 +68,51 @@ async def test_iter_events_drops_bad_json_and_keeps_order() -> None:
     chunks = [b"data: {\"n\":1}\r\n\r\ndata: {not json}\r\n\r\n", b"data: {\"n\":", b"2}\r\n\r\n", b"data: [3]"]
     got = [event async for event in iter_events(_aiter(chunks))]
     assert got == [{"n": 1}, {"n": 2}, [3]]
+
+
+def _reference(stream: bytes) -> list[bytes]:
+    """The framing rules applied to the whole stream at once (no reads to stitch together)."""
+    events: list[bytes] = []
+    data: list[bytes] = []
+    for line in stream.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n"):
+        if not line:
+            if data:
+                events.append(b"\n".join(data))
+            data = []
+        elif line.startswith(b"data:"):
+            value = line[5:]
+            data.append((value[1:] if value.startswith(b" ") else value).strip())
+    if data:
+        events.append(b"\n".join(data))
+    return events
+
+
+_PIECES = [b"data: ", b"data:", b"{\"a\":1}", b" x ", b"\r\n", b"\n", b"\r", b"\r\n\r\n", b"\n\n", b": ping",
+           b"id: 4", b"event: m", b"[1,2]", b"\xc3\xa9", b"data: {\"x\":2}\r\n\r\n", b"data: {\"x\":3}\n\n",
+           b"\r\n\r\ndata: ", b"\n\ndata: "]
+
+
+def test_random_streams_and_reads_match_the_reference() -> None:
+    # The per-read fast path and the line parser hand over to each other mid-stream; whatever
+    # the mix of line endings and wherever the reads end, the events are the reference's.
+    import random
+
+    rng = random.Random(15)
+    for _ in range(3000):
+        stream = b"".join(rng.choice(_PIECES) for _ in range(rng.randint(1, 30)))
+        cuts = sorted(rng.sample(range(1, len(stream)), min(len(stream) - 1, rng.randint(0, 6)))) if len(stream) > 1 else []
+        assert parse_all(stream, split_at=cuts) == _reference(stream), (stream, cuts)
+
+
+def test_a_long_event_in_many_reads_is_one_event() -> None:
+    body = b"{\"t\":\"" + b"x" * 300_000 + b"\"}"
+    stream = b"data: " + body + b"\r\n\r\ndata: 2\r\n\r\n"
+    assert parse_all(stream, split_at=list(range(4096, len(stream), 4096))) == [body, b"2"]
+
+
+def test_an_event_over_the_cap_is_refused_in_either_path() -> None:
+    from services.upstream.sse import EventTooLarge
+
+    for stream in (b"data: " + b"x" * 200 + b"\n\n", b"data: " + b"x" * 200 + b"\r\r"):
+        with pytest.raises(EventTooLarge):
+            SSEParser(100).feed(stream)

@@ -33,7 +33,7 @@ from services.edge.store import KeyRecord
 from services.edge.translate.thinking import thinking_config
 from services.edge.streaming import STREAM_HEADERS, StreamResponse, unless_disconnected, with_trace
 from services.edge.upstream_client import Usage, UpstreamError, UpstreamStream, events_of
-from services.edge.usage import Meter, metered
+from services.edge.usage import Meter, MeteredResponse, metered
 
 router = APIRouter()
 
@@ -123,9 +123,8 @@ async def _generate(request: Request, ctx: EdgeContext, key: KeyRecord, ref: Mod
     meter.answered()
     meter.served_by(msg.credential_kind, msg.credential_id)
     meter.trace_id = msg.trace_id
-    meter.finish(200, Usage.from_proto(msg.usage) if msg.HasField("usage") else None)
-    return Response(msg.chunk.data, media_type="application/json",
-                    headers=with_trace({"x-request-id": meter.request_id}, msg.trace_id))
+    return MeteredResponse(msg.chunk.data, meter, Usage.from_proto(msg.usage) if msg.HasField("usage") else None,
+                           headers=with_trace({"x-request-id": meter.request_id}, msg.trace_id))
 
 
 async def _stream(request: Request, ctx: EdgeContext, key: KeyRecord, ref: ModelRef, meter: Meter) -> Response:

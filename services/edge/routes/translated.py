@@ -31,7 +31,7 @@ from services.edge.translate.contents_writer import SPLICE_BYTES, load_spliced
 from services.edge.translate.thinking import ThinkingSpec
 from services.edge.streaming import STREAM_HEADERS, TIMEOUT, Prefetcher, unless_disconnected, with_trace
 from services.edge.upstream_client import Usage, UpstreamError, UpstreamStream, events_of
-from services.edge.usage import Meter
+from services.edge.usage import Meter, MeteredResponse
 
 log = logging.getLogger("edge.translated")
 
@@ -120,8 +120,7 @@ async def answer_once(request: Request, meter: Meter, call: Awaitable[GenerateRe
         log.exception("could not translate a backend answer (request %s)", meter.request_id)
         meter.finish(502, usage)
         raise ApiError(502, "the backend's answer could not be translated") from None
-    meter.finish(200, usage)
-    return Response(orjson.dumps(out), media_type="application/json", headers=with_trace(headers, msg.trace_id))
+    return MeteredResponse(orjson.dumps(out), meter, usage, headers=with_trace(headers, msg.trace_id))
 
 
 @dataclass

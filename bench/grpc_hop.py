@@ -1,0 +1,209 @@
+"""What the edge↔upstream gRPC hop costs per call and per message, and its floor.
+
+    python -m bench.grpc_hop [--calls 2000] [--concurrency 16] [--rounds 5] [--modes ...]
+
+Two servers, each a process of its own so that its CPU can be read from /proc:
+  - `floor`: a bare grpc.aio server (no interceptor, bytes in and out) answering a unary-unary
+    and a unary-stream method at once: what any grpc.aio hop costs on this machine;
+  - `hop`: the real upstream (with internal auth) in front of the simulator, called through the
+    edge's UpstreamClient: non-streaming `generate` (GenerateUnary, or the server-streaming
+    Generate with --legacy), a 21-event stream whose events arrive together, and one whose
+    events come 2 ms apart (each its own message).
+The client side is this process (CPU of the whole process: event loop and gRPC's poller thread).
+Modes run in interleaved blocks (A, B, C, A, B, C, ...) and the medians are printed: µs of CPU
+per call on each side, and per message for the spaced stream.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# As the edge and the upstream run (see services/edge/__main__.py), before grpc is imported.
+os.environ.setdefault("GRPC_EXPERIMENTS", "-event_engine_client,-event_engine_listener")
+
+import orjson  # noqa: E402
+import uvloop  # noqa: E402
+
+from tests import harness  # noqa: E402
+
+MODEL = "gemini-2.5-flash"
+_REPLY = orjson.dumps({"candidates": [{"content": {"role": "model", "parts": [{"text": "w1 w2"}]},
+                                       "finishReason": "STOP"}],
+                       "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2, "totalTokenCount": 5}})
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# --- the floor: a bare grpc.aio server --------------------------------------------------------
+
+async def _serve_floor(port_file: str) -> None:
+    import grpc
+
+    async def unary(request: bytes, context) -> bytes:
+        return _REPLY
+
+    async def stream(request: bytes, context):
+        n = int(request or b"1")
+        for i in range(n):
+            if i and n > 1:
+                await asyncio.sleep(0.002)
+            yield _REPLY
+
+    handlers = {"U": grpc.unary_unary_rpc_method_handler(unary),
+                "S": grpc.unary_stream_rpc_method_handler(stream)}
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("floor.Floor", handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    Path(port_file).write_text(str(port))
+    await server.wait_for_termination()
+
+
+def start_floor(log_dir: Path) -> harness.Proc:
+    port_file = log_dir / "floor.port"
+    port_file.unlink(missing_ok=True)
+    proc = harness.spawn("floor", [harness.PY, "-m", "bench.grpc_hop", "--serve-floor", str(port_file)], 0, log_dir)
+    harness.wait_until(lambda: port_file.exists() and port_file.read_text().strip() != "", proc)
+    proc.port = int(port_file.read_text())
+    return proc
+
+
+# --- the measured calls -----------------------------------------------------------------------
+
+def _modes(floor_addr: str, client, legacy: bool) -> dict:
+    import grpc
+
+    channel = grpc.aio.insecure_channel(floor_addr)
+    unary = channel.unary_unary("/floor.Floor/U")
+    stream = channel.unary_stream("/floor.Floor/S")
+    body = orjson.dumps({"contents": [{"role": "user", "parts": [{"text": "rps"}]}]})
+    events21 = orjson.dumps({"contents": [{"role": "user", "parts": [{"text": "bench [len=42] [chunks=21]"}]}]})
+    spaced = orjson.dumps({"contents": [{"role": "user", "parts": [
+        {"text": "bench [len=42] [chunks=21] [delay=2]"}]}]})
+
+    async def floor_unary() -> int:
+        await unary(b"x")
+        return 1
+
+    async def floor_stream1() -> int:
+        async for _ in stream(b"1"):
+            pass
+        return 1
+
+    async def floor_spaced() -> int:
+        n = 0
+        async for _ in stream(b"21"):
+            n += 1
+        return n
+
+    async def hop_generate() -> int:
+        if legacy:
+            await client.generate_streamed(MODEL, body)
+        else:
+            await client.generate(MODEL, body)
+        return 1
+
+    async def hop_generate_legacy() -> int:
+        await client.generate_streamed(MODEL, body)
+        return 1
+
+    def hop_stream(b: bytes):
+        async def run() -> int:
+            s = client.stream(MODEL, b)
+            n = 0
+            async for _ in s:
+                n += 1
+            return n
+        return run
+
+    return {"floor_unary": floor_unary, "floor_stream1": floor_stream1, "floor_spaced21": floor_spaced,
+            "hop_generate": hop_generate, "hop_generate_legacy": hop_generate_legacy,
+            "hop_stream21": hop_stream(events21), "hop_spaced21": hop_stream(spaced)}
+
+
+async def _block(fn, calls: int, concurrency: int) -> tuple[int, float]:
+    left = calls
+    messages = 0
+
+    async def worker() -> None:
+        nonlocal left, messages
+        while left > 0:
+            left -= 1
+            n = await fn()
+            messages += n
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return messages, 0.0
+
+
+async def run(args: argparse.Namespace) -> dict:
+    from services.edge.upstream_client import UpstreamClient
+
+    base = Path(tempfile.mkdtemp(prefix="grpc-hop-"))
+    logs = base / "logs"
+    sim = harness.start_simulator(logs)
+    harness.write_credential(base / "creds" / "bench.json", "rt-bench")
+    up = harness.start_upstream(logs, sim.url, base / "creds", {"LOG_LEVEL": "WARNING"})
+    floor = start_floor(logs)
+    procs = [floor, up, sim]
+    try:
+        client = UpstreamClient.connect(up.addr, authorization=harness.internal_auth().authorization("edge"))
+        modes = _modes(floor.addr, client, args.legacy)
+        chosen = {m: modes[m] for m in args.modes.split(",")}
+        server_of = {m: (floor if m.startswith("floor") else up) for m in chosen}
+        for fn in chosen.values():  # warm up: imports, channels, the credential's token
+            await _block(fn, 50, 4)
+        me = os.getpid()
+        figures: dict[str, dict[str, list[float]]] = {m: {"client": [], "server": [], "client_msg": [],
+                                                          "server_msg": []} for m in chosen}
+        for _ in range(args.rounds):
+            for name, fn in chosen.items():
+                calls = args.calls if "spaced" not in name else max(args.calls // 10, 20)
+                conc = args.concurrency if "spaced" not in name else 1
+                srv = server_of[name].popen.pid
+                c0, s0 = cpu_seconds(me), cpu_seconds(srv)
+                messages, _ = await _block(fn, calls, conc)
+                c1, s1 = cpu_seconds(me), cpu_seconds(srv)
+                f = figures[name]
+                f["client"].append((c1 - c0) * 1e6 / calls)
+                f["server"].append((s1 - s0) * 1e6 / calls)
+                f["client_msg"].append((c1 - c0) * 1e6 / max(messages, 1))
+                f["server_msg"].append((s1 - s0) * 1e6 / max(messages, 1))
+        await client.close()
+        out = {m: {k: round(statistics.median(v), 1) for k, v in f.items()} for m, f in figures.items()}
+        for m, f in out.items():
+            print(f"{m:22s} client {f['client']:8.1f} µs/call  server {f['server']:8.1f} µs/call   "
+                  f"per message: client {f['client_msg']:7.1f}  server {f['server_msg']:7.1f}", flush=True)
+        return out
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--calls", type=int, default=2000)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--legacy", action="store_true", help="hop_generate over the server-streaming Generate")
+    p.add_argument("--modes", default="floor_unary,floor_stream1,hop_generate,hop_generate_legacy,"
+                                      "hop_stream21,floor_spaced21,hop_spaced21")
+    p.add_argument("--serve-floor", default="", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.serve_floor:
+        uvloop.run(_serve_floor(args.serve_floor))
+        return
+    uvloop.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
