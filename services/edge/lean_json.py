@@ -119,7 +119,7 @@ def open_chat(raw: bytes) -> dict:
 def open_lazily(raw: bytes | bytearray, array: str, load: Callable[[Raw], Any]) -> dict:
     """A body whose member `array` is opened one element at a time by `load` (the translating
     routes keep inline media out of the parsed conversation this way, see
-    routes/translated.open_spliced); the other members are parsed as they are."""
+    routes/translated.spliced_opener); the other members are parsed as they are."""
     members = top_level(raw)
     body: dict = {}
     try:
