@@ -17,7 +17,6 @@ sets that next to the measured figure for each goal.
 """
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 from typing import Callable
@@ -25,44 +24,11 @@ from typing import Callable
 import httpx
 import orjson
 
+from bench.worker import LineWorker
 from tests import harness
 from tests.simulator.control import SimControl
 
-ROOT = Path(__file__).resolve().parents[1]
 BLOCK = 50
-
-
-class Client:
-    """A bench.floor_parts client process (the line protocol is described there)."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-
-    @classmethod
-    async def start(cls, spec: dict) -> "Client":
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.floor_parts", "client", cwd=str(ROOT),
-                                                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-        assert proc.stdin is not None
-        proc.stdin.write(orjson.dumps(spec) + b"\n")
-        return cls(proc)
-
-    async def run(self, n: int, concurrency: int = 1) -> tuple[list[tuple[float, float]], int]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(orjson.dumps({"n": n, "concurrency": concurrency}) + b"\n")
-        await self.proc.stdin.drain()
-        line = await self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("floor client died")
-        answer = orjson.loads(line)
-        return [tuple(r) for r in answer["results"]], answer["errors"]
-
-    async def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        try:
-            await asyncio.wait_for(self.proc.wait(), 10)
-        except TimeoutError:
-            self.proc.kill()
 
 
 def _sse_events(text: str) -> list[str]:
@@ -74,7 +40,7 @@ async def floors_row(base: Path, model: str, request: dict, cpu_seconds: Callabl
                      n1: int = 400, n_conc: int = 2000, concurrency: int = 50) -> dict:
     logs = base / "logs"
     procs: dict[str, harness.Proc] = {}
-    clients: dict[str, Client] = {}
+    clients: dict[str, LineWorker] = {}
     try:
         sim = procs["simulator"] = harness.start_simulator(logs)
         SimControl(sim.url).config(chunk_delay=0.0, latency=0.0)
@@ -115,7 +81,7 @@ async def floors_row(base: Path, model: str, request: dict, cpu_seconds: Callabl
                                "headers": auth, "body": envelope},
         }
         for name, spec in specs.items():
-            clients[name] = await Client.start(spec)
+            clients[name] = await LineWorker.spawn(spec, "bench.floor_parts", "client")
         # Whose CPU a part costs: the gRPC client is the edge's side of the hop, the aiohttp
         # client the upstream's; a load process's own CPU is never counted otherwise.
         measured = {name: (["grpc_server", name] if name.startswith("grpc") else
@@ -126,7 +92,7 @@ async def floors_row(base: Path, model: str, request: dict, cpu_seconds: Callabl
             return {p: (procs[p].popen.pid if p in procs else clients[name].proc.pid) for p in measured[name]}
 
         for c in clients.values():
-            await c.run(BLOCK)  # warm connections and caches
+            await c.run(BLOCK, concurrency=1)  # warm connections and caches
         lat: dict[str, list[tuple[float, float]]] = {n: [] for n in specs}
         cpu1 = {n: dict.fromkeys(measured[n], 0.0) for n in specs}
         errors = dict.fromkeys(specs, 0)
@@ -157,10 +123,10 @@ async def floors_row(base: Path, model: str, request: dict, cpu_seconds: Callabl
             p.stop()
 
 
-async def _timed(client: Client, pids: dict[str, int], into: dict[str, float], cpu_seconds, n: int,
+async def _timed(client: LineWorker, pids: dict[str, int], into: dict[str, float], cpu_seconds, n: int,
                  concurrency: int) -> tuple[list[tuple[float, float]], int]:
     cpu0 = {p: cpu_seconds(pid) for p, pid in pids.items()}
-    got, errs = await client.run(n, concurrency)
+    got, errs = await client.run(n, concurrency=concurrency)
     for p, pid in pids.items():
         into[p] += cpu_seconds(pid) - cpu0[p]
     return got, errs

@@ -4,7 +4,8 @@ One simulator, one or two upstream processes against it, a gRPC client in this p
 `--base DIR` (a checkout of another revision, e.g. `git archive main | tar -x -C DIR`) the
 upstream of that tree runs too and the two take turns in blocks (A, B, A, B, ...), so load
 from elsewhere on a shared machine weighs on both alike; figures are process CPU time
-(/proc/<pid>/stat), not wall time. Backend kinds: code_assist (OAuth), ai_studio (key), vertex (express key).
+(/proc/<pid>/stat), not wall time. Backend kinds: code_assist (OAuth), ai_studio (key), vertex
+(express key). Both trees must have GenerateUnary (the `unary` phase uses it, as the edge does).
 
     python -m bench.upstream_backend --kind code_assist --rounds 6 --base /tmp/upbase
 """
@@ -77,6 +78,9 @@ async def run_block(stub, metadata, kind: str, n: int, payload: bytes, conc: int
         while left > 0:
             left -= 1
             try:
+                if kind == "unary":  # what the edge uses for non-streaming answers
+                    await stub.GenerateUnary(req, metadata=metadata)
+                    continue
                 async for _ in stub.Generate(req, metadata=metadata):
                     pass
             except grpc.aio.AioRpcError:

@@ -8,16 +8,55 @@ only layer b's loads gRPC.
 Protocol, one JSON object per line: the first line on stdin describes the layer
 ({"layer", "url", "headers", "body" (latin-1), "grpc_addr", "metadata", "model"}); then each line {"n": N} runs N
 streamed requests one after another and answers {"results": [[ttfc, total], ...], "errors": E}
-(seconds). End of input ends the process.
+(seconds). End of input ends the process. LineWorker drives such a process (bench.floor_parts'
+client speaks the same protocol).
 """
 from __future__ import annotations
 
 import asyncio
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class LineWorker:
+    """A load process speaking this module's line protocol (bench.worker, bench.floor_parts
+    client): the spec on its first line, then {"n": N, ...} orders, each answered by one line."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def spawn(cls, spec: dict, module: str = "bench.worker", *args: str):
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", module, *args, cwd=str(ROOT),
+                                                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                                                    limit=1 << 24)  # an answer line holds every request's times
+        assert proc.stdin is not None
+        proc.stdin.write(orjson.dumps(spec) + b"\n")
+        return cls(proc)
+
+    async def run(self, n: int, **order) -> tuple[list[tuple[float, float]], int]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(orjson.dumps({"n": n, **order}) + b"\n")
+        await self.proc.stdin.drain()
+        line = await self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("bench worker died")
+        answer = orjson.loads(line)
+        return [tuple(r) for r in answer["results"]], answer["errors"]
+
+    async def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 10)
+        except TimeoutError:
+            self.proc.kill()
 
 
 async def stream_http(client: httpx.AsyncClient, url: str, headers: dict, body: bytes) -> tuple[float, float]:

@@ -19,6 +19,10 @@ import sys
 # call (measured with bench/). An operator's own GRPC_EXPERIMENTS wins.
 os.environ.setdefault("GRPC_EXPERIMENTS", "-event_engine_client,-event_engine_listener")
 
+from services import unused_extras  # noqa: E402
+
+unused_extras.refuse()  # click stays: uvicorn's own
+
 import uvicorn  # noqa: E402
 
 from services.edge.app import create_app  # noqa: E402
@@ -39,7 +43,7 @@ def main() -> int:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     config = uvicorn.Config(create_app(settings), host=settings.edge_host, port=settings.edge_port,
-                            loop="uvloop", http=EdgeHttpProtocol, lifespan="on", access_log=False,
+                            loop="uvloop", http=EdgeHttpProtocol, ws="none", lifespan="on", access_log=False,
                             server_header=False, log_config=None, log_level=settings.log_level.lower(),
                             timeout_graceful_shutdown=settings.shutdown_grace_seconds or None,
                             timeout_keep_alive=75,

@@ -14,7 +14,6 @@ import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import httpx
 from fastapi import APIRouter, FastAPI
 from starlette.requests import Request
 from starlette.routing import Match, Route
@@ -25,12 +24,9 @@ from services.edge import retention
 from services.edge.auth import KeyCache
 from services.edge.context import EdgeContext
 from services.edge.errors import install_error_handlers
-from services.edge.key_events import KeyChangeListener, KeyChangePublisher, NotifyingStore
 from services.edge.limits import Limiter, Limits
-from services.edge.redis_conn import connect as connect_redis
-from services.edge.redis_limits import RedisLimiter
 from services.edge.body_budget import BodyBudget
-from services.edge.media import MediaFetcher
+from services.edge.media import MediaFetcher, media_http_client
 from services.edge.metrics import EdgeMetrics
 from services.metrics_server import MetricsServer
 from services.edge.routes import admin, anthropic, docs, embeddings, gemini, health, index, openai, responses
@@ -62,6 +58,11 @@ def shared_limits(settings: EdgeSettings, store):
     url = settings.redis_url_value
     if not url:
         return Limiter(), store, None
+    # Imported only when configured: redis-py weighs ~6 MiB in a process that never uses it.
+    from services.edge.key_events import KeyChangeListener, KeyChangePublisher, NotifyingStore
+    from services.edge.redis_conn import connect as connect_redis
+    from services.edge.redis_limits import RedisLimiter
+
     limiter = RedisLimiter(connect_redis(url, settings.redis_timeout), timeout=settings.redis_timeout)
     publisher = KeyChangePublisher.from_url(url, settings.redis_timeout)
     listener = KeyChangeListener(url, settings.redis_timeout)
@@ -199,10 +200,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
                                           models_ttl=settings.models_cache_seconds,
                                           authorization=settings.internal_authorization(),
                                           coalesce=settings.stream_coalesce)
-        http = httpx.AsyncClient(trust_env=False, follow_redirects=False,
-                                 timeout=settings.media_fetch_timeout,
-                                 headers={"User-Agent": "gemini-cli-gateway-media/1"})
-        media = MediaFetcher(http, max_bytes=settings.media_max_bytes, timeout=settings.media_fetch_timeout,
+        media = MediaFetcher(media_http_client(settings.media_fetch_timeout), max_bytes=settings.media_max_bytes, timeout=settings.media_fetch_timeout,
                              max_redirects=settings.media_max_redirects, allow_private=settings.media_allow_private,
                              max_total=settings.media_max_total_bytes,
                              max_inflight=settings.media_max_inflight_bytes)
@@ -227,7 +225,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
                                                             settings.usage_rollup_seconds), name="usage-retention")
                   if settings.usage_retention_days > 0 else None)
         app.state.ctx = EdgeContext(settings=settings, store=store, keys=keys, limiter=limiter,
-                                    recorder=recorder, upstream=upstream, http=http, media=media)
+                                    recorder=recorder, upstream=upstream, media=media)
         app.state.admin = admin.AdminState(_admin_check(settings, secret), FailedLogins(),
                                            AdminService(store, secret, upstream))
         stats.install("edge", lambda: {"ledger_queue": recorder.queued})
@@ -248,7 +246,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
             await recorder.stop()
             await limiter.close()
             await upstream.close(grace=1.0)
-            await http.aclose()
+            await media.aclose()
             await store.close()
             if metrics_server is not None:
                 metrics_server.stop()

@@ -13,8 +13,10 @@ within a Redis round trip (services/edge/key_events.py), the poll staying as the
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
+from hashlib import blake2b
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -69,30 +71,35 @@ class KeyCache:
         self._pending_tokens = pending_tokens or (lambda key_id: 0)
         self._refresh = refresh
         self._ttl = ttl
-        self._entries: dict[str, _Entry] = {}
+        self._cache_key = hmac.digest(secret, b"edge key cache", "sha256")
+        self._entries: dict[bytes, _Entry] = {}
         # Key id → name of every key looked up (metric labels and log lines name keys).
         self.names: dict[int, str] = {}
         # Key id → total token quota, of the keys looked up that have one (metrics.py's gauge).
         self.quotas: dict[int, int] = {}
-        self._inflight: dict[str, asyncio.Future] = {}
+        self._inflight: dict[bytes, asyncio.Future] = {}
         self._revision: int | None = None
         self._generation = 0  # bumped by every invalidation
         self._task: asyncio.Task | None = None
 
+    def _cache_id(self, key: str) -> bytes:
+        # What the cache is indexed by: a keyed BLAKE2b of the key, a third of HMAC-SHA256's
+        # cost (no key is kept, nor compared as text); the store is asked by the HMAC.
+        return blake2b(key.encode("utf-8", "surrogatepass"), key=self._cache_key, digest_size=32).digest()
+
     async def lookup(self, key: str) -> KeyRecord | None:
-        # Cached by the key as sent, so a cached key costs one dict lookup and no HMAC; the
-        # store is only ever asked by hash.
-        entry = self._entries.get(key)
+        cid = self._cache_id(key)
+        entry = self._entries.get(cid)
         if entry is not None and time.monotonic() - entry.at < (self._ttl if entry.record else _NEGATIVE_TTL):
             return entry.record
-        fut = self._inflight.get(key)
+        fut = self._inflight.get(cid)
         if fut is None:
             # One database read per key however many requests arrive with it at once.
-            fut = self._inflight[key] = asyncio.ensure_future(self._load(key))
-            fut.add_done_callback(lambda _f, key=key: self._inflight.pop(key, None))
+            fut = self._inflight[cid] = asyncio.ensure_future(self._load(cid, key))
+            fut.add_done_callback(lambda _f, cid=cid: self._inflight.pop(cid, None))
         return await asyncio.shield(fut)
 
-    async def _load(self, key: str) -> KeyRecord | None:
+    async def _load(self, cid: bytes, key: str) -> KeyRecord | None:
         rev_before, gen_before = self._revision, self._generation
         rec = await self._store.find_by_hash(hash_key(self._secret, key))
         if rec is not None:
@@ -107,7 +114,7 @@ class KeyCache:
             self._entries.clear()
         # A change signalled while we read may not be in what we read: do not cache it then.
         if self._revision == rev_before and self._generation == gen_before:
-            self._entries[key] = _Entry(rec, time.monotonic())
+            self._entries[cid] = _Entry(rec, time.monotonic())
         return rec
 
     def invalidate(self) -> None:

@@ -6,7 +6,6 @@ import itertools
 import secrets
 from dataclasses import dataclass
 
-import httpx
 from fastapi import Request
 
 from services.edge.auth import KeyCache
@@ -26,7 +25,6 @@ class EdgeContext:
     limiter: Limits
     recorder: UsageRecorder
     upstream: UpstreamClient
-    http: httpx.AsyncClient
     media: MediaFetcher
 
 

@@ -29,7 +29,9 @@ def _malformed(detail: str) -> ApiError:
 
 def _check_utf8(raw: bytes) -> None:
     # msgspec does not validate the text of strings it skips; a strict decoder over slices does,
-    # without a full-size copy.
+    # without a full-size copy. ASCII (most bodies) is valid UTF-8: no decoding at all then.
+    if raw.isascii():
+        return
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     view = memoryview(raw)
     try:
@@ -117,7 +119,7 @@ def open_chat(raw: bytes) -> dict:
 def open_lazily(raw: bytes | bytearray, array: str, load: Callable[[Raw], Any]) -> dict:
     """A body whose member `array` is opened one element at a time by `load` (the translating
     routes keep inline media out of the parsed conversation this way, see
-    routes/translated.open_spliced); the other members are parsed as they are."""
+    routes/translated.spliced_opener); the other members are parsed as they are."""
     members = top_level(raw)
     body: dict = {}
     try:

@@ -21,10 +21,11 @@ import logging
 import re
 import socket
 import traceback
-from typing import Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 from urllib.parse import unquote_to_bytes, urljoin, urlsplit, urlunsplit
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("edge.media")
 
@@ -316,10 +317,20 @@ def address_refused(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 _REDIRECTS = {301, 302, 303, 307, 308}
 
 
+def media_http_client(timeout: float) -> Callable[[], "httpx.AsyncClient"]:
+    """What builds the fetcher's httpx client on its first fetch: httpx (with httpcore, and
+    h2/trio when installed) weighs ~4-8 MiB in an edge that never fetches a media URL."""
+    def build() -> "httpx.AsyncClient":
+        import httpx
+        return httpx.AsyncClient(trust_env=False, follow_redirects=False, timeout=timeout,
+                                 headers={"User-Agent": "gemini-cli-gateway-media/1"})
+    return build
+
+
 class MediaFetcher:
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: "httpx.AsyncClient | Callable[[], httpx.AsyncClient]",
         *,
         max_bytes: int,
         timeout: float,
@@ -332,7 +343,9 @@ class MediaFetcher:
         """`allow_networks` (CIDRs) are exempt from the non-public refusal — an operator's
         internal media host, say — without opening every private address. `max_total` bounds
         the bytes fetched for one request, `max_inflight` those held by all requests at once."""
-        self._client = client
+        # A client, or what builds one on the first fetch (media_http_client).
+        self._client: httpx.AsyncClient | None = None if callable(client) else client
+        self._make_client = client if callable(client) else None
         self._max_bytes = max_bytes
         self._max_total = max_total if max_total is not None else 1 << 62
         self.inflight = InflightBudget(max_inflight if max_inflight is not None else 1 << 62)
@@ -340,6 +353,17 @@ class MediaFetcher:
         self._max_redirects = max_redirects
         self._allow_private = allow_private
         self._allowed = tuple(ipaddress.ip_network(n, strict=False) for n in allow_networks)
+
+    @property
+    def client(self) -> "httpx.AsyncClient":
+        if self._client is None:
+            assert self._make_client is not None
+            self._client = self._make_client()
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
 
     def lease(self) -> MediaLease:
         """A new request's media budget; release it once the request was handed on."""
@@ -350,6 +374,8 @@ class MediaFetcher:
         if lease is None:
             with self.lease() as own:
                 return await self.fetch(url, own)
+        import httpx  # loaded by the client already, or about to be (media_http_client)
+
         try:
             async with asyncio.timeout(self._timeout):
                 return await self._fetch(url, lease)
@@ -449,9 +475,11 @@ class MediaFetcher:
         return [str(ip) for ip in addresses]
 
     async def _open(self, current: str, parts, targets: list[str] | None, url: str) -> httpx.Response:
+        import httpx
+
         if targets is None:
-            request = self._client.build_request("GET", current)
-            return await self._client.send(request, stream=True, follow_redirects=False)
+            request = self.client.build_request("GET", current)
+            return await self.client.send(request, stream=True, follow_redirects=False)
         # Connect to the address that was checked; Host header and TLS name stay the original.
         host_header = parts.netloc.rpartition("@")[2]
         last: Exception | None = None
@@ -461,9 +489,9 @@ class MediaFetcher:
                 netloc += f":{parts.port}"
             pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
             extensions = {"sni_hostname": parts.hostname} if parts.scheme.lower() == "https" else {}
-            request = self._client.build_request("GET", pinned, headers={"Host": host_header}, extensions=extensions)
+            request = self.client.build_request("GET", pinned, headers={"Host": host_header}, extensions=extensions)
             try:
-                return await self._client.send(request, stream=True, follow_redirects=False)
+                return await self.client.send(request, stream=True, follow_redirects=False)
             except httpx.ConnectError as exc:
                 last = exc
         raise MediaError(f"cannot connect to media host {parts.hostname!r}: {type(last).__name__}", url)

@@ -135,17 +135,9 @@ class RollupResult:
 
 
 @dataclass(frozen=True, slots=True)
-class DailyUsage:
-    """Ledger totals of one key and model on one UTC day ("YYYY-MM-DD")."""
+class DailyUsage(UsageSummary):
+    """A UsageSummary of one UTC day ("YYYY-MM-DD")."""
     day: str
-    key_id: int
-    model: str
-    requests: int
-    errors: int
-    prompt_tokens: int
-    completion_tokens: int
-    thought_tokens: int
-    total_tokens: int
 
 
 # KeyRecord fields an admin may change after creation (update_key); None clears a limit.
@@ -189,8 +181,8 @@ def update_columns(changes: Mapping[str, Any]) -> dict[str, Any]:
 
 def daily_usage(row: Sequence[Any]) -> DailyUsage:
     """A store_schema.USAGE_BY_DAY row (its day as the epoch seconds of midnight UTC)."""
-    return DailyUsage(time.strftime("%Y-%m-%d", time.gmtime(int(row[0]))), int(row[1]), row[2],
-                      *(int(v or 0) for v in row[3:]))
+    return DailyUsage(int(row[1]), row[2], *(int(v or 0) for v in row[3:]),
+                      day=time.strftime("%Y-%m-%d", time.gmtime(int(row[0]))))
 
 
 class LicenseStore(Protocol):

@@ -146,6 +146,8 @@ class Prefetcher(Generic[T]):
         """The next item, None at the end, or TIMEOUT when `timeout` seconds passed without one."""
         if self._held:
             item = self._held.pop()
+        elif not self._queue.empty():
+            item = self._queue.get_nowait()  # already read: no timer, no wait
         elif timeout:
             try:
                 async with asyncio.timeout(timeout):

@@ -79,8 +79,9 @@ SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}],
 _GENERATE = f"/{pb.DESCRIPTOR.services_by_name['Upstream'].full_name}/Generate"
 _GENERATE_CHUNKED = f"/{pb.DESCRIPTOR.services_by_name['Upstream'].full_name}/GenerateChunked"
 _GENERATE_UNARY = f"/{pb.DESCRIPTOR.services_by_name['Upstream'].full_name}/GenerateUnary"
-# What a gRPC server answers for a method it does not have (an upstream older than GenerateUnary).
-_NO_METHOD = "Method not found!"
+# What a gRPC server answers for a method it does not have (an upstream older than GenerateUnary),
+# or one whose servicer leaves it to the generated base class: either way nothing ran.
+_NO_METHOD = ("Method not found!", "Method not implemented!")
 # A body larger than CHUNKED_ABOVE goes with GenerateChunked, in parts of PART_BYTES: one
 # message of tens of MB would be held by this process as the body, the serialized message and
 # the gRPC core's copy at once, and again several times over by the upstream. Small parts keep
@@ -529,7 +530,7 @@ class UpstreamClient:
             _cancel_call(call)
             raise
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == _C.UNIMPLEMENTED and exc.details() == _NO_METHOD:
+            if exc.code() == _C.UNIMPLEMENTED and exc.details() in _NO_METHOD:
                 log.warning("the upstream has no GenerateUnary (an older version): non-streaming calls use Generate")
                 self._unary = False
                 return await self.generate_streamed(model, request, request_id=request_id, caller=caller,

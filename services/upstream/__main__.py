@@ -13,6 +13,11 @@ import sys
 # (measured with bench/). An operator's own GRPC_EXPERIMENTS wins.
 os.environ.setdefault("GRPC_EXPERIMENTS", "-event_engine_client,-event_engine_listener")
 
+from services import unused_extras  # noqa: E402
+
+# No uvicorn here: click is only httpx's command line too.
+unused_extras.refuse("click")
+
 from pydantic import ValidationError  # noqa: E402
 
 from services.logging_setup import configure  # noqa: E402

@@ -16,7 +16,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from .backends import Backend, ChunkStream, Http, PlainEventStream, json_answer, parse_object, plain_chunk
+from .backends import (Backend, ChunkStream, Embeddings, Http, PlainEventStream, answer_id, json_answer, parse_object,
+                       plain_chunk)
 from .code_assist import Chunk, parse_backend_error
 from .errors import BackendError, InvalidRequest
 
@@ -137,21 +138,20 @@ class AIStudioBackend(Backend):
         return value
 
     async def embed(self, entry: "Entry", headers: Mapping[str, str], model: str,
-                    requests: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+                    requests: list[dict[str, Any]]) -> Embeddings:
         if len(requests) <= EMBED_BATCH:
             return await self._embed_batch(entry, headers, model, requests)
         gate = asyncio.Semaphore(EMBED_CONCURRENCY)
 
-        async def bounded(group: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+        async def bounded(group: list[dict[str, Any]]) -> Embeddings:
             async with gate:
                 return await self._embed_batch(entry, headers, model, group)
 
         groups = [requests[i:i + EMBED_BATCH] for i in range(0, len(requests), EMBED_BATCH)]
-        results = await asyncio.gather(*(bounded(g) for g in groups))
-        return [v for vectors, _ in results for v in vectors], sum(tokens for _, tokens in results)
+        return Embeddings.joined(list(await asyncio.gather(*(bounded(g) for g in groups))))
 
     async def _embed_batch(self, entry: "Entry", headers: Mapping[str, str], model: str,
-                           requests: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+                           requests: list[dict[str, Any]]) -> Embeddings:
         name = f"models/{model}"
         body = orjson.dumps({"requests": [dict(r, model=name) for r in requests]})
         value, _ = await self._post(entry, headers, self._url(model, "batchEmbedContents"), body)
@@ -160,8 +160,8 @@ class AIStudioBackend(Backend):
             raise parse_backend_error(502, b'{"error":{"code":502,"message":"embeddings answer has the wrong shape"}}')
         usage = value.get("usageMetadata") if isinstance(value, dict) else None
         tokens = usage.get("promptTokenCount", 0) if isinstance(usage, dict) else 0
-        return [{"values": e.get("values", []) if isinstance(e, dict) else []} for e in embeddings], \
-            int(tokens) if isinstance(tokens, int) else 0
+        return Embeddings([{"values": e.get("values", []) if isinstance(e, dict) else []} for e in embeddings],
+                          int(tokens) if isinstance(tokens, int) else 0, answer_id(value))
 
     def account_problem(self, err: BackendError) -> str | None:
         reason = err.reason.upper()

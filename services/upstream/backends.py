@@ -13,7 +13,7 @@ proxy per call and the whole-call deadline.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, NamedTuple
 
 import orjson
 
@@ -27,6 +27,26 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_ERROR_BODY = 64 * 1024
+
+
+class Embeddings(NamedTuple):
+    """What a backend's embeddings answer(s) gave."""
+
+    vectors: list[dict[str, Any]]  # [{"values": [...]}, ...] in order
+    tokens: int  # prompt tokens reported
+    trace_id: str = ""  # Google's id of the answer when it names one (answer_id)
+
+    @classmethod
+    def joined(cls, parts: "list[Embeddings]") -> "Embeddings":
+        """The answers of several calls for one request, in order (the first id found)."""
+        return cls([v for p in parts for v in p.vectors], sum(p.tokens for p in parts),
+                   next((p.trace_id for p in parts if p.trace_id), ""))
+
+
+def answer_id(value: Any) -> str:
+    """Google's id of a plain (AI Studio / Vertex AI) answer: its `responseId`, or ""."""
+    rid = value.get("responseId") if isinstance(value, dict) else None
+    return rid if isinstance(rid, str) else ""
 
 
 class Backend:
@@ -47,8 +67,7 @@ class Backend:
         raise NotImplementedError
 
     async def embed(self, entry: "Entry", headers: Mapping[str, str], model: str,
-                    requests: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
-        """([{"values": [...]}, ...] in order, prompt tokens reported)."""
+                    requests: list[dict[str, Any]]) -> Embeddings:
         raise InvalidRequest(f"{self.kind} has no embeddings")
 
     def account_problem(self, err: BackendError) -> str | None:
@@ -119,8 +138,7 @@ def plain_chunk(data: bytes, value: Any) -> Chunk:
         code = error.get("code")
         raise parse_backend_error(code if isinstance(code, int) else 500, orjson.dumps(value))
     usage = value.get("usageMetadata")
-    rid = value.get("responseId")
-    return Chunk(data, usage if isinstance(usage, dict) else None, rid if isinstance(rid, str) else "")
+    return Chunk(data, usage if isinstance(usage, dict) else None, answer_id(value))
 
 
 class PlainEventStream(BatchedChunks, ChunkStream):

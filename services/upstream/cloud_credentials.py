@@ -23,7 +23,6 @@ from typing import Any, ClassVar, Mapping
 
 import httpx
 import orjson
-from google.auth import crypt, jwt
 
 from .credentials import Credential, CredentialState, fingerprint
 from .errors import RefreshError
@@ -216,6 +215,10 @@ class ServiceAccountCredential(_TokenGrantCredential):
         self._adopt(info)
 
     def _adopt(self, info: dict[str, Any]) -> None:
+        # Imported with the first service account: google-auth's signer brings `cryptography`
+        # (~9 MiB) into an upstream that may never use one.
+        from google.auth import crypt
+
         # Raises ValueError on a key that is not an RSA private key in PEM.
         self._signer = crypt.RSASigner.from_service_account_info(info)
         self.email = str(info["client_email"])
@@ -228,6 +231,8 @@ class ServiceAccountCredential(_TokenGrantCredential):
         iat = int(time.time() if now is None else now)
         payload = {"iss": self.email, "scope": SCOPE, "aud": self._token_url, "iat": iat,
                    "exp": iat + ASSERTION_LIFETIME_S}
+        from google.auth import jwt
+
         return jwt.encode(self._signer, payload).decode()
 
     def _form(self) -> dict[str, str]:

@@ -235,21 +235,8 @@ class Chunk:
     trace_id: str
 
 
-def _response_bytes(raw: bytes, response: dict[str, Any]) -> bytes:
-    """The bytes of `response` as the backend sent them (a slice of `raw`, already checked by
-    orjson), so a chunk is not serialized again; JSON-equal to re-dumping the parsed value."""
-    try:
-        member = _MEMBERS.decode(raw).get("response")
-    except (msgspec.DecodeError, RecursionError):
-        member = None
-    if member is None or _first(member) != b"{":
-        return orjson.dumps(response)
-    return bytes(member)
-
-
-def unwrap(event: Any, raw: bytes | None = None) -> Chunk:
-    """Code Assist `{response, traceId}` → Chunk; an error event raises BackendError. With
-    `raw` (the bytes `event` was parsed from), the response's own bytes are spliced out."""
+def unwrap(event: Any) -> Chunk:
+    """Code Assist `{response, traceId}` → Chunk; an error event raises BackendError."""
     if isinstance(event, list):
         # The streaming error form: [{"error": {...}}].
         event = next((item for item in event if isinstance(item, dict)), {})
@@ -265,8 +252,8 @@ def unwrap(event: Any, raw: bytes | None = None) -> Chunk:
         response = {}
     usage = response.get("usageMetadata")
     trace = event.get("traceId")
-    data = _response_bytes(raw, response) if raw is not None and response else orjson.dumps(response)
-    return Chunk(data, usage if isinstance(usage, dict) else None, trace if isinstance(trace, str) else "")
+    return Chunk(orjson.dumps(response), usage if isinstance(usage, dict) else None,
+                 trace if isinstance(trace, str) else "")
 
 
 # --- client -------------------------------------------------------------------------------
@@ -283,7 +270,6 @@ class CodeAssistClient:
         self._transport = transport
         self._base = settings.base_url
         self._stream_url = f"{self._base}:streamGenerateContent?alt=sse"
-        self._generate_url = f"{self._base}:generateContent"
         self._request_timeout = settings.request_timeout
         self._platform, self._arch = _platform()
         self._ua: dict[str, str] = {}
@@ -302,27 +288,25 @@ class CodeAssistClient:
         return headers
 
     async def _unary(self, method: str, url: str, auth: Mapping[str, str], model: str,
-                     content: Content | None = None) -> tuple[Any, bytes]:
-        """(parsed JSON answer, its bytes)."""
+                     content: Content | None = None) -> Any:
         resp = await self._transport.request(method, url, headers=self._headers(auth, model), body=content,
                                              timeout=self._request_timeout)
         if resp.status != 200:
             raise parse_backend_error(resp.status, resp.body[:MAX_ERROR_BODY])
         try:
-            return orjson.loads(resp.body), resp.body
+            return orjson.loads(resp.body)
         except orjson.JSONDecodeError:
             raise TransportError("backend answered 200 with a body that is not JSON") from None
 
     async def call(self, rpc: str, auth: Mapping[str, str], body: Content, model: str = "") -> Any:
         """POST `{base}:{rpc}` with a JSON body (bytes, or parts sent in order); the parsed JSON answer."""
-        return (await self._unary("POST", f"{self._base}:{rpc}", auth, model, body))[0]
+        return await self._unary("POST", f"{self._base}:{rpc}", auth, model, body)
 
     async def get_operation(self, name: str, auth: Mapping[str, str]) -> Any:
-        return (await self._unary("GET", f"{self._base}/{name.lstrip('/')}", auth, ""))[0]
+        return await self._unary("GET", f"{self._base}/{name.lstrip('/')}", auth, "")
 
     async def generate(self, auth: Mapping[str, str], model: str, envelope: Content) -> Chunk:
-        value, raw = await self._unary("POST", self._generate_url, auth, model, envelope)
-        return unwrap(value, raw)
+        return unwrap(await self.call("generateContent", auth, envelope, model))
 
     async def count_tokens(self, auth: Mapping[str, str], model: str, body: bytes) -> Any:
         return await self.call("countTokens", auth, body, model)
@@ -401,4 +385,4 @@ class EventStream(BatchedChunks):
 
     def _convert(self, data: bytes) -> Chunk | None:
         event = decode(data)
-        return None if event is BAD else unwrap(event, data)
+        return None if event is BAD else unwrap(event)

@@ -44,7 +44,7 @@ import httpx
 
 from . import errors
 from .ai_studio import AIStudioBackend
-from .backends import Backend, ChunkStream, Http, embed_requests
+from .backends import Backend, ChunkStream, Embeddings, Http, embed_requests
 from .code_assist import Chunk, CodeAssistClient, check_body
 from .code_assist_backend import CodeAssistBackend
 from .credentials import CredentialState
@@ -475,11 +475,11 @@ class Pool:
 
         return await self.run(model, op)
 
-    async def embed(self, model: str, body: bytes, request_id: str) -> tuple[tuple[list[dict[str, Any]], int], Entry]:
+    async def embed(self, model: str, body: bytes, request_id: str) -> tuple[Embeddings, Entry]:
         """Embeddings of a batchEmbedContents body, from members whose backend has them."""
         requests = embed_requests(body)
 
-        async def op(entry: Entry, headers: Mapping[str, str]) -> tuple[list[dict[str, Any]], int]:
+        async def op(entry: Entry, headers: Mapping[str, str]) -> Embeddings:
             assert entry.backend is not None
             return await entry.backend.embed(entry, headers, model, requests)
 

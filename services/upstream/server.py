@@ -284,13 +284,14 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
 
     async def Embed(self, request: upstream_pb2.EmbedRequest,
                     context: grpc.aio.ServicerContext) -> upstream_pb2.EmbedResponse:
-        rid, model, (vectors, tokens), entry = await self._unary("embeddings", "embed", request, context,
-                                                                 self._pool.embed)
+        rid, model, result, entry = await self._unary("embeddings", "embed", request, context, self._pool.embed)
         log.info("embed id=%s caller=%s model=%s credential=%s n=%d", rid, internal_auth.caller_of(request.caller), model,
-                 entry.cred.id, len(vectors))
+                 entry.cred.id, len(result.vectors))
         return upstream_pb2.EmbedResponse(
-            body=httpbody_pb2.HttpBody(content_type="application/json", data=orjson.dumps({"embeddings": vectors})),
-            prompt_tokens=tokens, credential_id=entry.cred.id, credential_kind=entry.cred.kind)
+            body=httpbody_pb2.HttpBody(content_type="application/json",
+                                       data=orjson.dumps({"embeddings": result.vectors})),
+            prompt_tokens=result.tokens, credential_id=entry.cred.id, credential_kind=entry.cred.kind,
+            trace_id=result.trace_id)
 
     async def ListModels(self, request: upstream_pb2.ListModelsRequest,
                          context: grpc.aio.ServicerContext) -> upstream_pb2.ListModelsResponse:

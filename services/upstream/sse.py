@@ -7,8 +7,9 @@ are ignored; there is no `[DONE]` sentinel, the stream ends when the connection 
 
 Works on bytes as they come off the socket: a line, even a CRLF pair, may be split across
 reads. The usual read (events of one `data:` line, CRLF or LF line ends) is split per read, not
-per line in Python; anything else goes through the line parser. `max_event_bytes` bounds what one event (and one line) may buffer, so a backend that
-never ends a line cannot grow it without limit.
+per line in Python; anything else goes through the line parser. `max_event_bytes` bounds what
+one event (and one line) may buffer, so a backend that never ends a line cannot grow it without
+limit.
 """
 from __future__ import annotations
 
@@ -76,6 +77,8 @@ class SSEParser:
             if self._max is not None and len(done) > self._max and max(map(len, events)) + 1 > self._max:
                 raise EventTooLarge(f"a server-sent event is larger than {self._max} bytes")
             text = text[cut + len(end):]
+        if crlf and text and (b"\n\n" in text or b"\r\r" in text or b"\n\r" in text):
+            return None  # mixed line ends: what is left may hold a complete event
         buf.clear()
         if text:
             buf += text

@@ -20,7 +20,8 @@ from urllib.parse import quote
 
 import orjson
 
-from .backends import Backend, ChunkStream, Http, PlainEventStream, json_answer, parse_object, plain_chunk, texts_of
+from .backends import (Backend, ChunkStream, Embeddings, Http, PlainEventStream, answer_id, json_answer, parse_object,
+                       plain_chunk, texts_of)
 from .code_assist import Chunk, parse_backend_error
 from .errors import BackendError, InvalidRequest
 
@@ -136,7 +137,7 @@ class VertexBackend(Backend):
         return value
 
     async def embed(self, entry: "Entry", headers: Mapping[str, str], model: str,
-                    requests: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+                    requests: list[dict[str, Any]]) -> Embeddings:
         gate = asyncio.Semaphore(EMBED_CONCURRENCY)
 
         async def bounded(coro: Any) -> Any:
@@ -150,11 +151,10 @@ class VertexBackend(Backend):
             results = await asyncio.gather(*(bounded(self._predict(entry, headers, model, g)) for g in groups))
         else:
             results = await asyncio.gather(*(bounded(self._embed_one(entry, headers, model, r)) for r in requests))
-        vectors = [v for values, _ in results for v in values]
-        return vectors, sum(tokens for _, tokens in results)
+        return Embeddings.joined(list(results))
 
     async def _predict(self, entry: "Entry", headers: Mapping[str, str], model: str,
-                       group: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+                       group: list[dict[str, Any]]) -> Embeddings:
         body: dict[str, Any] = {"instances": [predict_instance(r) for r in group]}
         dims = group[0].get("outputDimensionality")
         if isinstance(dims, int):
@@ -171,10 +171,10 @@ class VertexBackend(Backend):
             stats = emb.get("statistics")
             if isinstance(stats, dict) and isinstance(stats.get("token_count"), (int, float)):
                 tokens += int(stats["token_count"])
-        return vectors, tokens
+        return Embeddings(vectors, tokens, answer_id(value))
 
     async def _embed_one(self, entry: "Entry", headers: Mapping[str, str], model: str,
-                         req: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+                         req: dict[str, Any]) -> Embeddings:
         config = {k: req[k] for k in ("taskType", "title", "outputDimensionality") if req.get(k) is not None}
         body: dict[str, Any] = {"content": req["content"]}
         if config:
@@ -185,7 +185,8 @@ class VertexBackend(Backend):
             raise _shape_error()
         usage = value.get("usageMetadata")
         tokens = usage.get("promptTokenCount", 0) if isinstance(usage, dict) else 0
-        return [{"values": emb.get("values", [])}], int(tokens) if isinstance(tokens, int) else 0
+        return Embeddings([{"values": emb.get("values", [])}], int(tokens) if isinstance(tokens, int) else 0,
+                          answer_id(value))
 
     def account_problem(self, err: BackendError) -> str | None:
         reason = err.reason.upper()

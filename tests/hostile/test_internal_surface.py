@@ -139,6 +139,7 @@ def test_direct_upstream_call_without_valid_credentials_is_refused(rig: Rig, aut
     with grpc.insecure_channel(rig.upstream.addr) as ch:
         stub = upstream_pb2_grpc.UpstreamStub(ch)
         for call in (lambda: list(stub.Generate(generate_request("direct"), timeout=10, metadata=metadata)),
+                     lambda: stub.GenerateUnary(generate_request("direct"), timeout=10, metadata=metadata),
                      lambda: stub.ListModels(upstream_pb2.ListModelsRequest(), timeout=10, metadata=metadata),
                      lambda: stub.CountTokens(upstream_pb2.CountTokensRequest(
                          model=MODEL, body=httpbody_pb2.HttpBody(data=orjson.dumps(gemini_body("x")))),

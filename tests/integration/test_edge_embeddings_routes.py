@@ -93,6 +93,10 @@ class FakeUpstream(pb_grpc.UpstreamServicer):
                                                          "totalTokenCount": 5}})
         yield msg
 
+    def GenerateUnary(self, request, context):
+        # Non-streaming answers come through the unary RPC (since GenerateUnary), the same message.
+        return next(self.Generate(request, context))
+
 
 class Rig:
     def __init__(self, fake: FakeUpstream, edge: harness.Proc) -> None:

@@ -166,7 +166,9 @@ async def test_edge_client_maps_answers_and_errors(sim: SimControl, upstream_fac
 
 async def test_edge_client_falls_back_to_generate_on_an_older_upstream() -> None:
     """An upstream without GenerateUnary (older, while a deployment rolls) still answers: over
-    Generate, for this call and the following ones."""
+    Generate, for this call and the following ones. (A servicer that leaves GenerateUnary to the
+    generated base class answers UNIMPLEMENTED 'Method not implemented!' from a sync gRPC server:
+    tests/integration/test_edge_embeddings_routes.py's fake upstream takes that way.)"""
     calls: list[str] = []
 
     class Older(upstream_pb2_grpc.UpstreamServicer):

@@ -1,5 +1,5 @@
 """`python -m tests.simulator --host 127.0.0.1 --port N [--strict-accounts] [--chunk-delay S] [--latency S]
-[--tls-dir DIR]`. With --tls-dir it serves HTTPS with DIR/server.pem (a test CA in DIR/ca.pem,
+[--tls-dir DIR] [--embed-response-ids]`. With --tls-dir it serves HTTPS with DIR/server.pem (a test CA in DIR/ca.pem,
 both made there first when missing; see tls.py)."""
 from __future__ import annotations
 
@@ -19,12 +19,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="only accounts registered through POST /_sim/accounts exist")
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before the first byte")
+    parser.add_argument("--embed-response-ids", action="store_true",
+                        help="embedding answers carry a responseId (Google's carry none)")
     parser.add_argument("--log-level", default="warning")
     parser.add_argument("--access-log", action="store_true")
     parser.add_argument("--tls-dir", default="", help="serve HTTPS with the test PKI in this directory")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    app = create_app(strict_accounts=args.strict_accounts, chunk_delay=args.chunk_delay, latency=args.latency)
+    app = create_app(strict_accounts=args.strict_accounts, chunk_delay=args.chunk_delay, latency=args.latency,
+                     embed_response_ids=args.embed_response_ids)
     tls: dict[str, str] = {}
     if args.tls_dir:
         from pathlib import Path

@@ -31,13 +31,15 @@ V1 = "/v1internal"
 class Simulator:
     """All mutable state of one simulator instance."""
 
-    def __init__(self, strict_accounts: bool = False, chunk_delay: float = 0.0, latency: float = 0.0) -> None:
+    def __init__(self, strict_accounts: bool = False, chunk_delay: float = 0.0, latency: float = 0.0,
+                 embed_response_ids: bool = False) -> None:
         self.accounts = AccountStore(strict=strict_accounts)
         self.cloud = google_api.CloudStore()
         self.faults = FaultTable()
         self.log = RequestLog()
         self.chunk_delay = chunk_delay
         self.latency = latency
+        self.embed_response_ids = embed_response_ids
 
     def config(self) -> dict[str, float]:
         return {"chunk_delay": self.chunk_delay, "latency": self.latency}
@@ -532,9 +534,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(strict_accounts: bool = False, chunk_delay: float = 0.0, latency: float = 0.0,
-               sim: Simulator | None = None) -> Starlette:
+               sim: Simulator | None = None, embed_response_ids: bool = False) -> Starlette:
     """A simulator app; its state is `app.state.sim` (a Simulator)."""
-    sim = sim or Simulator(strict_accounts=strict_accounts, chunk_delay=chunk_delay, latency=latency)
+    sim = sim or Simulator(strict_accounts=strict_accounts, chunk_delay=chunk_delay, latency=latency,
+                           embed_response_ids=embed_response_ids)
     app = Starlette(routes=[*protocol_routes(sim), *cloud_routes(sim), *control_routes(sim),
                             *cloud_control_routes(sim), _unknown_route(sim)],
                     exception_handlers={HTTPException: _http_error})

@@ -208,6 +208,17 @@ def _count(call: Call, backend: str, body: dict[str, Any]) -> Reply:
     return call.json(200, {"totalTokens": total})
 
 
+def _embedded(call: Call, answer: dict[str, Any]) -> Reply:
+    """An embeddings answer. Google's name no id; a simulator started with
+    --embed-response-ids gives them a `responseId` as generations have, so that a test can see
+    the gateway pass such an id on."""
+    if call.sim.embed_response_ids:
+        rid = response_id(call.entry["seq"])
+        answer["responseId"] = rid
+        call.entry["trace_id"] = rid
+    return call.json(200, answer)
+
+
 def _embed(call: Call, backend: str, model: str, method: str, body: dict[str, Any]) -> Reply:
     bad = _error(call, backend, 400, errors.google_error(400, "Request contains an invalid argument."))
     if method == "batchEmbedContents" and backend == "ai-studio":
@@ -223,7 +234,7 @@ def _embed(call: Call, backend: str, model: str, method: str, body: dict[str, An
                 return _error(call, backend, 400, errors.google_error(
                     400, "* BatchEmbedContentsRequest.requests: model must match the request path."))
             out.append({"values": vector(_texts(req.get("content")), _dims(model, req.get("outputDimensionality")))})
-        return call.json(200, {"embeddings": out})
+        return _embedded(call, {"embeddings": out})
     if method == "embedContent":
         content = body.get("content")
         if not isinstance(content, dict):
@@ -231,8 +242,8 @@ def _embed(call: Call, backend: str, model: str, method: str, body: dict[str, An
         config = body.get("embedContentConfig") if backend != "ai-studio" else body
         dims = _dims(model, (config or {}).get("outputDimensionality"))
         text = _texts(content)
-        return call.json(200, {"embedding": {"values": vector(text, dims)},
-                               "usageMetadata": {"promptTokenCount": responder.word_count(text)}})
+        return _embedded(call, {"embedding": {"values": vector(text, dims)},
+                                "usageMetadata": {"promptTokenCount": responder.word_count(text)}})
     if method == "predict" and backend != "ai-studio":
         instances = body.get("instances")
         if not isinstance(instances, list) or not instances:
@@ -245,6 +256,6 @@ def _embed(call: Call, backend: str, model: str, method: str, body: dict[str, An
         preds = [{"embeddings": {"values": vector(str(i.get("content", "")), dims),
                                  "statistics": {"token_count": responder.word_count(str(i.get("content", ""))),
                                                 "truncated": False}}} for i in instances if isinstance(i, dict)]
-        return call.json(200, {"predictions": preds, "metadata": {"billableCharacterCount": 0}})
+        return _embedded(call, {"predictions": preds, "metadata": {"billableCharacterCount": 0}})
     return _not_found(call, backend, model, method)
 

@@ -107,7 +107,7 @@ async def test_ai_studio_key_serves_every_operation_with_plain_bodies(make_rig) 
                                              "req-3")
     assert counted["totalTokens"] == 4
 
-    (vectors, _), _ = await rig.pool.embed("gemini-embedding-001", orjson.dumps(
+    (vectors, _, _), _ = await rig.pool.embed("gemini-embedding-001", orjson.dumps(
         {"requests": [{"content": {"parts": [{"text": "one"}]}, "outputDimensionality": 8},
                       {"content": {"parts": [{"text": "two"}]}, "outputDimensionality": 8}]}), "req-4")
     assert [len(v["values"]) for v in vectors] == [8, 8] and vectors[0] != vectors[1]
@@ -188,13 +188,13 @@ async def test_vertex_embeddings_use_predict_or_embed_content(make_rig, tmp_path
     rig.service_account("sa3")
     body = orjson.dumps({"requests": [{"content": {"parts": [{"text": "a b"}]}, "taskType": "RETRIEVAL_QUERY"},
                                       {"content": {"parts": [{"text": "c"}]}}]})
-    (vectors, tokens), _ = await rig.pool.embed("gemini-embedding-001", body, "e1")
+    (vectors, tokens, _), _ = await rig.pool.embed("gemini-embedding-001", body, "e1")
     assert [len(v["values"]) for v in vectors] == [3072, 3072] and tokens == 3
     predicts = rig.log("embed")
     assert len(predicts) == 2 and all(p["path"].endswith("gemini-embedding-001:predict") for p in predicts)
     assert {p["body"]["instances"][0].get("task_type") for p in predicts} == {"RETRIEVAL_QUERY", None}
     rig.sim.log.clear()
-    (vectors, _), _ = await rig.pool.embed("gemini-embedding-2", body, "e2")
+    (vectors, _, _), _ = await rig.pool.embed("gemini-embedding-2", body, "e2")
     assert len(vectors) == 2 and all(p["path"].endswith(":embedContent") for p in rig.log("embed"))
 
 

@@ -116,3 +116,28 @@ def test_an_event_over_the_cap_is_refused_in_either_path() -> None:
     for stream in (b"data: " + b"x" * 200 + b"\n\n", b"data: " + b"x" * 200 + b"\r\r"):
         with pytest.raises(EventTooLarge):
             SSEParser(100).feed(stream)
+
+
+def _complete(seen: bytes) -> list[bytes]:
+    """The events a stream read up to here has completed: those before its last blank line
+    (a CR alone ends a line, so a blank line is complete at its CR)."""
+    normalized = seen.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    cut = normalized.rfind(b"\n\n")
+    return _reference(normalized[:cut + 2]) if cut >= 0 else []
+
+
+def test_random_streams_never_hold_a_complete_event_back() -> None:
+    # After every read, the parser has returned every event completed so far, none later.
+    import random
+
+    rng = random.Random(1515)
+    for _ in range(3000):
+        stream = b"".join(rng.choice(_PIECES) for _ in range(rng.randint(1, 30)))
+        cuts = sorted(set(rng.sample(range(1, len(stream) + 1), min(len(stream), rng.randint(1, 6)))) | {len(stream)})
+        parser = SSEParser()
+        got: list[bytes] = []
+        start = 0
+        for cut in cuts:
+            got += parser.feed(stream[start:cut])
+            start = cut
+            assert got == _complete(stream[:cut]), (stream, cuts, cut)

@@ -26,16 +26,48 @@ class Closed(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ModelRef:
+    """A model named by module and class, imported when the document is first built."""
+
+    __slots__ = ("module", "name")
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+    def load(self) -> type[BaseModel]:
+        return getattr(__import__(self.module, fromlist=[self.name]), self.name)
+
+
+class LazyModels:
+    """Stands for a module of models where routes declare operations: `oa.ChatCompletion` is a
+    ModelRef. The models (~2 MiB) are imported by the first /openapi.json, not by every edge."""
+
+    def __init__(self, module: str) -> None:
+        self._module = module
+
+    def __getattr__(self, name: str) -> ModelRef:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return ModelRef(self._module, name)
+
+
+Model = type[BaseModel] | ModelRef
+
+
+def _model(value: Any) -> Any:
+    return value.load() if isinstance(value, ModelRef) else value
+
+
 class Operation:
     """One documented operation of a route: `path` relative to ROOT_PATH, the request body
     model, the JSON answer, the event of its stream (text/event-stream) and the API's error body."""
 
-    __slots__ = ("method", "path", "operation_id", "summary", "tag", "body", "response", "stream_event",
-                 "error", "path_params", "query", "description", "traced")
+    __slots__ = ("method", "path", "operation_id", "summary", "tag", "_body", "_response", "_stream_event",
+                 "_error", "path_params", "query", "description", "traced")
 
     def __init__(self, method: str, path: str, operation_id: str, summary: str, *, tag: str,
-                 error: type[BaseModel], body: type[BaseModel] | None = None,
-                 response: type[BaseModel] | None = None, stream_event: type[BaseModel] | None = None,
+                 error: Model, body: Model | None = None,
+                 response: Model | None = None, stream_event: Model | None = None,
                  path_params: dict[str, dict[str, Any]] | None = None,
                  query: dict[str, dict[str, Any]] | None = None, description: str = "",
                  traced: bool = False) -> None:
@@ -44,14 +76,31 @@ class Operation:
         self.operation_id = operation_id
         self.summary = summary
         self.tag = tag
-        self.error = error
-        self.body = body
-        self.response = response
-        self.stream_event = stream_event
+        self._error = error
+        self._body = body
+        self._response = response
+        self._stream_event = stream_event
         self.path_params = path_params or {}
         self.query = query or {}
         self.description = description
         self.traced = traced  # a generation: its answer carries Google's trace id
+
+    # The models, imported on first use (ModelRef).
+    @property
+    def error(self) -> type[BaseModel]:
+        return _model(self._error)
+
+    @property
+    def body(self) -> type[BaseModel] | None:
+        return _model(self._body)
+
+    @property
+    def response(self) -> type[BaseModel] | None:
+        return _model(self._response)
+
+    @property
+    def stream_event(self) -> type[BaseModel] | None:
+        return _model(self._stream_event)
 
 
 def documented(*operations: Operation) -> Callable[[Callable], Callable]:

@@ -5,10 +5,12 @@ and are documented under v1beta, the version Google's SDKs use; /v1 and /v1alpha
 """
 from __future__ import annotations
 
-from services.edge.apidoc import anthropic_models as an
-from services.edge.apidoc import gemini_models as gm
-from services.edge.apidoc import openai_models as oa
-from services.edge.apidoc.common import Operation
+from services.edge.apidoc.common import LazyModels, Operation
+
+# Imported by the first /openapi.json (every route module imports this one).
+an = LazyModels("services.edge.apidoc.anthropic_models")
+gm = LazyModels("services.edge.apidoc.gemini_models")
+oa = LazyModels("services.edge.apidoc.openai_models")
 
 _MODEL = {"model": {"type": "string", "maxLength": 128, "description": "a model id, e.g. gemini-2.5-flash "
                                                                         "(a models/ prefix is accepted)"}}

@@ -21,8 +21,8 @@ from services.edge.auth import authenticate
 from services.edge.context import EdgeContext, get_ctx, new_id, request_id
 from services.edge.errors import ApiError, anthropic_error_dict
 from services.edge.models import ModelRef, allow_list_id, parse_model
-from services.edge.routes.translated import (SseTranslator, admit_generation, fetch_media, answer_once, open_stream,
-                                             pump_sse, read_request, spliced_opener, thinking_spec)
+from services.edge.routes.translated import (Opening, SseTranslator, admit_generation, answer_once, fetch_media,
+                                             open_stream, pump_sse, read_request, spliced_opener, thinking_spec)
 from services.edge.spliced import Spliced
 from services.edge.store import KeyRecord
 from services.edge.streaming import StreamResponse, unless_disconnected
@@ -99,29 +99,16 @@ async def _messages(request: Request, ctx: EdgeContext, key: KeyRecord, meter: M
     del payload
     opened = await open_stream(request, ctx, meter, upstream)
     machine = MessageStream(model=requested, message_id=message_id, thinking=thinking)
-    started = [False]
-
-    def head() -> bytes:
-        if started[0]:
-            return b""
-        started[0] = True
-        return _sse(machine.start())
-
-    def feed(chunk: dict) -> bytes:
-        return head() + _sse(machine.feed(chunk))
-
-    def finish() -> bytes:
-        return head() + _sse(machine.finish())
+    head = Opening(lambda: _sse(machine.start()))
 
     def error(err: ApiError) -> bytes:
         machine.stop()
         return _sse([("error", anthropic_error_dict(err))])
 
-    def keepalive() -> bytes:
-        return head() + PING
-
     # message_start goes out before the first keep-alive ping, as in Anthropic's own streams.
-    translator = SseTranslator(feed=feed, finish=finish, error=error, keepalive=keepalive)
+    translator = SseTranslator(feed=lambda chunk: head() + _sse(machine.feed(chunk)),
+                               finish=lambda: head() + _sse(machine.finish()),
+                               error=error, keepalive=lambda: head() + PING)
     return StreamResponse(pump_sse(opened, translator, meter, ctx.settings.sse_keepalive_seconds or None),
                           media_type="text/event-stream", headers=opened.headers(headers))
 

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import fastapi_offline
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.responses import FileResponse, Response
 
-from services.edge.apidoc.build import openapi
 from services.edge.errors import ApiError
 
 router = APIRouter()
 
-_STATIC = Path(fastapi_offline.__file__).parent / "static"
 # The only files served from the package (no directory listing, no path to walk).
 ASSETS = {
     "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
@@ -35,6 +32,9 @@ def document_bytes(request: Request) -> bytes:
     app = request.app
     doc = getattr(app.state, "openapi_bytes", None)
     if doc is None:
+        # The document's builder and its models are imported by the first request for it.
+        from services.edge.apidoc.build import openapi
+
         root = app.state.root_path
         doc = orjson.dumps(openapi(app.routes, root, title=TITLE, version=app.version))
         app.state.openapi_bytes = doc
@@ -60,7 +60,10 @@ async def docs_asset(request: Request) -> Response:
     media_type = ASSETS.get(name)
     if media_type is None:
         raise ApiError(404, f"no docs asset '{name[:80]}'")
-    return FileResponse(_STATIC / name, media_type=media_type, headers=_PUBLIC_CACHE)
+    import fastapi_offline  # only to find its files: loaded by the first docs page
+
+    static = Path(fastapi_offline.__file__).parent / "static"
+    return FileResponse(static / name, media_type=media_type, headers=_PUBLIC_CACHE)
 
 
 router.add_route("/openapi.json", openapi_json, methods=["GET"], name="openapi", include_in_schema=False)

@@ -28,7 +28,7 @@ from services.edge.context import EdgeContext, get_ctx, request_id
 from services.edge.errors import ApiError
 from services.edge.models import MAX_MODEL_ID, ModelRef, allow_list_id, parse_model
 from services.edge.store import KeyRecord
-from services.edge.streaming import unless_disconnected
+from services.edge.streaming import unless_disconnected, with_trace
 from services.edge.translate.embeddings import (batch_embed_to_batch, embed_content_response,
                                                 embed_content_to_batch, embeddings_request_to_gemini,
                                                 embeddings_response)
@@ -64,6 +64,7 @@ async def _embed(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Mete
             raise
         raise err from None
     meter.served_by(resp.credential_kind, resp.credential_id)
+    meter.trace_id = resp.trace_id
     return resp
 
 
@@ -125,7 +126,8 @@ async def _openai(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Met
     except ValueError as exc:  # orjson.JSONDecodeError is one too
         raise _bad_answer(meter, resp, exc) from None
     meter.finish(200, _usage(resp))
-    return Response(orjson.dumps(out), media_type="application/json", headers={"x-request-id": meter.request_id})
+    return Response(orjson.dumps(out), media_type="application/json",
+                    headers=with_trace({"x-request-id": meter.request_id}, resp.trace_id))
 
 
 # --- Gemini-native ---------------------------------------------------------------------------------
@@ -156,7 +158,7 @@ async def _native_call(request: Request, ctx: EdgeContext, key: KeyRecord, meter
     del body
     await _admit(ctx, key, meter, ref, body_bytes)
     resp = await _embed(request, ctx, key, meter, batch)
-    headers = {"x-request-id": meter.request_id}
+    headers = with_trace({"x-request-id": meter.request_id}, resp.trace_id)
     if batch_call:
         # Google's batchEmbedContents shape already: sent on as the upstream produced it.
         meter.finish(200, _usage(resp))

@@ -23,8 +23,8 @@ from services.edge.auth import authenticate
 from services.edge.context import EdgeContext, get_ctx, new_id, request_id
 from services.edge.errors import ApiError
 from services.edge.models import parse_model
-from services.edge.routes.translated import (SseTranslator, admit_generation, fetch_media, answer_once, open_stream,
-                                             pump_sse, read_request, spliced_opener, thinking_spec)
+from services.edge.routes.translated import (Opening, SseTranslator, admit_generation, answer_once, fetch_media,
+                                             open_stream, pump_sse, read_request, spliced_opener, thinking_spec)
 from services.edge.spliced import Spliced
 from services.edge.store import KeyRecord
 from services.edge.streaming import StreamResponse
@@ -93,18 +93,11 @@ async def _create(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Met
     del payload
     opened = await open_stream(request, ctx, meter, upstream)
     machine = ResponseStream(model=requested, response_id=response_id, created=created, echo=echo, custom_tools=custom)
-    head = [machine.start()]
-
-    def started() -> bytes:
-        return _sse(head.pop()) if head else b""
-
-    def error(err: ApiError) -> bytes:
-        code, message = _failure(err)
-        return started() + _sse(machine.failed(code, message))
-
+    started = Opening(lambda: _sse(machine.start()))
     translator = SseTranslator(feed=lambda chunk: started() + _sse(machine.feed(chunk)),
                                finish=lambda: started() + _sse(machine.finish()),
-                               error=error, keepalive=lambda: started() + _sse(machine.heartbeat()))
+                               error=lambda err: started() + _sse(machine.failed(*_failure(err))),
+                               keepalive=lambda: started() + _sse(machine.heartbeat()))
     return StreamResponse(pump_sse(opened, translator, meter, ctx.settings.sse_keepalive_seconds or None),
                           media_type="text/event-stream", headers=opened.headers(headers))
 

@@ -161,6 +161,18 @@ class SseTranslator:
     keepalive: Callable[[], bytes]  # what to send during a silence
 
 
+class Opening:
+    """The events that open a stream (`start()`, as SSE bytes): sent once, before whatever is
+    sent first (a translated chunk, the end, a keep-alive)."""
+
+    def __init__(self, start: Callable[[], bytes]) -> None:
+        self._start: Callable[[], bytes] | None = start
+
+    def __call__(self) -> bytes:
+        start, self._start = self._start, None
+        return start() if start is not None else b""
+
+
 async def pump_sse(opened: OpenStream, translator: SseTranslator, meter: Meter,
                    keepalive: float | None) -> AsyncIterator[bytes]:
     """The response body of a translated stream; finishes the ledger row however it ends."""

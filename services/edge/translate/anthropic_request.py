@@ -30,8 +30,9 @@ from ..spliced import Spliced
 from . import signatures, tool_ids
 from .anthropic_media import media_part, media_urls
 from .errors import TranslationError
-from .openai_tools import declaration, tool_config
-from .params import integer, number, shallow, string
+from .gemini_request import add_generation, add_sampling, add_tools, conversation_request, stream_flag
+from .openai_tools import declaration
+from .params import integer, shallow, string
 from .schema import SchemaBudget, to_gemini_schema
 from .thinking import GENERIC, ThinkingSpec, split_model, thinking_config
 
@@ -307,31 +308,17 @@ def messages_request_to_gemini(body: dict, model: str, fetched: Mapping[str, tup
     base, suffix = split_model(model)
     spec = thinking or GENERIC
     conv = _conversation(body, fetched or {}, spliced)
-    if spec.levels:
-        signatures.ensure_first_call_signed(conv.contents)
-    gemini: dict = {"contents": conv.contents}
-    if conv.system:
-        gemini["systemInstruction"] = {"parts": conv.system}
+    gemini = conversation_request(conv.contents, conv.system, spec)
 
     budget = SchemaBudget()  # one for all the schemas of the request
     declarations, builtins = _tools(body, budget)
-    calling, keep = tool_config({"tool_choice": _tool_choice(body)}, declarations)
-    if keep is not None:
-        declarations = [d for d in declarations if d["name"] in keep]
-    tools = ([{"functionDeclarations": declarations}] if declarations else []) + builtins
-    if tools:
-        gemini["tools"] = tools
-    if calling:
-        gemini["toolConfig"] = {"functionCallingConfig": calling}
+    add_tools(gemini, declarations, builtins, {"tool_choice": _tool_choice(body)})
 
     gen: dict = {}
     max_tokens = integer(body, "max_tokens", 1)
     if max_tokens is not None:
         gen["maxOutputTokens"] = max_tokens
-    for key, target in (("temperature", "temperature"), ("top_p", "topP")):
-        value = number(body, key)
-        if value is not None:
-            gen[target] = value
+    add_sampling(body, gen)
     top_k = integer(body, "top_k", 1)
     if top_k is not None:
         gen["topK"] = top_k
@@ -342,17 +329,10 @@ def messages_request_to_gemini(body: dict, model: str, fetched: Mapping[str, tup
         if any(stops):
             gen["stopSequences"] = [s for s in stops if s]
     _output_format(body, gen, budget)
-    thinking_cfg = _thinking(spec, suffix, body)
-    if thinking_cfg:
-        gen["thinkingConfig"] = thinking_cfg
-    if gen:
-        gemini["generationConfig"] = gen
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise TranslationError("stream must be a boolean", "stream")
+    add_generation(gemini, gen, _thinking(spec, suffix, body))
     asked = body.get("thinking")
     wants_thinking = isinstance(asked, dict) and asked.get("type") in ("enabled", "adaptive")
-    return MessagesRequest(model=base, gemini=gemini, stream=stream, thinking=wants_thinking)
+    return MessagesRequest(model=base, gemini=gemini, stream=stream_flag(body), thinking=wants_thinking)
 
 
 def count_tokens_body(body: dict, fetched: Mapping[str, tuple[str, str]] | None = None) -> dict:

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from . import signatures, tool_ids
-from .gemini_to_openai import _CONTENT_FILTER, _blocked, _candidates, _Content, _count, _is_call, _is_thought, _parts, _unwrap
+from .gemini_to_openai import _CONTENT_FILTER, GeminiStream, _Content, _count, _is_call, _is_thought, _parts
 
 Event = tuple[str, dict]
 
@@ -50,10 +50,11 @@ def stop_reason(gemini_reason: object, called: bool, blocked: bool) -> str:
     return "end_turn"
 
 
-class MessageStream:
+class MessageStream(GeminiStream):
     """Gemini chunks in, Anthropic stream events out. No I/O."""
 
     def __init__(self, *, model: str, message_id: str, thinking: bool) -> None:
+        super().__init__()
         self.model = model
         self.message_id = message_id
         self.thinking = thinking
@@ -62,9 +63,6 @@ class MessageStream:
         self._text = _Content()
         self._calls = 0
         self._reason: str | None = None
-        self._usage: dict = {}
-        self._blocked = False
-        self._done = False
 
     def start(self) -> list[Event]:
         message = {"id": self.message_id, "type": "message", "role": "assistant", "model": self.model,
@@ -131,29 +129,17 @@ class MessageStream:
 
     # -- chunks ----------------------------------------------------------------------------
 
-    def feed(self, chunk: dict) -> list[Event]:
-        if self._done:
-            return []
-        resp = _unwrap(chunk)
-        if isinstance(resp.get("usageMetadata"), dict):
-            self._usage = resp["usageMetadata"]
-        if _blocked(resp):
-            self._blocked = True
-        out: list[Event] = []
-        for index, cand in _candidates(resp):
-            if index != 0:
-                continue  # Anthropic has one answer per message
-            for part in _parts(cand):
-                self._part(out, part)
-            reason = cand.get("finishReason")
-            if isinstance(reason, str) and reason and reason != "FINISH_REASON_UNSPECIFIED":
-                self._reason = reason
-        return out
+    def _candidate(self, out: list[Event], index: int, candidate: dict) -> bool:
+        if index != 0:
+            return False  # Anthropic has one answer per message
+        for part in _parts(candidate):
+            self._part(out, part)
+        return True
 
-    def finish(self) -> list[Event]:
-        if self._done:
-            return []
-        self._done = True
+    def _finished(self, index: int, reason: str) -> None:
+        self._reason = reason
+
+    def _tail(self) -> list[Event]:
         out: list[Event] = []
         self._close(out)
         out.append(("message_delta", {"type": "message_delta",

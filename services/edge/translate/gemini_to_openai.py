@@ -95,6 +95,53 @@ def _blocked(resp: dict) -> bool:
     return isinstance(feedback, dict) and bool(feedback.get("blockReason"))
 
 
+class GeminiStream:
+    """What every stream translator (chat chunks, Responses events, Anthropic events) does with
+    the backend's chunks: note the usage and a blocked prompt, translate each candidate's parts,
+    keep its finish reason; nothing once finished. Subclasses say what a candidate and the end
+    become."""
+
+    def __init__(self) -> None:
+        self._usage: dict = {}
+        self._blocked = False
+        self._done = False
+
+    def _candidate(self, out: list, index: int, candidate: dict) -> bool:
+        """Translate one candidate's parts into `out`; False when the API has no place for it."""
+        raise NotImplementedError
+
+    def _finished(self, index: int, reason: str) -> None:
+        """Candidate `index` gave its finish reason."""
+        raise NotImplementedError
+
+    def _tail(self) -> list:
+        """What follows the last chunk."""
+        raise NotImplementedError
+
+    def feed(self, chunk: dict) -> list:
+        if self._done:
+            return []
+        resp = _unwrap(chunk)
+        if isinstance(resp.get("usageMetadata"), dict):
+            self._usage = resp["usageMetadata"]
+        if _blocked(resp):
+            self._blocked = True
+        out: list = []
+        for index, cand in _candidates(resp):
+            if not self._candidate(out, index, cand):
+                continue
+            reason = cand.get("finishReason")
+            if isinstance(reason, str) and reason and reason != "FINISH_REASON_UNSPECIFIED":
+                self._finished(index, reason)
+        return out
+
+    def finish(self) -> list:
+        if self._done:
+            return []
+        self._done = True
+        return self._tail()
+
+
 @dataclass
 class _Content:
     """Content text for one choice; shared by both paths so they cannot disagree."""
@@ -205,18 +252,16 @@ class _ChoiceState:
     reason: str | None = None
 
 
-class ChunkTranslator:
+class ChunkTranslator(GeminiStream):
     """Gemini stream chunks → `chat.completion.chunk` objects. Pure state machine, no I/O."""
 
     def __init__(self, *, model: str, completion_id: str, created: int, include_usage: bool) -> None:
+        super().__init__()
         self.model = model
         self.completion_id = completion_id
         self.created = created
         self.include_usage = include_usage
         self._choices: dict[int, _ChoiceState] = {}
-        self._usage: dict = {}
-        self._blocked = False
-        self._done = False
 
     @property
     def usage(self) -> dict:
@@ -236,53 +281,41 @@ class ChunkTranslator:
             state.role_sent = True
         return self._chunk([{"index": index, "delta": delta, "finish_reason": None, "logprobs": None}])
 
-    def feed(self, chunk: dict) -> list[dict]:
-        if self._done:
-            return []
-        resp = _unwrap(chunk)
-        if isinstance(resp.get("usageMetadata"), dict):
-            self._usage = resp["usageMetadata"]
-        if _blocked(resp):
-            self._blocked = True
-        out: list[dict] = []
-        for index, cand in _candidates(resp):
-            state = self._choices.setdefault(index, _ChoiceState())
-            kind: str | None = None
-            buf: list[str] = []
+    def _candidate(self, out: list[dict], index: int, candidate: dict) -> bool:
+        state = self._choices.setdefault(index, _ChoiceState())
+        kind: str | None = None
+        buf: list[str] = []
 
-            def flush() -> None:
-                text = "".join(buf)
-                if kind and text:
-                    out.append(self._delta(state, index, {kind: text}))
-                buf.clear()
+        def flush() -> None:
+            text = "".join(buf)
+            if kind and text:
+                out.append(self._delta(state, index, {kind: text}))
+            buf.clear()
 
-            for part in _parts(cand):
-                if _is_call(part):
-                    flush()
-                    call = _tool_call(part, completion_id=self.completion_id, choice=index, call_index=state.calls)
-                    out.append(self._delta(state, index, {"tool_calls": [{"index": state.calls, **call}]}))
-                    state.calls += 1
-                    kind = None
-                    continue
-                if _is_thought(part):
-                    this, text = "reasoning_content", part["text"]
-                else:
-                    this, text = "content", state.text.piece(part)
-                if this != kind:
-                    flush()
-                    kind = this
-                buf.append(text)
-            flush()
-            reason = cand.get("finishReason")
-            if isinstance(reason, str) and reason and reason != "FINISH_REASON_UNSPECIFIED":
-                state.reason = reason
-        return out
+        for part in _parts(candidate):
+            if _is_call(part):
+                flush()
+                call = _tool_call(part, completion_id=self.completion_id, choice=index, call_index=state.calls)
+                out.append(self._delta(state, index, {"tool_calls": [{"index": state.calls, **call}]}))
+                state.calls += 1
+                kind = None
+                continue
+            if _is_thought(part):
+                this, text = "reasoning_content", part["text"]
+            else:
+                this, text = "content", state.text.piece(part)
+            if this != kind:
+                flush()
+                kind = this
+            buf.append(text)
+        flush()
+        return True
 
-    def finish(self) -> list[dict]:
+    def _finished(self, index: int, reason: str) -> None:
+        self._choices[index].reason = reason
+
+    def _tail(self) -> list[dict]:
         """The final chunk per choice (with finish_reason), then the usage chunk if asked for."""
-        if self._done:
-            return []
-        self._done = True
         if not self._choices:
             self._choices[0] = _ChoiceState()
         out = []

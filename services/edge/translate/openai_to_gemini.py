@@ -21,10 +21,11 @@ from .contents_writer import ContentsWriter, PartsWriter
 from .errors import TranslationError
 from .openai_media import MediaParts, media_urls
 from .openai_messages import Messages
-from .openai_tools import chat_tools, tool_config
+from .gemini_request import add_generation, add_sampling, add_tools, conversation_request
+from .openai_tools import chat_tools
 from .params import INT32_MAX, boolean, integer, number, string
 from .schema import SchemaBudget, to_gemini_schema
-from .signatures import SKIP_SIGNATURE, ensure_first_call_signed
+from .signatures import SKIP_SIGNATURE
 from .thinking import GENERIC, ThinkingSpec, split_model, thinking_config
 
 __all__ = ["ChatRequest", "SKIP_SIGNATURE", "chat_request_to_gemini", "media_urls"]
@@ -70,10 +71,7 @@ def _response_format(body: dict, gen: dict, budget: SchemaBudget) -> None:
 
 def _generation_config(body: dict, budget: SchemaBudget) -> dict:
     gen: dict = {}
-    for key, target in (("temperature", "temperature"), ("top_p", "topP")):
-        value = number(body, key)
-        if value is not None:
-            gen[target] = value
+    add_sampling(body, gen)
     top_k = integer(body, "top_k", 1)  # not OpenAI's, but widely sent to Gemini-backed endpoints
     if top_k is not None:
         gen["topK"] = top_k
@@ -172,22 +170,11 @@ def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | 
                 raise TranslationError("messages contain no content", "messages")
             # A system-only conversation: Gemini needs at least one turn, so the text becomes it.
             contents, system = [{"role": "user", "parts": system}], []
-        if spec.levels:
-            ensure_first_call_signed(contents)
-        gemini = {"contents": contents}
-        if system:
-            gemini["systemInstruction"] = {"parts": system}
+        gemini = conversation_request(contents, system, spec)
 
     budget = SchemaBudget()  # one for all the schemas of the request
     declarations, builtins = chat_tools(body, budget)
-    calling, keep = tool_config(body, declarations)
-    if keep is not None:
-        declarations = [d for d in declarations if d["name"] in keep]
-    tools = ([{"functionDeclarations": declarations}] if declarations else []) + builtins
-    if tools:
-        gemini["tools"] = tools
-    if calling:
-        gemini["toolConfig"] = {"functionCallingConfig": calling}
+    add_tools(gemini, declarations, builtins, body)
 
     gen = _generation_config(body, budget)
     google = _extra_google(body)
@@ -198,10 +185,7 @@ def chat_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str]] | 
         thinking=body.get("thinking"),
         extra_google=google,
     )
-    if thinking_cfg:
-        gen["thinkingConfig"] = thinking_cfg
-    if gen:
-        gemini["generationConfig"] = gen
+    add_generation(gemini, gen, thinking_cfg)
     if google:
         cached = google.get("cached_content", google.get("cachedContent"))
         if cached is not None:

@@ -27,8 +27,9 @@ from ..spliced import Spliced
 from . import signatures, tool_ids
 from .errors import TranslationError
 from .openai_media import MediaParts
-from .openai_tools import declaration, tool_config
-from .params import integer, number, shallow, string
+from .gemini_request import add_generation, add_sampling, add_tools, conversation_request, stream_flag
+from .openai_tools import declaration
+from .params import integer, shallow, string
 from .schema import SchemaBudget, to_gemini_schema
 from .thinking import GENERIC, ThinkingSpec, split_model, thinking_config
 
@@ -305,26 +306,11 @@ def responses_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str
     if not conv.contents:
         raise TranslationError("input contains no content", "input")
     spec = thinking or GENERIC
-    if spec.levels:
-        signatures.ensure_first_call_signed(conv.contents)
-    gemini: dict = {"contents": conv.contents}
-    if conv.system:
-        gemini["systemInstruction"] = {"parts": conv.system}
-
-    calling, keep = tool_config({"tool_choice": body.get("tool_choice")}, declarations)
-    if keep is not None:
-        declarations = [d for d in declarations if d["name"] in keep]
-    tools = ([{"functionDeclarations": declarations}] if declarations else []) + builtins
-    if tools:
-        gemini["tools"] = tools
-    if calling:
-        gemini["toolConfig"] = {"functionCallingConfig": calling}
+    gemini = conversation_request(conv.contents, conv.system, spec)
+    add_tools(gemini, declarations, builtins, {"tool_choice": body.get("tool_choice")})
 
     gen: dict = {}
-    for key, target in (("temperature", "temperature"), ("top_p", "topP")):
-        value = number(body, key)
-        if value is not None:
-            gen[target] = value
+    add_sampling(body, gen)
     limit = integer(body, "max_output_tokens", 1)
     if limit is not None:
         gen["maxOutputTokens"] = limit
@@ -341,14 +327,9 @@ def responses_request_to_gemini(body: dict, fetched: Mapping[str, tuple[str, str
                                        thinking=True if reasoning.get("summary") else None, extra_google=None)
     except TranslationError as exc:
         raise TranslationError(exc.message.replace("reasoning_effort", "reasoning.effort"), "reasoning.effort") from None
-    if thinking_cfg:
-        gen["thinkingConfig"] = thinking_cfg
-    if gen:
-        gemini["generationConfig"] = gen
+    add_generation(gemini, gen, thinking_cfg)
 
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise TranslationError("stream must be a boolean", "stream")
+    stream = stream_flag(body)
     echo = {k: body.get(k) for k in ("tool_choice", "reasoning", "text", "instructions", "max_output_tokens",
                                      "temperature", "top_p", "parallel_tool_calls", "metadata", "store")}
     return ResponsesRequest(model=base, gemini=gemini, stream=stream, custom_tools=custom, echo=echo)

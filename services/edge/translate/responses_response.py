@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from . import signatures, tool_ids
-from .gemini_to_openai import _CONTENT_FILTER, _blocked, _candidates, _Content, _count, _is_call, _is_thought, _parts, _unwrap
+from .gemini_to_openai import _CONTENT_FILTER, GeminiStream, _Content, _count, _is_call, _is_thought, _parts
 from .responses_request import CUSTOM_INPUT
 
 
@@ -38,11 +38,12 @@ def usage_to_responses(usage_metadata: Any) -> dict:
             "total_tokens": max(_count(um, "totalTokenCount"), prompt + output)}
 
 
-class ResponseStream:
+class ResponseStream(GeminiStream):
     """Gemini chunks in, Responses events out. No I/O."""
 
     def __init__(self, *, model: str, response_id: str, created: int, echo: dict | None = None,
                  custom_tools: frozenset[str] = frozenset()) -> None:
+        super().__init__()
         self.response_id = response_id
         self.custom_tools = custom_tools
         self._seq = 0
@@ -50,9 +51,6 @@ class ResponseStream:
         self._open: dict | None = None
         self._text = _Content()
         self._reason: str | None = None
-        self._usage: dict = {}
-        self._blocked = False
-        self._done = False
         echo = echo or {}
         self._response = {
             "id": response_id, "object": "response", "created_at": created, "status": "in_progress",
@@ -194,34 +192,22 @@ class ResponseStream:
 
     # -- chunks ----------------------------------------------------------------------------
 
-    def feed(self, chunk: dict) -> list[dict]:
-        if self._done:
-            return []
-        resp = _unwrap(chunk)
-        if isinstance(resp.get("usageMetadata"), dict):
-            self._usage = resp["usageMetadata"]
-        if _blocked(resp):
-            self._blocked = True
-        out: list[dict] = []
-        for index, cand in _candidates(resp):
-            if index != 0:
-                continue
-            for part in _parts(cand):
-                if _is_thought(part):
-                    self._thought(out, part)
-                elif _is_call(part):
-                    self._call(out, part)
-                else:
-                    self._output_text(out, part)
-            reason = cand.get("finishReason")
-            if isinstance(reason, str) and reason and reason != "FINISH_REASON_UNSPECIFIED":
-                self._reason = reason
-        return out
+    def _candidate(self, out: list[dict], index: int, candidate: dict) -> bool:
+        if index != 0:
+            return False  # a response has one output
+        for part in _parts(candidate):
+            if _is_thought(part):
+                self._thought(out, part)
+            elif _is_call(part):
+                self._call(out, part)
+            else:
+                self._output_text(out, part)
+        return True
 
-    def finish(self) -> list[dict]:
-        if self._done:
-            return []
-        self._done = True
+    def _finished(self, index: int, reason: str) -> None:
+        self._reason = reason
+
+    def _tail(self) -> list[dict]:
         out: list[dict] = []
         self._close(out)
         response = self._snapshot()

@@ -1,0 +1,23 @@
+"""Keep optional extras of our libraries out of the services when something else installed them.
+
+httpx imports its command line's packages (click, pygments, rich) whenever they are installed,
+and httpcore imports trio to support trio callers; the service images do not install them
+(deploy/runtime_requirements.py), but the development environment does (test tools pull them
+in), where they added ~6 MiB to every upstream (issue #15). The services run on asyncio and
+never call httpx's command line, so they refuse those imports, as the libraries expect when
+the packages are missing (`None` in sys.modules makes an import raise ImportError).
+
+Called by the entry points (services/*/__main__.py) before anything else is imported.
+"""
+from __future__ import annotations
+
+import sys
+
+# httpx's command line and httpcore's trio backend.
+UNUSED = ("trio", "rich", "pygments")
+
+
+def refuse(*extra: str) -> None:
+    """Make `import` of UNUSED (and `extra`) fail from now on in this process, unless loaded."""
+    for name in (*UNUSED, *extra):
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]

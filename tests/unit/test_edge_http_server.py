@@ -1,0 +1,158 @@
+"""services/edge/http_server.py: the edge's HTTP protocol, served by a real uvicorn on loopback.
+
+The headers of a response travel with its first body bytes, but are never held past the
+current event-loop step; a request hears of its client leaving through a connection callback.
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import uvicorn
+
+from services.edge.http_server import DISCONNECT, DisconnectSignal, EdgeHttpProtocol, _HeadHeldTransport
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+class _Cycle:
+    response_started = False
+
+
+async def test_headers_and_first_body_bytes_leave_in_one_write() -> None:
+    raw, cycle = _Recorder(), _Cycle()
+    t = _HeadHeldTransport(raw, cycle, asyncio.get_running_loop())  # type: ignore[arg-type]
+    t.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # before the response started: at once
+    assert raw.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    cycle.response_started = True
+    t.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    assert raw.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    t.write(b"body")
+    t.write(b"more")
+    assert raw.writes[1:] == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"more"]
+    await asyncio.sleep(0)  # the scheduled flush finds nothing held
+    assert len(raw.writes) == 3
+
+
+async def test_held_headers_leave_at_the_end_of_the_loop_step_or_on_close() -> None:
+    raw, cycle = _Recorder(), _Cycle()
+    cycle.response_started = True
+    t = _HeadHeldTransport(raw, cycle, asyncio.get_running_loop())  # type: ignore[arg-type]
+    t.write(b"head")
+    await asyncio.sleep(0)
+    assert raw.writes == [b"head"]
+    t.write(b"body")
+    assert raw.writes == [b"head", b"body"]
+
+    raw2 = _Recorder()
+    t2 = _HeadHeldTransport(raw2, cycle, asyncio.get_running_loop())  # type: ignore[arg-type]
+    t2.write(b"head")
+    t2.close()
+    assert raw2.writes == [b"head"] and raw2.closed
+
+
+def test_disconnect_signal_calls_back_once_and_at_once_when_already_lost() -> None:
+    signal, calls = DisconnectSignal(), []
+    kept, dropped = (lambda: calls.append("kept")), (lambda: calls.append("dropped"))
+    signal.add(kept)
+    signal.add(dropped)
+    signal.discard(dropped)
+    signal.discard(dropped)  # twice is harmless
+    signal.fire()
+    assert calls == ["kept"]
+    signal.fire()
+    assert calls == ["kept"]
+    signal.add(lambda: calls.append("late"))
+    assert calls == ["kept", "late"]
+
+
+class _Served:
+    """A uvicorn server with the edge's protocol in this loop, on a free loopback port."""
+
+    def __init__(self, app) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, http=EdgeHttpProtocol, lifespan="off",
+                                log_config=None, access_log=False)
+        self.server = uvicorn.Server(config)
+        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> "_Served":
+        self.task = asyncio.create_task(self.server.serve())
+        async with asyncio.timeout(30):
+            while not self.server.started:
+                await asyncio.sleep(0.01)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.server.should_exit = True
+        assert self.task is not None
+        await asyncio.wait_for(self.task, 30)
+
+
+async def _read_head(reader: asyncio.StreamReader) -> bytes:
+    async with asyncio.timeout(30):
+        return await reader.readuntil(b"\r\n\r\n")
+
+
+async def test_a_stream_whose_first_chunk_is_not_ready_sends_its_headers_at_once() -> None:
+    release = asyncio.Event()
+
+    async def app(scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await release.wait()  # the first chunk comes only after the client saw the headers
+        await send({"type": "http.response.body", "body": b"chunk", "more_body": False})
+
+    async with _Served(app) as served:
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        writer.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        head = await _read_head(reader)
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"transfer-encoding: chunked" in head
+        release.set()
+        async with asyncio.timeout(30):
+            body = await reader.readuntil(b"0\r\n\r\n")
+        assert body == b"5\r\nchunk\r\n0\r\n\r\n"
+        # HEAD: headers only, on the same keep-alive connection.
+        writer.write(b"HEAD / HTTP/1.1\r\nhost: x\r\n\r\n")
+        release.clear()
+        release.set()
+        assert (await _read_head(reader)).startswith(b"HTTP/1.1 200 OK\r\n")
+        writer.close()
+
+
+async def test_a_request_hears_of_its_client_leaving_without_reading() -> None:
+    seen: dict = {}
+    gone = asyncio.Event()
+
+    async def app(scope, receive, send) -> None:
+        signal = scope["extensions"][DISCONNECT]
+        seen["signal"] = signal
+        signal.add(gone.set)
+        await gone.wait()
+
+    async with _Served(app) as served:
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        writer.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        async with asyncio.timeout(30):
+            while "signal" not in seen:
+                await asyncio.sleep(0.01)
+        writer.close()
+        async with asyncio.timeout(30):
+            await gone.wait()
+        assert seen["signal"].lost
+        assert seen["signal"].callbacks == []
