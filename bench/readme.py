@@ -144,7 +144,7 @@ def _floor_rows(res: dict) -> list[tuple[str, str]]:
     for r in floor_report(res.get("latency") or [], res.get("throughput"), res.get("streams"), floors):
         if not r["holds"]:
             out.append((f"SHORT goal against its floor: {r['goal']}",
-                        f"{r['measured']:.2f} {r['unit']} measured, floor {r['floor']:.2f} ({r['times_floor']:.1f}×), "
+                        f"{r['measured']:.{r['digits']}f} {r['unit']} measured, floor {r['floor']:.{r['digits']}f} ({r['times_floor']:.1f}×), "
                         f"goal ≤ {r['budget']:g}" + (" (below the floor)" if r["goal_below_floor"] else "")))
     return out
 

@@ -192,6 +192,7 @@ def floor_report(latency: list[dict], rps: dict | None, streams: dict | None,
     def add(goal: str, measured: float, floor: float, budget: float, unit: str) -> None:
         rows.append({"goal": goal, "measured": measured, "floor": floor, "budget": budget, "unit": unit,
                      "holds": measured <= budget, "goal_below_floor": budget < floor,
+                     "digits": 0 if unit == "MiB" else 2,
                      "times_floor": measured / floor if floor else float("nan")})
 
     for c, budget in ((50, STREAM_CPU_C50_MS), (1, STREAM_CPU_C1_MS)):
@@ -236,6 +237,6 @@ def print_floors(floors: dict | None, latency: list[dict], rps: dict | None, str
     if short:
         print("Goals SHORT, measured vs the floor the parts impose:")
     for r in short:
-        print(f"  {r['goal']}: {r['measured']:.2f} {r['unit']}, floor {r['floor']:.2f} {r['unit']} "
+        print(f"  {r['goal']}: {r['measured']:.{r['digits']}f} {r['unit']}, floor {r['floor']:.{r['digits']}f} {r['unit']} "
               f"({r['times_floor']:.1f}× the floor), goal ≤ {r['budget']:g} {r['unit']}"
               + (" — below the floor: the parts alone cannot meet it here" if r["goal_below_floor"] else ""))
