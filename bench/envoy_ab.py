@@ -169,33 +169,29 @@ def start_variant(name: str, base: dict, mutations: list[Mutate], args: list[str
     return proc
 
 
-async def nonstream_block(url: str, key: str, n: int, concurrency: int) -> int:
-    body = orjson.dumps({"contents": [{"role": "user", "parts": [{"text": "rps"}]}]})
-    hdrs = {"x-goog-api-key": key, "Content-Type": "application/json"}
+async def _block(n: int, concurrency: int, send) -> int:
+    """n requests over `concurrency` clients, each made by `send(client)`; how many got 200."""
     ok = 0
     async with Clients(concurrency, timeout=30) as clients:
         async def worker(i: int, count: int) -> None:
             nonlocal ok
             c = clients.for_worker(i)
             for _ in range(count):
-                r = await c.post(f"{url}/gemini_cli/v1beta/models/{MODEL}:generateContent", content=body, headers=hdrs)
-                ok += r.status_code == 200
+                ok += (await send(c)).status_code == 200
         await asyncio.gather(*(worker(i, n // concurrency) for i in range(concurrency)))
     return ok
+
+
+async def nonstream_block(url: str, key: str, n: int, concurrency: int) -> int:
+    body = orjson.dumps({"contents": [{"role": "user", "parts": [{"text": "rps"}]}]})
+    hdrs = {"x-goog-api-key": key, "Content-Type": "application/json"}
+    full = f"{url}/gemini_cli/v1beta/models/{MODEL}:generateContent"
+    return await _block(n, concurrency, lambda c: c.post(full, content=body, headers=hdrs))
 
 
 async def healthz_block(url: str, n: int, concurrency: int) -> int:
     """Requests Envoy answers itself: what parsing and answering alone cost."""
-    ok = 0
-    async with Clients(concurrency, timeout=30) as clients:
-        async def worker(i: int, count: int) -> None:
-            nonlocal ok
-            c = clients.for_worker(i)
-            for _ in range(count):
-                r = await c.get(f"{url}/healthz")
-                ok += r.status_code == 200
-        await asyncio.gather(*(worker(i, n // concurrency) for i in range(concurrency)))
-    return ok
+    return await _block(n, concurrency, lambda c: c.get(f"{url}/healthz"))
 
 
 async def stream_block(url: str, key: str, n: int) -> tuple[int, list[float]]:

@@ -26,18 +26,29 @@ BATCH = 50
 MAX_BYTES_PER_CALL = 48
 
 
-def _heap_in_use() -> int:
+def heap_in_use() -> int:
     used = native_heap_bytes()
     assert used is not None, "this measurement needs glibc's mallinfo2"
     return used
 
 
-async def _measure() -> float:
+async def serve(servicer):
+    """A grpc.aio server on a loopback port with `servicer`, and the edge's client to it."""
     import grpc
 
-    from gemini_cli.upstream.v1 import upstream_pb2 as pb
     from gemini_cli.upstream.v1 import upstream_pb2_grpc as pb_grpc
     from services.edge.upstream_client import UpstreamClient
+
+    server = grpc.aio.server()
+    pb_grpc.add_UpstreamServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, UpstreamClient.connect(f"127.0.0.1:{port}")
+
+
+async def _measure() -> float:
+    from gemini_cli.upstream.v1 import upstream_pb2 as pb
+    from gemini_cli.upstream.v1 import upstream_pb2_grpc as pb_grpc
 
     class Servicer(pb_grpc.UpstreamServicer):
         async def Generate(self, request, context):
@@ -46,11 +57,7 @@ async def _measure() -> float:
             yield msg
             await asyncio.Event().wait()  # the next message never comes: the client's read stays pending
 
-    server = grpc.aio.server()
-    pb_grpc.add_UpstreamServicer_to_server(Servicer(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    client = UpstreamClient.connect(f"127.0.0.1:{port}")
+    server, client = await serve(Servicer())
 
     async def abandoned() -> None:
         stream = client.stream("gemini-2.5-flash", b"{}")
@@ -74,19 +81,25 @@ async def _measure() -> float:
 
     try:
         await batches(10 * BATCH)  # warm-up: channel, pools, first-use caches
-        before = _heap_in_use()
+        before = heap_in_use()
         await batches(CALLS)
-        return (_heap_in_use() - before) / CALLS
+        return (heap_in_use() - before) / CALLS
     finally:
         await client.close()
         await server.stop(None)
 
 
-def test_abandoned_streams_do_not_grow_the_native_heap() -> None:
-    out = subprocess.run([sys.executable, "-m", "tests.unit.test_edge_upstream_stream"], cwd=ROOT,
+def bytes_per_abandoned_call(module: str) -> float:
+    """Runs `module`'s measurement in a fresh interpreter (a clean native heap) and returns the
+    native heap growth per abandoned call it printed last."""
+    out = subprocess.run([sys.executable, "-m", module], cwd=ROOT,
                          env=_base_env(), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    per_call = float(out.stdout.strip().splitlines()[-1])
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def test_abandoned_streams_do_not_grow_the_native_heap() -> None:
+    per_call = bytes_per_abandoned_call("tests.unit.test_edge_upstream_stream")
     assert per_call < MAX_BYTES_PER_CALL, f"native heap grew {per_call:.0f} bytes per abandoned stream"
 
 

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import subprocess
-import sys
 
-from services.edge.stats import native_heap_bytes
-from tests.harness import ROOT, _base_env
+from tests.unit.test_edge_upstream_stream import bytes_per_abandoned_call, heap_in_use, serve
 
 CALLS = 3000
 BATCH = 50
@@ -23,10 +20,7 @@ MAX_BYTES_PER_CALL = 48
 
 
 async def _measure() -> float:
-    import grpc
-
     from gemini_cli.upstream.v1 import upstream_pb2_grpc as pb_grpc
-    from services.edge.upstream_client import UpstreamClient
 
     started = ended = 0
 
@@ -39,11 +33,7 @@ async def _measure() -> float:
             finally:
                 ended += 1
 
-    server = grpc.aio.server()
-    pb_grpc.add_UpstreamServicer_to_server(Servicer(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    client = UpstreamClient.connect(f"127.0.0.1:{port}")
+    server, client = await serve(Servicer())
 
     async def abandoned() -> None:
         expected = started + BATCH
@@ -67,11 +57,9 @@ async def _measure() -> float:
 
     try:
         await batches(10 * BATCH)  # warm-up: channel, pools, first-use caches
-        used = native_heap_bytes()
-        assert used is not None, "this measurement needs glibc's mallinfo2"
-        before = used
+        before = heap_in_use()
         await batches(CALLS)
-        grown = (native_heap_bytes() - before) / CALLS
+        grown = (heap_in_use() - before) / CALLS
         for _ in range(50):
             if ended == CALLS + 10 * BATCH:
                 break
@@ -85,10 +73,7 @@ async def _measure() -> float:
 
 
 def test_abandoned_unary_calls_end_upstream_and_do_not_grow_the_native_heap() -> None:
-    out = subprocess.run([sys.executable, "-m", "tests.unit.test_edge_upstream_unary"], cwd=ROOT,
-                         env=_base_env(), capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    per_call = float(out.stdout.strip().splitlines()[-1])
+    per_call = bytes_per_abandoned_call("tests.unit.test_edge_upstream_unary")
     assert per_call < MAX_BYTES_PER_CALL, f"native heap grew {per_call:.0f} bytes per abandoned call"
 
 
