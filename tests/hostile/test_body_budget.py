@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from tests.faults.rig import Rig
+from tests.support.raw_http import read_head
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -105,12 +106,7 @@ def test_a_declared_length_past_the_budget_is_refused_before_its_body(rig: Rig):
         with socket.create_connection(("127.0.0.1", rig.envoy.port), timeout=30) as sock:
             sock.sendall(f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
                          f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode())
-            answer = b""
-            while b"\r\n\r\n" not in answer:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                answer += chunk
+            answer = read_head(sock)
         assert answer.startswith(b"HTTP/1.1 503"), answer[:200]
     finally:
         for s in stalled:

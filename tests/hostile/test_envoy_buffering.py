@@ -22,6 +22,7 @@ import pytest
 
 from tests import harness
 from tests.faults.rig import Rig, rss_kib
+from tests.support.raw_http import read_head
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -216,7 +217,6 @@ def test_a_key_holder_gets_the_same_bound(rig: Rig):
             f"Authorization: Bearer {key}\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
     piece = b" " * (256 * 1024)
     frame = b"%x\r\n" % len(piece) + piece + b"\r\n"
-    got = b""
     with PeakRss(rig.envoy.popen.pid) as rss, socket.create_connection((harness.LOOPBACK, rig.envoy.port)) as s:
         s.sendall(head)
         s.settimeout(10)
@@ -225,14 +225,7 @@ def test_a_key_holder_gets_the_same_bound(rig: Rig):
                 s.sendall(frame)
         except OSError:
             pass
-        try:
-            while b"\r\n\r\n" not in got:
-                data = s.recv(65536)
-                if not data:
-                    break
-                got += data
-        except OSError:
-            pass
+        got = read_head(s)
     assert got.startswith(b"HTTP/1.1 413"), got[:200]
     assert rss.grown_mib < RSS_BOUND_MIB
 
@@ -248,14 +241,9 @@ def test_a_body_that_never_completes_is_cut_at_the_deadline(rig: Rig):
     try:
         head = (f"POST {PATH} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
                 f"Authorization: Bearer {key}\r\nContent-Length: {MIB}\r\n\r\n").encode()
-        got = b""
         with socket.create_connection((harness.LOOPBACK, proxy.port), timeout=30) as s:
             s.sendall(head + b'{"model": "' + b"x" * 1000)
-            while b"\r\n\r\n" not in got:
-                data = s.recv(65536)
-                if not data:
-                    break
-                got += data
+            got = read_head(s)
         assert got.startswith(b"HTTP/1.1 408"), got[:200]
     finally:
         proxy.stop()

@@ -16,6 +16,7 @@ import pytest
 
 from tests import harness
 from tests.faults.rig import MODEL, Rig, rss_kib
+from tests.support.raw_http import read_head
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -139,14 +140,7 @@ def raw_post(port: int, path: str, headers: dict[str, str], total: int, *, chunk
                 break
             sent += len(piece)
         s.settimeout(5)
-        while b"\r\n\r\n" not in got:
-            try:
-                data = s.recv(65536)
-            except OSError:
-                break
-            if not data:
-                break
-            got += data
+        got = read_head(s, got)
     return got, sent, time.monotonic() - started
 
 

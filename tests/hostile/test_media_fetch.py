@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from tests.faults.rig import MODEL, Rig, rss_kib
+from tests.support.raw_http import read_head
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -54,12 +55,9 @@ class _TrapHandler(socketserver.BaseRequestHandler):
         with self.server.lock:
             self.server.connections += 1
         sock: socket.socket = self.request
-        data = b""
-        while b"\r\n\r\n" not in data:
-            piece = sock.recv(4096)
-            if not piece:
-                return
-            data += piece
+        data = read_head(sock)
+        if b"\r\n\r\n" not in data:
+            return
         path = data.split(b" ", 2)[1].decode()
         try:
             self.answer(sock, path)

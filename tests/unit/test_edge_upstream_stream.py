@@ -16,6 +16,7 @@ import asyncio
 import gc
 import subprocess
 import sys
+from typing import Awaitable, Callable
 
 from services.edge.stats import native_heap_bytes
 from tests.harness import ROOT, _base_env
@@ -30,6 +31,21 @@ def heap_in_use() -> int:
     used = native_heap_bytes()
     assert used is not None, "this measurement needs glibc's mallinfo2"
     return used
+
+
+async def heap_growth_per_call(batch: Callable[[], Awaitable[object]]) -> float:
+    """Native heap growth per call over CALLS calls that `batch()` abandons BATCH at a time,
+    measured after a warm-up (channel, pools, first-use caches)."""
+    async def batches(n: int) -> None:
+        for _ in range(n // BATCH):
+            await batch()
+        gc.collect()
+        await asyncio.sleep(0.2)  # let the cancelled calls' completions arrive
+
+    await batches(10 * BATCH)
+    before = heap_in_use()
+    await batches(CALLS)
+    return (heap_in_use() - before) / CALLS
 
 
 async def serve(servicer):
@@ -73,17 +89,8 @@ async def _measure() -> float:
             pass
         stream.cancel()
 
-    async def batches(n: int) -> None:
-        for _ in range(n // BATCH):
-            await asyncio.gather(*(abandoned() for _ in range(BATCH)))
-        gc.collect()
-        await asyncio.sleep(0.2)  # let the cancelled calls' completions arrive
-
     try:
-        await batches(10 * BATCH)  # warm-up: channel, pools, first-use caches
-        before = heap_in_use()
-        await batches(CALLS)
-        return (heap_in_use() - before) / CALLS
+        return await heap_growth_per_call(lambda: asyncio.gather(*(abandoned() for _ in range(BATCH))))
     finally:
         await client.close()
         await server.stop(None)

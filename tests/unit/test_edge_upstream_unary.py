@@ -10,12 +10,9 @@ tests/unit/test_edge_upstream_stream.py does for streams.
 from __future__ import annotations
 
 import asyncio
-import gc
 
-from tests.unit.test_edge_upstream_stream import bytes_per_abandoned_call, heap_in_use, serve
+from tests.unit.test_edge_upstream_stream import BATCH, CALLS, bytes_per_abandoned_call, heap_growth_per_call, serve
 
-CALLS = 3000
-BATCH = 50
 MAX_BYTES_PER_CALL = 48
 
 
@@ -49,17 +46,8 @@ async def _measure() -> float:
             except asyncio.CancelledError:
                 pass
 
-    async def batches(n: int) -> None:
-        for _ in range(n // BATCH):
-            await abandoned()
-        gc.collect()
-        await asyncio.sleep(0.2)  # let the cancelled calls' completions arrive
-
     try:
-        await batches(10 * BATCH)  # warm-up: channel, pools, first-use caches
-        before = heap_in_use()
-        await batches(CALLS)
-        grown = (heap_in_use() - before) / CALLS
+        grown = await heap_growth_per_call(abandoned)
         for _ in range(50):
             if ended == CALLS + 10 * BATCH:
                 break
