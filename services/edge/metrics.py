@@ -16,6 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from services.metric_children import LabelChildren
+
 log = logging.getLogger(__name__)
 
 OTHER = "other"
@@ -27,9 +29,6 @@ _TPOT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.7
 # The gateway's own time is milliseconds, unless it fetches media.
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256,
                      0.512, 1.024, 4.096)
-
-
-_MAX_CHILDREN = 100_000
 
 
 class KeyQuotaCollector(Collector):
@@ -69,7 +68,7 @@ class EdgeMetrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self._known_model = known_model
         self._key_name = key_name
-        self._children: dict[tuple, object] = {}
+        self._child = LabelChildren()
         r = self.registry
         self.requests = Counter("gateway_requests", "Requests that reached a route, by how they ended.",
                                 _LABELS, registry=r)
@@ -94,17 +93,6 @@ class EdgeMetrics:
                                   "start to the upstream call, plus the work on each chunk (streams) or on the "
                                   "answer (unary).", ("api", "gen_ai_request_model", "stream"),
                                   buckets=_OVERHEAD_BUCKETS, registry=r)
-
-    def _child(self, metric, *values: str):
-        # labels() validates and locks on every call; a request reuses the children of earlier
-        # requests with the same labels (bounded, see the module's docstring).
-        key = (metric, values)
-        child = self._children.get(key)
-        if child is None:
-            if len(self._children) >= _MAX_CHILDREN:
-                self._children.clear()
-            child = self._children[key] = metric.labels(*values)
-        return child
 
     def watch_quotas(self, quotas: Callable[[], Iterable[tuple[str, int, int]]]) -> None:
         self.registry.register(KeyQuotaCollector(quotas))

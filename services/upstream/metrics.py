@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from services.metric_children import LabelChildren
+
 log = logging.getLogger(__name__)
 
 OTHER = "other"
@@ -77,7 +79,7 @@ class UpstreamMetrics:
         disable_created_metrics()  # no *_created series: half the samples, nothing a dashboard uses
         self.registry = CollectorRegistry(auto_describe=False)
         self._known_model = known_model
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._child = LabelChildren()
         self.requests = Counter("gateway_upstream_requests", "Upstream calls by credential and outcome.",
                                 ("gen_ai_operation_name", "credential_id", "credential_kind", "outcome"),
                                 registry=self.registry)
@@ -93,22 +95,13 @@ class UpstreamMetrics:
                                   buckets=_OVERHEAD_BUCKETS, registry=self.registry)
         self.registry.register(PoolCollector(report, sharing))
 
-    def _child(self, metric: Any, labels: tuple[str, ...]) -> Any:
-        """metric.labels(*labels), remembered: labels() checks and joins its values on every call.
-        The label sets are bounded (see the module docstring), so is this cache."""
-        key = (id(metric), labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
-
     def observe_overhead(self, model: str, stream: bool, seconds: float) -> None:
         model = model if model and self._known_model(model) else OTHER
-        self._child(self.overhead, ("generate", model, "true" if stream else "false")).observe(seconds)
+        self._child(self.overhead, "generate", model, "true" if stream else "false").observe(seconds)
 
     def observe(self, op: str, model: str, credential_id: str, credential_kind: str, outcome: str,
                 seconds: float) -> None:
         model = model if model and self._known_model(model) else OTHER
         cred, kind = credential_id or "none", credential_kind or "none"
-        self._child(self.requests, (op, cred, kind, outcome)).inc()
-        self._child(self.duration, (op, model, kind, outcome)).observe(seconds)
+        self._child(self.requests, op, cred, kind, outcome).inc()
+        self._child(self.duration, op, model, kind, outcome).observe(seconds)
