@@ -112,7 +112,7 @@ async def test_health_reflection_and_models(sim: SimControl, upstream_factory, c
     with grpc.insecure_channel(proc.addr) as ch:
         health = health_pb2_grpc.HealthStub(ch)
         for service in ("", SERVICE):
-            assert health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status == \
+            assert health.Check(health_pb2.HealthCheckRequest(service=service), timeout=CALL_TIMEOUT).status == \
                 health_pb2.HealthCheckResponse.SERVING
         db = ProtoReflectionDescriptorDatabase(ch)
         assert SERVICE in db.get_services()
@@ -120,7 +120,7 @@ async def test_health_reflection_and_models(sim: SimControl, upstream_factory, c
         assert methods == {"Generate", "GenerateUnary", "GenerateChunked", "CountTokens", "Embed", "ListModels",
                            "SetCredentialEnabled", "AddCredential"}
     client = clients(proc)
-    resp = await client.stub.ListModels(upstream_pb2.ListModelsRequest(), timeout=5)
+    resp = await client.stub.ListModels(upstream_pb2.ListModelsRequest(), timeout=CALL_TIMEOUT)
     ids = [m.id for m in resp.models]
     assert "gemini-2.5-pro" in ids and resp.models[ids.index("gemini-2.5-pro")].thinking.max_budget == 32768
     assert [c.id for c in resp.credentials] == ["a"]
@@ -140,7 +140,8 @@ async def test_unary_and_count_tokens(sim: SimControl, upstream_factory, creds_d
 
     body = orjson.dumps({"contents": [{"role": "user", "parts": [{"text": "one two three four"}]}]})
     resp = await client.stub.CountTokens(upstream_pb2.CountTokensRequest(
-        model="gemini-2.5-pro", body=httpbody_pb2.HttpBody(content_type="application/json", data=body)), timeout=5)
+        model="gemini-2.5-pro", body=httpbody_pb2.HttpBody(content_type="application/json", data=body)),
+        timeout=CALL_TIMEOUT)
     assert resp.total_tokens == 4 and orjson.loads(resp.body.data) == {"totalTokens": 4}
 
 
@@ -150,7 +151,7 @@ async def test_bad_requests_are_invalid_argument(sim: SimControl, upstream_facto
     client = clients(upstream_factory(creds_dir))
     bad = upstream_pb2.GenerateRequest(model=MODEL, body=httpbody_pb2.HttpBody(data=b"{not json"))
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        [m async for m in client.stub.Generate(bad, timeout=5)]
+        [m async for m in client.stub.Generate(bad, timeout=CALL_TIMEOUT)]
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert details(info.value)[0].reason == "INVALID_REQUEST"
     # The backend's 400 keeps its message and is not retried on the other credential.
