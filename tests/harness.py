@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,10 +32,23 @@ START_TIMEOUT = 120.0
 SETTLE_TIMEOUT = 30.0
 
 
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
+    """A loopback port free now, and never one this process handed out before. The kernel picks
+    bind(0) ports at random and may give one just released to the next caller (about 1 in 12,500
+    pairs here); the processes given these ports bind them seconds later, so Envoy's three ports,
+    or an edge's API and metrics ports, could collide."""
+    while True:
+        with socket.socket() as s:
+            s.bind((LOOPBACK, 0))
+            port = s.getsockname()[1]
+        with _handed_out_lock:
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
 
 
 @dataclass
