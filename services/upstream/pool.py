@@ -447,6 +447,9 @@ class Pool:
             return events, first
 
         (events, first), entry = await self.run(model, op)
+        # The answer has started: no credential will be tried again, so the body is not kept
+        # for the minutes the stream may last.
+        del body, op
         try:
             yield first, entry
             while True:

@@ -135,5 +135,44 @@ def test_abandoned_streams_do_not_grow_the_native_heap() -> None:
     assert per_call < MAX_BYTES_PER_CALL, f"native heap grew {per_call:.0f} bytes per abandoned stream"
 
 
+async def test_an_open_stream_holds_no_copy_of_its_request() -> None:
+    """Once the answer has started, nothing in the edge keeps the request: a streamed answer
+    lasts minutes, and a long conversation's request is 100 KB and more per open stream."""
+    import tracemalloc
+
+    from gemini_cli.upstream.v1 import upstream_pb2 as pb
+    from gemini_cli.upstream.v1 import upstream_pb2_grpc as pb_grpc
+    from services.edge import upstream_client
+
+    class Servicer(pb_grpc.UpstreamServicer):
+        async def Generate(self, request, context):
+            msg = pb.GenerateResponse()
+            msg.chunk.data = b'{"candidates": []}'
+            yield msg
+            await asyncio.Event().wait()
+
+    server, client = await serve(Servicer())
+    size = 512 * 1024  # a GenerateRequest of its own (below CHUNKED_ABOVE)
+    streams = []
+    tracemalloc.start()
+    try:
+        for _ in range(8):
+            stream = client.stream("gemini-2.5-flash", b"{" + b" " * size + b"}")
+            assert await stream.next() is not None
+            streams.append(stream)
+        gc.collect()
+        # What the edge's client allocated and still holds (the server runs in this process
+        # too, and keeps its own copy of each request: not the edge's business).
+        edge = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(True, upstream_client.__file__)])
+        held = sum(s.size for s in edge.statistics("filename")) / len(streams)
+    finally:
+        tracemalloc.stop()
+        for stream in streams:
+            stream.cancel()
+        await client.close()
+        await server.stop(None)
+    assert held < size / 8, f"each open stream holds {held / 1024:.0f} KiB after a {size // 1024} KiB request"
+
+
 if __name__ == "__main__":
     print(f"{asyncio.run(_measure()):.1f}")
