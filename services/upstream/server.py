@@ -27,7 +27,7 @@ from gemini_cli.upstream.v1 import upstream_pb2, upstream_pb2_grpc
 
 from . import chunked, errors, internal_auth
 from .catalog import ModelInfo, build_catalog
-from .code_assist import Chunk, CodeAssistClient, make_http_client
+from .code_assist import Chunk, CodeAssistClient
 from .errors import Draining, InvalidRequest, UpstreamError
 from .metrics import UpstreamMetrics
 from .pool import Entry, Pool
@@ -37,6 +37,7 @@ from .credential_admin import CredentialAdminError
 from .project import ProjectResolver
 from .settings import Settings
 from services.metrics_server import MetricsServer
+from .token_endpoint import TokenEndpoint
 from .transport import Transport, count_backend_wait
 
 log = logging.getLogger(__name__)
@@ -473,7 +474,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 2
-    http = make_http_client(settings, transport.ssl_context)
+    http = TokenEndpoint(transport)  # token refreshes share the backends' client
     client = CodeAssistClient(settings, transport)
     resolver = ProjectResolver(client, poll_interval=settings.onboard_poll_interval,
                                max_polls=settings.onboard_max_polls)
@@ -546,7 +547,6 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await warmup
     await pool.close()
-    await http.aclose()
     await transport.aclose()
     if metrics_server is not None:
         metrics_server.stop()

@@ -33,19 +33,36 @@ def heap_in_use() -> int:
     return used
 
 
-async def heap_growth_per_call(batch: Callable[[], Awaitable[object]]) -> float:
+async def settled_heap(over: Callable[[], bool], deadline_s: float = 60.0) -> int:
+    """The native heap in use once the abandoned calls are over: `over()` (every server handler
+    has ended: the cancellation crossed the wire, so the client's core is done with those calls),
+    then the lowest of samples taken until it stops shrinking. A fixed pause (0.2 s) here let a
+    loaded machine count calls whose completions were still on their way as growth."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    while not over():
+        assert loop.time() < end, "the abandoned calls did not end at the server"
+        await asyncio.sleep(0.02)
+    gc.collect()
+    low, calm = heap_in_use(), 0
+    while calm < 5 and loop.time() < end:  # a leak stays in every sample; pending work does not
+        await asyncio.sleep(0.05)
+        gc.collect()
+        now = heap_in_use()
+        low, calm = (now, 0) if now < low else (low, calm + 1)
+    return low
+
+
+async def heap_growth_per_call(batch: Callable[[], Awaitable[object]], over: Callable[[], bool]) -> float:
     """Native heap growth per call over CALLS calls that `batch()` abandons BATCH at a time,
-    measured after a warm-up (channel, pools, first-use caches)."""
-    async def batches(n: int) -> None:
+    measured after a warm-up (channel, pools, first-use caches); `over()`: see settled_heap."""
+    async def batches(n: int) -> int:
         for _ in range(n // BATCH):
             await batch()
-        gc.collect()
-        await asyncio.sleep(0.2)  # let the cancelled calls' completions arrive
+        return await settled_heap(over)
 
-    await batches(10 * BATCH)
-    before = heap_in_use()
-    await batches(CALLS)
-    return (heap_in_use() - before) / CALLS
+    before = await batches(10 * BATCH)
+    return (await batches(CALLS) - before) / CALLS
 
 
 async def serve(servicer):
@@ -66,12 +83,19 @@ async def _measure() -> float:
     from gemini_cli.upstream.v1 import upstream_pb2 as pb
     from gemini_cli.upstream.v1 import upstream_pb2_grpc as pb_grpc
 
+    started = ended = 0
+
     class Servicer(pb_grpc.UpstreamServicer):
         async def Generate(self, request, context):
-            msg = pb.GenerateResponse()
-            msg.chunk.data = b'{"candidates": []}'
-            yield msg
-            await asyncio.Event().wait()  # the next message never comes: the client's read stays pending
+            nonlocal started, ended
+            started += 1
+            try:
+                msg = pb.GenerateResponse()
+                msg.chunk.data = b'{"candidates": []}'
+                yield msg
+                await asyncio.Event().wait()  # the next message never comes: the client's read stays pending
+            finally:
+                ended += 1
 
     server, client = await serve(Servicer())
 
@@ -90,7 +114,8 @@ async def _measure() -> float:
         stream.cancel()
 
     try:
-        return await heap_growth_per_call(lambda: asyncio.gather(*(abandoned() for _ in range(BATCH))))
+        return await heap_growth_per_call(lambda: asyncio.gather(*(abandoned() for _ in range(BATCH))),
+                                          lambda: ended == started)
     finally:
         await client.close()
         await server.stop(None)
