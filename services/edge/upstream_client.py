@@ -36,7 +36,6 @@ from typing import Any, AsyncIterator, Iterator, Sequence
 
 import grpc
 from grpc.aio import _call as _aio_call  # Call.cancel without the task cancel, see _cancel_call
-from grpc._cython import cygrpc as _cygrpc  # the early first read, see _first_read
 import orjson
 from google.api import httpbody_pb2
 from google.rpc import error_details_pb2, status_pb2
@@ -302,28 +301,10 @@ def events_of(msg: pb.GenerateResponse) -> list[bytes]:
 _UNCOUNTED_BYTES = 64 * 1024
 
 
-_EOF = grpc.aio.EOF
-# The receive behind grpc.aio's read(), started by _first_read where this grpc has it.
-_READ_EARLY = hasattr(_cygrpc._AioCall, "receive_serialized_message")  # noqa: SLF001
-
-
 def _retrieve(read: asyncio.Future) -> None:
     # A read whose reader was cancelled ends unobserved: its error is expected, not "never retrieved".
     if not read.cancelled():
         read.exception()
-
-
-async def _first_read(call: grpc.aio.UnaryStreamCall):
-    """The call's first message, read with the receive started at once rather than after the
-    response's headers (grpc.aio's read() first waits for the initial metadata, then starts
-    the receive: when the answer comes, that is one more round trip through grpc's poller
-    thread, two thread wake-ups, before the first chunk can go on). gRPC's core takes the
-    receive before the headers arrived and completes both together. Whatever is not a
-    message (the end of the call, an error) is left to read(), which reports it as always."""
-    raw = await call._cython_call.receive_serialized_message()  # noqa: SLF001
-    if raw is _EOF:
-        return await call.read()
-    return pb.GenerateResponse.FromString(raw)
 
 
 class UpstreamStream:
@@ -335,14 +316,9 @@ class UpstreamStream:
     read batch's native memory in grpc.aio (grpc/grpc#43360: about 150 bytes per call, never
     freed; the edge grew in a straight line under a soak with abandoned streams)."""
 
-    def __init__(self, call: grpc.aio.UnaryStreamCall, *, count_text: bool = False,
-                 read_early: bool = False) -> None:
+    def __init__(self, call: grpc.aio.UnaryStreamCall, *, count_text: bool = False) -> None:
         self._call = call
         self._read: asyncio.Future | None = None
-        if read_early and type(call) is _aio_call.UnaryStreamCall:
-            # Started now, it runs right after grpc.aio's task that sends the request.
-            self._read = asyncio.ensure_future(_first_read(call))
-            self._read.add_done_callback(_retrieve)
         self.usage: Usage | None = None
         self.trace_id = ""
         # Which credential (kind, id) served the call: sent with the first message.
@@ -526,7 +502,7 @@ class UpstreamClient:
         if gauge is not None:
             gauge.inc()
             call.add_done_callback(lambda _call: gauge.dec())
-        return UpstreamStream(call, count_text=True, read_early=_READ_EARLY)
+        return UpstreamStream(call, count_text=True)
 
     def known_model(self, model: str) -> bool:
         """The model is in the cached catalogue (or is an alias): no I/O, for metric labels."""
