@@ -436,22 +436,24 @@ class UpstreamClient:
         self._coalesce = coalesce
         stub = pb_grpc.UpstreamStub(channel)
         self._stub = _Authenticated(stub, authorization) if authorization else stub
+        # Built once: a tuple would be checked and converted by grpc.aio on every call.
+        metadata = grpc.aio.Metadata(("authorization", authorization))
         # Generate with requests serialized by _request (bytes in, no protobuf copy of the body),
         # with the same internal-caller credentials as the stub's calls.
         generate = channel.unary_stream(_GENERATE, request_serializer=None,
                                         response_deserializer=pb.GenerateResponse.FromString)
-        self._generate = (functools.partial(generate, metadata=(("authorization", authorization),))
+        self._generate = (functools.partial(generate, metadata=metadata)
                           if authorization else generate)
         unary = channel.unary_unary(_GENERATE_UNARY, request_serializer=None,
                                     response_deserializer=pb.GenerateResponse.FromString)
-        self._generate_unary = (functools.partial(unary, metadata=(("authorization", authorization),))
+        self._generate_unary = (functools.partial(unary, metadata=metadata)
                                 if authorization else unary)
         # Non-streaming answers go over GenerateUnary until an upstream says it has no such
         # method (an older one, while a deployment rolls): then over Generate, as before.
         self._unary = True
         chunked = channel.stream_stream(_GENERATE_CHUNKED, request_serializer=None,
                                         response_deserializer=pb.GenerateResponse.FromString)
-        self._generate_chunked = (functools.partial(chunked, metadata=(("authorization", authorization),))
+        self._generate_chunked = (functools.partial(chunked, metadata=metadata)
                                   if authorization else chunked)
         self._timeout = timeout
         self._small_timeout = small_timeout

@@ -127,8 +127,16 @@ async def _generate(request: Request, ctx: EdgeContext, key: KeyRecord, ref: Mod
                            headers=with_trace({"x-request-id": meter.request_id}, msg.trace_id))
 
 
+def _alt(request: Request) -> str:
+    # What SDKs send is parsed without building the query's multi-dict (on every stream's path).
+    qs = request.scope.get("query_string", b"")
+    if qs == b"alt=sse":
+        return "sse"
+    return request.query_params.get("alt", "json").lower() if qs else "json"
+
+
 async def _stream(request: Request, ctx: EdgeContext, key: KeyRecord, ref: ModelRef, meter: Meter) -> Response:
-    alt = request.query_params.get("alt", "json").lower()
+    alt = _alt(request)
     if alt not in ("sse", "json"):
         raise ApiError(400, f"unsupported alt '{alt}': use alt=sse or no alt", code="invalid_argument")
     raw = await _read_and_admit(request, ctx, key, ref, meter)
