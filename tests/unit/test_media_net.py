@@ -94,6 +94,7 @@ def test_read_ahead_stays_bounded_for_a_slow_reader(run, firehose: int) -> None:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    server: "_Server"
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args) -> None:
@@ -111,7 +112,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         if self.path == "/silent":
-            self.server.release.wait(10)  # type: ignore[attr-defined]
+            self.server.release.wait(10)
             return
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
@@ -123,12 +124,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.release = threading.Event()
+        self.hung_up = threading.Event()  # set once the server closed a connection
+
+    def shutdown_request(self, request) -> None:
+        super().shutdown_request(request)
+        self.hung_up.set()
+
+
 @contextmanager
-def _serving(scheme: str, tmp_path: Path) -> Iterator[tuple[str, ssl.SSLContext | bool]]:
-    """(base URL, what a client must trust) of a threaded loopback server, plain or TLS."""
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.daemon_threads = True
-    srv.release = threading.Event()  # type: ignore[attr-defined]
+def _serving(scheme: str, tmp_path: Path) -> Iterator[tuple[str, ssl.SSLContext | bool, _Server]]:
+    """(base URL, what a client must trust, the server) of a threaded loopback server, plain or TLS."""
+    srv = _Server(("127.0.0.1", 0), _Handler)
     verify: ssl.SSLContext | bool = True
     if scheme == "https":
         pki = write_pki(tmp_path / "pki")
@@ -139,21 +151,21 @@ def _serving(scheme: str, tmp_path: Path) -> Iterator[tuple[str, ssl.SSLContext 
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"{scheme}://localhost:{srv.server_address[1]}", verify
+        yield f"{scheme}://localhost:{srv.server_address[1]}", verify, srv
     finally:
-        srv.release.set()  # type: ignore[attr-defined]
+        srv.release.set()
         srv.shutdown()
         srv.server_close()
 
 
 @pytest.fixture(params=["http", "https"])
-def server(request, tmp_path: Path) -> Iterator[tuple[str, ssl.SSLContext | bool]]:
+def server(request, tmp_path: Path) -> Iterator[tuple[str, ssl.SSLContext | bool, _Server]]:
     with _serving(request.param, tmp_path) as served:
         yield served
 
 
 @pytest.fixture
-def tls_server(tmp_path: Path) -> Iterator[tuple[str, ssl.SSLContext | bool]]:
+def tls_server(tmp_path: Path) -> Iterator[tuple[str, ssl.SSLContext | bool, _Server]]:
     with _serving("https", tmp_path) as served:
         yield served
 
@@ -161,7 +173,7 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[str, ssl.SSLContext | bool]]:
 def test_fetch_pinned_to_the_checked_address(run, server) -> None:
     # allow_private=False: the fetcher connects to the address it checked, by IP, and sends the
     # name as Host and (over TLS) as SNI, which the certificate for localhost must match.
-    base, verify = server
+    base, verify, _ = server
 
     async def go():
         async with httpx.AsyncClient(transport=ReadAheadTransport(verify=verify), trust_env=False) as client:
@@ -178,12 +190,13 @@ def test_fetch_pinned_to_the_checked_address(run, server) -> None:
 
 
 def test_pooled_connection_the_server_closed_is_not_reused(run, server) -> None:
-    base, verify = server
+    base, verify, srv = server
 
     async def go():
         async with httpx.AsyncClient(transport=ReadAheadTransport(verify=verify), trust_env=False) as client:
             first = await client.get(f"{base}/close")
-            await asyncio.sleep(0.2)  # the hang-up reaches the idle connection in the pool
+            assert await asyncio.to_thread(srv.hung_up.wait, 20), "the server did not hang up"
+            await asyncio.sleep(0.1)  # a few turns of the loop: its reader sees the end of stream
             second = await client.get(f"{base}/close")
             return first.content, second.content
 
@@ -191,7 +204,7 @@ def test_pooled_connection_the_server_closed_is_not_reused(run, server) -> None:
 
 
 def test_errors_are_httpx_errors(run, server) -> None:
-    base, verify = server
+    base, verify, _ = server
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
@@ -208,7 +221,7 @@ def test_errors_are_httpx_errors(run, server) -> None:
 
 
 def test_untrusted_certificate_is_a_connect_error(run, tls_server) -> None:
-    base, _ = tls_server
+    base, _, _ = tls_server
 
     async def go():
         async with httpx.AsyncClient(transport=ReadAheadTransport(), trust_env=False) as client:
