@@ -353,10 +353,14 @@ async def throughput(stack: Stack, seconds: float, concurrency: int) -> dict:
             "cpu_ms_per_request": {n: round(v * 1000 / max(done, 1), 4) for n, v in spent.items()}}
 
 
-async def many_streams(stack: Stack, n: int, hold_s: int) -> dict:
-    """n streams open at once, each one chunk per second for hold_s seconds."""
+async def many_streams(stack: Stack, n: int, hold_s: int, request_kib: int = 0) -> dict:
+    """n streams open at once, each one chunk per second for hold_s seconds; with request_kib,
+    each request carries that much earlier conversation (the Gemini CLI sends its whole
+    history, often 100 KiB and more: what a process keeps of it, it keeps per open stream)."""
     words = hold_s
-    body = orjson.dumps({"contents": [{"role": "user", "parts": [
+    history = ([{"role": "user", "parts": [{"text": "earlier turn " * (request_kib * 1024 // 13)}]},
+                {"role": "model", "parts": [{"text": "ok"}]}] if request_kib else [])
+    body = orjson.dumps({"contents": history + [{"role": "user", "parts": [
         {"text": f"hold [len={words}] [chunks={words}] [delay=1000]"}]}]})
     url = f"{stack.envoy.url}/gemini_cli/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
     hdrs = {"x-goog-api-key": stack.key, "Content-Type": "application/json"}
@@ -395,7 +399,7 @@ async def many_streams(stack: Stack, n: int, hold_s: int) -> dict:
         await asyncio.gather(*(one(i) for i in range(n)))
         wall = time.perf_counter() - t0
     return {"streams": n, "hold_s": hold_s, "intact": intact, "failures": failures, "wall_s": wall,
-            "idle_rss_mib": idle, "peak_rss_mib": peak.peak}
+            "idle_rss_mib": idle, "peak_rss_mib": peak.peak, "request_kib": request_kib}
 
 
 async def big_image(stack: Stack, mib: int) -> dict:
@@ -588,7 +592,7 @@ async def main(args: argparse.Namespace) -> int:
     if "streams" in phases:
         stack = start_stack(base / "s3")
         try:
-            streams = await many_streams(stack, args.streams, args.hold)
+            streams = await many_streams(stack, args.streams, args.hold, args.stream_request_kib)
         finally:
             stack.stop()
     redis = None
@@ -637,6 +641,8 @@ if __name__ == "__main__":
     p.add_argument("--rps-seconds", type=float, default=10)
     p.add_argument("--streams", type=int, default=1000)
     p.add_argument("--hold", type=int, default=60, help="seconds each held stream lasts")
+    p.add_argument("--stream-request-kib", type=int, default=0,
+                   help="earlier conversation each held stream's request carries (phase streams)")
     p.add_argument("--image-mib", type=int, default=20)
     p.add_argument("--phases", default=",".join(PHASES),
                    help=f"comma-separated subset of {','.join(PHASES)} (default: all)")

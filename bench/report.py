@@ -74,7 +74,8 @@ def print_table(latency: list[dict], rps: dict | None, streams: dict | None, ima
               + f" ({rps['errors']} errors)")
     if streams:
         idle = streams.get("idle_rss_mib", {})
-        print(f"\n{streams['streams']} concurrent streams held {streams['hold_s']} s: {streams['intact']} intact, "
+        sized = f" ({streams['request_kib']} KiB requests)" if streams.get("request_kib") else ""
+        print(f"\n{streams['streams']} concurrent streams held {streams['hold_s']} s{sized}: {streams['intact']} intact, "
               f"failures {streams['failures'] or 'none'}; RSS MiB idle / peak "
               + ", ".join(f"{n} {idle.get(n, float('nan')):.0f}/{v:.0f}" for n, v in streams["peak_rss_mib"].items()))
     if image:

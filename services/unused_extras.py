@@ -16,6 +16,12 @@ import sys
 # httpx's command line and httpcore's trio backend.
 UNUSED = ("trio", "rich", "pygments")
 
+# The edge's own: FastAPI looks for pydantic v1 models (it imports pydantic.v1, ~1.4 MiB, to
+# ask, and treats ImportError as "none"), and uvicorn picks watchfiles (~0.7 MiB with its
+# native module) as the reloader when installed, else its stat reloader; the edge has no v1
+# models and never reloads.
+EDGE_UNUSED = ("pydantic.v1", "watchfiles")
+
 
 def refuse(*extra: str) -> None:
     """Make `import` of UNUSED (and `extra`) fail from now on in this process, unless loaded."""

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +23,32 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 LOOPBACK = "127.0.0.1"
+# Hang guards, not expectations: a process that dies is reported at once (wait_until checks it),
+# so these only bound how long a slow start or a late write may take. A 2-core CI machine running
+# the suite, or this one shared by several runs, took over 30 s to bring five processes up at once.
+START_TIMEOUT = 120.0
+# How long something the stack does in the background (ledger rows written in batches, log lines)
+# may take to show up.
+SETTLE_TIMEOUT = 30.0
+
+
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
+    """A loopback port free now, and never one this process handed out before. The kernel picks
+    bind(0) ports at random and may give one just released to the next caller (about 1 in 12,500
+    pairs here); the processes given these ports bind them seconds later, so Envoy's three ports,
+    or an edge's API and metrics ports, could collide."""
+    while True:
+        with socket.socket() as s:
+            s.bind((LOOPBACK, 0))
+            port = s.getsockname()[1]
+        with _handed_out_lock:
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
 
 
 @dataclass
@@ -91,7 +112,7 @@ def spawn(name: str, argv: list[str], port: int, log_dir: Path, env: Mapping[str
     return Proc(name, popen, port, log_path)
 
 
-def wait_until(check, proc: Proc, timeout: float = 30.0, what: str = "ready") -> None:
+def wait_until(check, proc: Proc, timeout: float = START_TIMEOUT, what: str = "ready") -> None:
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -296,7 +317,8 @@ def start_envoy(log_dir: Path, edge_port: int | Sequence[int], upstream_port: in
     return proc
 
 
-def usage_rows(db_path: str, key_id: int, *, expect: int | None = None, timeout: float = 5.0) -> list[dict]:
+def usage_rows(db_path: str, key_id: int, *, expect: int | None = None,
+               timeout: float = SETTLE_TIMEOUT) -> list[dict]:
     """A key's ledger rows from the edge's database (SQLite file or PostgreSQL DSN), oldest
     first; with `expect`, waits (up to `timeout`) until that many are written, since the edge
     writes them in batches."""

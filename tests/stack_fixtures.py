@@ -64,7 +64,7 @@ class Stack:
         assert out.returncode == 0, out.stderr
         return int(out.stdout.split("\n", 1)[0].split()[-1])
 
-    def ledger(self, key_id: int, *, expect: int | None = None, timeout: float = 5.0) -> list[dict]:
+    def ledger(self, key_id: int, *, expect: int | None = None, timeout: float = harness.SETTLE_TIMEOUT) -> list[dict]:
         """The key's ledger rows, oldest first; with `expect`, waits until that many are written."""
         return harness.usage_rows(self.db_path, key_id, expect=expect, timeout=timeout)
 

@@ -21,7 +21,7 @@ os.environ.setdefault("GRPC_EXPERIMENTS", "-event_engine_client,-event_engine_li
 
 from services import unused_extras  # noqa: E402
 
-unused_extras.refuse()  # click stays: uvicorn's own
+unused_extras.refuse(*unused_extras.EDGE_UNUSED)  # click stays: uvicorn's own
 
 import uvicorn  # noqa: E402
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
+import functools
 import gc
 import signal
 import sys
@@ -18,18 +18,29 @@ from typing import Callable
 import orjson
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
+@functools.cache
+def _mallinfo2():
+    """glibc's mallinfo2, or None. ctypes is imported here, on the first stats line: loaded at
+    start it would cost every edge ~0.3 MiB (issue #15, idle RSS)."""
+    import ctypes
 
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                    "fsmblks", "uordblks", "fordblks", "keepcost")]
 
-def native_heap_bytes() -> int | None:
-    """The C heap in use, or None where libc has no mallinfo2 (not glibc, or glibc < 2.33)."""
     try:
         fn = ctypes.CDLL(None).mallinfo2
     except (OSError, AttributeError):
         return None
-    fn.restype = _MallInfo2
+    fn.restype = MallInfo2
+    return fn
+
+
+def native_heap_bytes() -> int | None:
+    """The C heap in use, or None where libc has no mallinfo2 (not glibc, or glibc < 2.33)."""
+    fn = _mallinfo2()
+    if fn is None:
+        return None
     info = fn()
     return info.uordblks + info.hblkhd
 

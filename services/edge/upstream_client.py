@@ -307,6 +307,15 @@ def _retrieve(read: asyncio.Future) -> None:
         read.exception()
 
 
+def _forget_request(call: grpc.aio.UnaryStreamCall) -> None:
+    """grpc.aio's UnaryStreamCall keeps the request it sent (here the serialized body) for as
+    long as the call object lives, though it only needs it to send it once. An answer's first
+    message means it was sent; a streamed answer then lasts up to minutes, and each open stream
+    held a copy of its request (a long conversation's: 100 KB and more)."""
+    if getattr(call, "_request", None) is not None:
+        call._request = None
+
+
 class UpstreamStream:
     """One streamed Generate call, read with `next()` (or iterated).
 
@@ -343,6 +352,8 @@ class UpstreamStream:
 
     def _seen(self, msg: pb.GenerateResponse) -> pb.GenerateResponse:
         self.messages += 1
+        if self.messages == 1:
+            _forget_request(self._call)
         if msg.HasField("usage"):
             # usageMetadata is cumulative in Gemini streams: the last one is the total (and
             # once there is one, the text count is never read).

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
-import httpx
 import orjson
 
+from . import token_endpoint
 from .credentials import Credential, CredentialState, fingerprint
 from .errors import RefreshError
 from .singleflight import SingleFlight
@@ -85,7 +85,7 @@ class _TokenGrantCredential(Credential):
     needs_project = False
     grant_name: ClassVar[str] = "token grant"
 
-    def __init__(self, id: str, info: dict[str, Any], *, http: httpx.AsyncClient, token_url: str,
+    def __init__(self, id: str, info: dict[str, Any], *, http: token_endpoint.TokenHttp, token_url: str,
                  timeout: float, path: Path | None, project: str | None) -> None:
         super().__init__(id, project_override=project)
         self.path = path
@@ -173,8 +173,8 @@ class _TokenGrantCredential(Credential):
         try:
             resp = await self._http.post(self._token_url, data=self._form(), timeout=self._timeout,
                                          headers={"Accept": "application/json"})
-        except httpx.HTTPError as exc:
-            raise RefreshError(f"token endpoint unreachable: {type(exc).__name__}", permanent=False) from exc
+        except token_endpoint.unreachable() as exc:
+            raise RefreshError(f"token endpoint unreachable: {token_endpoint.describe(exc)}", permanent=False) from exc
         try:
             reply = orjson.loads(resp.content)
         except orjson.JSONDecodeError:

@@ -1,8 +1,8 @@
 """HTTP client for the Code Assist backend (the Gemini CLI's `v1internal` API).
 
 Backend calls go through the process's `transport.Transport` (aiohttp: bounded keep-alive
-pool, TLS always verified, answers size-capped, a POST never re-sent). The OAuth token
-endpoint uses httpx (`make_http_client`), trusting the same CAs. Request envelopes are built
+pool, TLS always verified, answers size-capped, a POST never re-sent), and so do the OAuth
+token endpoint's (`token_endpoint.TokenEndpoint`). Request envelopes are built
 by splicing the caller's request bytes into
 `{"model":…,"project":…,"user_prompt_id":…,"request":<bytes>}` and sent as parts, so a large
 request is never re-serialized nor copied (one under 128 KiB is joined: one send). Error
@@ -13,33 +13,21 @@ from __future__ import annotations
 import logging
 import platform
 import re
-import ssl
 import sys
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-import httpx
 import msgspec
 import orjson
 
 from .errors import BackendError, InvalidRequest, TransportError
 from .settings import Settings
 from .sse import BAD, decode
-from .transport import MAX_ERROR_BODY, BackendStream, Transport, make_ssl_context
+from .transport import MAX_ERROR_BODY, BackendStream, Transport
 
 log = logging.getLogger(__name__)
 
 SETUP_METADATA = {"ideType": "IDE_UNSPECIFIED", "platform": "PLATFORM_UNSPECIFIED", "pluginType": "GEMINI"}
-
-
-def make_http_client(settings: Settings, ssl_context: ssl.SSLContext | None = None) -> httpx.AsyncClient:
-    """httpx client for the OAuth token endpoint; it trusts what backend calls trust."""
-    limits = httpx.Limits(max_connections=settings.http_max_connections,
-                          max_keepalive_connections=settings.http_max_connections, keepalive_expiry=60)
-    timeout = httpx.Timeout(connect=settings.connect_timeout, read=settings.read_timeout,
-                            write=settings.read_timeout, pool=settings.connect_timeout)
-    verify = ssl_context or make_ssl_context(settings.backend_ca_file or None)
-    return httpx.AsyncClient(limits=limits, timeout=timeout, follow_redirects=False, verify=verify)
 
 
 # --- envelopes ---------------------------------------------------------------------------
@@ -252,7 +240,10 @@ def unwrap(event: Any) -> Chunk:
         response = {}
     usage = response.get("usageMetadata")
     trace = event.get("traceId")
-    return Chunk(orjson.dumps(response), usage if isinstance(usage, dict) else None,
+    # An exact-size copy: orjson's result keeps its whole working buffer (4-8 KiB for an event
+    # of a few hundred bytes), and a chunk stays referenced while its stream waits for the
+    # next event, so 1,000 open streams held ~10 MiB of unused buffer (0.2 µs per event).
+    return Chunk(memoryview(orjson.dumps(response)).tobytes(), usage if isinstance(usage, dict) else None,
                  trace if isinstance(trace, str) else "")
 
 

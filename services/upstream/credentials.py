@@ -19,10 +19,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping
 
-import httpx
 import orjson
 
-from . import token_store
+from . import token_store, token_endpoint
 from .errors import RefreshError
 from .singleflight import SingleFlight
 
@@ -142,7 +141,7 @@ class OAuthCredential(Credential):
 
     kind = "gemini-cli-oauth"
 
-    def __init__(self, path: Path, data: dict[str, Any], *, http: httpx.AsyncClient, token_url: str,
+    def __init__(self, path: Path, data: dict[str, Any], *, http: token_endpoint.TokenHttp, token_url: str,
                  client_id: str, client_secret: str, timeout: float = 30.0) -> None:
         project = data.get("project_id")
         super().__init__(path.stem, project_override=project if isinstance(project, str) else None)
@@ -317,8 +316,8 @@ class OAuthCredential(Credential):
         try:
             resp = await self._http.post(self._token_url, data=form, timeout=self._timeout,
                                          headers={"Accept": "application/json"})
-        except httpx.HTTPError as exc:
-            raise RefreshError(f"token endpoint unreachable: {type(exc).__name__}", permanent=False) from exc
+        except token_endpoint.unreachable() as exc:
+            raise RefreshError(f"token endpoint unreachable: {token_endpoint.describe(exc)}", permanent=False) from exc
         now_ms = int(time.time() * 1000)
         reply = _json_or_none(resp.content)
         if resp.status_code != 200 or not isinstance(reply, dict) or not isinstance(reply.get("access_token"), str):

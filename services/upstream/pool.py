@@ -40,7 +40,6 @@ import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, TypeVar
 
 import grpc
-import httpx
 
 from . import errors
 from .ai_studio import AIStudioBackend
@@ -56,6 +55,7 @@ from .project import ProjectResolver
 from .roster import Roster, plan
 from .settings import Settings
 from .shared_state import SharedState, SharingStatus
+from .token_endpoint import TokenHttp
 from .vertex import VertexBackend
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ _ROUTE_CACHE = 512
 
 
 class Pool:
-    def __init__(self, settings: Settings, http: httpx.AsyncClient, client: CodeAssistClient,
+    def __init__(self, settings: Settings, http: TokenHttp, client: CodeAssistClient,
                  resolver: ProjectResolver, transport: Any = None) -> None:
         self._settings = settings
         self._http = http  # token endpoints
@@ -447,6 +447,9 @@ class Pool:
             return events, first
 
         (events, first), entry = await self.run(model, op)
+        # The answer has started: no credential will be tried again, so the body is not kept
+        # for the minutes the stream may last.
+        del body, op
         try:
             yield first, entry
             while True:

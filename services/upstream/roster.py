@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import httpx
 import orjson
 
 from . import token_store
@@ -22,6 +21,7 @@ from .cloud_credentials import (ApiKeyCredential, AuthorizedUserCredential, Serv
 from .credentials import Credential, OAuthCredential, looks_like_oauth_creds
 from .members import MemberSpec, configured_members
 from .settings import Settings
+from .token_endpoint import TokenHttp
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def plan(settings: Settings, known: dict[Path, Stat | None]) -> tuple[list[Candi
 
 
 class Roster:
-    def __init__(self, settings: Settings, http: httpx.AsyncClient, backends: dict[str, Backend],
+    def __init__(self, settings: Settings, http: TokenHttp, backends: dict[str, Backend],
                  make_entry: Callable[[Credential, MemberSpec, Backend], Any]) -> None:
         self._settings = settings
         self._http = http

@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import grpc
@@ -26,7 +27,7 @@ from gemini_cli.upstream.v1 import upstream_pb2, upstream_pb2_grpc
 
 from . import chunked, errors, internal_auth
 from .catalog import ModelInfo, build_catalog
-from .code_assist import Chunk, CodeAssistClient, make_http_client
+from .code_assist import Chunk, CodeAssistClient
 from .errors import Draining, InvalidRequest, UpstreamError
 from .metrics import UpstreamMetrics
 from .pool import Entry, Pool
@@ -36,6 +37,7 @@ from .credential_admin import CredentialAdminError
 from .project import ProjectResolver
 from .settings import Settings
 from services.metrics_server import MetricsServer
+from .token_endpoint import TokenEndpoint
 from .transport import Transport, count_backend_wait
 
 log = logging.getLogger(__name__)
@@ -121,6 +123,18 @@ def batch_message(batch: list[Chunk], entry: Entry | None) -> upstream_pb2.Gener
     return msg
 
 
+@dataclass(frozen=True, slots=True)
+class _CallFields:
+    """What a Generate's metrics and log line need of its request (not its body)."""
+    model: str
+    stream: bool
+    caller: str
+
+    @classmethod
+    def of(cls, request: upstream_pb2.GenerateRequest) -> "_CallFields":
+        return cls(request.model, request.stream, request.caller)
+
+
 class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
     def __init__(self, pool: Pool, catalog: list[ModelInfo], aliases: dict[str, str] | None = None) -> None:
         self._pool = pool
@@ -148,15 +162,15 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
                 "generate id=%s failed: %s: %s", rid, outcome, desc.message)
         return outcome, errors.to_rpc_status(desc)
 
-    def _generate_done(self, request: upstream_pb2.GenerateRequest, rid: str, started: float, waited: list[float],
+    def _generate_done(self, call: "_CallFields", rid: str, started: float, waited: list[float],
                        delivering: float, chunks: int, cred_id: str, cred_kind: str, outcome: str) -> None:
         elapsed = time.monotonic() - started
-        self.metrics.observe("generate", request.model, cred_id, cred_kind, outcome, elapsed)
+        self.metrics.observe("generate", call.model, cred_id, cred_kind, outcome, elapsed)
         if chunks:
-            self.metrics.observe_overhead(request.model, request.stream,
+            self.metrics.observe_overhead(call.model, call.stream,
                                           max(0.0, elapsed - waited[0] - delivering))
         log.info("generate id=%s caller=%s model=%s stream=%s credential=%s chunks=%d outcome=%s ms=%.0f",
-                 rid, internal_auth.caller_of(request.caller), request.model, request.stream, cred_id or "-", chunks,
+                 rid, internal_auth.caller_of(call.caller), call.model, call.stream, cred_id or "-", chunks,
                  outcome, elapsed * 1000)
 
     async def GenerateUnary(self, request: upstream_pb2.GenerateRequest,
@@ -183,7 +197,8 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
             outcome = "cancelled"
             raise
         finally:
-            self._generate_done(request, rid, started, waited, 0.0, 1 if cred_id else 0, cred_id, cred_kind, outcome)
+            self._generate_done(_CallFields.of(request), rid, started, waited, 0.0, 1 if cred_id else 0, cred_id,
+                                cred_kind, outcome)
 
     async def Generate(self, request: upstream_pb2.GenerateRequest,
                        context: grpc.aio.ServicerContext) -> AsyncIterator[upstream_pb2.GenerateResponse]:
@@ -191,14 +206,22 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
         waited = count_backend_wait()
         delivering = 0.0  # time handing messages to gRPC (the edge's pace), not ours either
         rid = request.request_id or uuid.uuid4().hex
+        call = _CallFields.of(request)
+        coalesce = request.coalesce
         chunks = 0
         cred_id = cred_kind = ""
         outcome = "ok"
         try:
+            body = request.body
+            # The request is not kept: a stream lasts minutes and the request's body (a long
+            # conversation: 100 KB and more) would stay with it, once in the message and once
+            # as bytes. The pool lets go of the body once the answer has started (see
+            # generate_call for what gRPC itself would keep).
+            del request
             self._check_open()
-            model = self._model(request.model)
-            body = request_body(request.body)
-            if not request.stream:
+            model = self._model(call.model)
+            body = request_body(body)
+            if not call.stream:
                 chunk, entry = await self._pool.generate(model, body, rid)
                 cred_id, cred_kind = entry.cred.id, entry.cred.kind
                 chunks = 1
@@ -207,8 +230,8 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
                 yield msg
                 delivering += time.monotonic() - handed
             else:
-                coalesce = request.coalesce
                 stream = self._pool.stream_batches(model, body, rid)
+                del body
                 try:
                     async for batch, entry in stream:
                         first = chunks == 0
@@ -236,7 +259,7 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
             outcome = "cancelled"
             raise
         finally:
-            self._generate_done(request, rid, started, waited, delivering, chunks, cred_id, cred_kind, outcome)
+            self._generate_done(call, rid, started, waited, delivering, chunks, cred_id, cred_kind, outcome)
 
     async def GenerateChunked(self, request_iterator: AsyncIterator[chunked.Part],
                               context: grpc.aio.ServicerContext) -> AsyncIterator[upstream_pb2.GenerateResponse]:
@@ -249,7 +272,23 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
             log.info("generate (chunked) refused: %s/%s: %s", desc.code.name, desc.reason, desc.message)
             await context.abort_with_status(errors.to_rpc_status(desc))
             return
-        async for msg in self.Generate(request, context):  # type: ignore[arg-type]  (reads the same fields)
+        answer = self.Generate(request, context)  # type: ignore[arg-type]  (reads the same fields)
+        del request  # Generate lets go of the body once the answer has started
+        async for msg in answer:
+            yield msg
+
+    async def generate_call(self, _requests: AsyncIterator[upstream_pb2.GenerateRequest],
+                            context: grpc.aio.ServicerContext) -> AsyncIterator[upstream_pb2.GenerateResponse]:
+        """Generate as this server serves it: a stream-stream handler that reads the call's one
+        request with context.read() (on the wire a unary-stream call is the same). grpc.aio's
+        unary-stream handler keeps the request, as the bytes received and as the parsed
+        message, until the call ends: minutes for a stream, with its whole body."""
+        request = await context.read()
+        if request is grpc.aio.EOF:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Generate received no request")
+        answer = self.Generate(request, context)
+        del request
+        async for msg in answer:
             yield msg
 
     async def _unary(self, op: str, name: str, request, context: grpc.aio.ServicerContext,
@@ -386,9 +425,13 @@ def _deserialize_part(raw: bytes) -> chunked.Part:
 
 def add_servicer(servicer: UpstreamServicer, server: grpc.aio.Server) -> None:
     """The generated registration, except that GenerateChunked's parts are read by hand (their
-    `data` a view of the received bytes, not protobuf's copies)."""
+    `data` a view of the received bytes, not protobuf's copies) and that Generate's request is
+    read by generate_call (so that no copy of it stays for the length of the stream)."""
     caught = _Handlers()
     upstream_pb2_grpc.add_UpstreamServicer_to_server(servicer, caught)
+    caught.handlers["Generate"] = grpc.stream_stream_rpc_method_handler(
+        servicer.generate_call, request_deserializer=upstream_pb2.GenerateRequest.FromString,
+        response_serializer=upstream_pb2.GenerateResponse.SerializeToString)
     caught.handlers["GenerateChunked"] = grpc.stream_stream_rpc_method_handler(
         servicer.GenerateChunked, request_deserializer=_deserialize_part,
         response_serializer=upstream_pb2.GenerateResponse.SerializeToString)
@@ -431,7 +474,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 2
-    http = make_http_client(settings, transport.ssl_context)
+    http = TokenEndpoint(transport)  # token refreshes share the backends' client
     client = CodeAssistClient(settings, transport)
     resolver = ProjectResolver(client, poll_interval=settings.onboard_poll_interval,
                                max_polls=settings.onboard_max_polls)
@@ -504,7 +547,6 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await warmup
     await pool.close()
-    await http.aclose()
     await transport.aclose()
     if metrics_server is not None:
         metrics_server.stop()

@@ -135,7 +135,7 @@ class Rig:
         ((kid,),) = fetch_sync(self.db_path, "SELECT id FROM keys WHERE prefix = substr(?, 1, length(prefix))", key)
         return kid
 
-    def usage_rows(self, key_id: int, *, expect: int | None = None, timeout: float = 10.0) -> list[dict]:
+    def usage_rows(self, key_id: int, *, expect: int | None = None, timeout: float = harness.SETTLE_TIMEOUT) -> list[dict]:
         return harness.usage_rows(self.db_path, key_id, expect=expect, timeout=timeout)
 
     def upstream_models(self) -> dict:

@@ -10,12 +10,13 @@ optional per-key cap bounds the requests a key may have running at once.
 """
 from __future__ import annotations
 
-import threading
-
 import httpx
+import orjson
 import pytest
 
+from tests import harness
 from tests.faults.rig import MODEL, Rig, assert_refusal, burst, client, gemini_body, slow_generations, wait_for
+from tests.support.raw_http import HeldPost
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -152,30 +153,23 @@ def test_concurrent_request_cap(rig: Rig):
     url = f"{rig.public}/v1beta/models/{MODEL}:generateContent"
     headers = {"x-goog-api-key": key}
     before = len(rig.sim.requests(op="generate", account=rig.tokens[0]))
-    results: list[object] = []
-
-    def hold() -> None:
-        try:
-            with client(timeout=6) as c:
-                results.append(c.post(url, headers=headers, json=gemini_body("hold")))
-        except httpx.TimeoutException as exc:
-            results.append(exc)
-
-    holders = [threading.Thread(target=hold) for _ in range(2)]
+    holders: list[HeldPost] = []
     try:
-        for t in holders:
-            t.start()
-        wait_for(lambda: len(rig.sim.requests(op="generate", account=rig.tokens[0])) >= before + 2, 10,
-                 "two requests at the backend")
-        with client(timeout=5) as c:
+        # Held until the extra ones are answered (a client timeout of 6 s let them go on its own
+        # clock, on a busy machine before the extra ones were in).
+        holders += [HeldPost(url, headers, orjson.dumps(gemini_body("hold"))) for _ in range(2)]
+        wait_for(lambda: len(rig.sim.requests(op="generate", account=rig.tokens[0])) >= before + 2,
+                 harness.SETTLE_TIMEOUT, "two requests at the backend")
+        with client() as c:
             extra = [c.post(url, headers=headers, json=gemini_body("one more")) for _ in range(3)]
         for r in extra:
             assert r.status_code == 429, r.text
             assert "concurrent" in r.json()["error"]["message"]
     finally:
         rig.sim.remove_fault(fid)
-        for t in holders:
-            t.join(15)
-    # The held ones were cut by their client; the key may run requests again.
+        for h in holders:
+            h.close()
+    # The held ones were cut by their client: once the edge has seen them go, the key runs again.
     with client() as c:
-        assert c.post(url, headers=headers, json=gemini_body("after")).status_code == 200
+        wait_for(lambda: c.post(url, headers=headers, json=gemini_body("after")).status_code == 200,
+                 harness.SETTLE_TIMEOUT, "the key to run again once its held requests were cut")

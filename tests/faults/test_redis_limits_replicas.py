@@ -13,15 +13,16 @@ alone, so the key gets three times its RPM — what these tests exist to catch.
 """
 from __future__ import annotations
 
-import threading
 import time
 
 import httpx
+import orjson
 import pytest
 
 from tests import harness
 from tests.faults.rig import (EDGE_ENV, MODEL, Rig, assert_refusal, burst, client, gemini_body, slow_generations,
                               wait_for)
+from tests.support.raw_http import HeldPost
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -170,33 +171,27 @@ def test_concurrent_cap_holds_across_replicas(trio: Trio):
     headers = {"x-goog-api-key": key}
     path = f"/v1beta/models/{MODEL}:generateContent"
     before = len(rig.sim.requests(op="generate", account=rig.tokens[0]))
-    results: list[object] = []
-
-    def hold(i: int) -> None:
-        try:
-            with client(timeout=8) as c:
-                results.append(c.post(trio.api(i) + path, headers=headers, json=gemini_body("hold")))
-        except httpx.TimeoutException as exc:
-            results.append(exc)
-
-    holders = [threading.Thread(target=hold, args=(i,)) for i in (0, 1)]  # one on edge 1, one on edge 2
+    holders: list[HeldPost] = []
     try:
-        for t in holders:
-            t.start()
-        wait_for(lambda: len(rig.sim.requests(op="generate", account=rig.tokens[0])) >= before + 2, 20,
-                 "two requests at the backend")
-        with client(timeout=5) as c:
+        # One on edge 1, one on edge 2, held until the extra ones are answered (a client timeout
+        # of 8 s let them go on its own clock, on a busy machine before the extra ones were in).
+        holders += [HeldPost(trio.api(i) + path, headers, orjson.dumps(gemini_body("hold"))) for i in (0, 1)]
+        wait_for(lambda: len(rig.sim.requests(op="generate", account=rig.tokens[0])) >= before + 2,
+                 harness.SETTLE_TIMEOUT, "two requests at the backend")
+        with client() as c:
             extra = [c.post(trio.api(i) + path, headers=headers, json=gemini_body("one more")) for i in (2, 0, 1)]
         for r in extra:
             assert r.status_code == 429, r.text
             assert "concurrent" in r.json()["error"]["message"]
     finally:
         rig.sim.remove_fault(fid)
-        for t in holders:
-            t.join(20)
-    # The held ones were cut by their clients; the key runs again, on any replica.
+        for h in holders:
+            h.close()
+    # The held ones were cut by their clients: once their edges have let go, the key runs again,
+    # on any replica.
     with client() as c:
-        assert c.post(trio.api(2) + path, headers=headers, json=gemini_body("after")).status_code == 200
+        wait_for(lambda: c.post(trio.api(2) + path, headers=headers, json=gemini_body("after")).status_code == 200,
+                 harness.SETTLE_TIMEOUT, "the key to run again once its held requests were cut")
 
 
 def test_revoke_is_refused_by_every_replica_within_one_second(trio: Trio):

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 
 import httpx
 import orjson
 import pytest
 
+from tests import harness
 from tests.faults.rig import MODEL, Rig, chat_body, client, gemini_body, sse_data, wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -66,7 +66,7 @@ def test_upstream_sigterm_drains_in_flight_and_refuses_new(rigs, sim):
     reader.start()
     assert reader.first.wait(10) and reader.error is None
     rig.upstream.popen.send_signal(signal.SIGTERM)
-    wait_for(lambda: "shutting down" in rig.upstream.log(), 5, "the upstream to start draining")
+    wait_for(lambda: "shutting down" in rig.upstream.log(), harness.SETTLE_TIMEOUT, "the upstream to start draining")
 
     with client(timeout=10) as c:
         # New calls are refused while the stream drains: 503 in each API's format.
@@ -106,8 +106,9 @@ def test_sigterm_on_edge_and_upstream_together(rigs, sim):
     rig.upstream.popen.send_signal(signal.SIGTERM)
 
     # The edge stops accepting at once: a new client is refused, or (if it got in before the
-    # listener closed) answered with an error, never served.
-    time.sleep(0.2)
+    # listener closed) answered with an error, never served. uvicorn logs "Shutting down" in the
+    # step that closes its listener; a fixed 0.2 s pause let a busy edge still be serving.
+    wait_for(lambda: "Shutting down" in rig.edge.log(), harness.SETTLE_TIMEOUT, "the edge to start its shutdown")
     with client(timeout=5) as c:
         try:
             r = c.post(f"{rig.api}/v1beta/models/{MODEL}:generateContent", headers={"x-goog-api-key": key},

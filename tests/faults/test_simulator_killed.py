@@ -111,7 +111,7 @@ def test_streams_end_with_an_error_when_the_backend_dies(rigs, doomed: harness.P
         assert time.monotonic() - started < 10
 
 
-def log_lines(proc: harness.Proc, *needles: str, count: int, timeout: float = 5.0) -> int:
+def log_lines(proc: harness.Proc, *needles: str, count: int, timeout: float = harness.SETTLE_TIMEOUT) -> int:
     """How many log lines of `proc` contain all `needles`, waiting up to `timeout` for `count`."""
     deadline = time.monotonic() + timeout
     while True:

@@ -99,19 +99,23 @@ def test_expired_and_disabled_keys(http, stack):
     assert "expired" in google_error(gen(http, stack, headers={"X-Goog-Api-Key": expired}), 401)["message"]
     assert openai_error(chat(http, stack, expired), 401)["code"] == "key_expired"
 
-    soon = stack.key("--expires", "2s")
+    # 5 s: the key must still be valid for the first call, which a busy machine can start late
+    # (the CLI's exit and the edge's first lookup); the sleep then outlasts the expiry.
+    soon = stack.key("--expires", "5s")
     assert gen(http, stack, headers={"X-Goog-Api-Key": soon}).status_code == 200
-    time.sleep(2.1)
+    time.sleep(5.1)
     google_error(gen(http, stack, headers={"X-Goog-Api-Key": soon}), 401)
 
     k = stack.key()
     assert stack.cli("disable", k).returncode == 0
-    deadline = time.monotonic() + 2
+    # The edge sees the change at its next poll (AUTH_REFRESH_SECONDS, 0.1 s here; the cache's TTL
+    # is 30 s): 10 s is a hang guard, not the expectation.
+    deadline = time.monotonic() + 10
     while gen(http, stack, headers={"X-Goog-Api-Key": k}).status_code == 200 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "disabled" in google_error(gen(http, stack, headers={"X-Goog-Api-Key": k}), 401)["message"]
     assert stack.cli("enable", k).returncode == 0
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 10
     while gen(http, stack, headers={"X-Goog-Api-Key": k}).status_code != 200 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert gen(http, stack, headers={"X-Goog-Api-Key": k}).status_code == 200

@@ -185,10 +185,12 @@ def test_client_disconnect_is_recorded_and_cancels_upstream(stack, sim):
             next(r.iter_raw())  # the first chunk, then hang up
     (row,) = stack.ledger(kid, expect=1)
     assert row["status"] == 499
-    deadline = time.monotonic() + 3
+    # Wait for the backend call to end, however it ends (the whole answer takes 2.5 s; a busy
+    # machine may take longer to pass the cancellation on), then check it was cut, not finished.
+    deadline = time.monotonic() + harness.SETTLE_TIMEOUT
     while time.monotonic() < deadline:
         streams = [q for q in sim.requests(op="stream") if "[chunks=5] [delay=500]" in orjson.dumps(q["body"]).decode()]
-        if streams and streams[-1]["cancelled"]:
+        if streams and streams[-1]["finished"] is not None:
             break
         time.sleep(0.05)
     assert streams and streams[-1]["cancelled"], "the backend call kept running after the client left"
@@ -218,7 +220,7 @@ def test_concurrent_requests_lose_no_rows(stack):
 
     statuses = asyncio.run(burst())
     assert statuses == [200] * n
-    rows = stack.ledger(kid, expect=n, timeout=10)
+    rows = stack.ledger(kid, expect=n)
     assert len(rows) == n
     assert all(r["status"] == 200 for r in rows)
     # Each native call: prompt "nI w" (2 words) + answer "echo: nI w" (3 words).

@@ -196,7 +196,7 @@ def test_request_id_is_generated_returned_and_passed_on(stack: EnvoyStack):
     # Envoy's own x-envoy-* headers (upstream service time) are not the client's business.
     assert not [h for h in resp.headers if h.lower().startswith("x-envoy-")], dict(resp.headers)
     # The edge used Envoy's id for the upstream call: it is in the upstream's log.
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + harness.SETTLE_TIMEOUT
     while rid not in stack.upstream.log() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert rid in stack.upstream.log()

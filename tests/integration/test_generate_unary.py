@@ -118,10 +118,13 @@ async def test_deadline_and_cancellation_reach_the_backend(sim: SimControl, upst
     write_creds(creds_dir, sim, "a")
     stub = harness.AuthedStub(channels(upstream_factory(creds_dir)))
     await stub.GenerateUnary(gen_request("warm", stream=False), timeout=CALL_TIMEOUT)  # token refreshed
-    sim.add_fault(op="generate", kind="slow", delay=5, times=-1)
+    # The answer would take 30 s: a call the backend saw cancelled ends long before; one that was
+    # not is still running (cancelled=False) when backend_call_ended gives up. (With 5 s, the
+    # poll had 4 s and the deadline below 0.5 s, which a busy machine's first hop could outlast.)
+    sim.add_fault(op="generate", kind="slow", delay=30, times=-1)
 
     async def backend_call_ended(n: int) -> dict[str, Any]:
-        deadline = time.monotonic() + 4  # the answer would take 5 s
+        deadline = time.monotonic() + 20
         entry: dict[str, Any] = {}
         while time.monotonic() < deadline:
             calls = sim.requests(op="generate")
@@ -133,7 +136,7 @@ async def test_deadline_and_cancellation_reach_the_backend(sim: SimControl, upst
 
     sim.clear_requests()
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await stub.GenerateUnary(gen_request("too slow", stream=False), timeout=0.5)
+        await stub.GenerateUnary(gen_request("too slow", stream=False), timeout=3)
     assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     assert (await backend_call_ended(1)).get("cancelled") is True
 

@@ -35,6 +35,9 @@ EDGE_LAZY = {
     "fastapi_offline": "loaded by the first docs asset",
     "httpx": "the media fetcher's client is built by the first media URL",
     "websockets": "the edge serves no WebSocket",
+    "ctypes": "loaded by the first stats line (SIGUSR1, services/edge/stats.py)",
+    # FastAPI's check for pydantic v1 models (the edge has none); uvicorn's reloader (it never reloads).
+    **{name: REFUSED for name in ("pydantic.v1", "watchfiles")},
     "schemathesis": "a test tool",
     "pytest": "a test tool",
     **{name: REFUSED for name in ("trio", "rich", "pygments")},
@@ -44,6 +47,8 @@ UPSTREAM_LAZY = {
     "asyncpg": "the upstream has no database",
     "google.auth": "no Vertex AI service account in the pool",
     "cryptography": "no Vertex AI service account in the pool",
+    **{name: "token refreshes go through the backends' aiohttp Transport (token_endpoint.py)"
+       for name in ("httpx", "httpcore", "h2", "anyio")},
     "schemathesis": "a test tool",
     "pytest": "a test tool",
     **{name: REFUSED for name in ("trio", "rich", "pygments", "click")},

@@ -17,7 +17,7 @@ HELLO = {"contents": [{"role": "user", "parts": [{"text": "log me"}]}]}
 
 
 def request_lines(proc: harness.Proc, expect: int, parse) -> list:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + harness.SETTLE_TIMEOUT
     while True:
         lines = [parse(line) for line in proc.log().splitlines() if "edge.request" in line]
         if len(lines) >= expect or time.monotonic() > deadline:

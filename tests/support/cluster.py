@@ -72,7 +72,7 @@ class Cluster:
         assert out.returncode == 0, out.stderr
         return int(out.stdout.split("\n", 1)[0].split()[-1])
 
-    def ledger(self, key_id: int, *, expect: int | None = None, timeout: float = 10.0) -> list[dict]:
+    def ledger(self, key_id: int, *, expect: int | None = None, timeout: float = harness.SETTLE_TIMEOUT) -> list[dict]:
         """The key's ledger rows (every edge's), oldest first; with `expect`, waits until that
         many are written."""
         db = self.license_db

@@ -92,6 +92,26 @@ def test_unwrap_envelope_and_error_event() -> None:
     assert info.value.http_status == 503 and info.value.message == "overloaded"
 
 
+def test_unwrapped_chunk_holds_no_spare_buffer() -> None:
+    """A chunk stays referenced while its stream waits for the next event: its data must cost
+    what it holds, not orjson's working buffer (4-8 KiB for a short event)."""
+    import gc
+    import tracemalloc
+
+    event = {"response": {"candidates": [{"content": {"role": "model", "parts": [{"text": "w" * 300}]}}]},
+             "traceId": "t"}
+    tracemalloc.start()
+    try:
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [unwrap(event).data for _ in range(64)]
+        gc.collect()
+        held = (tracemalloc.get_traced_memory()[0] - before) / len(kept)
+    finally:
+        tracemalloc.stop()
+    assert held < len(kept[0]) + 128, f"{held:.0f} bytes held per {len(kept[0])}-byte chunk"
+
+
 def _backend(http_status: int, **kw) -> BackendError:
     return BackendError(http_status, **kw)
 

@@ -103,12 +103,19 @@ def transport(**kw) -> Transport:
     return Transport(**kw)
 
 
-async def wait_closed(srv: Server, count: int = 1) -> None:
-    for _ in range(200):
-        if srv.closed >= count:
-            return
+async def wait_until(check, what: str, timeout: float = 30.0) -> None:
+    """Until `check()` holds; the deadline only guards against a hang (200 polls of 10 ms, about
+    2 s, were too few for a starved event loop)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not check():
+        if loop.time() > end:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.01)
-    raise AssertionError(f"server saw {srv.closed} closed connections, expected {count}")
+
+
+async def wait_closed(srv: Server, count: int = 1) -> None:
+    await wait_until(lambda: srv.closed >= count, f"{count} closed connection(s) at the server")
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +269,7 @@ async def test_a_cancelled_caller_closes_the_connection() -> None:
     async with Server(reply) as srv:
         t = transport()
         task = asyncio.ensure_future(t.request("POST", srv.url + "/", headers={}, body=b"{}"))
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: srv.requests, "the request at the server")  # in flight: the caller leaves
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -348,7 +355,8 @@ async def test_events_sent_before_a_break_reach_the_caller_before_the_error() ->
     async with Server(reply) as srv:
         t = transport()
         stream = await t.open_stream("POST", srv.url + "/chunked", headers={}, body=b"{}")
-        await asyncio.sleep(0.3)  # the events and the break are all in before the first read
+        await wait_closed(srv)  # the events and the break are all sent before the first read
+        await asyncio.sleep(0.05)  # and read off the socket by the transport
         got: list[bytes] = []
         with pytest.raises(TransportError) as err:
             async for data in stream.events():
