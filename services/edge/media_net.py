@@ -1,15 +1,15 @@
 """The media fetcher's connections: httpcore over asyncio streams, whose reader stops reading the
-socket once READ_AHEAD bytes wait in it, so each fetch holds at most that much beyond what it
-has read and counted against the media budget.
+socket once ~2 × READ_AHEAD bytes wait in it, so each fetch holds little beyond what it has
+read and counted against the media budget.
 
 httpcore's default (anyio) streams read whenever a fetch waits for data and queue everything
 that arrives until the fetch's task runs: under uvloop one wake-up reads up to 32 × 250 kB per
 connection (libuv's read loop), whatever the socket's buffer holds, and loopback or fast links
 fill it to several MiB. Nine 20 MiB URLs in one request queued 55-68 MiB in the edge before the
 budget could refuse them (the media budget only sees what the fetch read). An asyncio
-StreamReader pauses the transport past twice its limit (and asyncio's TLS layer passes that
-pause on to the socket), leaving the rest in the kernel's receive window, which is flow control
-as TCP means it.
+StreamReader pauses the socket's reading past twice its limit, over TLS too (0.8 MiB at most
+for a slow reader, against 8 MiB on anyio's streams), and the rest waits in the kernel's
+receive window: flow control as TCP means it, at no cost in throughput.
 """
 from __future__ import annotations
 
