@@ -10,6 +10,15 @@ import uvicorn
 
 from .app import create_app
 
+# Idle seconds before the simulator closes a kept-alive connection. Google's front ends keep an
+# idle HTTP/1.1 connection 610 s ("GFE uses a client HTTP keepalive timeout of 610 seconds",
+# https://cloud.google.com/load-balancing/docs/https/request-distribution); uvicorn's default, 5 s,
+# is shorter than the upstream's pool keep-alive (60 s, transport.py), so a POST sent on a pooled
+# connection just as the simulator closed it failed with ServerDisconnectedError under load (a
+# 503 upstream_unreachable the real backend never causes: the upstream rightly never re-sends a
+# POST).
+KEEP_ALIVE_SECONDS = 610
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.simulator", description="Code Assist simulator")
@@ -39,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     # uvicorn's defaults pick uvloop and httptools when installed; a short graceful timeout
     # keeps a `hang` fault from holding up shutdown.
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log,
-                timeout_graceful_shutdown=1, **tls)
+                timeout_graceful_shutdown=1, timeout_keep_alive=KEEP_ALIVE_SECONDS, **tls)
 
 
 if __name__ == "__main__":

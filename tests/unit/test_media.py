@@ -265,8 +265,10 @@ def media_server():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # Idle connections outlive the edge's media pool keep-alive (httpx's 5 s, uvicorn's default
+    # too): the edge, not this server, closes them, as with web servers that keep them longer.
     config = uvicorn.Config(media_app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
-                            timeout_graceful_shutdown=1)
+                            timeout_graceful_shutdown=1, timeout_keep_alive=75)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
