@@ -39,6 +39,9 @@ T = TypeVar("T")
 # Per Redis command: a slow or hung Redis must not stall a call for longer than this.
 OP_TIMEOUT = 0.5
 RECONNECT_MAX = 5.0
+# close(): the whole of it, and how often a task that did not stop is cancelled again meanwhile.
+CLOSE_TIMEOUT = 3.0
+CLOSE_RECANCEL = 0.2
 QUEUE_MAX = 1024
 MISSED_MAX = 4096
 PREFIX = "gw:upstream:"
@@ -93,6 +96,7 @@ class SharedState:
         self._wake: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._attempted = asyncio.Event()
+        self._closing = False
         self.tokens = RefreshLeases(self)
 
     # --- life ----------------------------------------------------------------------------------
@@ -110,14 +114,26 @@ class SharedState:
                 await self._attempted.wait()
 
     async def close(self) -> None:
+        """Stop listening and writing and close both clients, within CLOSE_TIMEOUT (a shutdown never
+        waits on Redis). A task that let a cancellation pass unheeded (a library that turned it into
+        an error, a client read that went on) is cancelled again; one still running at the bound is
+        left behind with a warning: it would otherwise hold the process's shutdown for ever."""
+        self._closing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_TIMEOUT
+        while self._tasks and loop.time() < deadline:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.wait(list(self._tasks), timeout=min(CLOSE_RECANCEL, max(0.0, deadline - loop.time())))
         for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
+            log.warning("shared state: task %s did not stop when cancelled; shutting down without it",
+                        task.get_name())
         for client in (self.redis, self._sub_client):
-            with contextlib.suppress(Exception):
-                await client.aclose()
+            try:
+                async with asyncio.timeout(max(OP_TIMEOUT, deadline - loop.time())):
+                    await client.aclose()
+            except Exception as exc:  # TimeoutError included
+                log.warning("shared state: closing a Redis client failed: %s: %s", type(exc).__name__, exc)
 
     def status(self) -> SharingStatus:
         return SharingStatus(True, self.connected, "" if self.connected else self.detail, self.replica_id)
@@ -180,7 +196,7 @@ class SharedState:
             self._missed[(event["k"], event.get("m", ""))] = event
 
     async def _write_loop(self) -> None:
-        while True:
+        while not self._closing:
             event = await self._queue.get()
             try:
                 await self.write(event)
@@ -318,11 +334,11 @@ class SharedState:
 
     async def _listen(self) -> None:
         delay = 0.2
-        while True:
+        while not self._closing:
             pubsub = self._sub_client.pubsub(ignore_subscribe_messages=True)
             try:
                 await self.call("sharing subscribe", pubsub.subscribe(CHANNEL))
-                while True:
+                while not self._closing:
                     if not self.connected:
                         # (Re)connected, or a command failed meanwhile: read everything again.
                         await self._catch_up()

@@ -93,3 +93,39 @@ async def test_a_rotated_refresh_token_reaches_the_other_replica(sim: SimControl
     assert second._data["refresh_token"] == rotated
     # Its file still holds the older token of the same login: not a new login.
     assert not second.reload({"refresh_token": rt, "access_token": "x"})
+
+
+async def test_close_is_bounded_when_a_sharing_task_lets_a_cancellation_pass(redis_url: str) -> None:
+    """Shutdown never waits for ever on a sharing task: one that carried on after its first
+    cancellation (a client library that turned it into an error or kept reading; seen as a
+    120 s teardown hang under load) is cancelled again, and the clients are closed."""
+    state = SharedState(redis_url, refresh_timeout=10)
+    await state.start(lambda: ())
+    assert state.connected
+    cancels = []
+
+    async def stubborn() -> None:
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancels.append(1)
+                if len(cancels) > 1:
+                    raise
+
+    task = asyncio.create_task(stubborn(), name="sharing-stubborn")
+    state._tasks.add(task)
+    task.add_done_callback(state._tasks.discard)
+    await asyncio.sleep(0)  # it runs up to its sleep
+    listener = next(t for t in state._tasks if t.get_name() == "sharing-listener")
+    closing = asyncio.create_task(state.close())
+    try:
+        # A hang detector far above close()'s own bound (in a task of its own: the old close()
+        # swallowed its caller's cancellation too).
+        done, _ = await asyncio.wait({closing}, timeout=60)
+        assert closing in done, "SharedState.close() hung on a task that ignored one cancellation"
+        assert task.cancelled() and len(cancels) == 2
+        assert listener.done() and not state._tasks
+    finally:
+        closing.cancel()
+        task.cancel()
