@@ -208,6 +208,7 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
         rid = request.request_id or uuid.uuid4().hex
         call = _CallFields.of(request)
         coalesce = request.coalesce
+        early_headers = request.early_headers
         chunks = 0
         cred_id = cred_kind = ""
         outcome = "ok"
@@ -230,6 +231,8 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
                 yield msg
                 delivering += time.monotonic() - handed
             else:
+                if early_headers:  # before the backend call: see GenerateRequest.early_headers
+                    await context.send_initial_metadata(())
                 stream = self._pool.stream_batches(model, body, rid)
                 del body
                 try:
