@@ -143,6 +143,7 @@ async def _stream(request: Request, ctx: EdgeContext, key: KeyRecord, ref: Model
     model = ref.base
     meter.calling()
     stream = ctx.upstream.stream(model, raw, request_id=meter.request_id, caller=key.name)
+    del raw  # serialized into the call: not kept while the first message is awaited (or after)
     try:
         # Errors before the first chunk still get a real HTTP status (429 with Retry-After...).
         first = await unless_disconnected(request, stream.next())
