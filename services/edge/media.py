@@ -322,7 +322,12 @@ def media_http_client(timeout: float) -> Callable[[], "httpx.AsyncClient"]:
     h2/trio when installed) weighs ~4-8 MiB in an edge that never fetches a media URL."""
     def build() -> "httpx.AsyncClient":
         import httpx
+
+        from services.edge.media_net import ReadAheadTransport
+        # Each connection reads ahead a bounded amount (media_net.py): the budgets count what
+        # was read, so what waits unread must stay small too.
         return httpx.AsyncClient(trust_env=False, follow_redirects=False, timeout=timeout,
+                                 transport=ReadAheadTransport(),
                                  headers={"User-Agent": "gemini-cli-gateway-media/1"})
     return build
 
@@ -416,10 +421,9 @@ class MediaFetcher:
             for exc in (group, *group.exceptions):
                 traceback.clear_frames(exc.__traceback__)
             if lease.total >= COLLECT_AFTER_BYTES:
-                # So are the connections cut short, with what their transport had buffered
-                # beyond what was read (anyio queues all that arrives while a task waits:
-                # tens of MiB over nine connections on a busy machine). A refusal this size
-                # cost the client as many bytes: one collection per refusal is cheap beside.
+                # So are the connections cut short, with what they had buffered beyond what
+                # was read (little: media_net.py). A refusal this size cost the client as
+                # many bytes: one collection per refusal is cheap beside.
                 gc.collect()
             raise first.with_traceback(None) from None
         return {u: results[u] for u in unique}

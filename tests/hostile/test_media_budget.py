@@ -197,13 +197,13 @@ def test_nine_big_images_refused_early(rig: Rig, key: str, media: MediaServer, f
     time.sleep(0.5)  # let the server notice the hang-ups
     sent = media.sent - sent_before
     assert sent < 9 * IMAGE, f"{sent / MIB:.0f} MiB sent for a refused request"
-    # What the edge holds at its peak: the media claimed (at most TOTAL), what the transport had
-    # already buffered on the nine connections beyond what was read (anyio queues whatever
-    # arrives while a fetch task waits for its turn: more on a busy machine), and the
-    # allocator's slack. The refused request's buffers are freed on refusal (they sat in
-    # reference cycles until the next collection, each refusal adding to the edge's memory and
-    # this measure swinging from 0 to 70 MiB). Fetching the nine images first (the behaviour
-    # this guards against) holds 180 MiB of them.
+    # What the edge holds at its peak: the media claimed (at most TOTAL, or its base64 buffer of
+    # 4/3 TOTAL when the length is declared), what waits unread on each connection (at most
+    # ~2 x READ_AHEAD plus one transport read: services/edge/media_net.py), and the allocator's
+    # slack: 24-36 MiB, loaded machine or not. (On httpcore's default streams each connection
+    # queued whatever one wake-up of its fetch read, up to 8 MB, and busy machines wake late:
+    # 30-73 MiB over nine connections.) Fetching the nine images first (the behaviour this
+    # guards against) holds 180 MiB of them: it grew 240-250 MiB.
     detail = ", ".join(f"{n} {v:.0f}" for n, v in peak.grown.items())
     assert peak.total_mib <= 3 * TOTAL / MIB, f"stack grew {peak.total_mib:.0f} MiB (MiB: {detail})"
     assert backend_calls(rig) == calls, "a refused request reached the backend"

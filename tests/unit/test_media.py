@@ -18,7 +18,8 @@ import httpx
 import pytest
 import uvicorn
 
-from services.edge.media import OCTET_STREAM, MediaError, MediaFetcher, address_refused, decode_inline, sniff_mime
+from services.edge.media import (OCTET_STREAM, MediaError, MediaFetcher, address_refused, decode_inline,
+                                 media_http_client, sniff_mime)
 
 
 # --- small real files ------------------------------------------------------------------------------
@@ -280,7 +281,8 @@ def media_server():
 
 @pytest.fixture
 async def client():
-    async with httpx.AsyncClient(trust_env=False) as c:
+    # The client the edge's fetcher builds (its transport: services/edge/media_net.py).
+    async with media_http_client(5.0)() as c:
         yield c
 
 
