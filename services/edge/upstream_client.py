@@ -125,7 +125,7 @@ def chunked_parts(model: str, body: Body, stream: bool, request_id: str, caller:
     """GenerateRequestPart messages in wire form, made one at a time as gRPC takes them: the
     first carries the call and the body's size, each carries up to `part_bytes` of the body."""
     head = pb.GenerateRequest(model=model, stream=stream, request_id=request_id, caller=caller,
-                              coalesce=stream and coalesce)
+                              coalesce=stream and coalesce, early_headers=stream)
     head.body.content_type = "application/json"
     encoded = head.SerializeToString()
     lead = b"\x0a" + _varint(len(encoded)) + encoded + b"\x10" + _varint(body_size(body))
@@ -323,7 +323,11 @@ class UpstreamStream:
     `next()` awaits shielded, and `cancel()` ends the call, which ends that read. Cancelling the
     task that awaits a gRPC read directly (how a client that leaves reaches the edge) loses the
     read batch's native memory in grpc.aio (grpc/grpc#43360: about 150 bytes per call, never
-    freed; the edge grew in a straight line under a soak with abandoned streams)."""
+    freed; the edge grew in a straight line under a soak with abandoned streams).
+    Before the first message, what is pending is the batch that receives the response headers,
+    and cancelling the call fails it, whichever way (grpc/grpc#43360 again: ~110 bytes per
+    stream whose client left before its first chunk): streams ask the upstream to send its
+    headers at once (GenerateRequest.early_headers), so that batch is over long before."""
 
     def __init__(self, call: grpc.aio.UnaryStreamCall, *, count_text: bool = False) -> None:
         self._call = call
@@ -495,7 +499,7 @@ class UpstreamClient:
         (maybe tens of MB) body is copied once, not into a message and again out of it.
         Streams are coalesced: the events that reach the upstream together come in one message."""
         head = pb.GenerateRequest(model=model, stream=stream, request_id=request_id, caller=caller,
-                                  coalesce=stream and coalesce).SerializeToString()
+                                  coalesce=stream and coalesce, early_headers=stream).SerializeToString()
         data_len = _varint(memoryview(body).nbytes)
         inner_len = len(_HTTPBODY_HEAD) + 1 + len(data_len) + memoryview(body).nbytes
         return b"".join((head, _BODY_TAG, _varint(inner_len), _HTTPBODY_HEAD, _DATA_TAG, data_len, body))

@@ -99,6 +99,7 @@ class ReceivedRequest:
     request_id: str
     caller: str
     coalesce: bool = False
+    early_headers: bool = False
 
 
 async def receive(parts: AsyncIterator[Part], max_bytes: int) -> ReceivedRequest:
@@ -130,4 +131,5 @@ async def receive(parts: AsyncIterator[Part], max_bytes: int) -> ReceivedRequest
     if pos != len(buf):
         raise InvalidRequest(f"the body ended after {pos} of the {len(buf)} bytes declared in body_bytes")
     return ReceivedRequest(head.model, ReceivedBody(memoryview(buf), head.body.content_type or "application/json"),
-                           head.stream, head.request_id, head.caller, head.coalesce)
+                           head.stream, head.request_id, head.caller, head.coalesce,
+                           head.early_headers)

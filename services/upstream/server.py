@@ -123,6 +123,12 @@ def batch_message(batch: list[Chunk], entry: Entry | None) -> upstream_pb2.Gener
     return msg
 
 
+def _retrieve(sent: asyncio.Future) -> None:
+    # Headers of a call that ended before they went (cancelled by its client) fail unobserved.
+    if not sent.cancelled():
+        sent.exception()
+
+
 @dataclass(frozen=True, slots=True)
 class _CallFields:
     """What a Generate's metrics and log line need of its request (not its body)."""
@@ -208,6 +214,8 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
         rid = request.request_id or uuid.uuid4().hex
         call = _CallFields.of(request)
         coalesce = request.coalesce
+        early_headers = request.early_headers
+        headers: asyncio.Future | None = None
         chunks = 0
         cred_id = cred_kind = ""
         outcome = "ok"
@@ -230,10 +238,20 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
                 yield msg
                 delivering += time.monotonic() - handed
             else:
+                if early_headers:  # see GenerateRequest.early_headers
+                    # Sent while the backend call starts, not before it (the first chunk waits
+                    # for neither); waited for, never cancelled: a batch whose awaiting task is
+                    # cancelled is lost (grpc/grpc#43360).
+                    headers = asyncio.ensure_future(context.send_initial_metadata(()))
+                    headers.add_done_callback(_retrieve)
                 stream = self._pool.stream_batches(model, body, rid)
                 del body
                 try:
                     async for batch, entry in stream:
+                        if headers is not None:  # gRPC's first write must not send them again
+                            if not headers.done():
+                                await asyncio.wait((headers,))
+                            headers = None
                         first = chunks == 0
                         chunks += len(batch)
                         if first:
@@ -252,6 +270,8 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
                             delivering += time.monotonic() - handed
                 finally:
                     await stream.aclose()
+                    if headers is not None and not headers.done():  # gone before the status is sent
+                        await asyncio.wait((headers,))
         except UpstreamError as err:
             outcome, status = self._generate_failed(err, rid)
             await context.abort_with_status(status)

@@ -15,9 +15,10 @@ from services.edge.upstream_client import UpstreamClient
 def test_wire_request_equals_protobuf(size: int, stream: bool) -> None:
     body = os.urandom(size)
     wire = UpstreamClient._request("gemini-2.5-pro", body, stream, "rid-1", "key-name")
-    # A stream asks the upstream to coalesce the events that arrive together.
+    # A stream asks the upstream to coalesce the events that arrive together, and for its
+    # headers at once (see tests/unit/test_edge_upstream_early_leave.py).
     expected = pb.GenerateRequest(model="gemini-2.5-pro", stream=stream, request_id="rid-1", caller="key-name",
-                                  coalesce=stream)
+                                  coalesce=stream, early_headers=stream)
     expected.body.content_type = "application/json"
     expected.body.data = body
     assert pb.GenerateRequest.FromString(wire) == expected
