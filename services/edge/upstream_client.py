@@ -43,6 +43,7 @@ from google.rpc import error_details_pb2, status_pb2
 from gemini_cli.upstream.v1 import upstream_pb2 as pb
 from gemini_cli.upstream.v1 import upstream_pb2_grpc as pb_grpc
 from services.edge.errors import ApiError
+from services.future_exceptions import mark_retrieved
 
 log = logging.getLogger("edge.upstream")
 
@@ -301,12 +302,6 @@ def events_of(msg: pb.GenerateResponse) -> list[bytes]:
 _UNCOUNTED_BYTES = 64 * 1024
 
 
-def _retrieve(read: asyncio.Future) -> None:
-    # A read whose reader was cancelled ends unobserved: its error is expected, not "never retrieved".
-    if not read.cancelled():
-        read.exception()
-
-
 def _forget_request(call: grpc.aio.UnaryStreamCall) -> None:
     """grpc.aio's UnaryStreamCall keeps the request it sent (here the serialized body) for as
     long as the call object lives, though it only needs it to send it once. An answer's first
@@ -381,7 +376,7 @@ class UpstreamStream:
         read = self._read
         if read is None:
             read = self._read = asyncio.ensure_future(self._call.read())
-            read.add_done_callback(_retrieve)
+            read.add_done_callback(mark_retrieved)
         try:
             msg = await asyncio.shield(read)
         except asyncio.CancelledError:

@@ -36,6 +36,7 @@ from . import credential_admin
 from .credential_admin import CredentialAdminError
 from .project import ProjectResolver
 from .settings import Settings
+from services.future_exceptions import mark_retrieved
 from services.metrics_server import MetricsServer
 from .token_endpoint import TokenEndpoint
 from .transport import Transport, count_backend_wait
@@ -121,12 +122,6 @@ def batch_message(batch: list[Chunk], entry: Entry | None) -> upstream_pb2.Gener
         msg.credential_id = entry.cred.id
         msg.credential_kind = entry.cred.kind
     return msg
-
-
-def _retrieve(sent: asyncio.Future) -> None:
-    # Headers of a call that ended before they went (cancelled by its client) fail unobserved.
-    if not sent.cancelled():
-        sent.exception()
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +238,7 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
                     # for neither); waited for, never cancelled: a batch whose awaiting task is
                     # cancelled is lost (grpc/grpc#43360).
                     headers = asyncio.ensure_future(context.send_initial_metadata(()))
-                    headers.add_done_callback(_retrieve)
+                    headers.add_done_callback(mark_retrieved)
                 stream = self._pool.stream_batches(model, body, rid)
                 del body
                 try:
