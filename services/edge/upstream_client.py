@@ -32,7 +32,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Iterator, Sequence
+from typing import Any, AsyncIterator, Callable, Iterator, Sequence
 
 import grpc
 from grpc.aio import _call as _aio_call  # Call.cancel without the task cancel, see _cancel_call
@@ -426,6 +426,13 @@ class _Authenticated:
         return method
 
 
+def _serialized_call(open_call: Callable[..., Any], method: str, metadata: grpc.aio.Metadata | None) -> Any:
+    """A Generate method's multi-callable taking requests serialized by _request (bytes in, no
+    protobuf copy of the body), with the same internal-caller credentials as the stub's calls."""
+    call = open_call(method, request_serializer=None, response_deserializer=pb.GenerateResponse.FromString)
+    return call if metadata is None else functools.partial(call, metadata=metadata)
+
+
 class UpstreamClient:
     def __init__(self, channel: grpc.aio.Channel, *, timeout: float = 600.0, small_timeout: float = 30.0,
                  models_ttl: float = 30.0, authorization: str = "", coalesce: bool = True) -> None:
@@ -436,24 +443,13 @@ class UpstreamClient:
         stub = pb_grpc.UpstreamStub(channel)
         self._stub = _Authenticated(stub, authorization) if authorization else stub
         # Built once: a tuple would be checked and converted by grpc.aio on every call.
-        metadata = grpc.aio.Metadata(("authorization", authorization))
-        # Generate with requests serialized by _request (bytes in, no protobuf copy of the body),
-        # with the same internal-caller credentials as the stub's calls.
-        generate = channel.unary_stream(_GENERATE, request_serializer=None,
-                                        response_deserializer=pb.GenerateResponse.FromString)
-        self._generate = (functools.partial(generate, metadata=metadata)
-                          if authorization else generate)
-        unary = channel.unary_unary(_GENERATE_UNARY, request_serializer=None,
-                                    response_deserializer=pb.GenerateResponse.FromString)
-        self._generate_unary = (functools.partial(unary, metadata=metadata)
-                                if authorization else unary)
+        metadata = grpc.aio.Metadata(("authorization", authorization)) if authorization else None
+        self._generate = _serialized_call(channel.unary_stream, _GENERATE, metadata)
+        self._generate_unary = _serialized_call(channel.unary_unary, _GENERATE_UNARY, metadata)
         # Non-streaming answers go over GenerateUnary until an upstream says it has no such
         # method (an older one, while a deployment rolls): then over Generate, as before.
         self._unary = True
-        chunked = channel.stream_stream(_GENERATE_CHUNKED, request_serializer=None,
-                                        response_deserializer=pb.GenerateResponse.FromString)
-        self._generate_chunked = (functools.partial(chunked, metadata=metadata)
-                                  if authorization else chunked)
+        self._generate_chunked = _serialized_call(channel.stream_stream, _GENERATE_CHUNKED, metadata)
         self._timeout = timeout
         self._small_timeout = small_timeout
         self._models_ttl = models_ttl
