@@ -416,9 +416,9 @@ def _cancel_call(call: grpc.aio.UnaryUnaryCall) -> None:
 class _Authenticated:
     """The stub, with the edge's internal-caller credentials on every call (whatever the RPC)."""
 
-    def __init__(self, stub: pb_grpc.UpstreamStub, authorization: str) -> None:
+    def __init__(self, stub: pb_grpc.UpstreamStub, metadata: grpc.aio.Metadata) -> None:
         self._stub = stub
-        self._metadata = (("authorization", authorization),)
+        self._metadata = metadata
 
     def __getattr__(self, name: str):
         method = functools.partial(getattr(self._stub, name), metadata=self._metadata)
@@ -440,10 +440,10 @@ class UpstreamClient:
         # Ask the upstream to send the events that reach it together in one message
         # (STREAM_COALESCE; off only to measure what it saves).
         self._coalesce = coalesce
-        stub = pb_grpc.UpstreamStub(channel)
-        self._stub = _Authenticated(stub, authorization) if authorization else stub
         # Built once: a tuple would be checked and converted by grpc.aio on every call.
         metadata = grpc.aio.Metadata(("authorization", authorization)) if authorization else None
+        stub = pb_grpc.UpstreamStub(channel)
+        self._stub = _Authenticated(stub, metadata) if metadata is not None else stub
         self._generate = _serialized_call(channel.unary_stream, _GENERATE, metadata)
         self._generate_unary = _serialized_call(channel.unary_unary, _GENERATE_UNARY, metadata)
         # Non-streaming answers go over GenerateUnary until an upstream says it has no such
