@@ -5,34 +5,24 @@ without a byte of answer; the fetch must go through on another connection. A ser
 begun its answer, or that closes a new connection unanswered, must not get the request twice."""
 from __future__ import annotations
 
-import asyncio
 import base64
 import socket
 import ssl
 import struct
 import threading
-from typing import Awaitable, Callable, Iterator
+from typing import Iterator
 
 import httpx
 import pytest
-import uvloop
 
 from services.edge.media import MediaError, MediaFetcher
 from services.edge.media_net import ReadAheadTransport
 from tests.simulator.tls import write_pki
+from tests.support.loops import run  # noqa: F401,F811  (the fixture: uvloop and asyncio)
 
 pytestmark = pytest.mark.timeout(60)
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 64
-LOOPS = {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
-
-
-@pytest.fixture(params=list(LOOPS))
-def run(request) -> Callable[[Awaitable], object]:
-    def go(coro: Awaitable):
-        with asyncio.Runner(loop_factory=LOOPS[request.param]) as runner:
-            return runner.run(coro)
-    return go
 
 
 class IdleCloser:
