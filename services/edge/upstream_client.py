@@ -248,6 +248,10 @@ def map_rpc_error(code: grpc.StatusCode, details: str | None, trailing_metadata=
 
 
 def from_rpc_error(exc: grpc.aio.AioRpcError) -> UpstreamError:
+    """The UpstreamError that replaces a gRPC error (raised `from None`). The gRPC error's
+    traceback is dropped: its frames hold the call and the task that holds the error, a
+    reference cycle of ~30 objects per failed call that only the cyclic GC would free."""
+    exc.__traceback__ = None
     return map_rpc_error(exc.code(), exc.details(), exc.trailing_metadata())
 
 

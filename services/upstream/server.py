@@ -446,10 +446,11 @@ def _deserialize_part(raw: bytes) -> chunked.Part:
         raise ValueError(f"malformed GenerateRequestPart: {exc}") from None
 
 
-def add_servicer(servicer: UpstreamServicer, server: grpc.aio.Server) -> None:
+def add_servicer(servicer: UpstreamServicer, server: grpc.aio.Server, verifier: internal_auth.Verifier) -> None:
     """The generated registration, except that GenerateChunked's parts are read by hand (their
-    `data` a view of the received bytes, not protobuf's copies) and that Generate's request is
-    read by generate_call (so that no copy of it stays for the length of the stream)."""
+    `data` a view of the received bytes, not protobuf's copies), that Generate's request is
+    read by generate_call (so that no copy of it stays for the length of the stream), and that
+    every method checks its caller's internal credentials first (internal_auth.guarded)."""
     caught = _Handlers()
     upstream_pb2_grpc.add_UpstreamServicer_to_server(servicer, caught)
     caught.handlers["Generate"] = grpc.stream_stream_rpc_method_handler(
@@ -458,8 +459,9 @@ def add_servicer(servicer: UpstreamServicer, server: grpc.aio.Server) -> None:
     caught.handlers["GenerateChunked"] = grpc.stream_stream_rpc_method_handler(
         servicer.GenerateChunked, request_deserializer=_deserialize_part,
         response_serializer=upstream_pb2.GenerateResponse.SerializeToString)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, caught.handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, caught.handlers)
+    handlers = {name: internal_auth.guarded(handler, verifier) for name, handler in caught.handlers.items()}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 async def _warmup(pool: Pool) -> None:
@@ -505,7 +507,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     await pool.start()
     servicer = UpstreamServicer(pool, build_catalog(settings.models), settings.model_aliases)
 
-    server = grpc.aio.server(interceptors=[internal_auth.AuthInterceptor(verifier)], options=[
+    # No interceptor: each Upstream method checks internal credentials itself (add_servicer);
+    # health and reflection stay open (internal_auth.OPEN_METHODS).
+    server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),
@@ -524,7 +528,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         ("grpc.max_connection_age_ms", 300_000),
         ("grpc.max_connection_age_grace_ms", 660_000),
     ])
-    add_servicer(servicer, server)
+    add_servicer(servicer, server, verifier)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
