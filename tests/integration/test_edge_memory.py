@@ -133,15 +133,15 @@ async def _round(stack: Stack, key: str, statuses: dict) -> None:
         mix = (["unary"] * 600 + ["stream"] * 150 + ["bad_key"] * 100 + ["bad_json"] * 100 + ["chat"] * 50
                + ["chat_stream"] * 50 + ["leave_unary"] * 40 + ["leave_stream"] * 40)
         await asyncio.gather(*(one(kind) for kind in mix))
-        # Backend errors, one after another so that exactly these calls meet the fault.
+        # Backend errors: every generation of this stack's account meets the fault meanwhile.
         with SimControl(stack.simulator.url) as ctl:
-            ctl.add_fault(account=stack.refresh_token, op="*", kind="400", times=100)
+            fault = ctl.add_fault(account=stack.refresh_token, op="generate", kind="400", times=-1)
             try:
                 for _ in range(100):
                     r = await client.post(gen, content=body, headers=headers)
                     statuses[("backend_400", r.status_code)] = statuses.get(("backend_400", r.status_code), 0) + 1
             finally:
-                ctl.clear_faults()
+                ctl.remove_fault(fault)
 
 
 def test_memory_stays_flat_under_a_mix_of_requests(own_stack: Stack) -> None:
