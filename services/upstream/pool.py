@@ -315,8 +315,12 @@ class Pool:
     async def _attempt(self, entry: Entry, op: Op[T]) -> T:
         """One member: headers, project, the call; a 401 refreshes once and retries."""
         cred = entry.cred
-        headers = await self._within_refresh_timeout(cred.auth_headers())
-        if cred.needs_project:
+        # Most calls find a token that needs no refresh and a project already known: no
+        # coroutine, no timeout for them.
+        headers = cred.ready_headers()
+        if headers is None:
+            headers = await self._within_refresh_timeout(cred.auth_headers())
+        if cred.needs_project and not cred.project:
             await self._resolver.resolve(cred)
         try:
             return await op(entry, headers)
