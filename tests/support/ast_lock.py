@@ -5,8 +5,9 @@ per-interpreter state, not per call (python/cpython#106905). If a collection dur
 thread's `ast.parse` lets another thread parse too, the first one ends with
 `SystemError: AST constructor recursion depth mismatch`. Python 3.11's traceback module parses
 source lines to place its carets, so a server thread of a test logging an exception while the
-main thread imports (pytest rewrites asserts with `ast.parse`) or formats a traceback is enough:
-tests/unit/test_api_docs.py failed that way once. Both sides go through `ast.parse`.
+main thread imports (pytest rewrites asserts with `ast.parse`) or formats a traceback can do it.
+tests/unit/test_api_docs.py failed once with that error (which two threads met was not
+recorded). Every such path goes through `ast.parse`, which this lock serializes.
 """
 from __future__ import annotations
 
