@@ -36,6 +36,7 @@ from . import credential_admin
 from .credential_admin import CredentialAdminError
 from .project import ProjectResolver
 from .settings import Settings
+from services.future_exceptions import mark_retrieved
 from services.metrics_server import MetricsServer
 from .token_endpoint import TokenEndpoint
 from .transport import Transport, count_backend_wait
@@ -123,10 +124,12 @@ def batch_message(batch: list[Chunk], entry: Entry | None) -> upstream_pb2.Gener
     return msg
 
 
-def _retrieve(sent: asyncio.Future) -> None:
-    # Headers of a call that ended before they went (cancelled by its client) fail unobserved.
-    if not sent.cancelled():
-        sent.exception()
+async def _headers_sent(headers: asyncio.Future) -> None:
+    """Wait until the early headers (GenerateRequest.early_headers) went, never cancelling
+    their send, even when our own task is: a batch whose awaiting task is cancelled is lost
+    (grpc/grpc#43360)."""
+    if not headers.done():
+        await asyncio.wait((headers,))
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,17 +243,15 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
             else:
                 if early_headers:  # see GenerateRequest.early_headers
                     # Sent while the backend call starts, not before it (the first chunk waits
-                    # for neither); waited for, never cancelled: a batch whose awaiting task is
-                    # cancelled is lost (grpc/grpc#43360).
+                    # for neither); waited for by _headers_sent, never cancelled.
                     headers = asyncio.ensure_future(context.send_initial_metadata(()))
-                    headers.add_done_callback(_retrieve)
+                    headers.add_done_callback(mark_retrieved)
                 stream = self._pool.stream_batches(model, body, rid)
                 del body
                 try:
                     async for batch, entry in stream:
                         if headers is not None:  # gRPC's first write must not send them again
-                            if not headers.done():
-                                await asyncio.wait((headers,))
+                            await _headers_sent(headers)
                             headers = None
                         first = chunks == 0
                         chunks += len(batch)
@@ -270,8 +271,8 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
                             delivering += time.monotonic() - handed
                 finally:
                     await stream.aclose()
-                    if headers is not None and not headers.done():  # gone before the status is sent
-                        await asyncio.wait((headers,))
+                    if headers is not None:  # gone before the status is sent
+                        await _headers_sent(headers)
         except UpstreamError as err:
             outcome, status = self._generate_failed(err, rid)
             await context.abort_with_status(status)
