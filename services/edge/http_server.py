@@ -52,16 +52,22 @@ class DisconnectSignal:
             callback()
 
 
+# What uvicorn writes before a response starts (the only write that is not the response's head
+# or body): never held.
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
 class _HeadHeldTransport:
-    """The transport as one request's cycle sees it: the header block (the first write once the
-    response has started) waits for the next write or the end of the loop step."""
+    """The transport as one request's cycle sees it: the header block (the first write other
+    than a 100 Continue) waits for the next write or the end of the loop step.
 
-    __slots__ = ("_transport", "_cycle", "_head", "_loop")
+    It keeps no reference to the cycle (which references it): a cycle would make every
+    request's cycle, scope and event cyclic garbage, left for the cyclic GC to find."""
 
-    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle,
-                 loop: asyncio.AbstractEventLoop) -> None:
+    __slots__ = ("_transport", "_head", "_loop")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
-        self._cycle = cycle
         self._head: bytes | None = None
         self._loop: asyncio.AbstractEventLoop | None = loop  # None once the head went out
 
@@ -71,9 +77,9 @@ class _HeadHeldTransport:
             self._head = None
             self._transport.write(head + data)
             return
-        if self._loop is not None and self._cycle.response_started:
-            # uvicorn writes the status line and headers in one call, right after marking the
-            # response started (a 100 Continue is written before that, and not held).
+        if self._loop is not None and data != _CONTINUE:
+            # uvicorn writes the status line and headers in one call, the first of the response
+            # (a 100 Continue is written before that, and not held).
             self._head = data
             self._loop.call_soon(self.flush)
             self._loop = None
@@ -113,5 +119,5 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             scope["extensions"] = extensions = {}  # type: ignore[typeddict-unknown-key]
         extensions[DISCONNECT] = self.disconnect_signal
         if scope["method"] != "HEAD":
-            cycle.transport = _HeadHeldTransport(cycle.transport, cycle, self.loop)  # type: ignore[assignment]
+            cycle.transport = _HeadHeldTransport(cycle.transport, self.loop)  # type: ignore[assignment]
         super()._start_asgi_task(cycle, app)

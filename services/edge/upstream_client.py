@@ -32,7 +32,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Iterator, Sequence
+from typing import Any, AsyncIterator, Callable, Iterator, Sequence
 
 import grpc
 from grpc.aio import _call as _aio_call  # Call.cancel without the task cancel, see _cancel_call
@@ -43,6 +43,7 @@ from google.rpc import error_details_pb2, status_pb2
 from gemini_cli.upstream.v1 import upstream_pb2 as pb
 from gemini_cli.upstream.v1 import upstream_pb2_grpc as pb_grpc
 from services.edge.errors import ApiError
+from services.future_exceptions import mark_retrieved
 
 log = logging.getLogger("edge.upstream")
 
@@ -247,6 +248,10 @@ def map_rpc_error(code: grpc.StatusCode, details: str | None, trailing_metadata=
 
 
 def from_rpc_error(exc: grpc.aio.AioRpcError) -> UpstreamError:
+    """The UpstreamError that replaces a gRPC error (raised `from None`). The gRPC error's
+    traceback is dropped: its frames hold the call and the task that holds the error, a
+    reference cycle of ~30 objects per failed call that only the cyclic GC would free."""
+    exc.__traceback__ = None
     return map_rpc_error(exc.code(), exc.details(), exc.trailing_metadata())
 
 
@@ -302,12 +307,6 @@ def events_of(msg: pb.GenerateResponse) -> list[bytes]:
 # 64 (1,000 long answers held 64 MiB), costs no parse more for an answer of up to 16 KiB and
 # about none more for a longer one (the parse comes sooner, not in addition).
 _UNCOUNTED_BYTES = 16 * 1024
-
-
-def _retrieve(read: asyncio.Future) -> None:
-    # A read whose reader was cancelled ends unobserved: its error is expected, not "never retrieved".
-    if not read.cancelled():
-        read.exception()
 
 
 def _forget_request(call: grpc.aio.UnaryStreamCall) -> None:
@@ -384,7 +383,7 @@ class UpstreamStream:
         read = self._read
         if read is None:
             read = self._read = asyncio.ensure_future(self._call.read())
-            read.add_done_callback(_retrieve)
+            read.add_done_callback(mark_retrieved)
         try:
             msg = await asyncio.shield(read)
         except asyncio.CancelledError:
@@ -424,14 +423,21 @@ def _cancel_call(call: grpc.aio.UnaryUnaryCall) -> None:
 class _Authenticated:
     """The stub, with the edge's internal-caller credentials on every call (whatever the RPC)."""
 
-    def __init__(self, stub: pb_grpc.UpstreamStub, authorization: str) -> None:
+    def __init__(self, stub: pb_grpc.UpstreamStub, metadata: grpc.aio.Metadata) -> None:
         self._stub = stub
-        self._metadata = (("authorization", authorization),)
+        self._metadata = metadata
 
     def __getattr__(self, name: str):
         method = functools.partial(getattr(self._stub, name), metadata=self._metadata)
         setattr(self, name, method)  # looked up once per RPC name
         return method
+
+
+def _serialized_call(open_call: Callable[..., Any], method: str, metadata: grpc.aio.Metadata | None) -> Any:
+    """A Generate method's multi-callable taking requests serialized by _request (bytes in, no
+    protobuf copy of the body), with the same internal-caller credentials as the stub's calls."""
+    call = open_call(method, request_serializer=None, response_deserializer=pb.GenerateResponse.FromString)
+    return call if metadata is None else functools.partial(call, metadata=metadata)
 
 
 class UpstreamClient:
@@ -441,27 +447,16 @@ class UpstreamClient:
         # Ask the upstream to send the events that reach it together in one message
         # (STREAM_COALESCE; off only to measure what it saves).
         self._coalesce = coalesce
-        stub = pb_grpc.UpstreamStub(channel)
-        self._stub = _Authenticated(stub, authorization) if authorization else stub
         # Built once: a tuple would be checked and converted by grpc.aio on every call.
-        metadata = grpc.aio.Metadata(("authorization", authorization))
-        # Generate with requests serialized by _request (bytes in, no protobuf copy of the body),
-        # with the same internal-caller credentials as the stub's calls.
-        generate = channel.unary_stream(_GENERATE, request_serializer=None,
-                                        response_deserializer=pb.GenerateResponse.FromString)
-        self._generate = (functools.partial(generate, metadata=metadata)
-                          if authorization else generate)
-        unary = channel.unary_unary(_GENERATE_UNARY, request_serializer=None,
-                                    response_deserializer=pb.GenerateResponse.FromString)
-        self._generate_unary = (functools.partial(unary, metadata=metadata)
-                                if authorization else unary)
+        metadata = grpc.aio.Metadata(("authorization", authorization)) if authorization else None
+        stub = pb_grpc.UpstreamStub(channel)
+        self._stub = _Authenticated(stub, metadata) if metadata is not None else stub
+        self._generate = _serialized_call(channel.unary_stream, _GENERATE, metadata)
+        self._generate_unary = _serialized_call(channel.unary_unary, _GENERATE_UNARY, metadata)
         # Non-streaming answers go over GenerateUnary until an upstream says it has no such
         # method (an older one, while a deployment rolls): then over Generate, as before.
         self._unary = True
-        chunked = channel.stream_stream(_GENERATE_CHUNKED, request_serializer=None,
-                                        response_deserializer=pb.GenerateResponse.FromString)
-        self._generate_chunked = (functools.partial(chunked, metadata=metadata)
-                                  if authorization else chunked)
+        self._generate_chunked = _serialized_call(channel.stream_stream, _GENERATE_CHUNKED, metadata)
         self._timeout = timeout
         self._small_timeout = small_timeout
         self._models_ttl = models_ttl

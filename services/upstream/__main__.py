@@ -28,6 +28,12 @@ from .settings import Settings  # noqa: E402
 
 def _configure_logging(level: str, fmt: str = "text") -> None:
     configure(level, fmt)
+    # Neither format shows the caller's source line, thread or process: skip finding them for
+    # every record (one line per call; the logging HOWTO's "Optimization" section).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     # httpx logs every request line at INFO; the servicer already logs one line per call.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)

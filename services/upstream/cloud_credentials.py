@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
-import orjson
-
 from . import token_endpoint
 from .credentials import Credential, CredentialState, fingerprint
 from .errors import RefreshError
@@ -170,17 +168,9 @@ class _TokenGrantCredential(Credential):
 
     async def _grant(self) -> None:
         self.refreshes += 1
-        try:
-            resp = await self._http.post(self._token_url, data=self._form(), timeout=self._timeout,
-                                         headers={"Accept": "application/json"})
-        except token_endpoint.unreachable() as exc:
-            raise RefreshError(f"token endpoint unreachable: {token_endpoint.describe(exc)}", permanent=False) from exc
-        try:
-            reply = orjson.loads(resp.content)
-        except orjson.JSONDecodeError:
-            reply = None
-        if resp.status_code != 200 or not isinstance(reply, dict) or not isinstance(reply.get("access_token"), str):
-            self._failed(resp.status_code, reply)
+        status, reply = await token_endpoint.request_token(self._http, self._token_url, self._form(), self._timeout)
+        if status != 200 or not isinstance(reply, dict) or not isinstance(reply.get("access_token"), str):
+            self._failed(status, reply)
         expires_in = reply.get("expires_in")
         lifetime = float(expires_in) if isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool) \
             else 3600.0
@@ -190,10 +180,7 @@ class _TokenGrantCredential(Credential):
         log.info("credential %s: access token obtained (%s)", self.id, self.grant_name)
 
     def _failed(self, status: int, reply: Any) -> None:
-        error = description = ""
-        if isinstance(reply, dict):
-            error = str(reply.get("error") or "")
-            description = str(reply.get("error_description") or "")
+        error, description = token_endpoint.refusal(reply)
         if status in (400, 401, 403) and error:
             detail = self._dead_detail(error, description)
             self.mark_dead(detail)

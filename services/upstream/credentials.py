@@ -313,15 +313,10 @@ class OAuthCredential(Credential):
             "client_secret": self._client_secret,
         }
         self.refreshes += 1
-        try:
-            resp = await self._http.post(self._token_url, data=form, timeout=self._timeout,
-                                         headers={"Accept": "application/json"})
-        except token_endpoint.unreachable() as exc:
-            raise RefreshError(f"token endpoint unreachable: {token_endpoint.describe(exc)}", permanent=False) from exc
+        status, reply = await token_endpoint.request_token(self._http, self._token_url, form, self._timeout)
         now_ms = int(time.time() * 1000)
-        reply = _json_or_none(resp.content)
-        if resp.status_code != 200 or not isinstance(reply, dict) or not isinstance(reply.get("access_token"), str):
-            self._refresh_failed(resp.status_code, reply)
+        if status != 200 or not isinstance(reply, dict) or not isinstance(reply.get("access_token"), str):
+            self._refresh_failed(status, reply)
         sent = self._data.get("refresh_token")
         self._data = token_store.merge_token_reply(self._data, reply, now_ms)
         if self._data.get("refresh_token") != sent:
@@ -335,10 +330,7 @@ class OAuthCredential(Credential):
             log.warning("credential %s: could not write %s: %s", self.id, self.path, exc)
 
     def _refresh_failed(self, status: int, reply: Any) -> None:
-        error = description = ""
-        if isinstance(reply, dict):
-            error = str(reply.get("error") or "")
-            description = str(reply.get("error_description") or "")
+        error, description = token_endpoint.refusal(reply)
         if status in (400, 401) and error:
             if error == "invalid_grant":
                 detail = (f"refresh token expired or revoked (invalid_grant: {description or 'no description'}); "
@@ -362,13 +354,6 @@ class OAuthCredential(Credential):
 
     def _set_headers(self) -> None:
         self._headers = {"Authorization": f"Bearer {self.access_token}"}
-
-
-def _json_or_none(content: bytes) -> Any:
-    try:
-        return orjson.loads(content)
-    except orjson.JSONDecodeError:
-        return None
 
 
 def looks_like_oauth_creds(data: Any) -> bool:

@@ -20,6 +20,7 @@ import binascii
 import contextvars
 import hashlib
 import hmac
+import inspect
 import ipaddress
 import re
 import secrets
@@ -140,10 +141,19 @@ def caller_of(label: str) -> str:
     return f"{who}/{label}" if label else who
 
 
+_REFUSAL = ("internal caller credentials are missing or wrong: send "
+            "'authorization: Basic base64(name:token)'")
+
+
+def _authorization(metadata) -> str | None:
+    for key, value in metadata or ():
+        if key == "authorization":
+            return value
+    return None
+
+
 async def _refuse(request, context: grpc.aio.ServicerContext) -> None:
-    await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                        "internal caller credentials are missing or wrong: send "
-                        "'authorization: Basic base64(name:token)'")
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, _REFUSAL)
 
 
 def _refusing(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
@@ -158,7 +168,8 @@ def _refusing(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses calls without valid internal credentials; records the caller for the handler.
+    """The same check as `guarded`, as a server interceptor (bench/grpc_hop.py's floorB can
+    install it to weigh an interceptor's cost; the server uses `guarded`).
 
     grpc.aio runs the interceptor and then the handler in the same task, one task per call,
     so the context variable set here is the handler's and no other call's."""
@@ -171,16 +182,52 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or details.method.startswith(OPEN_METHODS):
             return handler
-        authorization = None
-        for key, value in details.invocation_metadata or ():
-            if key == "authorization":
-                authorization = value
-                break
-        who = self._verifier.identify(authorization)
+        who = self._verifier.identify(_authorization(details.invocation_metadata))
         if who is None:
             return _refusing(handler)
         _identity.set(who)
         return handler
+
+
+def guarded(handler: grpc.RpcMethodHandler, verifier: Verifier) -> grpc.RpcMethodHandler:
+    """`handler` refusing calls without valid internal credentials (UNAUTHENTICATED, before its
+    behaviour runs or reads a request of a stream) and recording the caller for it.
+
+    The check runs in the handler's own task, so the context variable set here is this call's
+    only. A server interceptor would do the same, but grpc.aio then runs a chain of coroutines
+    (interceptor, continuation, lookup) for every call, health checks included."""
+    verify = verifier.identify
+
+    def admit(context: grpc.aio.ServicerContext) -> bool:
+        who = verify(_authorization(context.invocation_metadata()))
+        if who is None:
+            return False
+        _identity.set(who)
+        return True
+
+    def wrap(behavior):
+        if inspect.isasyncgenfunction(behavior):
+            async def checked_stream(request, context):
+                if not admit(context):
+                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, _REFUSAL)
+                async for message in behavior(request, context):
+                    yield message
+            return checked_stream
+
+        async def checked(request, context):
+            if not admit(context):
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, _REFUSAL)
+            return await behavior(request, context)
+        return checked
+
+    kw = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary), **kw)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(wrap(handler.unary_stream), **kw)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(wrap(handler.stream_unary), **kw)
+    return grpc.stream_stream_rpc_method_handler(wrap(handler.stream_stream), **kw)
 
 
 def verifier_for(tokens_file: str, listen: str) -> Verifier:

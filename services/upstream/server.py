@@ -36,6 +36,7 @@ from . import credential_admin
 from .credential_admin import CredentialAdminError
 from .project import ProjectResolver
 from .settings import Settings
+from services.future_exceptions import mark_retrieved
 from services.metrics_server import MetricsServer
 from .token_endpoint import TokenEndpoint
 from .transport import Transport, count_backend_wait
@@ -123,10 +124,12 @@ def batch_message(batch: list[Chunk], entry: Entry | None) -> upstream_pb2.Gener
     return msg
 
 
-def _retrieve(sent: asyncio.Future) -> None:
-    # Headers of a call that ended before they went (cancelled by its client) fail unobserved.
-    if not sent.cancelled():
-        sent.exception()
+async def _headers_sent(headers: asyncio.Future) -> None:
+    """Wait until the early headers (GenerateRequest.early_headers) went, never cancelling
+    their send, even when our own task is: a batch whose awaiting task is cancelled is lost
+    (grpc/grpc#43360)."""
+    if not headers.done():
+        await asyncio.wait((headers,))
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,17 +243,15 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
             else:
                 if early_headers:  # see GenerateRequest.early_headers
                     # Sent while the backend call starts, not before it (the first chunk waits
-                    # for neither); waited for, never cancelled: a batch whose awaiting task is
-                    # cancelled is lost (grpc/grpc#43360).
+                    # for neither); waited for by _headers_sent, never cancelled.
                     headers = asyncio.ensure_future(context.send_initial_metadata(()))
-                    headers.add_done_callback(_retrieve)
+                    headers.add_done_callback(mark_retrieved)
                 stream = self._pool.stream_batches(model, body, rid)
                 del body
                 try:
                     async for batch, entry in stream:
                         if headers is not None:  # gRPC's first write must not send them again
-                            if not headers.done():
-                                await asyncio.wait((headers,))
+                            await _headers_sent(headers)
                             headers = None
                         first = chunks == 0
                         chunks += len(batch)
@@ -273,8 +274,8 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
                         batch = msg = None
                 finally:
                     await stream.aclose()
-                    if headers is not None and not headers.done():  # gone before the status is sent
-                        await asyncio.wait((headers,))
+                    if headers is not None:  # gone before the status is sent
+                        await _headers_sent(headers)
         except UpstreamError as err:
             outcome, status = self._generate_failed(err, rid)
             await context.abort_with_status(status)
@@ -449,10 +450,11 @@ def _deserialize_part(raw: bytes) -> chunked.Part:
         raise ValueError(f"malformed GenerateRequestPart: {exc}") from None
 
 
-def add_servicer(servicer: UpstreamServicer, server: grpc.aio.Server) -> None:
+def add_servicer(servicer: UpstreamServicer, server: grpc.aio.Server, verifier: internal_auth.Verifier) -> None:
     """The generated registration, except that GenerateChunked's parts are read by hand (their
-    `data` a view of the received bytes, not protobuf's copies) and that Generate's request is
-    read by generate_call (so that no copy of it stays for the length of the stream)."""
+    `data` a view of the received bytes, not protobuf's copies), that Generate's request is
+    read by generate_call (so that no copy of it stays for the length of the stream), and that
+    every method checks its caller's internal credentials first (internal_auth.guarded)."""
     caught = _Handlers()
     upstream_pb2_grpc.add_UpstreamServicer_to_server(servicer, caught)
     caught.handlers["Generate"] = grpc.stream_stream_rpc_method_handler(
@@ -461,8 +463,9 @@ def add_servicer(servicer: UpstreamServicer, server: grpc.aio.Server) -> None:
     caught.handlers["GenerateChunked"] = grpc.stream_stream_rpc_method_handler(
         servicer.GenerateChunked, request_deserializer=_deserialize_part,
         response_serializer=upstream_pb2.GenerateResponse.SerializeToString)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, caught.handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, caught.handlers)
+    handlers = {name: internal_auth.guarded(handler, verifier) for name, handler in caught.handlers.items()}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 async def _warmup(pool: Pool) -> None:
@@ -508,7 +511,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     await pool.start()
     servicer = UpstreamServicer(pool, build_catalog(settings.models), settings.model_aliases)
 
-    server = grpc.aio.server(interceptors=[internal_auth.AuthInterceptor(verifier)], options=[
+    # No interceptor: each Upstream method checks internal credentials itself (add_servicer);
+    # health and reflection stay open (internal_auth.OPEN_METHODS).
+    server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),
@@ -527,7 +532,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
         ("grpc.max_connection_age_ms", 300_000),
         ("grpc.max_connection_age_grace_ms", 660_000),
     ])
-    add_servicer(servicer, server)
+    add_servicer(servicer, server, verifier)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -9,13 +9,9 @@ from __future__ import annotations
 import asyncio
 from typing import Awaitable, Callable, Generic, TypeVar
 
+from services.future_exceptions import mark_retrieved
+
 T = TypeVar("T")
-
-
-def _consume(task: asyncio.Future) -> None:
-    # Every caller may have gone; still mark the exception as seen (no "never retrieved" noise).
-    if not task.cancelled():
-        task.exception()
 
 
 class SingleFlight(Generic[T]):
@@ -31,5 +27,5 @@ class SingleFlight(Generic[T]):
         task = self._task
         if task is None or task.done():
             task = self._task = asyncio.ensure_future(work())
-            task.add_done_callback(_consume)
+            task.add_done_callback(mark_retrieved)
         return await asyncio.shield(task)

@@ -11,10 +11,12 @@ an httpx.AsyncClient does too (the unit tests route it to an in-process simulato
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Mapping, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Protocol
 from urllib.parse import urlencode
 
-from .errors import TransportError
+import orjson
+
+from .errors import RefreshError, TransportError
 
 if TYPE_CHECKING:
     from .transport import Transport
@@ -49,7 +51,28 @@ class TokenEndpoint:
         return TokenReply(resp.status, resp.body)
 
 
-def unreachable() -> tuple[type[BaseException], ...]:
+async def request_token(http: TokenHttp, url: str, form: Mapping[str, str], timeout: float) -> tuple[int, Any]:
+    """(HTTP status, the answer's JSON or None) of a token request; a RefreshError that a later
+    refresh may overcome when the endpoint cannot be reached."""
+    try:
+        resp = await http.post(url, data=form, timeout=timeout, headers={"Accept": "application/json"})
+    except _unreachable() as exc:
+        raise RefreshError(f"token endpoint unreachable: {_describe(exc)}", permanent=False) from exc
+    try:
+        return resp.status_code, orjson.loads(resp.content)
+    except orjson.JSONDecodeError:
+        return resp.status_code, None
+
+
+def refusal(reply: Any) -> tuple[str, str]:
+    """(error, error_description) of a token endpoint's error answer (RFC 6749 §5.2), "" for
+    what it lacks."""
+    if not isinstance(reply, dict):
+        return "", ""
+    return str(reply.get("error") or ""), str(reply.get("error_description") or "")
+
+
+def _unreachable() -> tuple[type[BaseException], ...]:
     """What a `post()` raises when the endpoint cannot be reached: TransportError, and httpx's
     HTTPError once httpx is loaded (an httpx.AsyncClient passed as TokenHttp). Called in an
     `except` clause, so only when something was raised."""
@@ -57,7 +80,7 @@ def unreachable() -> tuple[type[BaseException], ...]:
     return (TransportError, httpx.HTTPError) if httpx is not None else (TransportError,)
 
 
-def describe(exc: BaseException) -> str:
+def _describe(exc: BaseException) -> str:
     """Why the endpoint was unreachable, in words fit for a credential's report: TransportError
     messages say what happened (timeout, refused) and hold no address."""
     return str(exc) if isinstance(exc, TransportError) else type(exc).__name__

@@ -152,6 +152,32 @@ def test_direct_upstream_call_without_valid_credentials_is_refused(rig: Rig, aut
         assert health.status == health_pb2.HealthCheckResponse.SERVING
 
 
+@pytest.mark.parametrize("auth", ["none", "wrong-token"])
+def test_every_upstream_method_refuses_without_valid_credentials(rig: Rig, auth: str):
+    """Each method checks credentials itself (internal_auth.guarded, no interceptor): every
+    method the service declares, streaming ones and the credential admin included, refuses."""
+    assert rig.upstream is not None
+    metadata = () if WRONG[auth] is None else (("authorization", WRONG[auth]),)
+    service = upstream_pb2.DESCRIPTOR.services_by_name["Upstream"]
+    before = len(rig.sim.requests(account=rig.tokens[0]))
+    with grpc.insecure_channel(rig.upstream.addr) as ch:
+        for method in service.methods:
+            path = f"/{service.full_name}/{method.name}"
+            request = generate_request("direct").SerializeToString() if method.name.startswith("Generate") else b""
+            if method.client_streaming:
+                call = ch.stream_stream(path) if method.server_streaming else ch.stream_unary(path)
+                sent = iter([request])
+            else:
+                call = ch.unary_stream(path) if method.server_streaming else ch.unary_unary(path)
+                sent = request
+            with pytest.raises(grpc.RpcError) as err:
+                answer = call(sent, timeout=10, metadata=metadata)
+                if method.server_streaming:
+                    list(answer)
+            assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED, (method.name, err.value.details())
+    assert len(rig.sim.requests(account=rig.tokens[0])) == before
+
+
 def upstream_log_line(rig: Rig, rid: str) -> str:
     assert rig.upstream is not None
 

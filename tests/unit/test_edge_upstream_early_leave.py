@@ -53,11 +53,12 @@ async def _measure(kind: str) -> float:
     import grpc
 
     from services.edge.upstream_client import UpstreamClient, UpstreamStream, chunked_parts
+    from services.upstream.internal_auth import Verifier
     from services.upstream.server import UpstreamServicer, add_servicer
 
     backend = SilentBackend()
     server = grpc.aio.server()
-    add_servicer(UpstreamServicer(backend, []), server)  # type: ignore[arg-type]
+    add_servicer(UpstreamServicer(backend, []), server, Verifier(None))  # type: ignore[arg-type]
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     client = UpstreamClient.connect(f"127.0.0.1:{port}")

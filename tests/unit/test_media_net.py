@@ -12,29 +12,20 @@ import tracemalloc
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Awaitable, Callable, Iterator
+from typing import Iterator
 
 import httpx
 import pytest
-import uvloop
 
 from services.edge.media import MediaFetcher
 from services.edge.media_net import READ_AHEAD, ReadAheadBackend, ReadAheadTransport
 from tests.simulator.tls import write_pki
+from tests.support.loops import run  # noqa: F401,F811  (the fixture: uvloop and asyncio)
 
 pytestmark = pytest.mark.timeout(60)
 
 MIB = 1 << 20
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * (3 * MIB // 256)
-LOOPS = {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
-
-
-@pytest.fixture(params=list(LOOPS))
-def run(request) -> Callable[[Awaitable], object]:
-    def go(coro: Awaitable):
-        with asyncio.Runner(loop_factory=LOOPS[request.param]) as runner:
-            return runner.run(coro)
-    return go
 
 
 @pytest.fixture
@@ -191,16 +182,24 @@ def test_fetch_pinned_to_the_checked_address(run, server) -> None:
 
 def test_pooled_connection_the_server_closed_is_not_reused(run, server) -> None:
     base, verify, srv = server
+    sent: list[str] = []
+
+    async def trace(event: str, _info: dict) -> None:
+        if event.endswith(".started"):
+            sent.append(event.removesuffix(".started"))
 
     async def go():
         async with httpx.AsyncClient(transport=ReadAheadTransport(verify=verify), trust_env=False) as client:
             first = await client.get(f"{base}/close")
             assert await asyncio.to_thread(srv.hung_up.wait, 20), "the server did not hang up"
             await asyncio.sleep(0.1)  # a few turns of the loop: its reader sees the end of stream
-            second = await client.get(f"{base}/close")
+            second = await client.get(f"{base}/close", extensions={"trace": trace})
             return first.content, second.content
 
     assert run(go()) == (PNG, PNG)
+    # A new connection at once, not a request on the closed one first (which the transport
+    # would then send again: see test_media_reuse.py).
+    assert sent.count("http11.send_request_headers") == 1 and sent.count("connection.connect_tcp") == 1, sent
 
 
 def test_errors_are_httpx_errors(run, server) -> None:

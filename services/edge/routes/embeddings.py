@@ -59,10 +59,9 @@ async def _embed(request: Request, ctx: EdgeContext, key: KeyRecord, meter: Mete
         resp = await unless_disconnected(request, ctx.upstream.embed(
             meter.model, orjson.dumps(batch), request_id=meter.request_id, caller=key.name))
     except UpstreamError as exc:
-        err = _not_served(exc, meter.model)
-        if err is None:
-            raise
-        raise err from None
+        # Not bound to a local: this frame, in the error's traceback, would hold the error (a
+        # reference cycle only the cyclic GC frees).
+        raise (_not_served(exc, meter.model) or exc) from None
     meter.served_by(resp.credential_kind, resp.credential_id)
     meter.trace_id = resp.trace_id
     return resp
