@@ -7,6 +7,9 @@ from typing import Iterator
 import pytest
 
 from tests import harness
+from tests.support import ast_lock
+
+ast_lock.install()
 
 
 @pytest.fixture(scope="session")

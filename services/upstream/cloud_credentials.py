@@ -65,6 +65,9 @@ class ApiKeyCredential(Credential):
             self.revive(f"new key in {self.path}")
         return True
 
+    def ready_headers(self) -> dict[str, str] | None:
+        return None if self.state is CredentialState.DEAD else self._headers
+
     async def auth_headers(self) -> dict[str, str]:
         if self.state is CredentialState.DEAD:
             raise RefreshError(self.detail, permanent=True, ineligible=self.ineligible)
@@ -149,6 +152,11 @@ class _TokenGrantCredential(Credential):
     def needs_refresh(self, now: float | None = None) -> bool:
         now = time.time() if now is None else now
         return not self._token or self._expires_at <= now + REFRESH_AHEAD_S
+
+    def ready_headers(self) -> dict[str, str] | None:
+        if self.state is CredentialState.DEAD or self.needs_refresh():
+            return None
+        return self._headers
 
     async def auth_headers(self) -> dict[str, str]:
         if self.state is CredentialState.DEAD:

@@ -123,6 +123,11 @@ class Credential(abc.ABC):
         secret changed (a DEAD credential is then READY again)."""
         return False
 
+    def ready_headers(self) -> dict[str, str] | None:
+        """What auth_headers() would return now without waiting (no refresh due), else None:
+        the pool's per-call fast path, which spares a coroutine and a timeout."""
+        return None
+
     @abc.abstractmethod
     async def auth_headers(self) -> dict[str, str]:
         """Headers that authenticate a backend call; refreshes first when needed.
@@ -237,6 +242,11 @@ class OAuthCredential(Credential):
         return expiry <= now_ms + EAGER_REFRESH_MS
 
     # --- interface -------------------------------------------------------------------------
+
+    def ready_headers(self) -> dict[str, str] | None:
+        if self.state is CredentialState.DEAD or self._headers is None or self.needs_refresh():
+            return None
+        return self._headers
 
     async def auth_headers(self) -> dict[str, str]:
         if self.state is CredentialState.DEAD:

@@ -315,8 +315,12 @@ class Pool:
     async def _attempt(self, entry: Entry, op: Op[T]) -> T:
         """One member: headers, project, the call; a 401 refreshes once and retries."""
         cred = entry.cred
-        headers = await self._within_refresh_timeout(cred.auth_headers())
-        if cred.needs_project:
+        # Most calls find a token that needs no refresh and a project already known: no
+        # coroutine, no timeout for them.
+        headers = cred.ready_headers()
+        if headers is None:
+            headers = await self._within_refresh_timeout(cred.auth_headers())
+        if cred.needs_project and not cred.project:
             await self._resolver.resolve(cred)
         try:
             return await op(entry, headers)
@@ -446,13 +450,14 @@ class Pool:
                 raise EmptyStream("backend closed the stream without sending anything")
             return events, first
 
-        (events, first), entry = await self.run(model, op)
+        (events, batch), entry = await self.run(model, op)
         # The answer has started: no credential will be tried again, so the body is not kept
         # for the minutes the stream may last.
         del body, op
         try:
-            yield first, entry
             while True:
+                yield batch, entry
+                batch = None  # sent on: not held while the next one is read (the first for the whole stream)
                 try:
                     batch = await events.next_batch()
                 except TransportError as err:
@@ -467,7 +472,6 @@ class Pool:
                     raise
                 if batch is None:
                     return
-                yield batch, entry
         finally:
             await events.aclose()
 
