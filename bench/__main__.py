@@ -545,7 +545,8 @@ async def main(args: argparse.Namespace) -> int:
     if "floors" in phases:
         # The bare parts on this machine, in this run: what the goals can be held against.
         t0 = time.perf_counter()
-        floors = await floors_row(base / "s8", MODEL, stream_body(args.events), cpu_seconds, pct, rss_mib)
+        floors = await floors_row(base / "s8", MODEL, stream_body(args.events), cpu_seconds, pct, rss_mib,
+                                  paced=(rps["rps"], rps["concurrency"]) if rps and rps.get("rps") else None)
         print(f"  floors: the bare parts measured in {time.perf_counter() - t0:.0f} s", flush=True)
     if "uncoalesced" in phases:
         # The same streams with coalescing off (STREAM_COALESCE=false): what it saves.

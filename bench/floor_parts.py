@@ -187,12 +187,20 @@ async def client() -> int:
     while line := await reader.readline():
         order = orjson.loads(line)
         n, conc = order["n"], max(1, order.get("concurrency", 1))
+        # `rate`: requests start on a fixed schedule (open loop, as clients arrive), not as fast
+        # as the part answers; CPU per request depends on how many requests share a wake-up.
+        rate, started, due = order.get("rate"), time.perf_counter(), 0
         results: list[tuple[float, float]] = []
         errors = 0
 
         async def worker(slot: int, count: int) -> None:
-            nonlocal errors
+            nonlocal errors, due
             for _ in range(count):
+                if rate:
+                    wait = started + due / rate - time.perf_counter()
+                    due += 1
+                    if wait > 0:
+                        await asyncio.sleep(wait)
                 try:
                     results.append(await one(slot))
                 except Exception as exc:

@@ -24,6 +24,7 @@ from typing import Callable
 import httpx
 import orjson
 
+from bench.report import FLOOR_UNARY as UNARY_PARTS
 from bench.worker import LineWorker
 from tests import harness
 from tests.simulator.control import SimControl
@@ -37,7 +38,8 @@ def _sse_events(text: str) -> list[str]:
 
 async def floors_row(base: Path, model: str, request: dict, cpu_seconds: Callable[[int], float],
                      pct: Callable[[list[float], float], float], rss_mib: Callable[[int], float],
-                     n1: int = 400, n_conc: int = 2000, concurrency: int = 50) -> dict:
+                     n1: int = 400, n_conc: int = 2000, concurrency: int = 50,
+                     paced: tuple[float, int] | None = None, paced_seconds: float = 5.0) -> dict:
     logs = base / "logs"
     procs: dict[str, harness.Proc] = {}
     clients: dict[str, LineWorker] = {}
@@ -105,6 +107,17 @@ async def floors_row(base: Path, model: str, request: dict, cpu_seconds: Callabl
         for name, c in clients.items():
             _, errs = await _timed(c, pids(name), cpun[name], cpu_seconds, n_conc, concurrency)
             errors[name] += errs
+        # `paced` = (rate, concurrency) of the stack's own non-streaming run: the parts of a
+        # non-streaming request again, at that request rate. Saturated, a part serves many
+        # requests per wake-up; at the stack's rate it may serve one, as each process does in
+        # the stack, so this is the floor that run is held against.
+        cpup: dict[str, dict[str, float]] = {}
+        n_paced = max(200, int(paced[0] * paced_seconds)) if paced else 0
+        for name in (UNARY_PARTS if paced else ()):
+            cpup[name] = dict.fromkeys(measured[name], 0.0)
+            _, errs = await _timed(clients[name], pids(name), cpup[name], cpu_seconds, n_paced, paced[1],
+                                   rate=paced[0])
+            errors[name] += errs
         parts = {}
         for name in specs:
             first, total = [r[0] for r in lat[name]], [r[1] for r in lat[name]]
@@ -113,8 +126,12 @@ async def floors_row(base: Path, model: str, request: dict, cpu_seconds: Callabl
                 "total_p50_ms": pct(total, 0.5), "total_p99_ms": pct(total, 0.99), "errors": errors[name],
                 "cpu_ms_c1": {p: round(v * 1000 / max(n1, 1), 4) for p, v in cpu1[name].items()},
                 f"cpu_ms_c{concurrency}": {p: round(v * 1000 / max(n_conc, 1), 4) for p, v in cpun[name].items()}}
+            if name in cpup:
+                parts[name]["cpu_ms_paced"] = {p: round(v * 1000 / n_paced, 4) for p, v in cpup[name].items()}
         rss = {n: round(rss_mib(procs[n].popen.pid), 1) for n in ("grpc_server", "http_server", "envoy")}
         return {"requests_c1": n1, "requests_conc": n_conc, "concurrency": concurrency, "events": len(events),
+                **({"paced_rps": round(paced[0], 1), "paced_concurrency": paced[1], "requests_paced": n_paced}
+                   if paced else {}),
                 "answer_bytes": len(answer), "event_bytes": sum(map(len, events)), "parts": parts, "rss_mib": rss}
     finally:
         for c in clients.values():
@@ -124,9 +141,9 @@ async def floors_row(base: Path, model: str, request: dict, cpu_seconds: Callabl
 
 
 async def _timed(client: LineWorker, pids: dict[str, int], into: dict[str, float], cpu_seconds, n: int,
-                 concurrency: int) -> tuple[list[tuple[float, float]], int]:
+                 concurrency: int, **order) -> tuple[list[tuple[float, float]], int]:
     cpu0 = {p: cpu_seconds(pid) for p, pid in pids.items()}
-    got, errs = await client.run(n, concurrency=concurrency)
+    got, errs = await client.run(n, concurrency=concurrency, **order)
     for p, pid in pids.items():
         into[p] += cpu_seconds(pid) - cpu0[p]
     return got, errs

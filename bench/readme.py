@@ -137,7 +137,9 @@ def _floor_rows(res: dict) -> list[tuple[str, str]]:
     s, conc = floor_sums(floors), floors["concurrency"]
     out = [("floors: the bare parts alone on this machine (Envoy with our listener, uvicorn + uvloop + httptools, "
             "a grpc.aio hop, an aiohttp client), summed along one request",
-            f"non-streaming CPU {s['unary_cpu_ms_c1']:.2f} ms at c=1, {s[f'unary_cpu_ms_c{conc}']:.2f} at c={conc}; "
+            f"non-streaming CPU {s['unary_cpu_ms_c1']:.2f} ms at c=1, {s[f'unary_cpu_ms_c{conc}']:.2f} at c={conc}"
+            + (f", {s['unary_cpu_ms_paced']:.2f} at the stack's own {floors['paced_rps']:.0f} req/s"
+               if "unary_cpu_ms_paced" in s else "") + "; "
             f"{floors['events']}-event stream CPU {s['stream_cpu_ms_c1']:.2f} / {s[f'stream_cpu_ms_c{conc}']:.2f} ms "
             f"(one message per event: {s['stream_each_cpu_ms_c1']:.2f} / {s[f'stream_each_cpu_ms_c{conc}']:.2f}); "
             f"added time to first chunk p50 {s['added_ttfc_p50_ms']:.2f} ms, p99 {s['added_ttfc_p99_ms']:.2f} ms")]

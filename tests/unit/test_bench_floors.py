@@ -96,3 +96,15 @@ def test_every_cpu_and_latency_goal_has_a_floor_and_agrees_with_its_verdict() ->
 
 def test_no_run_figures_no_rows() -> None:
     assert floor_report([], None, None, FLOORS) == []
+
+
+def test_non_streaming_is_held_against_the_floor_at_the_stacks_own_rate_when_measured() -> None:
+    paced = {name: {**part, "cpu_ms_paced": {proc: v * 2 for proc, v in part["cpu_ms_c50"].items()}}
+             for name, part in FLOORS["parts"].items()}
+    floors = {**FLOORS, "parts": paced, "paced_rps": 566.0, "paced_concurrency": 64}
+    s = floor_sums(floors)
+    assert s["unary_cpu_ms_paced"] == pytest.approx(2 * (0.07 + 0.02 + 0.25 + 0.15 + 0.18))
+    unary = next(r for r in floor_report(LATENCY, RPS, STREAMS, floors) if r["goal"].startswith("non-streaming"))
+    assert unary["floor"] == pytest.approx(1.34) and "566 req/s" in unary["goal"]
+    # Without the paced run (an older result file), the saturated floor stands.
+    assert "unary_cpu_ms_paced" not in floor_sums(FLOORS)
