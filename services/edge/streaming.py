@@ -137,6 +137,7 @@ class Prefetcher(Generic[T]):
                 await self._queue.put(item)
                 if item is None:
                     return
+                item = None  # the queue has it: not held here too while the next one is read
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # handed to the consumer, raised there

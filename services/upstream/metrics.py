@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
-from bisect import bisect_left
 from typing import Any, Callable, Iterable
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
+
+from services.metric_children import LabelChildren
 
 log = logging.getLogger(__name__)
 
@@ -73,80 +73,35 @@ class PoolCollector(Collector):
             yield up
 
 
-class _Histogram:
-    """A labelled histogram kept as plain numbers: an observation is a bisect and two additions
-    on the loop's thread (prometheus_client's walks the buckets in Python and takes a lock for
-    each value it adds to); the scrape turns the numbers into the same samples."""
-
-    def __init__(self, name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]) -> None:
-        self.name, self.doc, self.labels = name, doc, labels
-        self._bounds = buckets
-        self._les = tuple(floatToGoString(b) for b in buckets) + ("+Inf",)
-        self._cells: dict[tuple[str, ...], list] = {}  # labels -> [counts per bucket (+Inf last), sum]
-
-    def observe(self, labels: tuple[str, ...], value: float) -> None:
-        cell = self._cells.get(labels)
-        if cell is None:
-            cell = self._cells[labels] = [[0] * (len(self._bounds) + 1), 0.0]
-        cell[0][bisect_left(self._bounds, value)] += 1  # the first bucket whose bound is >= value
-        cell[1] += value
-
-    def family(self) -> HistogramMetricFamily:
-        family = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
-        # list() copies under the GIL: the loop thread may add a cell while this scrape runs.
-        for labels, (counts, total) in list(self._cells.items()):
-            cumulative, buckets = 0, []
-            for le, count in zip(self._les, list(counts)):
-                cumulative += count
-                buckets.append((le, float(cumulative)))
-            family.add_metric(labels, buckets, total)
-        return family
-
-
-class _CallsCollector(Collector):
-    """The per-call counter and histograms, observed as plain numbers (see _Histogram)."""
-
-    def __init__(self) -> None:
-        self.requests: dict[tuple[str, ...], float] = {}
-        self.duration = _Histogram("gen_ai_server_request_duration_seconds",
-                                   "Upstream call time, backend included (streams: until the last chunk).",
-                                   ("gen_ai_operation_name", "gen_ai_request_model", "credential_kind", "outcome"),
-                                   _BUCKETS)
-        self.overhead = _Histogram("gateway_upstream_overhead_seconds",
-                                   "Time a Generate call spent in the upstream itself: neither waiting on backend "
-                                   "HTTP nor handing messages to gRPC (credential choice, token refreshes, "
-                                   "envelopes, retries' bookkeeping).",
-                                   ("gen_ai_operation_name", "gen_ai_request_model", "stream"), _OVERHEAD_BUCKETS)
-
-    def collect(self) -> Iterable[Metric]:
-        requests = CounterMetricFamily("gateway_upstream_requests", "Upstream calls by credential and outcome.",
-                                       labels=("gen_ai_operation_name", "credential_id", "credential_kind",
-                                               "outcome"))
-        for labels, value in list(self.requests.items()):
-            requests.add_metric(labels, value)
-        yield requests
-        yield self.duration.family()
-        yield self.overhead.family()
-
-
 class UpstreamMetrics:
     def __init__(self, report: Callable[[], list], known_model: Callable[[str], bool],
                  sharing: Callable[[], Any] | None = None) -> None:
+        disable_created_metrics()  # no *_created series: half the samples, nothing a dashboard uses
         self.registry = CollectorRegistry(auto_describe=False)
         self._known_model = known_model
-        self._calls = _CallsCollector()
-        self.registry.register(self._calls)
+        self._child = LabelChildren()
+        self.requests = Counter("gateway_upstream_requests", "Upstream calls by credential and outcome.",
+                                ("gen_ai_operation_name", "credential_id", "credential_kind", "outcome"),
+                                registry=self.registry)
+        self.duration = Histogram("gen_ai_server_request_duration_seconds",
+                                  "Upstream call time, backend included (streams: until the last chunk).",
+                                  ("gen_ai_operation_name", "gen_ai_request_model", "credential_kind", "outcome"),
+                                  buckets=_BUCKETS, registry=self.registry)
+        self.overhead = Histogram("gateway_upstream_overhead_seconds",
+                                  "Time a Generate call spent in the upstream itself: neither waiting on backend "
+                                  "HTTP nor handing messages to gRPC (credential choice, token refreshes, "
+                                  "envelopes, retries' bookkeeping).",
+                                  ("gen_ai_operation_name", "gen_ai_request_model", "stream"),
+                                  buckets=_OVERHEAD_BUCKETS, registry=self.registry)
         self.registry.register(PoolCollector(report, sharing))
 
     def observe_overhead(self, model: str, stream: bool, seconds: float) -> None:
         model = model if model and self._known_model(model) else OTHER
-        self._calls.overhead.observe(("generate", model, "true" if stream else "false"), seconds)
+        self._child(self.overhead, "generate", model, "true" if stream else "false").observe(seconds)
 
     def observe(self, op: str, model: str, credential_id: str, credential_kind: str, outcome: str,
                 seconds: float) -> None:
         model = model if model and self._known_model(model) else OTHER
         cred, kind = credential_id or "none", credential_kind or "none"
-        requests = self._calls.requests
-        key = (op, cred, kind, outcome)
-        requests[key] = requests.get(key, 0.0) + 1.0
-        self._calls.duration.observe((op, model, kind, outcome), seconds)
+        self._child(self.requests, op, cred, kind, outcome).inc()
+        self._child(self.duration, op, model, kind, outcome).observe(seconds)

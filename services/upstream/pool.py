@@ -450,13 +450,14 @@ class Pool:
                 raise EmptyStream("backend closed the stream without sending anything")
             return events, first
 
-        (events, first), entry = await self.run(model, op)
+        (events, batch), entry = await self.run(model, op)
         # The answer has started: no credential will be tried again, so the body is not kept
         # for the minutes the stream may last.
         del body, op
         try:
-            yield first, entry
             while True:
+                yield batch, entry
+                batch = None  # sent on: not held while the next one is read (the first for the whole stream)
                 try:
                     batch = await events.next_batch()
                 except TransportError as err:
@@ -471,7 +472,6 @@ class Pool:
                     raise
                 if batch is None:
                     return
-                yield batch, entry
         finally:
             await events.aclose()
 

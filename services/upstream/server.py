@@ -260,13 +260,16 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
                             handed = time.monotonic()
                             yield msg
                             delivering += time.monotonic() - handed
-                            continue
-                        for chunk in batch:
-                            msg = response_message(chunk, entry if first else None)
-                            first = False
-                            handed = time.monotonic()
-                            yield msg
-                            delivering += time.monotonic() - handed
+                        else:
+                            for chunk in batch:
+                                msg = response_message(chunk, entry if first else None)
+                                first = False
+                                handed = time.monotonic()
+                                yield msg
+                                delivering += time.monotonic() - handed
+                            chunk = None
+                        # Sent: neither is held while the next batch is read.
+                        batch = msg = None
                 finally:
                     await stream.aclose()
                     if headers is not None:  # gone before the status is sent
@@ -311,6 +314,7 @@ class UpstreamServicer(upstream_pb2_grpc.UpstreamServicer):
         write = context.write
         async for msg in answer:
             await write(msg)
+            msg = None  # written: not held while the next one is made
 
     async def _unary(self, op: str, name: str, request, context: grpc.aio.ServicerContext,
                      call: Callable[[str, bytes | memoryview, str], Awaitable[tuple[Any, Any]]]):

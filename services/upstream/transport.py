@@ -417,8 +417,10 @@ class BackendStream:
                 if not chunk:
                     break
                 batch = parser.feed(chunk)
+                del chunk  # neither the read nor its events are held while the next read waits
                 if batch:
                     yield batch
+                del batch
                 if broken is not None:
                     raise broken
             batch = parser.close()

@@ -168,13 +168,16 @@ async def _sse_body(stream: UpstreamStream, first, meter: Meter) -> AsyncIterato
     together) leave in one write."""
     status = 499
     try:
-        msg = first
+        # Neither a message nor its events stay referenced here while they are written or the
+        # next message is awaited (the first one would otherwise be held for the whole stream).
+        msg, first = first, None
         while msg is not None:
-            events = events_of(msg)
-            if len(events) == 1:
-                yield _sse_event(events[0])
-            elif events:
-                yield b"".join(map(_sse_event, events))
+            events, msg = events_of(msg), None
+            out = _sse_event(events[0]) if len(events) == 1 else b"".join(map(_sse_event, events))
+            del events
+            if out:
+                yield out
+            out = b""
             msg = await stream.next()
         status = 200
     except UpstreamError as exc:
@@ -192,12 +195,15 @@ async def _array_body(stream: UpstreamStream, first, meter: Meter) -> AsyncItera
     status = 499
     opened = False
     try:
-        msg = first
+        msg, first = first, None  # nothing held across awaits, as in _sse_body
         while msg is not None:
-            events = events_of(msg)
-            if events:
-                yield (b",\r\n" if opened else b"[") + b",\r\n".join(events)
+            events, msg = events_of(msg), None
+            out = (b",\r\n" if opened else b"[") + b",\r\n".join(events) if events else b""
+            del events
+            if out:
+                yield out
                 opened = True
+            out = b""
             msg = await stream.next()
         status = 200
         yield b"]" if opened else b"[]"

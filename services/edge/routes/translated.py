@@ -179,7 +179,9 @@ async def pump_sse(opened: OpenStream, translator: SseTranslator, meter: Meter,
     stream, pump = opened.stream, opened.pump
     status = 499
     try:
-        item = opened.first
+        # No message (nor what was made of it) stays referenced here while the next one is
+        # awaited: the first one would otherwise be held for the whole stream.
+        item, opened.first = opened.first, None
         while item is not None:
             if item is TIMEOUT:
                 yield translator.keepalive()
@@ -198,9 +200,12 @@ async def pump_sse(opened: OpenStream, translator: SseTranslator, meter: Meter,
                         yield b"".join(parts)  # what was translated goes out before the error
                     raise
                 out = parts[0] if len(parts) == 1 else b"".join(parts)
+                parts = msg = data = None  # type: ignore[assignment]
                 meter.work += perf_counter() - began
                 if out:
                     yield out
+                out = b""
+            item = None
             item = await pump.get(keepalive)
         tail = translator.finish()
         status = 200

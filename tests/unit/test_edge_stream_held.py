@@ -1,0 +1,135 @@
+"""What the edge keeps of a stream's answer while it waits for the next upstream message:
+nothing. A message (and what was made of it) is let go once it is written; before, the first
+message was referenced by the body generator for the stream's whole life, and the last one
+(with its events) during each wait. A long answer's messages are KBs each, held per open stream.
+
+Counted with sys.getrefcount (protobuf messages take no weak references): once the body waits
+for the next message, only this test holds the ones already sent.
+"""
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import pytest
+
+from gemini_cli.upstream.v1 import upstream_pb2 as pb
+from services.edge.routes.gemini import _array_body, _sse_body
+from services.edge.routes.translated import OpenStream, SseTranslator, pump_sse
+from services.edge.streaming import Prefetcher
+from services.edge.upstream_client import UpstreamStream
+
+
+class FakeStream:
+    """The part of UpstreamStream the bodies use; messages come when the test puts them."""
+
+    credential_kind = credential_id = trace_id = ""
+    usage = first_at = None
+
+    def __init__(self) -> None:
+        self.messages: asyncio.Queue = asyncio.Queue()
+        self.waiting = asyncio.Event()
+
+    async def next(self):
+        self.waiting.set()
+        msg = await self.messages.get()
+        self.waiting.clear()
+        return msg
+
+    def cancel(self) -> None:
+        pass
+
+
+class FakeMeter:
+    request_id = "req-1"
+    work = 0.0
+
+    def served_by(self, kind: str, credential_id: str = "") -> None:
+        pass
+
+    def finish_stream(self, status: int, stream) -> None:
+        self.status = status
+
+
+def message(i: int, events: int = 1) -> pb.GenerateResponse:
+    data = b'{"candidates":[{"content":{"parts":[{"text":"w%d "}]}}]}' % i
+    msg = pb.GenerateResponse()
+    if events == 1:
+        msg.chunk.data = data
+    else:
+        for _ in range(events):
+            msg.chunks.add().data = data
+    return msg
+
+
+async def _waiting(stream: FakeStream) -> None:
+    """Until the body waits for the next message (and nothing else is left to run)."""
+    await asyncio.wait_for(stream.waiting.wait(), 10)
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def _translator() -> SseTranslator:
+    return SseTranslator(feed=lambda chunk: b"data: x\n\n", finish=lambda: b"data: [DONE]\n\n",
+                         error=lambda exc: b"data: error\n\n", keepalive=lambda: b": ping\n\n")
+
+
+@pytest.mark.parametrize("events", [1, 3])
+@pytest.mark.parametrize("route", ["gemini-sse", "gemini-json", "translated"])
+async def test_no_message_is_held_while_the_next_is_awaited(route: str, events: int) -> None:
+    stream, meter = FakeStream(), FakeMeter()
+    first, second = message(1, events), message(2, events)
+    alone = sys.getrefcount(first)  # this test's own reference (and getrefcount's argument)
+    if route == "translated":
+        # The translated routes (OpenAI, Anthropic, Responses) read through a Prefetcher.
+        stream.messages.put_nowait(first)
+        pump = Prefetcher(stream.next)
+        body = pump_sse(OpenStream(stream, pump, await pump.get()), _translator(), meter, None)
+    else:
+        body = (_sse_body if route == "gemini-sse" else _array_body)(stream, first, meter)
+    out = [await body.__anext__()]
+    reader = asyncio.ensure_future(body.__anext__())
+    await _waiting(stream)
+    assert sys.getrefcount(first) == alone, "the first message is still held while the next is awaited"
+
+    stream.messages.put_nowait(second)
+    out.append(await reader)
+    reader = asyncio.ensure_future(body.__anext__())
+    await _waiting(stream)
+    assert sys.getrefcount(second) == alone, "the last message is still held while the next is awaited"
+
+    stream.messages.put_nowait(None)
+    try:
+        out.append(await reader)  # the tail (the JSON array's "]", the translated end)
+    except StopAsyncIteration:
+        pass  # Gemini SSE has none
+    else:
+        out.extend([rest async for rest in body])
+    assert meter.status == 200
+    text = b"".join(out)
+    if route != "translated":
+        assert b"w1 " in text and b"w2 " in text  # both messages were sent, in order
+        assert text.index(b"w1 ") < text.index(b"w2 ")
+
+
+def test_a_stream_holds_a_bounded_amount_of_uncounted_output() -> None:
+    """Backends send usage only with the last event, so until then the edge keeps the output
+    streamed so far (to bill a stream cut before its usage): at most 16 KiB of it, whatever the
+    answer's length (before: 64 KiB per open stream)."""
+    stream = UpstreamStream(_NoCall(), count_text=True)  # type: ignore[arg-type]
+    chunk = b'{"candidates":[{"content":{"parts":[{"text":"' + b"x" * 1000 + b'"}]}}]}'
+    for _ in range(60):  # ~62 KB of output, no usage yet
+        msg = pb.GenerateResponse()
+        msg.chunk.data = chunk
+        stream._seen(msg)
+        assert sum(map(len, stream._uncounted)) <= 16 * 1024
+    assert stream.text_chars == 60 * 1000  # nothing is lost to the early counting
+
+
+class _NoCall:
+    """A call whose request was already let go (UpstreamStream only forgets it)."""
+
+    _request = None
+
+    def done(self) -> bool:
+        return True
