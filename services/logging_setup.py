@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from datetime import datetime, timezone
 
 import orjson
@@ -24,16 +23,6 @@ def _text_value(v: object) -> str:
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
-        self._second: tuple[int, str] = (-1, "")
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        # logging's own text ("2026-11-30 21:03:13,271"), the date and time formatted once a
-        # second instead of for every line (the services log a line per call).
-        second = int(record.created)
-        cached = self._second
-        if cached[0] != second:
-            cached = self._second = (second, time.strftime(self.default_time_format, self.converter(record.created)))
-        return self.default_msec_format % (cached[1], record.msecs)
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
