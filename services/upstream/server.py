@@ -14,8 +14,7 @@ import signal
 import sys
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, NamedTuple
 
 import grpc
 import orjson
@@ -132,8 +131,7 @@ async def _headers_sent(headers: asyncio.Future) -> None:
         await asyncio.wait((headers,))
 
 
-@dataclass(frozen=True, slots=True)
-class _CallFields:
+class _CallFields(NamedTuple):
     """What a Generate's metrics and log line need of its request (not its body)."""
     model: str
     stream: bool
