@@ -632,7 +632,9 @@ async def main(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n1", type=int, default=200, help="requests at concurrency 1")
+    # 600: the p99 is then the 6th-worst request, not the 2nd (one stall of a shared machine
+    # decided the p99 goal's verdict with 200).
+    p.add_argument("--n1", type=int, default=600, help="requests at concurrency 1")
     p.add_argument("--n50", type=int, default=1000, help="requests at concurrency 50")
     p.add_argument("--n500", type=int, default=2000, help="requests at concurrency 500")
     p.add_argument("--events", type=int, default=EVENTS, help="SSE events per streamed answer")
