@@ -101,15 +101,18 @@ async def _round(stack: Stack, key: str, statuses: dict) -> None:
     async with httpx.AsyncClient(timeout=60, limits=limits, trust_env=False) as client:
         gate = asyncio.Semaphore(CONCURRENCY)
 
+        async def drain(url: str, content: bytes) -> int:
+            async with client.stream("POST", url, content=content, headers=headers) as r:
+                async for _ in r.aiter_raw():
+                    pass
+                return r.status_code
+
         async def one(kind: str) -> None:
             async with gate:
                 if kind == "unary":
                     status = (await client.post(gen, content=body, headers=headers)).status_code
                 elif kind == "stream":
-                    async with client.stream("POST", stream, content=long_body, headers=headers) as r:
-                        async for _ in r.aiter_raw():
-                            pass
-                        status = r.status_code
+                    status = await drain(stream, long_body)
                 elif kind == "bad_key":
                     status = (await client.post(gen, content=body, headers={**headers, "x-goog-api-key": "nope"})
                               ).status_code
@@ -118,10 +121,7 @@ async def _round(stack: Stack, key: str, statuses: dict) -> None:
                 elif kind == "chat":
                     status = (await client.post(chat, content=chat_body, headers=headers)).status_code
                 elif kind == "chat_stream":
-                    async with client.stream("POST", chat, content=chat_stream, headers=headers) as r:
-                        async for _ in r.aiter_raw():
-                            pass
-                        status = r.status_code
+                    status = await drain(chat, chat_stream)
                 elif kind == "leave_unary":
                     await _leave_early(port, _raw_post(gen_path, key, body), None)
                     status = "left"
