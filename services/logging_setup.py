@@ -57,3 +57,14 @@ def configure(level: str, fmt: str = "text") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    # Neither format shows the caller's source line, thread or process: skip finding them for
+    # every record (the logging HOWTO's "Optimization" section).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    # httpx logs every request line, URL and query included, at INFO: the edge's media fetches
+    # would name what clients sent (signed URLs carry secrets in the query), which the edge's
+    # own request log leaves out.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

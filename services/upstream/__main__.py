@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 import os
 import sys
 
@@ -26,26 +25,13 @@ from .server import serve  # noqa: E402
 from .settings import Settings  # noqa: E402
 
 
-def _configure_logging(level: str, fmt: str = "text") -> None:
-    configure(level, fmt)
-    # Neither format shows the caller's source line, thread or process: skip finding them for
-    # every record (one line per call; the logging HOWTO's "Optimization" section).
-    logging._srcfile = None
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-    # httpx logs every request line at INFO; the servicer already logs one line per call.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
-
-
 def main() -> int:
     try:
         settings = Settings()
     except (ValidationError, ValueError) as exc:
         print(f"upstream: invalid settings: {exc}", file=sys.stderr)
         return 2
-    _configure_logging(settings.log_level, settings.log_format)
+    configure(settings.log_level, settings.log_format)
     # Modules and settings live as long as the process: keep them out of the cyclic GC's full
     # collections (a ~25 ms pause every few hundred requests otherwise).
     gc.freeze()

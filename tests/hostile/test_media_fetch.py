@@ -12,6 +12,7 @@ fetcher's own unit tests (tests/unit/test_media.py) cover them with an allow-lis
 """
 from __future__ import annotations
 
+import secrets
 import socket
 import socketserver
 import threading
@@ -58,7 +59,7 @@ class _TrapHandler(socketserver.BaseRequestHandler):
         data = read_head(sock)
         if b"\r\n\r\n" not in data:
             return
-        path = data.split(b" ", 2)[1].decode()
+        path = data.split(b" ", 2)[1].decode().split("?", 1)[0]  # a signed URL's query is not the route
         try:
             self.answer(sock, path)
         except OSError:
@@ -185,6 +186,18 @@ def test_the_trap_really_serves(lenient: Rig, lenient_key: str, trap: Trap):
     policy's doing, and the limits below are what stops the hostile answers."""
     r = chat_with_image(lenient, lenient_key, f"http://127.0.0.1:{trap.port}/png")
     assert r.status_code == 200, r.text
+
+
+def test_a_fetched_url_stays_out_of_the_edge_log(lenient: Rig, lenient_key: str, trap: Trap):
+    """Media URLs are the client's content, and signed ones carry a secret in their query (as
+    the edge's own request log leaves query strings out): no log line names what was fetched,
+    not even httpx's own request line at INFO, the edge's default level."""
+    assert lenient.edge is not None
+    secret = secrets.token_hex(16)
+    r = chat_with_image(lenient, lenient_key, f"http://127.0.0.1:{trap.port}/png?X-Signature={secret}")
+    assert r.status_code == 200, r.text
+    # httpx logs its line when the answer arrives, before the edge goes on; stderr is unbuffered.
+    assert secret not in lenient.edge.log()
 
 
 @pytest.mark.parametrize(("path", "expect"), [
