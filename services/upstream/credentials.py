@@ -73,6 +73,11 @@ class Credential(abc.ABC):
         return self.project_override or self.discovered_project
 
     @property
+    def project_unknown(self) -> bool:
+        """A Code Assist project is needed and not known yet: ProjectResolver has work to do."""
+        return self.needs_project and not self.project
+
+    @property
     def usable(self) -> bool:
         return self.state is CredentialState.READY
 

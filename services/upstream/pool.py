@@ -320,7 +320,7 @@ class Pool:
         headers = cred.ready_headers()
         if headers is None:
             headers = await self._within_refresh_timeout(cred.auth_headers())
-        if cred.needs_project and not cred.project:
+        if cred.project_unknown:  # asked here too: a known project costs no coroutine
             await self._resolver.resolve(cred)
         try:
             return await op(entry, headers)

@@ -96,7 +96,7 @@ class ProjectResolver:
         self.discoveries = 0
 
     async def resolve(self, cred: Credential) -> str | None:
-        if not cred.needs_project or cred.project:
+        if not cred.project_unknown:
             return cred.project
         flight = self._flights.setdefault(cred.id, SingleFlight())
         return await flight.run(lambda: self._discover_and_keep(cred))
