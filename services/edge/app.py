@@ -126,17 +126,26 @@ class EdgeApp(FastAPI):
         return bool(self._direct) and not self.user_middleware and self.max_body_size is None and not self.root_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # One coroutine from here to the endpoint's response (no dispatching coroutine between):
+        # each one awaiting is a frame held for as long as a stream stays open.
         budget: BodyBudget | None = getattr(self.state, "body_budget", None)
+        account = None
         if scope["type"] == "http" and scope["method"] == "POST" and budget is not None:
             account = budget.account(scope, receive)
-            try:
-                await self._dispatch(scope, account.receive, send)
-            finally:
+            receive = account.receive
+        try:
+            route = self._direct_route(scope)
+            if route is not None:
+                await self._run_direct(route, scope, receive, send)
+            else:
+                await super().__call__(scope, receive, send)
+        finally:
+            if account is not None:
                 account.release()
-            return
-        await self._dispatch(scope, receive, send)
 
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _direct_route(self, scope: Scope) -> Route | None:
+        """The POST route that serves this request directly (its path parameters put in the
+        scope, as the router does), or None: the normal path."""
         if scope["type"] == "http" and scope["method"] == "POST" and self._direct_enabled():
             for route in self._direct:  # type: ignore[union-attr]
                 match, child = route.matches(scope)
@@ -144,9 +153,8 @@ class EdgeApp(FastAPI):
                     scope["app"] = self
                     scope.setdefault("router", self.router)
                     scope.update(child)
-                    await self._run_direct(route, scope, receive, send)
-                    return
-        await super().__call__(scope, receive, send)
+                    return route
+        return None
 
     async def _run_direct(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
         started = False

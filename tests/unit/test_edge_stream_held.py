@@ -133,3 +133,70 @@ class _NoCall:
 
     def done(self) -> bool:
         return True
+
+
+async def test_the_response_holds_neither_headers_nor_the_last_chunk_while_the_next_is_awaited() -> None:
+    """StreamResponse sent the headers at the start and each chunk as it came; before, it kept
+    the headers (a list of tuples) and the last chunk referenced for the stream's whole life."""
+    from fastapi import APIRouter
+
+    from services.edge.app import EdgeApp
+    from services.edge.streaming import StreamResponse
+
+    more = asyncio.Event()
+    waiting = asyncio.Event()
+    chunks = [bytes(bytearray(b"data: %d\r\n\r\n" % i)) for i in range(2)]  # objects of their own
+    first = chunks[0]
+    alone = sys.getrefcount(first)
+    holder: dict = {}
+
+    async def body():
+        yield chunks[0]
+        waiting.set()
+        await more.wait()
+        yield chunks[1]
+
+    async def endpoint(request):
+        response = StreamResponse(body(), media_type="text/event-stream", headers={"x-request-id": "r1"})
+        holder["headers"] = response.raw_headers
+        return response
+
+    router = APIRouter()
+    router.add_route("/stream", endpoint, methods=["POST"])
+    app = EdgeApp()
+    app.include_router(router)
+    app.direct_routes([(router, "")])  # served as the edge serves its POST routes
+
+    sent: list[tuple[str, int]] = []  # what was sent, without keeping it (as a transport)
+
+    async def send(message) -> None:
+        sent.append((message["type"], len(message.get("body", b""))))
+
+    async def receive():
+        await asyncio.Event().wait()  # the client stays
+
+    scope = {"type": "http", "method": "POST", "path": "/stream", "raw_path": b"/stream", "root_path": "",
+             "query_string": b"", "headers": [], "scheme": "http", "server": ("127.0.0.1", 1),
+             "http_version": "1.1", "asgi": {"version": "3.0"}}
+    task = asyncio.ensure_future(app(scope, receive, send))
+    await asyncio.wait_for(waiting.wait(), 10)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    headers = holder.pop("headers")
+    # Counted outside the asserts: pytest's rewriting keeps a subscript's value while it asserts.
+    held = sys.getrefcount(headers)
+    assert held == 2, "the headers are held after they were sent"  # `headers`, getrefcount's argument
+    held = sys.getrefcount(first)
+    assert held == alone, "the last chunk is held while the next is awaited"
+    # One coroutine of the app between the server and the response: EdgeApp.__call__ and
+    # _run_direct (each coroutine awaiting is a frame held per open stream).
+    names = []
+    coro = task.get_coro()
+    while coro is not None and hasattr(coro, "cr_code"):
+        names.append(coro.cr_code.co_name)
+        coro = coro.cr_await
+    assert names[:3] == ["__call__", "_run_direct", "__call__"], names
+    more.set()
+    await asyncio.wait_for(task, 10)
+    assert sent == [("http.response.start", 0), ("http.response.body", len(chunks[0])),
+                    ("http.response.body", len(chunks[1])), ("http.response.body", 0)]
