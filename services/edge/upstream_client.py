@@ -303,10 +303,12 @@ def events_of(msg: pb.GenerateResponse) -> list[bytes]:
 
 # Output of a stream that carried no usage yet is counted (parsed) only when it is needed, or
 # when this much of it waits: a cut stream is billed by it, a whole one never needs it. Backends
-# send usage only with the last event, so each open stream holds up to this much: 16 KiB, not
-# 64 (1,000 long answers held 64 MiB), costs no parse more for an answer of up to 16 KiB and
-# about none more for a longer one (the parse comes sooner, not in addition).
-_UNCOUNTED_BYTES = 16 * 1024
+# send usage only with the last event, so each open stream holds up to this much: 4 KiB (it was
+# 64, then 16: 1,000 long answers held 16 MiB). A real answer's events (a few hundred bytes
+# each, JSON around the text) pass 16 KiB within a few dozen events, so nearly every answer
+# is parsed anyway; a lower bound only parses sooner, not more (orjson, ~1 µs per event), and
+# a short answer (the bench's 21 events: ~3 KiB) still never is.
+_UNCOUNTED_BYTES = 4 * 1024
 
 
 def _forget_request(call: grpc.aio.UnaryStreamCall) -> None:

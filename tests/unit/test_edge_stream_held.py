@@ -114,15 +114,15 @@ async def test_no_message_is_held_while_the_next_is_awaited(route: str, events: 
 
 def test_a_stream_holds_a_bounded_amount_of_uncounted_output() -> None:
     """Backends send usage only with the last event, so until then the edge keeps the output
-    streamed so far (to bill a stream cut before its usage): at most 16 KiB of it, whatever the
-    answer's length (before: 64 KiB per open stream)."""
+    streamed so far (to bill a stream cut before its usage): at most 4 KiB of it, whatever the
+    answer's length (before: 64 KiB per open stream, then 16)."""
     stream = UpstreamStream(_NoCall(), count_text=True)  # type: ignore[arg-type]
     chunk = b'{"candidates":[{"content":{"parts":[{"text":"' + b"x" * 1000 + b'"}]}}]}'
     for _ in range(60):  # ~62 KB of output, no usage yet
         msg = pb.GenerateResponse()
         msg.chunk.data = chunk
         stream._seen(msg)
-        assert sum(map(len, stream._uncounted)) <= 16 * 1024
+        assert sum(map(len, stream._uncounted)) <= 4 * 1024
     assert stream.text_chars == 60 * 1000  # nothing is lost to the early counting
 
 
