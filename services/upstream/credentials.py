@@ -128,16 +128,27 @@ class Credential(abc.ABC):
         secret changed (a DEAD credential is then READY again)."""
         return False
 
-    def ready_headers(self) -> dict[str, str] | None:
-        """What auth_headers() would return now without waiting (no refresh due), else None:
-        the pool's per-call fast path, which spares a coroutine and a timeout."""
-        return None
-
     @abc.abstractmethod
+    def ready_headers(self) -> dict[str, str] | None:
+        """The headers to send now when no refresh is due (and the credential is not DEAD), else
+        None. The one place each kind says when it is ready: the pool's per-call fast path asks
+        it first (sparing a coroutine and a timeout), and auth_headers() is built on it."""
+
     async def auth_headers(self) -> dict[str, str]:
         """Headers that authenticate a backend call; refreshes first when needed.
 
         Raises RefreshError (permanent → the credential is now DEAD)."""
+        headers = self.ready_headers()
+        if headers is not None:
+            return headers
+        if self.state is CredentialState.DEAD:
+            raise RefreshError(self.detail, permanent=True, ineligible=self.ineligible)
+        return await self._refresh_headers()
+
+    @abc.abstractmethod
+    async def _refresh_headers(self) -> dict[str, str]:
+        """The headers after the refresh that ready_headers() found due (not DEAD): concurrent
+        callers share one refresh (single flight)."""
 
     @abc.abstractmethod
     async def refresh(self, rejected: Mapping[str, str] | None = None) -> None:
@@ -249,15 +260,14 @@ class OAuthCredential(Credential):
     # --- interface -------------------------------------------------------------------------
 
     def ready_headers(self) -> dict[str, str] | None:
+        # _headers is None until _refresh() has taken up the token read from the file (first use,
+        # a new login): not ready until then, even when that token is fresh.
         if self.state is CredentialState.DEAD or self._headers is None or self.needs_refresh():
             return None
         return self._headers
 
-    async def auth_headers(self) -> dict[str, str]:
-        if self.state is CredentialState.DEAD:
-            raise RefreshError(self.detail, permanent=True, ineligible=self.ineligible)
-        if self._headers is None or self.needs_refresh():
-            await self._refresh(rejected_token=None)
+    async def _refresh_headers(self) -> dict[str, str]:
+        await self._refresh(rejected_token=None)
         assert self._headers is not None
         return self._headers
 
