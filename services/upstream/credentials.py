@@ -343,16 +343,20 @@ class OAuthCredential(Credential):
         if status != 200 or not isinstance(reply, dict) or not isinstance(reply.get("access_token"), str):
             self._refresh_failed(status, reply)
         sent = self._data.get("refresh_token")
+        # No headers until the file holds the new token: meanwhile callers are not ready
+        # (ready_headers) and join this flight, so none is served with a token (or after a
+        # rotated refresh token) that a crash would lose and that readers of the file lack.
+        self._headers = None
         self._data = token_store.merge_token_reply(self._data, reply, now_ms)
         if self._data.get("refresh_token") != sent:
             self._lineage = (self._lineage + [self.fingerprint()])[-_LINEAGE:]
-        self._set_headers()
         log.info("credential %s: access token refreshed", self.id)
         try:
             await self._persist()
         except OSError as exc:
             # The token works from memory; the next refresh will try to write again.
             log.warning("credential %s: could not write %s: %s", self.id, self.path, exc)
+        self._set_headers()
 
     def _refresh_failed(self, status: int, reply: Any) -> None:
         error, description = token_endpoint.refusal(reply)

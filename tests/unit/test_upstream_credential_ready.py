@@ -221,3 +221,49 @@ async def test_concurrent_callers_share_one_refresh(rig: Rig, make: Callable[[Ri
     assert rig.grants() == 1, f"20 concurrent callers made {rig.grants()} token requests"
     assert len({bearer(h) for h in results}) == 1, f"callers got different tokens: {set(map(bearer, results))}"
     assert cred.ready_headers() == results[0]
+
+
+# --- a refreshed OAuth token is served only once it is in the file --------------------------------
+
+async def test_a_refreshed_token_is_not_served_before_it_is_in_the_file(rig: Rig, monkeypatch) -> None:
+    """The quota poll (or the warm-up) can start the refresh, so callers arrive while the new
+    token is being written: none may be answered with it before the file holds it (a crash then
+    would lose a rotated refresh token; readers of the file, the Gemini CLI and tests, would see
+    the old one). The file write is held until every caller has had its chance to run."""
+    from services.upstream import token_store
+
+    cred = rig.oauth(access_token=FILE_TOKEN, expiry_in_ms=-MINUTE_MS)
+    write_started, release = asyncio.Event(), asyncio.Event()
+    real_write = token_store.write_async
+
+    async def held_write(path: Path, data: Any) -> None:
+        write_started.set()
+        await release.wait()
+        await real_write(path, data)
+
+    monkeypatch.setattr(token_store, "write_async", held_write)
+
+    def on_disk() -> str:
+        return orjson.loads(cred.path.read_bytes()).get("access_token", "")
+
+    async def pool_caller() -> tuple[str | None, str]:
+        """As Pool._attempt asks: the fast path, else auth_headers(); then what the file says."""
+        headers = cred.ready_headers() or await cred.auth_headers()
+        return bearer(headers), on_disk()
+
+    starter = asyncio.create_task(cred.auth_headers())  # the poll that found the token expired
+    await asyncio.wait_for(write_started.wait(), 30)
+    fast_path, file_then = cred.ready_headers(), on_disk()
+    callers = [asyncio.create_task(pool_caller()) for _ in range(5)]
+    for _ in range(20):  # let each caller run as far as it can without the write
+        await asyncio.sleep(0)
+    answered_early = [c.result() for c in callers if c.done()]
+    release.set()
+    results = await asyncio.wait_for(asyncio.gather(*callers), 30)
+    new_token = bearer(await starter)
+    assert fast_path is None, f"fast path offered {fast_path!r} while the file held {file_then!r}"
+    assert answered_early == [], f"callers answered (token, file) before the write finished: {answered_early}"
+    assert new_token is not None and new_token != FILE_TOKEN and on_disk() == new_token, \
+        f"refresh gave {new_token!r}; the file holds {on_disk()!r}"
+    assert results == [(new_token, new_token)] * 5, f"(token served, file at that moment) per caller: {results}"
+    assert rig.grants() == 1, f"token requests: {rig.grants()}"
