@@ -260,8 +260,7 @@ class OAuthCredential(Credential):
     # --- interface -------------------------------------------------------------------------
 
     def ready_headers(self) -> dict[str, str] | None:
-        # _headers is None until _refresh() has taken up the token read from the file (first use,
-        # a new login): not ready until then, even when that token is fresh.
+        # No _headers until _refresh() took up the file's token (first use, a new login), fresh or not.
         if self.state is CredentialState.DEAD or self._headers is None or self.needs_refresh():
             return None
         return self._headers
@@ -343,9 +342,8 @@ class OAuthCredential(Credential):
         if status != 200 or not isinstance(reply, dict) or not isinstance(reply.get("access_token"), str):
             self._refresh_failed(status, reply)
         sent = self._data.get("refresh_token")
-        # No headers until the file holds the new token: meanwhile callers are not ready
-        # (ready_headers) and join this flight, so none is served with a token (or after a
-        # rotated refresh token) that a crash would lose and that readers of the file lack.
+        # No headers until the file holds the new token: meanwhile callers join this flight, so
+        # none is served with a token that a crash would lose and that readers of the file lack.
         self._headers = None
         self._data = token_store.merge_token_reply(self._data, reply, now_ms)
         if self._data.get("refresh_token") != sent:
