@@ -350,10 +350,14 @@ class OAuthCredential(Credential):
             self._lineage = (self._lineage + [self.fingerprint()])[-_LINEAGE:]
         log.info("credential %s: access token refreshed", self.id)
         try:
-            await self._persist()
+            replaced = await self._persist()
         except OSError as exc:
             # The token works from memory; the next refresh will try to write again.
             log.warning("credential %s: could not write %s: %s", self.id, self.path, exc)
+            replaced = False
+        if replaced and self.needs_refresh():
+            await self._refresh_from_endpoint()  # the new login's own token, for the callers waiting
+            return
         self._set_headers()
 
     def _refresh_failed(self, status: int, reply: Any) -> None:
@@ -369,15 +373,23 @@ class OAuthCredential(Credential):
         raise RefreshError(f"token endpoint answered HTTP {status}" + (f" ({error})" if error else ""),
                            permanent=False)
 
-    async def _persist(self) -> None:
+    async def _persist(self) -> bool:
+        """Write the refreshed token to the file; True (nothing written) when a new login
+        replaced the file meanwhile, which this credential has then taken up instead."""
         # Keep what is on disk that we do not manage (fields written by the CLI since we loaded).
         try:
             disk = await token_store.read_async(self.path)
         except (OSError, orjson.JSONDecodeError):
             disk = None
+        if looks_like_oauth_creds(disk) and self.reload(disk):
+            # A new login (the Gemini CLI's /auth) landed while this refresh ran: it wins; the
+            # token just refreshed belongs to the login it replaced and is dropped, not written.
+            log.info("credential %s: a new login reached %s during a refresh; it is kept", self.id, self.path)
+            return True
         data = dict(disk) if isinstance(disk, dict) and disk.get("refresh_token") == self._data.get("refresh_token") else {}
         data.update(self._data)
         await token_store.write_async(self.path, data)
+        return False
 
     def _set_headers(self) -> None:
         self._headers = {"Authorization": f"Bearer {self.access_token}"}

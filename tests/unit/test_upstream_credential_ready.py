@@ -267,3 +267,46 @@ async def test_a_refreshed_token_is_not_served_before_it_is_in_the_file(rig: Rig
         f"refresh gave {new_token!r}; the file holds {on_disk()!r}"
     assert results == [(new_token, new_token)] * 5, f"(token served, file at that moment) per caller: {results}"
     assert rig.grants() == 1, f"token requests: {rig.grants()}"
+
+
+# --- a new login that lands in the file during a refresh wins ------------------------------------
+
+@pytest.mark.parametrize("new_login_fresh", [pytest.param(True, id="new-login-with-a-fresh-token"),
+                                             pytest.param(False, id="new-login-with-an-expired-token")])
+async def test_a_new_login_written_during_a_refresh_is_not_overwritten(rig: Rig, monkeypatch,
+                                                                      new_login_fresh: bool) -> None:
+    """The Gemini CLI's /auth writes a new login into the file while the upstream refreshes the
+    old one: the refreshed token of the old login must not be written over it (the new login
+    would be lost for good), and callers are served with the new login."""
+    from services.upstream import token_endpoint
+
+    cred = rig.oauth(access_token=FILE_TOKEN, expiry_in_ms=-MINUTE_MS)
+    old_rt = orjson.loads(cred.path.read_bytes())["refresh_token"]
+    new_rt = f"1//new-login-{uuid.uuid4().hex[:8]}"
+    rig.sim.accounts.upsert({"refresh_token": new_rt, "token_ttl": 3600})
+    new_login = {"refresh_token": new_rt, "token_type": "Bearer", "access_token": "ya29.the-new-login",
+                 "expiry_date": int(time.time() * 1000) + (60 if new_login_fresh else -1) * MINUTE_MS}
+    real_request = token_endpoint.request_token
+    calls: list[str] = []
+
+    async def request_while_the_cli_logs_in(http, url, form, timeout):
+        calls.append(form["refresh_token"])
+        if len(calls) == 1:
+            cred.path.write_bytes(orjson.dumps(new_login))  # lands between the grant and the write
+        return await real_request(http, url, form, timeout)
+
+    monkeypatch.setattr(token_endpoint, "request_token", request_while_the_cli_logs_in)
+    served = bearer(await cred.auth_headers())
+    on_file = orjson.loads(cred.path.read_bytes())
+    assert on_file.get("refresh_token") == new_rt, \
+        f"the file's login after the refresh: {on_file.get('refresh_token')!r} (old {old_rt!r}, new {new_rt!r})"
+    if new_login_fresh:
+        assert calls == [old_rt], f"grants asked with refresh tokens {calls}"
+        assert served == "ya29.the-new-login" and on_file["access_token"] == served, \
+            f"served {served!r}; the file holds {on_file.get('access_token')!r}"
+    else:
+        # The new login's token is expired too: it gets its own refresh, which is then written.
+        assert calls == [old_rt, new_rt], f"grants asked with refresh tokens {calls}"
+        assert served is not None and served.startswith("ya29.sim-") and on_file["access_token"] == served, \
+            f"served {served!r}; the file holds {on_file.get('access_token')!r}"
+    assert cred.ready_headers() is not None and bearer(cred.ready_headers()) == served
