@@ -5,12 +5,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock | md5sum | cut -c1-12)
+PYC_OO := $(VENV)/.pyc-oo-$(shell cat requirements.lock | md5sum | cut -c1-12)
 PROTOS := $(shell find proto -name '*.proto')
 GEN := gen/.stamp
 
 .PHONY: install proto system-deps test test-fast run demo up down bench soak clean
 
-install: $(STAMP)
+install: $(STAMP) $(PYC_OO)
 
 $(STAMP): requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +19,16 @@ $(STAMP): requirements.lock
 	# Make the repo root and generated stubs importable from the venv, wherever it runs from.
 	$(PY) -c 'import site,sys; open(site.getsitepackages()[0]+"/gemini_cli_gateway.pth","w").write("$(CURDIR)\n$(CURDIR)/gen\n")'
 	rm -f $(VENV)/.installed-*
+	touch $@
+
+# The services run under python -OO (services/docstrings.py): their libraries' optimized
+# bytecode, compiled once here, spares every start compiling them from source. The
+# interpreter's own library is compiled where it is writable (a system Python's may not be).
+$(PYC_OO): $(STAMP)
+	$(PY) -m compileall -q -o 2 -j 0 "$$($(PY) -c 'import site;print(site.getsitepackages()[0])')" > /dev/null
+	-$(PY) -m compileall -q -o 2 -j 0 -x 'bad_coding|badsyntax|lib2to3/tests/data|site-packages' \
+		"$$($(PY) -c 'import sysconfig;print(sysconfig.get_path("stdlib"))')" > /dev/null 2>&1
+	rm -f $(VENV)/.pyc-oo-*
 	touch $@
 
 proto: $(GEN)
