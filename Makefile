@@ -9,7 +9,7 @@ PYC_OO := $(VENV)/.pyc-oo-$(shell cat requirements.lock | md5sum | cut -c1-12)
 PROTOS := $(shell find proto -name '*.proto')
 GEN := gen/.stamp
 
-.PHONY: install proto system-deps test test-fast run demo up down bench soak clean
+.PHONY: install proto pyc system-deps test test-fast run demo up down bench soak clean
 
 install: $(STAMP) $(PYC_OO)
 
@@ -33,6 +33,11 @@ $(PYC_OO): $(STAMP)
 
 proto: $(GEN)
 
+# The services' own code compiled ahead, as they run it (-OO); compileall rewrites only what
+# changed. Else each start compiles it from source, which leaves the edge ~0.7 MiB larger.
+pyc: install proto
+	$(PY) -m compileall -q -o 2 services gen > /dev/null
+
 # Python stubs plus the descriptor set Envoy's grpc_json_transcoder loads.
 $(GEN): $(PROTOS) $(STAMP)
 	rm -rf gen && mkdir -p gen
@@ -46,16 +51,16 @@ $(GEN): $(PROTOS) $(STAMP)
 system-deps:
 	bash tests/system_deps.sh
 
-test: install proto system-deps
+test: install proto pyc system-deps
 	$(PY) -m pytest -q -p no:cacheprovider
 
-test-fast: install proto
+test-fast: install proto pyc
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit
 
-run: install proto
+run: install proto pyc
 	$(PY) -m deploy.local run
 
-demo: install proto
+demo: install proto pyc
 	$(PY) -m deploy.local demo
 
 up:
@@ -64,13 +69,13 @@ up:
 down:
 	docker compose -f deploy/docker-compose.yml down
 
-bench: install proto
+bench: install proto pyc
 	$(PY) -m bench
 
 # Hours of traffic in minutes: memory, descriptors, tasks and ledger under a steady mixed load.
 DURATION ?= 180
 CONCURRENCY ?= 32
-soak: install proto
+soak: install proto pyc
 	$(PY) -m bench.soak --duration $(DURATION) --concurrency $(CONCURRENCY)
 
 clean:
