@@ -6,8 +6,8 @@ Servers, each a process of its own so that its CPU can be read from /proc:
   - `floor` and `floorB`: a bare grpc.aio server (bytes in and out, no interceptor) with a
     unary-unary and a unary-stream method: what any grpc.aio hop costs on this machine. floorB
     takes --server-options and its channel --client-options (JSON lists of [name, value]; the
-    pseudo-option ["interceptor", 1] installs the upstream's internal-auth interceptor), to
-    weigh gRPC settings against the plain floor in the same run;
+    pseudo-option ["interceptor", 1] installs bench/auth_interceptor.py), to weigh gRPC
+    settings against the plain floor in the same run;
   - the real upstream (internal auth on) in front of the simulator, called through the edge's
     UpstreamClient.
 Modes (the client side is this process: its event loop and gRPC's poller thread):
@@ -84,8 +84,9 @@ async def _serve_floor(port_file: str, options: list) -> None:
     handlers = {"U": grpc.unary_unary_rpc_method_handler(unary),
                 "S": grpc.unary_stream_rpc_method_handler(stream)}
     interceptors = []
-    if ["interceptor", 1] in options:  # the upstream's internal-auth interceptor, open to all
-        from services.upstream.internal_auth import AuthInterceptor, Verifier
+    if ["interceptor", 1] in options:  # the upstream's internal-auth check as an interceptor, open to all
+        from bench.auth_interceptor import AuthInterceptor
+        from services.upstream.internal_auth import Verifier
 
         interceptors.append(AuthInterceptor(Verifier(None)))
         options = [o for o in options if o[0] != "interceptor"]

@@ -68,9 +68,8 @@ class ApiKeyCredential(Credential):
     def ready_headers(self) -> dict[str, str] | None:
         return None if self.state is CredentialState.DEAD else self._headers
 
-    async def auth_headers(self) -> dict[str, str]:
-        if self.state is CredentialState.DEAD:
-            raise RefreshError(self.detail, permanent=True, ineligible=self.ineligible)
+    async def _refresh_headers(self) -> dict[str, str]:
+        # Never reached: a key is ready whenever it is not DEAD, and auth_headers() refuses DEAD.
         return self._headers
 
     async def refresh(self, rejected: Mapping[str, str] | None = None) -> None:
@@ -158,11 +157,8 @@ class _TokenGrantCredential(Credential):
             return None
         return self._headers
 
-    async def auth_headers(self) -> dict[str, str]:
-        if self.state is CredentialState.DEAD:
-            raise RefreshError(self.detail, permanent=True, ineligible=self.ineligible)
-        if self.needs_refresh():
-            await self._flight.run(self._obtain)
+    async def _refresh_headers(self) -> dict[str, str]:
+        await self._flight.run(self._obtain)
         return self._headers
 
     async def refresh(self, rejected: Mapping[str, str] | None = None) -> None:

@@ -128,16 +128,27 @@ class Credential(abc.ABC):
         secret changed (a DEAD credential is then READY again)."""
         return False
 
-    def ready_headers(self) -> dict[str, str] | None:
-        """What auth_headers() would return now without waiting (no refresh due), else None:
-        the pool's per-call fast path, which spares a coroutine and a timeout."""
-        return None
-
     @abc.abstractmethod
+    def ready_headers(self) -> dict[str, str] | None:
+        """The headers to send now when no refresh is due (and the credential is not DEAD), else
+        None. The one place each kind says when it is ready: the pool's per-call fast path asks
+        it first (sparing a coroutine and a timeout), and auth_headers() is built on it."""
+
     async def auth_headers(self) -> dict[str, str]:
         """Headers that authenticate a backend call; refreshes first when needed.
 
         Raises RefreshError (permanent → the credential is now DEAD)."""
+        headers = self.ready_headers()
+        if headers is not None:
+            return headers
+        if self.state is CredentialState.DEAD:
+            raise RefreshError(self.detail, permanent=True, ineligible=self.ineligible)
+        return await self._refresh_headers()
+
+    @abc.abstractmethod
+    async def _refresh_headers(self) -> dict[str, str]:
+        """The headers after the refresh that ready_headers() found due (not DEAD): concurrent
+        callers share one refresh (single flight)."""
 
     @abc.abstractmethod
     async def refresh(self, rejected: Mapping[str, str] | None = None) -> None:
@@ -249,15 +260,13 @@ class OAuthCredential(Credential):
     # --- interface -------------------------------------------------------------------------
 
     def ready_headers(self) -> dict[str, str] | None:
+        # No _headers until _refresh() took up the file's token (first use, a new login), fresh or not.
         if self.state is CredentialState.DEAD or self._headers is None or self.needs_refresh():
             return None
         return self._headers
 
-    async def auth_headers(self) -> dict[str, str]:
-        if self.state is CredentialState.DEAD:
-            raise RefreshError(self.detail, permanent=True, ineligible=self.ineligible)
-        if self._headers is None or self.needs_refresh():
-            await self._refresh(rejected_token=None)
+    async def _refresh_headers(self) -> dict[str, str]:
+        await self._refresh(rejected_token=None)
         assert self._headers is not None
         return self._headers
 
@@ -333,16 +342,23 @@ class OAuthCredential(Credential):
         if status != 200 or not isinstance(reply, dict) or not isinstance(reply.get("access_token"), str):
             self._refresh_failed(status, reply)
         sent = self._data.get("refresh_token")
+        # No headers until the file holds the new token: meanwhile callers join this flight, so
+        # none is served with a token that a crash would lose and that readers of the file lack.
+        self._headers = None
         self._data = token_store.merge_token_reply(self._data, reply, now_ms)
         if self._data.get("refresh_token") != sent:
             self._lineage = (self._lineage + [self.fingerprint()])[-_LINEAGE:]
-        self._set_headers()
         log.info("credential %s: access token refreshed", self.id)
         try:
-            await self._persist()
+            replaced = await self._persist()
         except OSError as exc:
             # The token works from memory; the next refresh will try to write again.
             log.warning("credential %s: could not write %s: %s", self.id, self.path, exc)
+            replaced = False
+        if replaced and self.needs_refresh():
+            await self._refresh_from_endpoint()  # the new login's own token, for the callers waiting
+            return
+        self._set_headers()
 
     def _refresh_failed(self, status: int, reply: Any) -> None:
         error, description = token_endpoint.refusal(reply)
@@ -357,15 +373,23 @@ class OAuthCredential(Credential):
         raise RefreshError(f"token endpoint answered HTTP {status}" + (f" ({error})" if error else ""),
                            permanent=False)
 
-    async def _persist(self) -> None:
+    async def _persist(self) -> bool:
+        """Write the refreshed token to the file; True (nothing written) when a new login
+        replaced the file meanwhile, which this credential has then taken up instead."""
         # Keep what is on disk that we do not manage (fields written by the CLI since we loaded).
         try:
             disk = await token_store.read_async(self.path)
         except (OSError, orjson.JSONDecodeError):
             disk = None
+        if looks_like_oauth_creds(disk) and self.reload(disk):
+            # A new login (the Gemini CLI's /auth) landed while this refresh ran: it wins; the
+            # token just refreshed belongs to the login it replaced and is dropped, not written.
+            log.info("credential %s: a new login reached %s during a refresh; it is kept", self.id, self.path)
+            return True
         data = dict(disk) if isinstance(disk, dict) and disk.get("refresh_token") == self._data.get("refresh_token") else {}
         data.update(self._data)
         await token_store.write_async(self.path, data)
+        return False
 
     def _set_headers(self) -> None:
         self._headers = {"Authorization": f"Bearer {self.access_token}"}

@@ -26,14 +26,11 @@ import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Callable, Mapping
+from typing import Mapping
 
 import grpc
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-# Health is probed by the kubelet, Envoy and load balancers, which carry no credentials;
-# reflection only describes the API (proto/ is public), it serves nothing and spends nothing.
-OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 ANONYMOUS = "local"
 
 _identity: contextvars.ContextVar[str] = contextvars.ContextVar("internal_caller", default="")
@@ -141,8 +138,9 @@ def caller_of(label: str) -> str:
     return f"{who}/{label}" if label else who
 
 
-_REFUSAL = ("internal caller credentials are missing or wrong: send "
-            "'authorization: Basic base64(name:token)'")
+# What a refused caller is told (guarded; bench/auth_interceptor.py's interceptor says the same).
+REFUSAL = ("internal caller credentials are missing or wrong: send "
+           "'authorization: Basic base64(name:token)'")
 
 
 def _authorization(metadata) -> str | None:
@@ -152,41 +150,14 @@ def _authorization(metadata) -> str | None:
     return None
 
 
-async def _refuse(request, context: grpc.aio.ServicerContext) -> None:
-    await context.abort(grpc.StatusCode.UNAUTHENTICATED, _REFUSAL)
-
-
-def _refusing(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    kw = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(_refuse, **kw)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(_refuse, **kw)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(_refuse, **kw)
-    return grpc.stream_stream_rpc_method_handler(_refuse, **kw)
-
-
-class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """The same check as `guarded`, as a server interceptor (bench/grpc_hop.py's floorB can
-    install it to weigh an interceptor's cost; the server uses `guarded`).
-
-    grpc.aio runs the interceptor and then the handler in the same task, one task per call,
-    so the context variable set here is the handler's and no other call's."""
-
-    def __init__(self, verifier: Verifier) -> None:
-        self._verifier = verifier
-
-    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable],
-                                details: grpc.HandlerCallDetails):
-        handler = await continuation(details)
-        if handler is None or details.method.startswith(OPEN_METHODS):
-            return handler
-        who = self._verifier.identify(_authorization(details.invocation_metadata))
-        if who is None:
-            return _refusing(handler)
-        _identity.set(who)
-        return handler
+def admit(verifier: Verifier, metadata) -> bool:
+    """Whether the call's metadata carries valid internal credentials; when it does, its caller
+    becomes current_identity() for the task serving the call."""
+    who = verifier.identify(_authorization(metadata))
+    if who is None:
+        return False
+    _identity.set(who)
+    return True
 
 
 def guarded(handler: grpc.RpcMethodHandler, verifier: Verifier) -> grpc.RpcMethodHandler:
@@ -195,28 +166,20 @@ def guarded(handler: grpc.RpcMethodHandler, verifier: Verifier) -> grpc.RpcMetho
 
     The check runs in the handler's own task, so the context variable set here is this call's
     only. A server interceptor would do the same, but grpc.aio then runs a chain of coroutines
-    (interceptor, continuation, lookup) for every call, health checks included."""
-    verify = verifier.identify
-
-    def admit(context: grpc.aio.ServicerContext) -> bool:
-        who = verify(_authorization(context.invocation_metadata()))
-        if who is None:
-            return False
-        _identity.set(who)
-        return True
-
+    (interceptor, continuation, lookup) for every call, health checks included
+    (bench/auth_interceptor.py keeps one, to weigh that cost)."""
     def wrap(behavior):
         if inspect.isasyncgenfunction(behavior):
             async def checked_stream(request, context):
-                if not admit(context):
-                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, _REFUSAL)
+                if not admit(verifier, context.invocation_metadata()):
+                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, REFUSAL)
                 async for message in behavior(request, context):
                     yield message
             return checked_stream
 
         async def checked(request, context):
-            if not admit(context):
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, _REFUSAL)
+            if not admit(verifier, context.invocation_metadata()):
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, REFUSAL)
             return await behavior(request, context)
         return checked
 

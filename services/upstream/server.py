@@ -509,8 +509,10 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
     await pool.start()
     servicer = UpstreamServicer(pool, build_catalog(settings.models), settings.model_aliases)
 
-    # No interceptor: each Upstream method checks internal credentials itself (add_servicer);
-    # health and reflection stay open (internal_auth.OPEN_METHODS).
+    # No interceptor: each Upstream method checks internal credentials itself (add_servicer).
+    # Health and reflection stay open: health is probed by the kubelet, Envoy and load
+    # balancers, which carry no credentials; reflection only describes the API (proto/ is
+    # public), it serves nothing and spends nothing.
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -125,3 +125,19 @@ def test_cli_add_and_init(tmp_path: Path):
     auth.edge_token_file.unlink()
     with pytest.raises(TokenFileError, match="only one of"):
         internal_tokens.ensure(tmp_path / "dir")
+
+
+@pytest.mark.parametrize("metadata, admitted, recorded", [
+    ((("authorization", basic_credentials("edge", TOKEN)),), True, "edge"),
+    ((("x-other", "1"), ("authorization", basic_credentials("edge", TOKEN))), True, "edge"),
+    ((("authorization", basic_credentials("edge", TOKEN + "x")),), False, ""),
+    ((("x-other", "1"),), False, ""),
+    ((), False, ""),
+    (None, False, ""),
+])
+def test_admit_records_the_caller_only_when_admitted(metadata, admitted: bool, recorded: str):
+    import contextvars
+
+    def run() -> tuple[bool, str]:
+        return internal_auth.admit(VERIFIER, metadata), internal_auth.current_identity()
+    assert contextvars.copy_context().run(run) == (admitted, recorded)
