@@ -9,9 +9,14 @@ Uvicorn's access log is off: it would print query strings, and `?key=` carries l
 """
 from __future__ import annotations
 
-import gc
-import os
-import sys
+from services import docstrings
+
+if __name__ == "__main__":
+    docstrings.drop()  # first: re-executes this command under -OO
+
+import gc  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
 
 # Before grpc is imported: gRPC's EventEngine client moves every socket event through its own
 # thread pool and then the asyncio poller thread; the classic I/O manager polls in the poller
@@ -21,9 +26,28 @@ os.environ.setdefault("GRPC_EXPERIMENTS", "-event_engine_client,-event_engine_li
 
 from services import unused_extras  # noqa: E402
 
-unused_extras.refuse(*unused_extras.EDGE_UNUSED)  # click stays: uvicorn's own
+unused_extras.refuse(*unused_extras.EDGE_UNUSED)
+unused_extras.uvicorn_without_command_line()
 
 import uvicorn  # noqa: E402
+
+
+def _import_fastapi_with_lazy_models() -> None:
+    """FastAPI imports its 37 OpenAPI models (fastapi.openapi.models) to write its own OpenAPI
+    document, which the edge does not serve (services/edge/apidoc writes it, routes/docs.py
+    serves it): built at import, their validators held ~1.2 MiB for good (issue #15). Models
+    defined during this import build on first use instead (pydantic's defer_build); classes
+    defined later, ours included, are not affected."""
+    from pydantic import BaseModel
+
+    BaseModel.model_config["defer_build"] = True
+    try:
+        import fastapi  # noqa: F401
+    finally:
+        del BaseModel.model_config["defer_build"]
+
+
+_import_fastapi_with_lazy_models()
 
 from services.edge.app import create_app  # noqa: E402
 from services.edge.http_server import EdgeHttpProtocol  # noqa: E402

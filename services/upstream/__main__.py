@@ -1,10 +1,15 @@
 """`python -m services.upstream`: run the upstream gRPC service until SIGTERM."""
 from __future__ import annotations
 
-import asyncio
-import gc
-import os
-import sys
+from services import docstrings
+
+if __name__ == "__main__":
+    docstrings.drop()  # first: re-executes this command under -OO
+
+import asyncio  # noqa: E402
+import gc  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
 
 # Before grpc is imported: gRPC's EventEngine client/listener moves every socket event through
 # its own thread pool and then the asyncio poller thread; the classic I/O manager polls in the

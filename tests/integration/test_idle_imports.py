@@ -38,6 +38,8 @@ EDGE_LAZY = {
     "ctypes": "loaded by the first stats line (SIGUSR1, services/edge/stats.py)",
     # FastAPI's check for pydantic v1 models (the edge has none); uvicorn's reloader (it never reloads).
     **{name: REFUSED for name in ("pydantic.v1", "watchfiles")},
+    # uvicorn's command line: uvicorn.main is a stand-in (unused_extras.uvicorn_without_command_line).
+    **{name: "the edge runs uvicorn's Server, not its command line" for name in ("click", "uvicorn.supervisors")},
     "schemathesis": "a test tool",
     "pytest": "a test tool",
     **{name: REFUSED for name in ("trio", "rich", "pygments")},
@@ -132,3 +134,11 @@ def test_docs_load_what_they_need_on_first_use(procs):
     modules = imported(edge.log())
     for package in ("services.edge.apidoc.openai_models", "services.edge.apidoc.build", "fastapi_offline"):
         assert loaded(modules, package), f"{package} not loaded after the docs were served"
+
+
+def test_services_run_without_docstrings(procs):
+    """Both services re-execute themselves under python -OO (services/docstrings.py)."""
+    up, edge, _ = procs
+    for proc in (up, edge):
+        argv = Path(f"/proc/{proc.popen.pid}/cmdline").read_bytes().split(b"\0")
+        assert b"-OO" in argv, (proc.name, argv)

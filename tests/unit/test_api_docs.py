@@ -2,8 +2,13 @@
 route documented, every documented path served by the route that declares it."""
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
+import orjson
 import pytest
 import schemathesis
 
@@ -12,6 +17,7 @@ from services.edge.apidoc.common import Operation, documented
 from services.edge.app import create_app
 from services.edge.settings import EdgeSettings
 
+ROOT = Path(__file__).resolve().parents[2]
 # Served without being part of the described API: probes, the index and the docs themselves.
 UNDOCUMENTED = {"/healthz", "/readyz", "/", "/openapi.json", "/docs", "/docs/assets/{name}"}
 # The admin console and its JSON API are the operator's, behind the admin token, not the public API.
@@ -81,3 +87,19 @@ def test_a_documented_path_no_route_serves_is_refused(app):
     route = Route("/gemini_cli/v1/chat/completions", documented(ghost)(endpoint), methods=["POST"])
     with pytest.raises(RuntimeError, match="ghost"):
         openapi([route], "/gemini_cli", title="t", version="1")
+
+
+def test_document_is_the_same_without_docstrings(doc: dict):
+    """The edge runs under python -OO (services/docstrings.py): nothing in the document may come
+    from a docstring. Fails if a schema's description is written as a docstring again."""
+    script = ("import sys, orjson\n"
+              "from services.edge.apidoc.build import openapi\n"
+              "from services.edge.app import create_app\n"
+              "from services.edge.settings import EdgeSettings\n"
+              "app = create_app(EdgeSettings(root_path='/gemini_cli'))\n"
+              "sys.stdout.buffer.write(orjson.dumps(openapi(app.routes, '/gemini_cli', title='t', version='1')))\n")
+    out = subprocess.run([sys.executable, "-OO", "-c", script], cwd=ROOT, capture_output=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "gen")])})
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    assert orjson.loads(out.stdout) == doc
+    assert sum("description" in s for s in doc["components"]["schemas"].values()) >= 13

@@ -15,7 +15,7 @@ class AnthropicErrorDetail(Closed):
 
 
 class AnthropicError(Closed):
-    """Anthropic's error body (/v1/messages...)."""
+    __doc__ = """Anthropic's error body (/v1/messages...)."""
 
     type: Literal["error"]
     error: AnthropicErrorDetail
@@ -83,7 +83,7 @@ class ToolChoice(Open):
 
 
 class MessagesRequest(Open):
-    """POST /v1/messages. Claude model names are mapped by ANTHROPIC_MODEL_MAP; a Gemini
+    __doc__ = """POST /v1/messages. Claude model names are mapped by ANTHROPIC_MODEL_MAP; a Gemini
     model id works as it is."""
 
     model: str = Field(max_length=128, examples=["claude-sonnet-4-6", "gemini-2.5-flash"])
@@ -118,14 +118,14 @@ class MessageResponse(Open):
 
 
 class MessageStreamEvent(Open):
-    """One event of a streamed message (`event: <type>` then `data: <this>`): message_start,
+    __doc__ = """One event of a streamed message (`event: <type>` then `data: <this>`): message_start,
     content_block_start/delta/stop, message_delta, message_stop, ping, error."""
 
     type: str
 
 
 class CountMessageTokensRequest(Open):
-    """POST /v1/messages/count_tokens."""
+    __doc__ = """POST /v1/messages/count_tokens."""
 
     model: str = Field(max_length=128, examples=["claude-sonnet-4-6"])
     messages: list[AnthropicMessage] = Field(min_length=1)

@@ -14,6 +14,8 @@ from pydantic.json_schema import SkipJsonSchema
 Null = SkipJsonSchema[None]
 
 
+# A model's schema description is its __doc__, spelt as an assignment (`__doc__ = """..."""`):
+# the edge runs under python -OO (services/docstrings.py), which drops docstrings, not assignments.
 class Open(BaseModel):
     """A JSON object that may carry more members than described."""
 

@@ -16,7 +16,7 @@ class GoogleErrorDetail(Closed):
 
 
 class GoogleError(Closed):
-    """Google's error body (/v1beta, and the Gemini methods under /v1 and /v1alpha)."""
+    __doc__ = """Google's error body (/v1beta, and the Gemini methods under /v1 and /v1alpha)."""
 
     error: GoogleErrorDetail
 
@@ -117,7 +117,7 @@ class SafetySetting(Open):
 
 
 class GenerateContentRequest(Open):
-    """A Gemini GenerateContentRequest, sent to the backend as received (a thinking suffix on
+    __doc__ = """A Gemini GenerateContentRequest, sent to the backend as received (a thinking suffix on
     the model adds a thinkingConfig unless the body has one)."""
 
     contents: list[GeminiContent] = Field(min_length=1)
@@ -143,7 +143,7 @@ class Candidate(Open):
 
 
 class GenerateContentResponse(Open):
-    """The backend's answer as it produced it (the Code Assist envelope removed). Streamed:
+    __doc__ = """The backend's answer as it produced it (the Code Assist envelope removed). Streamed:
     one of these per event (alt=sse) or a JSON array of them."""
 
     candidates: list[Candidate] | Null = None

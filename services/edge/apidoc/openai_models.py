@@ -21,7 +21,7 @@ class OpenAIErrorDetail(Closed):
 
 
 class OpenAIError(Closed):
-    """OpenAI's error body (every /v1 route but Anthropic's)."""
+    __doc__ = """OpenAI's error body (every /v1 route but Anthropic's)."""
 
     error: OpenAIErrorDetail
 
@@ -120,7 +120,7 @@ class NamedToolChoice(Open):
 
 
 class ChatCompletionRequest(Open):
-    """POST /v1/chat/completions. Unknown members are ignored; `extra_body.google` passes
+    __doc__ = """POST /v1/chat/completions. Unknown members are ignored; `extra_body.google` passes
     Gemini's own generationConfig / thinking_config / safety_settings through."""
 
     model: str = ModelId
@@ -185,7 +185,7 @@ class ChunkChoice(Open):
 
 
 class ChatCompletionChunk(Open):
-    """One `data:` event of a streamed completion; the stream ends with `data: [DONE]`."""
+    __doc__ = """One `data:` event of a streamed completion; the stream ends with `data: [DONE]`."""
 
     id: str
     object: Literal["chat.completion.chunk"]
@@ -254,7 +254,7 @@ class TextConfig(Open):
 
 
 class ResponsesRequest(Open):
-    """POST /v1/responses (stateless: `previous_response_id` is refused, send the history)."""
+    __doc__ = """POST /v1/responses (stateless: `previous_response_id` is refused, send the history)."""
 
     model: str = ModelId
     input: str | list[MessageItem | FunctionCallItem | FunctionCallOutputItem | ReasoningItem]
@@ -287,7 +287,7 @@ class ResponseObject(Open):
 
 
 class ResponseEvent(Open):
-    """One event of a streamed response (`event: <type>` then `data: <this>`):
+    __doc__ = """One event of a streamed response (`event: <type>` then `data: <this>`):
     response.created, response.output_text.delta, ..., response.completed or response.failed."""
 
     type: str
@@ -297,7 +297,7 @@ class ResponseEvent(Open):
 # --- embeddings and models ----------------------------------------------------------------------
 
 class EmbeddingsRequest(Open):
-    """POST /v1/embeddings (served by AI Studio / Vertex AI pool members)."""
+    __doc__ = """POST /v1/embeddings (served by AI Studio / Vertex AI pool members)."""
 
     model: str = Field(max_length=128, examples=["gemini-embedding-001"])
     input: str | list[str] = Field(description="a text or a list of texts (token arrays are refused)")
