@@ -315,9 +315,10 @@ class OAuthCredential(Credential):
         newer = (isinstance(token, str) and token and token != self.access_token and token != rejected_token
                  and isinstance(expiry, (int, float)) and expiry > time.time() * 1000 + EAGER_REFRESH_MS)
         if disk.get("refresh_token") != current_rt:
-            # A new login replaced the file: take all of it.
-            self._data = dict(disk)
-            self._lineage = [self.fingerprint()]
+            # Another login in the file: a new one is taken whole, as the file watcher takes it
+            # (reload); an older refresh token of this login (rotated since) is nothing to take.
+            if not self.reload(disk):
+                return False
             log.info("credential %s: picked up a new login from %s", self.id, self.path)
             if not newer:
                 return False

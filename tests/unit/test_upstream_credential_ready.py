@@ -310,3 +310,45 @@ async def test_a_new_login_written_during_a_refresh_is_not_overwritten(rig: Rig,
         assert served is not None and served.startswith("ya29.sim-") and on_file["access_token"] == served, \
             f"served {served!r}; the file holds {on_file.get('access_token')!r}"
     assert cred.ready_headers() is not None and bearer(cred.ready_headers()) == served
+
+
+# --- what a refresh finds in the file first: the file watcher's rules (reload) -------------------
+
+async def test_a_new_login_found_before_a_refresh_forgets_the_old_logins_project(rig: Rig) -> None:
+    """A refresh that finds a new login in the file takes it as the file watcher does: the
+    project discovered for the old login is not the new one's."""
+    cred = rig.oauth(access_token=FILE_TOKEN, expiry_in_ms=-MINUTE_MS)
+    cred.discovered_project = "old-logins-project"
+    new_rt = f"1//new-login-{uuid.uuid4().hex[:8]}"
+    rig.sim.accounts.upsert({"refresh_token": new_rt, "token_ttl": 3600})
+    cred.path.write_bytes(orjson.dumps({"refresh_token": new_rt, "access_token": "ya29.the-new-login",
+                                        "expiry_date": int(time.time() * 1000) + 60 * MINUTE_MS}))
+    served = bearer(await cred.auth_headers())
+    assert served == "ya29.the-new-login" and rig.grants() == 0, f"served {served!r} after {rig.grants()} grants"
+    assert cred.project is None, f"the new login kept the old login's project {cred.project!r}"
+
+
+async def test_an_older_refresh_token_of_the_same_login_in_the_file_is_not_taken(rig: Rig, monkeypatch) -> None:
+    """Another replica rotated the refresh token and this one took it (take_token) while its
+    own file still holds the older one: a refresh uses the rotated token, not the file's."""
+    from services.upstream import token_endpoint
+    from services.upstream.credentials import fingerprint
+
+    cred = rig.oauth(access_token=FILE_TOKEN, expiry_in_ms=-MINUTE_MS)
+    old_rt = orjson.loads(cred.path.read_bytes())["refresh_token"]
+    rotated = f"1//rotated-{uuid.uuid4().hex[:8]}"
+    rig.sim.accounts.upsert({"refresh_token": rotated, "token_ttl": 3600})
+    assert cred.take_token({"at": "ya29.shared", "exp": int(time.time() * 1000) + 60 * MINUTE_MS,
+                            "fp": [fingerprint(old_rt), fingerprint(rotated)], "rt": rotated}, None)
+    real_request = token_endpoint.request_token
+    sent: list[str] = []
+
+    async def recording(http, url, form, timeout):
+        sent.append(form["refresh_token"])
+        return await real_request(http, url, form, timeout)
+
+    monkeypatch.setattr(token_endpoint, "request_token", recording)
+    await cred.refresh({"Authorization": "Bearer ya29.shared"})  # the backend refused the shared token
+    on_file = orjson.loads(cred.path.read_bytes())
+    assert sent == [rotated], f"grants asked with {sent} (file's older {old_rt!r}, rotated {rotated!r})"
+    assert on_file.get("refresh_token") == rotated, f"the file holds {on_file.get('refresh_token')!r}"
