@@ -18,8 +18,10 @@ import httpx
 import pytest
 import uvicorn
 
-from services.edge.media import (OCTET_STREAM, MediaError, MediaFetcher, address_refused, decode_inline,
-                                 media_http_client, sniff_mime)
+from services.edge.media_errors import MediaError
+from services.edge.media_fetch import MediaFetcher, address_refused, media_http_client
+from services.edge.media_inline import decode_inline
+from services.edge.media_sniff import OCTET_STREAM, sniff_mime
 
 
 # --- small real files ------------------------------------------------------------------------------
@@ -422,7 +424,7 @@ async def test_fetch_all_fails_on_first_error(media_server, client) -> None:
 
 
 def test_media_lease_budgets() -> None:
-    from services.edge.media import InflightBudget, MediaLease
+    from services.edge.media_budget import InflightBudget, MediaLease
 
     inflight = InflightBudget(100)
     a, b = MediaLease(60, inflight), MediaLease(60, inflight)
