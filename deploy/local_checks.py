@@ -100,7 +100,7 @@ def check_credentials(env: Mapping[str, str]) -> Path | None:
         check_pool(env)
         return None
     # The upstream's own scan, so "found" means exactly what the upstream will load.
-    from services.upstream.credentials import scan_credential_files
+    from services.upstream.oauth_credential import scan_credential_files
 
     path = credentials_path(env)
     found, notes = scan_credential_files(path)
