@@ -335,10 +335,9 @@ async def test_fetch_size_cap(media_server, client, path: str) -> None:
 
 
 async def test_fetch_never_ending_body_is_cut_by_size(media_server, client) -> None:
-    started = time.monotonic()
+    # Cut by size, not by the deadline (that would say "longer than").
     with pytest.raises(MediaError, match="larger than"):
         await fetcher(client, max_bytes=1 << 20, timeout=10).fetch(f"{media_server}/forever")
-    assert time.monotonic() - started < 10
 
 
 async def test_fetch_trickling_body_is_cut_by_total_timeout(media_server, client) -> None:
@@ -401,7 +400,7 @@ async def test_pinned_connection_keeps_host_header(media_server, client) -> None
     try:
         socket.getaddrinfo("localhost", None)
     except socket.gaierror:
-        pytest.skip("localhost does not resolve here")
+        pytest.fail("localhost does not resolve on this machine: this test needs a name that resolves to loopback")
     port = media_server.rsplit(":", 1)[1]
     f = fetcher(client, allow_private=False, allow_networks=["127.0.0.0/8", "::1/128"])
     mime, data = await f.fetch(f"http://localhost:{port}/host?want=localhost:{port}")
