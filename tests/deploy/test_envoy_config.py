@@ -71,6 +71,8 @@ def test_rendered_config_keeps_streaming_and_safety_settings(tmp_path: Path):
         assert h2["max_concurrent_streams"] <= 100 and h2["initial_stream_window_size"] <= 64 * 1024
         assert h2["initial_connection_window_size"] <= 1024 * 1024
         assert hcm(listener)["request_timeout"] == "45.000s"
+        # Slow-loris headers are cut here (tests/hostile/test_http_abuse.py sees Envoy do it).
+        assert hcm(listener)["request_headers_timeout"] == "10s"
     # Internal callers authenticate before the transcoder sees anything.
     internal_filters = list(http_filters(lst["internal"]))
     assert internal_filters[0] == "envoy.filters.http.basic_auth"

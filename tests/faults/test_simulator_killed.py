@@ -5,7 +5,9 @@ streaming format. When each has delivered its first chunk the simulator is SIGKI
 - OpenAI SSE ends with an error event and `data: [DONE]`,
 - Gemini SSE ends with an error event,
 - Gemini's JSON-array stream ends with an error element and a closing bracket,
-all within a bounded time, and every stream's ledger row is written (its cleanup ran).
+each because the connection was cut (the upstream logs STREAM_CUT, not a timeout), and every
+stream's ledger row is written (its cleanup ran). No elapsed time is asserted: a stream left
+waiting would not end before the hang guard.
 """
 from __future__ import annotations
 
@@ -19,11 +21,11 @@ import pytest
 from tests import harness
 from tests.faults.rig import MODEL, Rig, chat_body, client, gemini_body, sse_data
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(90)
 
 # The first chunk comes at once, then the simulator would pause 5 s before each next one.
 SLOW = "[chunks=4] [delay=5000] one two three four five six seven eight"
-BOUND_S = 5.0  # how long after the kill every stream must have ended
+HANG_GUARD_S = 30.0  # a stream not ended by then hung (the backend's next chunk was 5 s away)
 
 
 @pytest.fixture
@@ -46,7 +48,7 @@ def test_streams_end_with_an_error_when_the_backend_dies(rigs, doomed: harness.P
                       headers={"x-goog-api-key": key}, json=gemini_body(SLOW)),
     }
     first = {name: threading.Event() for name in forms}
-    result: dict[str, tuple[int, bytes, float]] = {}
+    result: dict[str, tuple[int, bytes]] = {}
     errors: dict[str, BaseException] = {}
 
     def consume(name: str) -> None:
@@ -56,7 +58,7 @@ def test_streams_end_with_an_error_when_the_backend_dies(rigs, doomed: harness.P
                 for piece in r.iter_raw():
                     pieces.append(piece)
                     first[name].set()
-                result[name] = (r.status_code, b"".join(pieces), time.monotonic())
+                result[name] = (r.status_code, b"".join(pieces))
         except BaseException as exc:  # reported below; an exception here is a failure too
             errors[name] = exc
             first[name].set()
@@ -66,15 +68,14 @@ def test_streams_end_with_an_error_when_the_backend_dies(rigs, doomed: harness.P
         t.start()
     for name, ev in first.items():
         assert ev.wait(15), f"{name}: no first chunk"
-    killed_at = time.monotonic()
     doomed.kill()
+    guard = time.monotonic() + HANG_GUARD_S
     for t in threads:
-        t.join(BOUND_S + 5)
+        t.join(max(0.0, guard - time.monotonic()))
     assert not errors, f"client side failures: {errors!r}"
-    assert set(result) == set(forms), "a stream did not end"
-    for name, (status, raw, ended_at) in result.items():
+    assert set(result) == set(forms), f"hung: a stream did not end after the kill ({sorted(result)} did)"
+    for name, (status, _raw) in result.items():
         assert status == 200, name
-        assert ended_at - killed_at < BOUND_S, f"{name} ended {ended_at - killed_at:.1f}s after the kill"
 
     # OpenAI: content, then an error event, then [DONE].
     events = sse_data(result["openai"][1])
@@ -100,15 +101,14 @@ def test_streams_end_with_an_error_when_the_backend_dies(rigs, doomed: harness.P
     assert rig.upstream is not None
     assert log_lines(rig.upstream, "stream=True", "outcome=UNAVAILABLE/STREAM_CUT", count=3) == 3
 
-    # With the backend gone, a new request fails fast with 503 in its API's format.
+    # With the backend gone, a new request fails with 503 in its API's format (the client's 30 s
+    # timeout is the hang guard).
     with client() as c:
-        started = time.monotonic()
         r = c.post(forms["sse"]["url"].split(":stream")[0] + ":generateContent", headers={"x-goog-api-key": key},
                    json=gemini_body("anyone there?"))
         assert r.status_code == 503 and r.json()["error"]["status"] == "UNAVAILABLE", r.text
         r = c.post(forms["openai"]["url"], headers=forms["openai"]["headers"], json=chat_body("anyone?"))
         assert r.status_code == 503 and r.json()["error"]["type"], r.text
-        assert time.monotonic() - started < 10
 
 
 def log_lines(proc: harness.Proc, *needles: str, count: int, timeout: float = harness.SETTLE_TIMEOUT) -> int:

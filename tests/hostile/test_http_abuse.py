@@ -68,12 +68,25 @@ def assert_error(r: httpx.Response, status: int | tuple[int, ...], api: str) -> 
 
 # --- slow-loris -------------------------------------------------------------------------------
 
+def header_timeouts(rig: Rig) -> int:
+    """Envoy's count of public requests it closed because their headers did not complete in time."""
+    assert rig.envoy is not None
+    r = httpx.get(f"http://{harness.LOOPBACK}:{rig.envoy.extra['admin_port']}/stats",
+                  params={"filter": r"^http\.public\.downstream_rq_header_timeout$"}, timeout=30, trust_env=False)
+    r.raise_for_status()
+    counts = [int(line.split(":")[1]) for line in r.text.splitlines() if line.strip()]
+    assert len(counts) == 1, r.text
+    return counts[0]
+
+
 def test_slow_loris_is_cut_off_by_envoy(rig: Rig):
-    """Headers sent one byte per second never complete: Envoy hangs up within its 10 s
-    request_headers_timeout (408), so such clients cannot pile up."""
+    """Headers sent one byte per second never complete: Envoy hangs up at its 10 s
+    request_headers_timeout (408), so such clients cannot pile up. Envoy's own counter says
+    which timeout cut the connection (tests/deploy/test_envoy_config.py pins the 10 s); the
+    module's timeout is the hang guard."""
     assert rig.envoy is not None
     request = f"GET /gemini_cli/v1/models HTTP/1.1\r\nHost: gw\r\nX-Slow: {'a' * 100}".encode()
-    started = time.monotonic()
+    timeouts_before = header_timeouts(rig)
     outcome = None
     with socket.create_connection((harness.LOOPBACK, rig.envoy.port)) as s:
         s.settimeout(1.0)
@@ -88,9 +101,8 @@ def test_slow_loris_is_cut_off_by_envoy(rig: Rig):
                 break
             outcome = reply or b"closed"
             break
-    elapsed = time.monotonic() - started
     assert outcome is not None, "still connected after sending headers for 100+ s"
-    assert elapsed < 13, f"cut off only after {elapsed:.1f}s"
+    assert header_timeouts(rig) == timeouts_before + 1, f"not cut by request_headers_timeout: {outcome!r}"
     if isinstance(outcome, bytes) and outcome != b"closed":
         assert outcome.startswith(b"HTTP/1.1 408"), outcome[:200]
 
@@ -103,27 +115,25 @@ def test_huge_headers_refused_by_envoy(rig: Rig, key: str, http: httpx.Client, s
         extra = {"X-Huge": "a" * MIB}
     else:
         extra = {f"X-Many-{i}": "b" * 100 for i in range(3000)}
-    started = time.monotonic()
-    r = http.get(f"{rig.public}/v1/models", headers={"Authorization": f"Bearer {key}", **extra})
+    r = http.get(f"{rig.public}/v1/models", headers={"Authorization": f"Bearer {key}", **extra})  # 30 s: hang guard
     assert r.status_code in (400, 431), r.status_code
-    assert time.monotonic() - started < 5
 
 
 # --- 100 MiB bodies ----------------------------------------------------------------------------
 
-def raw_post(port: int, path: str, headers: dict[str, str], total: int, *, chunked: bool) -> tuple[bytes, int, float]:
-    """POST up to `total` body bytes over a raw socket, stopping as soon as a response arrives.
-    Returns (status line and headers, bytes sent, seconds until the response)."""
+def raw_post(port: int, path: str, headers: dict[str, str], total: int, *, chunked: bool) -> tuple[bytes, int]:
+    """POST up to `total` body bytes over a raw socket, stopping as soon as a response arrives
+    or the server stops reading. Returns (status line and headers, body bytes sent)."""
     head = f"POST {path} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
     head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     head += "Transfer-Encoding: chunked\r\n\r\n" if chunked else f"Content-Length: {total}\r\n\r\n"
     piece = b" " * (256 * 1024)
     frame = (b"%x\r\n" % len(piece) + piece + b"\r\n") if chunked else piece
     sent, got = 0, b""
-    started = time.monotonic()
+    guard = time.monotonic() + 60  # a hang guard: 100 MiB over loopback takes a fraction of it
     with socket.create_connection((harness.LOOPBACK, port)) as s:
         s.sendall(head.encode())
-        while sent < total and time.monotonic() - started < 30:
+        while sent < total and time.monotonic() < guard:
             s.setblocking(False)
             try:
                 got += s.recv(65536)
@@ -141,7 +151,7 @@ def raw_post(port: int, path: str, headers: dict[str, str], total: int, *, chunk
             sent += len(piece)
         s.settimeout(5)
         got = read_head(s, got)
-    return got, sent, time.monotonic() - started
+    return got, sent
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
@@ -149,10 +159,11 @@ def test_100_mib_body_to_the_edge(rig: Rig, key: str, chunked: bool):
     assert rig.edge is not None
     pid = rig.edge.popen.pid
     before = rss_kib(pid)
-    head, sent, seconds = raw_post(rig.edge.port, f"/gemini_cli/v1beta/models/{MODEL}:generateContent",
-                                   {"x-goog-api-key": key}, HUNDRED_MIB, chunked=chunked)
+    head, sent = raw_post(rig.edge.port, f"/gemini_cli/v1beta/models/{MODEL}:generateContent",
+                          {"x-goog-api-key": key}, HUNDRED_MIB, chunked=chunked)
     assert head.startswith(b"HTTP/1.1 413"), head[:300]
-    assert seconds < 10
+    # Refused while the body was still coming, not after reading it all.
+    assert sent < HUNDRED_MIB, "the edge read the whole 100 MiB before refusing it"
     if not chunked:
         # The declared length alone is enough to refuse: nothing like 100 MiB was read.
         assert sent < 16 * MIB, f"{sent} bytes sent before the refusal"
@@ -165,10 +176,10 @@ def test_100_mib_body_to_the_edge(rig: Rig, key: str, chunked: bool):
 def test_100_mib_body_through_envoy(rig: Rig, key: str, chunked: bool):
     assert rig.envoy is not None and rig.edge is not None
     before = rss_kib(rig.edge.popen.pid)
-    head, sent, seconds = raw_post(rig.envoy.port, "/gemini_cli/v1/chat/completions",
-                                   {"Authorization": f"Bearer {key}"}, HUNDRED_MIB, chunked=chunked)
+    head, sent = raw_post(rig.envoy.port, "/gemini_cli/v1/chat/completions",
+                          {"Authorization": f"Bearer {key}"}, HUNDRED_MIB, chunked=chunked)
     assert head.startswith(b"HTTP/1.1 413"), head[:300]
-    assert seconds < 10 and sent < 48 * MIB
+    assert sent < 48 * MIB
     assert (rss_kib(rig.edge.popen.pid) - before) / 1024 < 64
 
 
@@ -182,12 +193,10 @@ def nested(depth: int, inner: bytes = b"1") -> bytes:
 def test_deeply_nested_json_is_a_400(rig: Rig, key: str, http: httpx.Client, depth: int):
     """Far deeper than any parser's recursion limit: a 400 naming the problem, not a 500."""
     for url, api in routes(rig.api):
-        started = time.monotonic()
         r = http.post(url, headers={**auth(key), "Content-Type": "application/json"},
                       content=b'{"contents":' + nested(depth) + b"}")
         err = assert_error(r, 400, api)
         assert "depth" in err["message"] or "nest" in err["message"], err
-        assert time.monotonic() - started < 5
 
 
 def test_deep_but_parseable_json_is_never_a_5xx(rig: Rig, key: str, http: httpx.Client):
