@@ -204,10 +204,9 @@ def test_hostile_bodies_are_cut(lenient: Rig, lenient_key: str, trap: Trap, path
     assert lenient.edge is not None
     pid = lenient.edge.popen.pid
     before = rss_kib(pid)
-    started = time.monotonic()
     message = assert_media_400(chat_with_image(lenient, lenient_key, f"http://127.0.0.1:{trap.port}{path}"))
-    elapsed = time.monotonic() - started
     assert expect in message, message
-    assert elapsed < FETCH_TIMEOUT_S + 2, f"{path} took {elapsed:.1f}s"
+    if expect == "longer than":  # cut by MEDIA_FETCH_TIMEOUT, not by another, longer timeout
+        assert f"longer than {FETCH_TIMEOUT_S}s" in message, message
     grown = (rss_kib(pid) - before) / 1024
     assert grown < 32, f"edge RSS grew by {grown:.0f} MiB fetching {path}"

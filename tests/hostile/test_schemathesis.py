@@ -11,7 +11,6 @@ also fuzzed on its own: any value in any of the places a key may travel is a 401
 from __future__ import annotations
 
 import copy
-import time
 from typing import Any, Iterator
 
 import httpx
@@ -171,7 +170,6 @@ def test_any_key_value_is_a_401(rig: Rig, http: httpx.Client, where: str):
     if where == "x-api-key":  # as Anthropic clients send it
         url = f"{rig.api}/v1/messages"
         body = {**body, "max_tokens": 10}
-    started = time.monotonic()
 
     @settings(max_examples=40, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck), phases=NO_SHRINK)
@@ -195,5 +193,4 @@ def test_any_key_value_is_a_401(rig: Rig, http: httpx.Client, where: str):
         assert r.status_code == 401, (value, r.status_code, r.text[:300])
         assert r.json()["error"]["message"]
 
-    run()
-    assert time.monotonic() - started < 60
+    run()  # each request's client timeout is the hang guard
