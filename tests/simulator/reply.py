@@ -4,7 +4,9 @@ A reply is fully computed before the first byte goes out (answers are pure funct
 the request); this class only decides *how* it is delivered: after a latency, chunk by
 chunk with delays, cut off mid-body, or never. When the delivery involves waiting, a
 watcher task listens for `http.disconnect` so a client that goes away is noticed at once
-and recorded as `cancelled`.
+and recorded as `cancelled`. The record also says what delivery did: `slept`, the seconds of
+delay it waited out (latency, between and before pieces), and `sent`, the body pieces written;
+tests prove a delay or an early stop by these, not by timing the client.
 """
 from __future__ import annotations
 
@@ -80,11 +82,16 @@ class Reply(Response):
             await sender
         return True
 
+    async def _pause(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        self.entry["slept"] = round(self.entry.get("slept", 0.0) + seconds, 6)
+
     async def _deliver(self, send: Send) -> None:
+        self.entry["slept"], self.entry["sent"] = 0.0, 0
         if self.hang:
             await asyncio.Event().wait()  # until the watcher sees the client leave
         if self.latency > 0:
-            await asyncio.sleep(self.latency)
+            await self._pause(self.latency)
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         self._started = True
         pieces = self.pieces
@@ -93,9 +100,10 @@ class Reply(Response):
             if i == self.cut_after:
                 return  # returning with the body unfinished makes uvicorn close the socket
             if i and self.between:
-                await asyncio.sleep(self.between)
+                await self._pause(self.between)
             if self.before_each > 0:
-                await asyncio.sleep(self.before_each)
+                await self._pause(self.before_each)
+            self.entry["sent"] = i + 1  # before the write: a client that has the piece sees it counted
             await send({"type": "http.response.body", "body": piece,
                         "more_body": i != last or self.cut_after is not None})
         if self.cut_after is not None:
