@@ -1,7 +1,8 @@
 """Streams through the real stack, the usage ledger, and graceful shutdown.
 
-Timing checks here are about *ordering* (a chunk arrives while the simulator is still
-sleeping before the next one), not about speed.
+"Incremental" is shown without timing: the simulator holds the rest of the answer back (its
+"hold" fault) until the client has the first chunk, then the test releases it. A gateway that
+buffered would leave the client waiting until its read timeout (the hang guard).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import orjson
 import pytest
 
 from tests import harness
+from tests.simulator.control import SimControl
 from tests.stack_fixtures import EDGE_ENV, Stack, stack  # noqa: F401  (fixture)
 
 MODEL = "gemini-2.5-pro"
@@ -38,12 +40,24 @@ def key(stack: Stack) -> str:
     return stack.key(name="streaming")
 
 
-def timed_pieces(http: httpx.Client, method: str, url: str, **kw) -> tuple[httpx.Response, list[tuple[float, bytes]]]:
-    """Body pieces as they arrive on the socket, with their arrival times."""
-    pieces = []
-    with http.stream(method, url, **kw) as r:
-        for piece in r.iter_raw():
-            pieces.append((time.monotonic(), piece))
+def pieces_while_held(http: httpx.Client, stack: Stack, method: str, url: str,
+                      **kw) -> tuple[httpx.Response, list[bytes]]:
+    """Body pieces as they arrive on the socket. The simulator holds the answer back after its
+    first chunk; it is released once the client has that chunk's text, and the release must
+    find it still held (the chunk came through on its own, not with the rest)."""
+    pieces: list[bytes] = []
+    released = None
+    with SimControl(stack.simulator.url) as sim:
+        sim.add_fault(account=stack.refresh_token, op="stream", kind="hold", after_chunks=1)
+        try:
+            with http.stream(method, url, **kw) as r:
+                for piece in r.iter_raw():
+                    pieces.append(piece)
+                    if released is None and b"echo" in b"".join(pieces):
+                        released = sim.release()
+        except httpx.ReadTimeout:
+            pytest.fail(f"hung: no chunk reached the client while the backend held the rest back ({pieces!r})")
+    assert released == 1, f"the first chunk reached the client only after the backend's hold ended: {released}"
     return r, pieces
 
 
@@ -54,41 +68,36 @@ def sse_events(raw: bytes) -> list[bytes]:
 # --- chunk by chunk ---------------------------------------------------------------------------
 
 def test_native_array_stream_is_incremental(http, stack, key):
-    r, pieces = timed_pieces(http, "POST", f"{stack.base}/v1beta/models/{MODEL}:streamGenerateContent",
-                             headers={"X-Goog-Api-Key": key}, json=body(SLOW))
+    r, pieces = pieces_while_held(http, stack, "POST", f"{stack.base}/v1beta/models/{MODEL}:streamGenerateContent",
+                                  headers={"X-Goog-Api-Key": key}, json=body(SLOW))
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
-    raw = b"".join(p for _, p in pieces)
+    raw = b"".join(pieces)
     chunks = orjson.loads(raw)
     assert len(chunks) == 3
     assert "".join(c["candidates"][0]["content"]["parts"][0]["text"] for c in chunks) == f"echo: {SLOW}"
-    # The first chunk was on the client before the simulator had produced the last one.
-    first_at = pieces[0][0]
-    assert pieces[0][1].startswith(b"[{") and b"finishReason" not in pieces[0][1]
-    assert pieces[-1][0] - first_at >= 0.6, "the stream was buffered, not flushed per chunk"
+    assert pieces[0].startswith(b"[{") and b"finishReason" not in pieces[0]
 
 
 def test_native_sse_stream_is_incremental(http, stack, key):
-    r, pieces = timed_pieces(http, "POST", f"{stack.base}/v1beta/models/{MODEL}:streamGenerateContent",
-                             params={"alt": "sse"}, headers={"X-Goog-Api-Key": key}, json=body(SLOW))
+    r, pieces = pieces_while_held(http, stack, "POST", f"{stack.base}/v1beta/models/{MODEL}:streamGenerateContent",
+                                  params={"alt": "sse"}, headers={"X-Goog-Api-Key": key}, json=body(SLOW))
     assert r.headers["content-type"].startswith("text/event-stream")
-    raw = b"".join(p for _, p in pieces)
+    raw = b"".join(pieces)
     assert raw.startswith(b"data: {") and raw.endswith(b"\r\n\r\n")
     events = [orjson.loads(e) for e in sse_events(raw)]
     assert len(events) == 3 and events[-1]["candidates"][0]["finishReason"] == "STOP"
-    assert pieces[-1][0] - pieces[0][0] >= 0.6
 
 
 def test_openai_stream_is_incremental(http, stack, key):
-    r, pieces = timed_pieces(http, "POST", f"{stack.base}/v1/chat/completions",
-                             headers={"Authorization": f"Bearer {key}"},
-                             json={"model": MODEL, "stream": True, "messages": [{"role": "user", "content": SLOW}]})
-    raw = b"".join(p for _, p in pieces)
+    r, pieces = pieces_while_held(http, stack, "POST", f"{stack.base}/v1/chat/completions",
+                                  headers={"Authorization": f"Bearer {key}"},
+                                  json={"model": MODEL, "stream": True, "messages": [{"role": "user", "content": SLOW}]})
+    raw = b"".join(pieces)
     events = sse_events(raw)
     assert events[-1] == b"[DONE]"
     chunks = [orjson.loads(e) for e in events[:-1]]
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text == f"echo: {SLOW}"
-    assert pieces[-1][0] - pieces[0][0] >= 0.6
 
 
 def test_openai_keepalive_during_silence(http, stack, key):

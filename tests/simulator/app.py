@@ -1,6 +1,7 @@
 """The Code Assist simulator as a Starlette app: protocol routes and the /_sim control API."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -37,6 +38,8 @@ class Simulator:
         self.cloud = google_api.CloudStore()
         self.faults = FaultTable()
         self.log = RequestLog()
+        # Replies waiting at a "hold" fault until POST /_sim/release (reply.py).
+        self.holds: set[asyncio.Event] = set()
         self.chunk_delay = chunk_delay
         self.latency = latency
         self.embed_response_ids = embed_response_ids
@@ -137,6 +140,8 @@ def _shape_delivery(call: Call, reply: Reply, fault: Fault | None) -> Reply:
                 reply.latency += fault.delay
         elif fault.kind == "cut":
             reply.cut(fault.after_chunks)
+        elif fault.kind == "hold":
+            reply.hold(fault.after_chunks, call.sim.holds)
     return reply
 
 
@@ -400,6 +405,13 @@ def control_routes(sim: Simulator) -> list[Route]:
         sim.log.clear()
         return _ok({"cleared": True})
 
+    async def release(request: Request) -> Response:
+        held = list(sim.holds)
+        sim.holds.clear()
+        for gate in held:
+            gate.set()
+        return _ok({"released": len(held)})
+
     async def get_config(request: Request) -> Response:
         return _ok(sim.config())
 
@@ -428,6 +440,7 @@ def control_routes(sim: Simulator) -> list[Route]:
         Route("/_sim/requests", get_requests, methods=["GET"]),
         Route("/_sim/requests", clear_requests, methods=["DELETE"]),
         Route("/_sim/config", get_config, methods=["GET"]),
+        Route("/_sim/release", release, methods=["POST"]),
         Route("/_sim/config", set_config, methods=["POST"]),
     ]
 

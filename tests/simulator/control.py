@@ -51,6 +51,10 @@ class SimControl:
     def clear_faults(self) -> None:
         self._call("DELETE", "/_sim/faults")
 
+    def release(self) -> int:
+        """Let every reply held by a "hold" fault go on; how many were waiting."""
+        return self._call("POST", "/_sim/release", {})["released"]
+
     # --- accounts -------------------------------------------------------------------------
 
     def add_account(self, refresh_token: str, **fields: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from .errors import parse_duration
 
 OPS = ("refresh", "load", "onboard", "operation", "generate", "stream", "count", "quota", "embed")
 STATUS_KINDS = {"400": 400, "401": 401, "403": 403, "429": 429, "500": 500, "503": 503}
-KINDS = (*STATUS_KINDS, "invalid_grant", "cut", "slow", "hang")
+KINDS = (*STATUS_KINDS, "invalid_grant", "cut", "slow", "hang", "hold")
 
 
 class FaultError(ValueError):

@@ -34,6 +34,8 @@ class Reply(Response):
         self.before_each = 0.0    # before every piece (fault "slow")
         self.between: float | None = None  # between pieces; None = the simulator's chunk_delay
         self.cut_after: int | None = None  # pieces sent before the connection is dropped
+        self.hold_after: int | None = None  # pieces sent before waiting for a release
+        self._holds: set[asyncio.Event] = set()
         self.hang = False
         self._started = False
 
@@ -51,8 +53,22 @@ class Reply(Response):
             after = 1
         self.cut_after = after
 
+    def hold(self, after: int, holds: set[asyncio.Event]) -> None:
+        """Stop after `after` pieces until the test releases every held reply (POST
+        /_sim/release): a client that has those pieces got them while the rest was held back."""
+        self.hold_after = after
+        self._holds = holds
+
+    async def _held(self) -> None:
+        gate = asyncio.Event()
+        self._holds.add(gate)
+        try:
+            await gate.wait()
+        finally:
+            self._holds.discard(gate)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        waits = self.hang or self.latency > 0 or self.before_each > 0 or (bool(self.between) and len(self.pieces) > 1)
+        waits = self.hold_after is not None or self.hang or self.latency > 0 or self.before_each > 0 or (bool(self.between) and len(self.pieces) > 1)
         cancelled = False
         try:
             if waits:
@@ -99,6 +115,8 @@ class Reply(Response):
         for i, piece in enumerate(pieces):
             if i == self.cut_after:
                 return  # returning with the body unfinished makes uvicorn close the socket
+            if i == self.hold_after:
+                await self._held()
             if i and self.between:
                 await self._pause(self.between)
             if self.before_each > 0:

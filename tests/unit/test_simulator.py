@@ -538,6 +538,27 @@ def test_slow_stream_and_client_cancellation_is_recorded(sim: SimControl, http: 
     assert rec["sent"] < 6, rec  # noticed at once, not after all six chunks
 
 
+def test_hold_stops_after_the_first_events_until_released(sim: SimControl, http: httpx.Client) -> None:
+    caller = Caller(http)
+    assert sim.release() == 0  # nothing held
+    sim.add_fault(account=caller.rt, op="stream", kind="hold", after_chunks=1)
+    events, released = [], None
+    with http.stream("POST", "/v1internal:streamGenerateContent?alt=sse",
+                     json=caller.envelope(ask("a b c d [chunks=3]")), headers=caller.headers) as resp:
+        for line in resp.iter_lines():
+            if line.startswith("data: "):
+                events.append(orjson.loads(line[6:]))
+                if released is None:
+                    rec = sim.requests("stream")[-1]
+                    assert rec["sent"] == 1 and rec["finished"] is None, rec  # the rest is held back
+                    released = sim.release()
+    assert released == 1 and len(events) == 3
+    rec = sim.requests("stream")[-1]
+    assert rec["fault"] == "hold" and rec["sent"] == 3 and rec["cancelled"] is False
+    with pytest.raises(RuntimeError):
+        sim.add_fault(kind="hold", after_chunks=-1)
+
+
 def test_hang_until_the_client_gives_up(sim: SimControl, http: httpx.Client) -> None:
     caller = Caller(http)
     sim.add_fault(account=caller.rt, op="generate", kind="hang")
