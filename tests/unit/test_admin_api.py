@@ -134,16 +134,18 @@ def test_failed_logins_are_rate_limited(admin):
 def test_key_lifecycle(admin):
     client, token = admin
     h = _bearer(token)
+    before = time.time()
     r = client.post(f"{API}/keys", headers=h, json={"name": "team", "models": "gemini-2.5-*, gemini-3-pro-preview",
                                                     "rpm": "5", "tpm": 1000, "quota": None, "max_concurrent": 2,
                                                     "expires": "30d"})
     assert r.status_code == 201, r.text
+    after = time.time()
     body = r.json()
     key, rec = body["key"], body["record"]
     assert key.startswith("gcli-") and rec["prefix"] == key[: len(rec["prefix"])]
     assert (rec["name"], rec["models"], rec["rpm"], rec["tpm"], rec["quota"], rec["max_concurrent"], rec["state"]) == (
         "team", ["gemini-2.5-*", "gemini-3-pro-preview"], 5, 1000, None, 2, "active")
-    assert rec["expires_at"] == pytest.approx(time.time() + 30 * 86400, abs=60)
+    assert before + 30 * 86400 - 1 <= rec["expires_at"] <= after + 30 * 86400 + 1  # 30 days from the call
     assert "key_hash" not in rec and all(key not in str(v) for v in rec.values())
     listed = client.get(f"{API}/keys", headers=h).json()["keys"]
     assert [k["id"] for k in listed] == [rec["id"]] and key not in str(listed)

@@ -160,9 +160,12 @@ async def test_429_on_a_served_by_b(rig: Rig) -> None:
     await rig.pool.ensure_loaded()
     rig.pool._cursor = 0  # start with "a"
     rig.fault(account=rt_a, op="generate", kind="429", retry_delay="5s")
+    before = time.time()
     body, cred = await rig.generate()
+    after = time.time()
     assert cred == "b" and body["candidates"]
-    assert rig.entry("a").cooling["gemini-2.5-flash"] - time.time() == pytest.approx(5, abs=1)
+    # Cooling for the backend's 5 s from the moment of the 429, which fell within the call.
+    assert before + 5 <= rig.entry("a").cooling["gemini-2.5-flash"] <= after + 5
 
 
 async def test_default_cooldown_without_retry_info(tmp_path: Path) -> None:
