@@ -38,7 +38,8 @@ from .settings import Settings
 from services.future_exceptions import mark_retrieved
 from services.metrics_server import MetricsServer
 from .token_endpoint import TokenEndpoint
-from .transport import Transport, count_backend_wait
+from .backend_wait import count_backend_wait
+from .transport import Transport
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from google.api import httpbody_pb2
 from services.upstream.code_assist import Chunk
 from services.upstream.pool import Pool
 from services.upstream.server import UpstreamServicer
-from services.upstream.transport import BackendStream
+from services.upstream.backend_stream import BackendStream
 
 
 class Gate:
