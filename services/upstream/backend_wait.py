@@ -1,5 +1,5 @@
 """How long a call waited on backend HTTP: the upstream overhead metric is a Generate's time
-less this (server.py), so the transport adds every wait on a backend (transport.py,
+less this (servicer.py), so the transport adds every wait on a backend (transport.py,
 backend_stream.py) to the calling task's counter."""
 from __future__ import annotations
 

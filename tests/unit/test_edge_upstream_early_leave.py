@@ -54,7 +54,8 @@ async def _measure(kind: str) -> float:
 
     from services.edge.upstream_client import UpstreamClient, UpstreamStream, chunked_parts
     from services.upstream.internal_auth import Verifier
-    from services.upstream.server import UpstreamServicer, add_servicer
+    from services.upstream.server import add_servicer
+    from services.upstream.servicer import UpstreamServicer
 
     backend = SilentBackend()
     server = grpc.aio.server()
