@@ -17,7 +17,7 @@ from gemini_cli.upstream.v1 import upstream_pb2 as pb
 from services.edge.routes.gemini import _array_body, _sse_body
 from services.edge.routes.translated import OpenStream, SseTranslator, pump_sse
 from services.edge.streaming import Prefetcher
-from services.edge.upstream_client import UpstreamStream
+from services.edge.upstream_stream import UpstreamStream
 
 
 class FakeStream:
