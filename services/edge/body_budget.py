@@ -13,7 +13,7 @@ from __future__ import annotations
 from starlette.types import Message, Receive, Scope
 
 from services.edge.errors import ApiError
-from services.edge.media import InflightBudget
+from services.edge.media_budget import InflightBudget
 
 # Bodies up to this size are bounded by the connection limits alone.
 LARGE_BODY = 1 << 20

@@ -10,7 +10,7 @@ from fastapi import Request
 
 from services.edge.auth import KeyCache
 from services.edge.limits import Limits
-from services.edge.media import MediaFetcher
+from services.edge.media_fetch import MediaFetcher
 from services.edge.settings import EdgeSettings
 from services.edge.store import LicenseStore
 from services.edge.upstream_client import UpstreamClient

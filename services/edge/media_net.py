@@ -175,5 +175,5 @@ class ReadAheadTransport(httpx.AsyncHTTPTransport):
                 raise
         # Once: the pool has dropped that connection, so this goes on another (most likely a new
         # one). Same URL, so the same address: a fetch pinned to the address it checked
-        # (media.py) stays pinned.
+        # (media_fetch.py) stays pinned.
         return await super().handle_async_request(request)

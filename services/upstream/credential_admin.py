@@ -19,7 +19,8 @@ import orjson
 
 from . import token_store
 from .cloud_credentials import ApiKeyCredential, vertex_file_kind
-from .credentials import CredentialState, OAuthCredential, looks_like_oauth_creds
+from .credentials import CredentialState
+from .oauth_credential import OAuthCredential, looks_like_oauth_creds
 from .members import configured_members
 from .pool_entry import Entry
 from .settings import Settings

@@ -18,7 +18,8 @@ from . import token_store
 from .backends import Backend
 from .cloud_credentials import (ApiKeyCredential, AuthorizedUserCredential, ServiceAccountCredential, key_id,
                                 vertex_file_kind)
-from .credentials import Credential, OAuthCredential, looks_like_oauth_creds
+from .credentials import Credential
+from .oauth_credential import OAuthCredential, looks_like_oauth_creds
 from .members import MemberSpec, configured_members
 from .settings import Settings
 from .token_endpoint import TokenHttp

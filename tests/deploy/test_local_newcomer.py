@@ -1,4 +1,5 @@
-"""deploy/local.py's checks a newcomer meets: ports left in TIME_WAIT, the shared data directory."""
+"""The checks a newcomer meets at `make run` / `make demo` (deploy/local_checks.py,
+services/edge/data_dir.py): ports left in TIME_WAIT, the shared data directory."""
 from __future__ import annotations
 
 import socket
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.local import SetupError, check_ports_free
+from deploy.local_checks import SetupError, check_ports_free
 from services.edge.data_dir import resolve_data_dir
 from services.edge.keys import build_parser, cli_settings
 

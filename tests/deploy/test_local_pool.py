@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.local import SetupError, check_credentials
+from deploy.local_checks import SetupError, check_credentials
 
 
 def test_api_keys_alone_need_no_code_assist_file(tmp_path: Path, monkeypatch) -> None:

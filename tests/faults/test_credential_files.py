@@ -23,7 +23,7 @@ import pytest
 from google.api import httpbody_pb2
 
 from gemini_cli.upstream.v1 import upstream_pb2
-from services.upstream.credentials import OAuthCredential
+from services.upstream.oauth_credential import OAuthCredential
 from tests import harness
 from tests.faults.rig import MODEL, Rig, gemini_body, new_token
 

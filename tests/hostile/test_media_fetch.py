@@ -155,21 +155,17 @@ def test_loopback_in_every_spelling_is_refused_before_connecting(strict: Rig, st
     key = strict_key
     before = trap.connections
     for host in LOOPBACK_FORMS:
-        started = time.monotonic()
         message = assert_media_400(chat_with_image(strict, key, f"http://{host}:{trap.port}/png"))
         assert "non-public" in message and "refused" in message, (host, message)
-        assert time.monotonic() - started < 2, host
     assert trap.connections == before, "the edge connected to a loopback address"
     assert not [q for q in sim.requests(op="generate") if q["account"] in strict.tokens]
 
 
 @pytest.mark.parametrize("url", FORBIDDEN)
-def test_private_and_metadata_addresses_are_refused_fast(strict: Rig, strict_key: str, sim, url: str):
+def test_private_and_metadata_addresses_are_refused_before_connecting(strict: Rig, strict_key: str, sim, url: str):
     key = strict_key
-    started = time.monotonic()
     message = assert_media_400(chat_with_image(strict, key, url))
     assert "non-public" in message and "refused" in message, message
-    assert time.monotonic() - started < 2
     # The refusal message names the host, never the credentials in the URL.
     assert "secret" not in message
     assert not [q for q in sim.requests(op="generate") if q["account"] in strict.tokens]

@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from services.upstream.credentials import OAuthCredential
+from services.upstream.oauth_credential import OAuthCredential
 from services.upstream.errors import RefreshError
 from services.upstream.refresh_lease import LEASE, TOKEN
 from services.upstream.shared_state import DEAD, SharedState

@@ -291,7 +291,7 @@ async def test_expired_token_is_refreshed_once_for_50_concurrent_calls(sim: SimC
     assert len(refreshes) == 1, f"{len(refreshes)} refreshes: {[e['status'] for e in refreshes]}"
     loads = sim.requests(op="load", account=tokens["a"])
     assert len(loads) == 1, f"{len(loads)} loadCodeAssist calls"
-    # The refreshed token is in the file once the calls are answered (credentials.py writes it
+    # The refreshed token is in the file once the calls are answered (oauth_credential.py writes it
     # before any call may use it), and it is the one they were sent with.
     data = orjson.loads((creds_dir / "a.json").read_bytes())
     on_file = data.get("access_token", "")

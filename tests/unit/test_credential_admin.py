@@ -13,7 +13,8 @@ import pytest
 
 from services.upstream import credential_admin as ca
 from services.upstream.cloud_credentials import ApiKeyCredential
-from services.upstream.credentials import CredentialState, OAuthCredential
+from services.upstream.credentials import CredentialState
+from services.upstream.oauth_credential import OAuthCredential
 from services.upstream.pool_entry import Entry
 from services.upstream.roster import plan
 from services.upstream.settings import Settings

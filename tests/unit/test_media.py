@@ -18,8 +18,10 @@ import httpx
 import pytest
 import uvicorn
 
-from services.edge.media import (OCTET_STREAM, MediaError, MediaFetcher, address_refused, decode_inline,
-                                 media_http_client, sniff_mime)
+from services.edge.media_errors import MediaError
+from services.edge.media_fetch import MediaFetcher, address_refused, media_http_client
+from services.edge.media_inline import decode_inline
+from services.edge.media_sniff import OCTET_STREAM, sniff_mime
 
 
 # --- small real files ------------------------------------------------------------------------------
@@ -333,10 +335,9 @@ async def test_fetch_size_cap(media_server, client, path: str) -> None:
 
 
 async def test_fetch_never_ending_body_is_cut_by_size(media_server, client) -> None:
-    started = time.monotonic()
+    # Cut by size, not by the deadline (that would say "longer than").
     with pytest.raises(MediaError, match="larger than"):
         await fetcher(client, max_bytes=1 << 20, timeout=10).fetch(f"{media_server}/forever")
-    assert time.monotonic() - started < 10
 
 
 async def test_fetch_trickling_body_is_cut_by_total_timeout(media_server, client) -> None:
@@ -399,7 +400,7 @@ async def test_pinned_connection_keeps_host_header(media_server, client) -> None
     try:
         socket.getaddrinfo("localhost", None)
     except socket.gaierror:
-        pytest.skip("localhost does not resolve here")
+        pytest.fail("localhost does not resolve on this machine: this test needs a name that resolves to loopback")
     port = media_server.rsplit(":", 1)[1]
     f = fetcher(client, allow_private=False, allow_networks=["127.0.0.0/8", "::1/128"])
     mime, data = await f.fetch(f"http://localhost:{port}/host?want=localhost:{port}")
@@ -422,7 +423,7 @@ async def test_fetch_all_fails_on_first_error(media_server, client) -> None:
 
 
 def test_media_lease_budgets() -> None:
-    from services.edge.media import InflightBudget, MediaLease
+    from services.edge.media_budget import InflightBudget, MediaLease
 
     inflight = InflightBudget(100)
     a, b = MediaLease(60, inflight), MediaLease(60, inflight)

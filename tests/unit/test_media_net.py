@@ -17,7 +17,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from services.edge.media import MediaFetcher
+from services.edge.media_fetch import MediaFetcher
 from services.edge.media_net import READ_AHEAD, ReadAheadBackend, ReadAheadTransport
 from tests.simulator.tls import write_pki
 from tests.support.loops import run  # noqa: F401,F811  (the fixture: uvloop and asyncio)

@@ -12,7 +12,7 @@ from msgspec import Raw
 
 from gemini_cli.upstream.v1 import upstream_pb2
 from services.edge.lean_json import open_chat
-from services.edge.media import _Encoder
+from services.edge.media_encode import Encoder
 from services.edge.spliced import Spliced
 from services.edge.translate.contents_writer import SPLICE_BYTES, load_message
 from services.edge.translate.errors import TranslationError
@@ -140,7 +140,7 @@ def test_truncated_spliced_base64_is_a_400() -> None:
 def test_encoder_matches_b64encode_whatever_the_chunks(declared, step: int) -> None:
     data = os.urandom(200_003)
     size = len(data) if declared is True else (len(data) - 10 if declared == "short" else None)
-    enc = _Encoder(size)
+    enc = Encoder(size)
     for i in range(0, len(data), step):
         enc.feed(data[i:i + step])
     out = enc.finish()

@@ -19,7 +19,8 @@ import pytest
 
 from services.upstream.cloud_credentials import (REFRESH_AHEAD_S, ApiKeyCredential, AuthorizedUserCredential,
                                                  ServiceAccountCredential)
-from services.upstream.credentials import EAGER_REFRESH_MS, Credential, CredentialState, OAuthCredential
+from services.upstream.credentials import Credential, CredentialState
+from services.upstream.oauth_credential import EAGER_REFRESH_MS, OAuthCredential
 from services.upstream.errors import RefreshError
 from tests.cloud_keys import write_service_account
 from tests.simulator.app import create_app

@@ -14,7 +14,8 @@ import orjson
 import pytest
 
 from services.upstream.cloud_credentials import ApiKeyCredential, AuthorizedUserCredential
-from services.upstream.credentials import CredentialState, OAuthCredential, fingerprint
+from services.upstream.credentials import CredentialState, fingerprint
+from services.upstream.oauth_credential import OAuthCredential
 from services.upstream.pool_entry import Entry
 from services.upstream.shared_state import SharedState
 

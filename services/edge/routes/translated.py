@@ -23,7 +23,7 @@ from services.edge.body import off_loop, parse_object, read_body
 from services.edge.lean_json import open_lazily
 from services.edge.context import EdgeContext
 from services.edge.errors import ApiError
-from services.edge.media import MediaError
+from services.edge.media_errors import MediaError
 from services.edge.spliced import Spliced
 from services.edge.models import ModelRef, allow_list_id
 from services.edge.store import KeyRecord

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..media import is_remote
+from ..media_inline import is_remote
 from ..spliced import Spliced
 from .errors import TranslationError
 from .openai_media import inline_media

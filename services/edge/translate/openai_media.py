@@ -1,7 +1,7 @@
 """Media content parts of OpenAI chat messages (image_url, input_audio, file…) → Gemini inlineData.
 
 `media_urls(body)` lists the http(s) URLs the edge must fetch first; `MediaParts(fetched)` then
-turns each part into an inlineData part, its type sniffed from the bytes (services.edge.media).
+turns each part into an inlineData part, its type sniffed from the bytes (services.edge.media_sniff).
 """
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from typing import Any, Mapping
 
 from msgspec import Raw
 
-from ..media import NOT_MEDIA_URL, OCTET_STREAM, MediaError, decode_inline, is_remote, looks_like_path, spliced_mime
+from ..media_errors import MediaError
+from ..media_inline import NOT_MEDIA_URL, decode_inline, is_remote, looks_like_path, spliced_mime
+from ..media_sniff import OCTET_STREAM
 from ..spliced import Spliced
 from .contents_writer import load_message
 from .errors import TranslationError

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 import orjson
 
-from ..media import is_remote
+from ..media_inline import is_remote
 from ..spliced import Spliced
 from . import signatures, tool_ids
 from .errors import TranslationError
