@@ -69,6 +69,12 @@ def events_of(msg: pb.GenerateResponse) -> list[bytes]:
 # is parsed anyway; a lower bound only parses sooner, not more (orjson, ~1 µs per event), and
 # a short answer (the bench's 21 events: ~3 KiB) still never is.
 _UNCOUNTED_BYTES = 4 * 1024
+# ... or as soon as the oldest of it has waited this long: a stream held open for minutes (a
+# slow answer, events seconds apart) is then counted as it goes and keeps about one event
+# between two, not 4 KiB each (1,000 held streams: ~4 MiB of the edge's peak). An answer that
+# streams within a second is still never parsed: one clock read per message is its whole cost.
+_UNCOUNTED_SECONDS = 1.0
+_clock = time.monotonic  # the clock of that age (a test sets its own)
 
 
 def _forget_request(call: grpc.aio.UnaryStreamCall) -> None:
@@ -107,6 +113,7 @@ class UpstreamStream:
         self._counted_chars = 0
         self._uncounted: list[bytes] = []
         self._uncounted_bytes = 0
+        self._uncounted_since = 0.0  # _clock() when the oldest of them came
         self._count_text = count_text
 
     @property
@@ -129,10 +136,13 @@ class UpstreamStream:
             self._count_text = False
             self._uncounted, self._uncounted_bytes = [], 0
         elif self._count_text:
+            now = _clock()
+            if not self._uncounted:
+                self._uncounted_since = now
             for data in events_of(msg):
                 self._uncounted.append(data)
                 self._uncounted_bytes += len(data)
-            if self._uncounted_bytes > _UNCOUNTED_BYTES:
+            if self._uncounted_bytes > _UNCOUNTED_BYTES or now - self._uncounted_since >= _UNCOUNTED_SECONDS:
                 _ = self.text_chars
         if msg.trace_id and not self.trace_id:
             self.trace_id = msg.trace_id
