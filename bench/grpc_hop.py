@@ -15,8 +15,9 @@ Modes (the client side is this process: its event loop and gRPC's poller thread)
   floor_spaced21                    21 messages 2 ms apart (each alone on the wire)
   floor_spaced21_direct / _edge     the same, each message read with call.read() awaited
                                     directly / as the edge reads (UpstreamStream); with
-                                    GRPC_HOP_OLD_CLIENT=path/to/upstream_client.py also
-                                    floor_spaced21_old_edge (that file's UpstreamStream)
+                                    GRPC_HOP_OLD_CLIENT=path/to/upstream_stream.py (or an
+                                    older upstream_client.py) also floor_spaced21_old_edge
+                                    (that file's UpstreamStream)
   (each floor mode also as floorB_...)
   hop_generate, hop_generate_legacy a non-streaming answer: GenerateUnary / Generate
   hop_stream21                      21 events arriving together (coalesced into one message)
@@ -133,7 +134,7 @@ def _floor_modes(prefix: str, addr: str, options: list) -> dict:
         return n
 
     from gemini_cli.upstream.v1 import upstream_pb2 as pb
-    from services.edge.upstream_client import UpstreamStream
+    from services.edge.upstream_stream import UpstreamStream
 
     typed = channel.unary_stream("/floor.Floor/S", response_deserializer=pb.GenerateResponse.FromString)
 

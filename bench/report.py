@@ -78,6 +78,9 @@ def print_table(latency: list[dict], rps: dict | None, streams: dict | None, ima
         print(f"\n{streams['streams']} concurrent streams held {streams['hold_s']} s{sized}: {streams['intact']} intact, "
               f"failures {streams['failures'] or 'none'}; RSS MiB idle / peak "
               + ", ".join(f"{n} {idle.get(n, float('nan')):.0f}/{v:.0f}" for n, v in streams["peak_rss_mib"].items()))
+        if streams.get("hold_rss_mib"):  # runs before it was measured have none
+            print("  halfway through the hold (peak above it: a transient of the opening burst) "
+                  + ", ".join(f"{n} {v:.0f}" for n, v in streams["hold_rss_mib"].items()))
     if image:
         print(f"\n{image['image_mib']} MiB image inline via /v1/chat/completions: status {image['status']}, "
               f"intact {image['intact']}, {image['seconds']:.2f} s; whole stack grew "

@@ -8,9 +8,11 @@ from typing import AsyncIterator, Mapping
 
 import httpx
 
+from services.upstream.backend_stream import MAX_ERROR_BODY
+from services.upstream.body_payload import Body
 from services.upstream.errors import TransportError
 from services.upstream.sse import SSEParser
-from services.upstream.transport import MAX_ERROR_BODY, Body, Response
+from services.upstream.transport import Response
 
 
 def _content(body: Body | None) -> bytes | None:

@@ -15,7 +15,8 @@ from google.protobuf.json_format import MessageToDict
 
 from services.edge.store import (EDITABLE_FIELDS, DailyUsage, KeyRecord, LicenseStore, NewKey, StoreError, UsageRow,
                                  UsageSummary, check_changes, generate_key, hash_key, key_prefix)
-from services.edge.upstream_client import UpstreamClient, UpstreamError
+from services.edge.upstream_client import UpstreamClient
+from services.edge.upstream_errors import UpstreamError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 LIMIT_FIELDS = ("rpm", "tpm", "quota", "max_concurrent")

@@ -19,7 +19,7 @@ from typing import Any
 
 from services.edge import catalog
 from services.edge.store import KeyRecord
-from services.edge.upstream_client import UpstreamError
+from services.edge.upstream_errors import UpstreamError
 
 PROMPT_BYTES_PER_TOKEN = 4
 # Gemini 2.5 and 3 models' output limit, for a model the list does not know.

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from services.edge.errors import ApiError
 from services.edge.store import KeyRecord
 from services.edge.translate.thinking import split_model
-from services.edge.upstream_client import UpstreamClient, UpstreamError
+from services.edge.upstream_client import UpstreamClient
+from services.edge.upstream_errors import UpstreamError
 
 MAX_MODEL_ID = 128
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]*")

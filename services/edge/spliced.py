@@ -7,7 +7,7 @@ request — was one more copy alive at once. Instead the translators see a short
 base64 goes (`Spliced.token`); the request is serialized with the tokens in it, and
 `Spliced.pieces` cuts the result at each token and puts the media's own buffers there. The
 request then goes on as a list of pieces (the upstream client sends them in parts, see
-services.edge.upstream_client), each image held once: as fetched, or where it sits in the
+services.edge.generate_wire), each image held once: as fetched, or where it sits in the
 client's body.
 
 Tokens carry a random nonce per request, so text from a client cannot pass for one.

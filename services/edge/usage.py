@@ -22,7 +22,8 @@ from starlette.types import Receive, Scope, Send
 from services.edge.limits import Limits, Reservation
 from services.edge.store import LicenseStore, UsageRow
 from services.edge.errors import ApiError
-from services.edge.upstream_client import UpstreamError, UpstreamStream, Usage
+from services.edge.upstream_errors import UpstreamError
+from services.edge.upstream_stream import UpstreamStream, Usage
 
 log = logging.getLogger("edge.usage")
 # One line per request (LOG_FORMAT=json: one object), written where its ledger row is made.

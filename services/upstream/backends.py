@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, NamedTuple
 
 import orjson
 
+from .backend_stream import MAX_ERROR_BODY
 from .code_assist import BatchedChunks, Chunk, parse_backend_error
 from .errors import BackendError, InvalidRequest, TransportError
 from .settings import Settings
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
     from .pool import Entry
 
 log = logging.getLogger(__name__)
-
-MAX_ERROR_BODY = 64 * 1024
 
 
 class Embeddings(NamedTuple):

@@ -20,10 +20,11 @@ from typing import Any, Mapping
 import msgspec
 import orjson
 
+from .backend_stream import MAX_ERROR_BODY, BackendStream
 from .errors import BackendError, InvalidRequest, TransportError
 from .settings import Settings
 from .sse import BAD, decode
-from .transport import MAX_ERROR_BODY, BackendStream, Transport
+from .transport import Transport
 
 log = logging.getLogger(__name__)
 

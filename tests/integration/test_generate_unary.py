@@ -16,7 +16,8 @@ from google.api import httpbody_pb2
 
 from gemini_cli.upstream.v1 import upstream_pb2
 from gemini_cli.upstream.v1 import upstream_pb2_grpc
-from services.edge.upstream_client import UpstreamClient, UpstreamError
+from services.edge.upstream_client import UpstreamClient
+from services.edge.upstream_errors import UpstreamError
 from tests import harness
 from tests.integration.test_upstream import CALL_TIMEOUT, MODEL, details, gen_request, text_of, write_creds
 from tests.simulator.control import SimControl

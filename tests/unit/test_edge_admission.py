@@ -5,7 +5,7 @@ import orjson
 import pytest
 
 from services.edge.admission import gemini_output_cap, openai_output_cap, prompt_estimate
-from services.edge.upstream_client import output_chars
+from services.edge.upstream_stream import output_chars
 
 
 @pytest.mark.parametrize(("body", "cap"), [

@@ -19,7 +19,7 @@ from services.edge.app import create_app
 from services.edge.errors import ApiError, error_body, error_response, style_for
 from services.edge.settings import EdgeSettings
 from services.edge.store import NewKey, SQLiteLicenseStore, generate_key, hash_key, key_prefix
-from services.edge.upstream_client import map_rpc_error
+from services.edge.upstream_errors import map_rpc_error
 
 ROOT = "/gemini_cli"
 

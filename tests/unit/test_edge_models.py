@@ -8,7 +8,7 @@ import pytest
 from services.edge.errors import ApiError
 from services.edge.models import MAX_MODEL_ID, allow_list_id, parse_model
 from services.edge.store import KeyRecord
-from services.edge.upstream_client import UpstreamError
+from services.edge.upstream_errors import UpstreamError
 
 ALIASES = {"gemini-2.0-flash": "gemini-2.5-flash"}
 

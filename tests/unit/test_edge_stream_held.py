@@ -17,7 +17,8 @@ from gemini_cli.upstream.v1 import upstream_pb2 as pb
 from services.edge.routes.gemini import _array_body, _sse_body
 from services.edge.routes.translated import OpenStream, SseTranslator, pump_sse
 from services.edge.streaming import Prefetcher
-from services.edge.upstream_client import UpstreamStream
+from services.edge import upstream_stream
+from services.edge.upstream_stream import UpstreamStream
 
 
 class FakeStream:
@@ -124,6 +125,42 @@ def test_a_stream_holds_a_bounded_amount_of_uncounted_output() -> None:
         stream._seen(msg)
         assert sum(map(len, stream._uncounted)) <= 4 * 1024
     assert stream.text_chars == 60 * 1000  # nothing is lost to the early counting
+
+
+def test_a_held_stream_counts_its_output_as_it_goes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream held open (events a second or more apart: a slow answer, or `make bench`'s
+    1,000 held streams) is counted as it goes, so it keeps about one event of uncounted output
+    between two instead of up to 4 KiB (~200 B events: 20 of them were held per stream)."""
+    now = [0.0]
+    # raising=False: without the clock (the code before the bound) this fails on its assert.
+    monkeypatch.setattr(upstream_stream, "_clock", lambda: now[0], raising=False)
+    stream = UpstreamStream(_NoCall(), count_text=True)  # type: ignore[arg-type]
+    for i in range(1, 21):
+        stream._seen(message(i))
+        held = len(stream._uncounted)
+        assert held <= 1, f"{held} events held uncounted after {i} events a second apart"
+        now[0] += 1.0
+    assert stream.text_chars == sum(len(f"w{i} ") for i in range(1, 21))  # nothing lost
+
+
+def test_an_answer_streamed_within_a_second_is_never_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the age bound costs a fast answer: nothing. Its events (21 of ~150 B, the bench's
+    answer) stay unparsed until the usage in the last one makes them moot."""
+    now = [0.0]
+    parsed: list[bytes] = []
+    monkeypatch.setattr(upstream_stream, "_clock", lambda: now[0])
+    monkeypatch.setattr(upstream_stream, "output_chars", lambda data: parsed.append(data) or 0)
+    stream = UpstreamStream(_NoCall(), count_text=True)  # type: ignore[arg-type]
+    filler = b',"modelVersion":"gemini-2.5-flash","responseId":"' + b"r" * 40 + b'"}'
+    for i in range(1, 22):
+        msg = pb.GenerateResponse()
+        msg.chunk.data = b'{"candidates":[{"content":{"role":"model","parts":[{"text":"w%d "}]}}]' % i + filler
+        if i == 21:
+            msg.usage.prompt_tokens = msg.usage.total_tokens = 5
+        stream._seen(msg)
+        now[0] += 0.04  # 21 events in 0.84 s
+    assert stream.usage is not None
+    assert parsed == [], f"{len(parsed)} events of a fast answer were parsed"
 
 
 class _NoCall:

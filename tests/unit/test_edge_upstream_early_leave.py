@@ -52,9 +52,12 @@ class SilentBackend:
 async def _measure(kind: str) -> float:
     import grpc
 
-    from services.edge.upstream_client import UpstreamClient, UpstreamStream, chunked_parts
+    from services.edge.generate_wire import chunked_parts
+    from services.edge.upstream_client import UpstreamClient
+    from services.edge.upstream_stream import UpstreamStream
     from services.upstream.internal_auth import Verifier
-    from services.upstream.server import UpstreamServicer, add_servicer
+    from services.upstream.server import add_servicer
+    from services.upstream.servicer import UpstreamServicer
 
     backend = SilentBackend()
     server = grpc.aio.server()

@@ -142,7 +142,7 @@ async def test_an_open_stream_holds_no_copy_of_its_request() -> None:
 
     from gemini_cli.upstream.v1 import upstream_pb2 as pb
     from gemini_cli.upstream.v1 import upstream_pb2_grpc as pb_grpc
-    from services.edge import upstream_client
+    from services.edge import generate_wire, upstream_client, upstream_stream
 
     class Servicer(pb_grpc.UpstreamServicer):
         async def Generate(self, request, context):
@@ -163,7 +163,8 @@ async def test_an_open_stream_holds_no_copy_of_its_request() -> None:
         gc.collect()
         # What the edge's client allocated and still holds (the server runs in this process
         # too, and keeps its own copy of each request: not the edge's business).
-        edge = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(True, upstream_client.__file__)])
+        edge = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(True, m.__file__) for m in (upstream_client, generate_wire, upstream_stream)])
         held = sum(s.size for s in edge.statistics("filename")) / len(streams)
     finally:
         tracemalloc.stop()

@@ -11,7 +11,7 @@ import pytest
 from services.edge.keys import CliError, parse_expiry, parse_models, parse_since
 from services.edge.limits import Limiter
 from services.edge.store import NewKey, UsageRow, open_store
-from services.edge.upstream_client import Usage
+from services.edge.upstream_stream import Usage
 from services.edge.usage import Meter, UsageRecorder
 
 

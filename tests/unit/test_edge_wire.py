@@ -7,14 +7,14 @@ import os
 import pytest
 
 from gemini_cli.upstream.v1 import upstream_pb2 as pb
-from services.edge.upstream_client import UpstreamClient
+from services.edge.generate_wire import generate_request
 
 
 @pytest.mark.parametrize("size", [0, 2, 127, 128, 300, 16383, 16384, 70_000, 3_000_000])
 @pytest.mark.parametrize("stream", [True, False])
 def test_wire_request_equals_protobuf(size: int, stream: bool) -> None:
     body = os.urandom(size)
-    wire = UpstreamClient._request("gemini-2.5-pro", body, stream, "rid-1", "key-name")
+    wire = generate_request("gemini-2.5-pro", body, stream, "rid-1", "key-name")
     # A stream asks the upstream to coalesce the events that arrive together, and for its
     # headers at once (see tests/unit/test_edge_upstream_early_leave.py).
     expected = pb.GenerateRequest(model="gemini-2.5-pro", stream=stream, request_id="rid-1", caller="key-name",

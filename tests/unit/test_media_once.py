@@ -17,7 +17,7 @@ from services.edge.spliced import Spliced
 from services.edge.translate.contents_writer import SPLICE_BYTES, load_message
 from services.edge.translate.errors import TranslationError
 from services.edge.translate.openai_to_gemini import chat_request_to_gemini
-from services.edge.upstream_client import chunked_parts
+from services.edge.generate_wire import chunked_parts
 from services.upstream import chunked
 from services.upstream.errors import InvalidRequest
 

@@ -1,10 +1,10 @@
-"""What a client is told about an upstream failure (services/edge/upstream_client.public_message)."""
+"""What a client is told about an upstream failure (services/edge/upstream_errors.public_message)."""
 from __future__ import annotations
 
 import grpc
 import pytest
 
-from services.edge.upstream_client import public_message
+from services.edge.upstream_errors import public_message
 
 C = grpc.StatusCode
 

@@ -16,8 +16,8 @@ from gemini_cli.upstream.v1 import upstream_pb2
 from google.api import httpbody_pb2
 from services.upstream.code_assist import Chunk
 from services.upstream.pool import Pool
-from services.upstream.server import UpstreamServicer
-from services.upstream.transport import BackendStream
+from services.upstream.servicer import UpstreamServicer
+from services.upstream.backend_stream import BackendStream
 
 
 class Gate:

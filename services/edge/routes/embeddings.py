@@ -33,7 +33,8 @@ from services.edge.translate.embeddings import (batch_embed_to_batch, embed_cont
                                                 embed_content_to_batch, embeddings_request_to_gemini,
                                                 embeddings_response)
 from services.edge.translate.errors import TranslationError
-from services.edge.upstream_client import Usage, UpstreamError
+from services.edge.upstream_errors import UpstreamError
+from services.edge.upstream_stream import Usage
 from services.edge.usage import Meter, metered
 
 log = logging.getLogger("edge.embeddings")

@@ -32,7 +32,8 @@ from services.edge.routes import embeddings
 from services.edge.store import KeyRecord
 from services.edge.translate.thinking import thinking_config
 from services.edge.streaming import STREAM_HEADERS, StreamResponse, unless_disconnected, with_trace
-from services.edge.upstream_client import Usage, UpstreamError, UpstreamStream, events_of
+from services.edge.upstream_errors import UpstreamError
+from services.edge.upstream_stream import Usage, UpstreamStream, events_of
 from services.edge.usage import Meter, MeteredResponse, metered
 
 router = APIRouter()

@@ -35,7 +35,7 @@ from services.edge.translate.errors import TranslationError
 from services.edge.translate.gemini_to_openai import ChunkTranslator, completion_from_gemini
 from services.edge.translate.openai_to_gemini import chat_request_to_gemini, media_urls
 from services.edge.translate.thinking import split_model
-from services.edge.upstream_client import UpstreamError
+from services.edge.upstream_errors import UpstreamError
 from services.edge.usage import Meter, metered
 
 router = APIRouter()

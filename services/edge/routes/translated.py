@@ -30,7 +30,8 @@ from services.edge.store import KeyRecord
 from services.edge.translate.contents_writer import SPLICE_BYTES, load_spliced
 from services.edge.translate.thinking import ThinkingSpec
 from services.edge.streaming import STREAM_HEADERS, TIMEOUT, Prefetcher, unless_disconnected, with_trace
-from services.edge.upstream_client import Usage, UpstreamError, UpstreamStream, events_of
+from services.edge.upstream_errors import UpstreamError
+from services.edge.upstream_stream import Usage, UpstreamStream, events_of
 from services.edge.usage import Meter, MeteredResponse
 
 log = logging.getLogger("edge.translated")
