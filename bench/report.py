@@ -181,8 +181,8 @@ def floor_sums(floors: dict) -> dict[str, float]:
     hops = (parts["envoy"], parts["grpc_stream_1"])
     out["added_ttfc_p50_ms"] = sum(p["first_p50_ms"] for p in hops)
     # A sum of p99s is no floor (the slow tails rarely meet); the p99 of a sum of delays is at
-    # least the largest of their p99s.
-    out["added_ttfc_p99_ms"] = max(p["first_p99_ms"] for p in hops)
+    # least the largest of their p99s, and no less than the p50 floor.
+    out["added_ttfc_p99_ms"] = max(out["added_ttfc_p50_ms"], *(p["first_p99_ms"] for p in hops))
     out["idle_rss_mib"] = sum(floors.get("rss_mib", {}).values())
     return out
 

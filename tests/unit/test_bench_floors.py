@@ -42,6 +42,17 @@ def test_floor_sums_add_the_parts_along_one_request() -> None:
     assert s["idle_rss_mib"] == pytest.approx(140.0)
 
 
+def test_the_p99_floor_is_never_below_the_p50_floor() -> None:
+    # Quiet tails: each part's p99 below the sum of the p50s (a run of 2026-12-01 printed
+    # "p50 0.84 ms, p99 0.77 ms"). The p99 of the sum is at least its p50.
+    parts = {**FLOORS["parts"], "envoy": _part(0.5, 0.55, {"envoy": 0.2}, {"envoy": 0.07}),
+             "grpc_stream_1": _part(0.6, 0.65, {"grpc_server": 0.4, "grpc_stream_1": 0.4},
+                                    {"grpc_server": 0.3, "grpc_stream_1": 0.3})}
+    s = floor_sums({**FLOORS, "parts": parts})
+    assert s["added_ttfc_p50_ms"] == pytest.approx(1.1)
+    assert s["added_ttfc_p99_ms"] == pytest.approx(1.1)
+
+
 def _row(layer: str, conc: int, ttfc_p50: float, ttfc_p99: float, cpu: dict[str, float]) -> dict:
     return {"layer": layer, "events": 21, "delay_ms": 0, "concurrency": conc, "requests": 100, "errors": 0,
             "ttfc_p50_ms": ttfc_p50, "ttfc_p99_ms": ttfc_p99, "total_p50_ms": ttfc_p50, "total_p99_ms": ttfc_p99,
