@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from . import errors, responder
-from .app import SSE, Call, _now_iso, _read_json, response_id
+from .call import SSE, Call, now_iso, read_json, response_id
 from .faults import Fault
 from .google_api import _dims, _texts, api_key_invalid, fault_body, vector, vertex_403
 from .reply import Reply
@@ -114,7 +114,7 @@ async def _serve(call: Call, backend: str, model: str, method: str, project: str
                  location: str) -> tuple[Reply, Fault | None]:
     call.op = OPS.get(method, "unknown")
     call.entry["op"] = call.op
-    body, bad = await _read_json(call)
+    body, bad = await read_json(call)
     call.model = model
     call.entry["model"] = model
     if backend == "vertex":
@@ -175,7 +175,7 @@ def _answer(call: Call, backend: str, model: str, method: str, body: dict[str, A
     except responder.RequestError as exc:
         return _error(call, backend, 400, errors.google_error(400, str(exc)))
     seq = call.entry["seq"]
-    rid, created = response_id(seq), _now_iso()
+    rid, created = response_id(seq), now_iso()
     call.entry["trace_id"] = rid  # Google's id of the response: the trace id of these backends
     if call.op == "generate":
         reply = call.json(200, responder.unary_response(answer, model, rid, created))
