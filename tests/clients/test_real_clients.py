@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.clients.conftest import CLIENT_MODEL, client_env
-from tests.simulator.responder import signature_for
+from tests.simulator.signatures import signature_for
 from tests.stack_fixtures import Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # the first test may install the CLIs

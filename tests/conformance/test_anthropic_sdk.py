@@ -13,7 +13,7 @@ import pytest
 
 from tests import fixtures
 from tests.conformance.media import MEDIA, media_server  # noqa: F401  (a fixture)
-from tests.simulator.responder import signature_for
+from tests.simulator.signatures import signature_for
 from tests.stack_fixtures import Stack
 
 WEATHER = {

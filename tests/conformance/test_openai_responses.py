@@ -14,7 +14,7 @@ import pytest
 
 from tests import fixtures
 from tests.conformance.media import media_server  # noqa: F401  (a fixture)
-from tests.simulator.responder import signature_for
+from tests.simulator.signatures import signature_for
 from tests.stack_fixtures import Stack
 
 SHELL = {"type": "function", "name": "shell", "description": "Runs a shell command", "strict": False,

@@ -14,9 +14,12 @@ from . import errors, responder
 from .accounts import Account
 from .call import SSE, Call, now_iso, read_json, response_id, shape_delivery, take_fault, trace_id
 from .faults import Fault
+from .models import KNOWN_MODELS
 from .oauth import refresh
 from .reply import Reply
+from .request_fields import RequestError
 from .state import Simulator
+from .validation import validate
 
 log = logging.getLogger("tests.simulator")
 
@@ -32,7 +35,7 @@ def _project_ok(acct: Account, body: dict[str, Any]) -> bool:
 def _model_problem(call: Call) -> Reply | None:
     if not call.model:
         return call.error(400, errors.google_error(400, "model is required."))
-    if call.model not in responder.KNOWN_MODELS:
+    if call.model not in KNOWN_MODELS:
         return call.error(404, errors.google_error(404))
     return None
 
@@ -47,9 +50,9 @@ async def _generate(call: Call, acct: Account, body: dict[str, Any]) -> Reply:
     assert model is not None
     request = body.get("request")
     try:
-        responder.validate(model, request)
+        validate(model, request)
         answer = responder.answer(model, request)
-    except responder.RequestError as exc:
+    except RequestError as exc:
         return call.error(400, errors.google_error(400, str(exc)))
     seq = call.entry["seq"]
     trace, rid, created = trace_id(seq), response_id(seq), now_iso()
@@ -80,7 +83,7 @@ async def _count(call: Call, acct: Account, body: dict[str, Any]) -> Reply:
         return problem
     try:
         total = responder.count_tokens(body.get("request"))
-    except responder.RequestError as exc:
+    except RequestError as exc:
         return call.error(400, errors.google_error(400, str(exc)))
     return call.json(200, {"totalTokens": total})
 
@@ -107,7 +110,7 @@ async def _quota(call: Call, acct: Account, body: dict[str, Any]) -> Reply:
         return call.error(403, errors.google_error(403))
     reset = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
     buckets = [{"remainingAmount": str(int(1000 * acct.quota.get(m, 1.0))), "remainingFraction": acct.quota.get(m, 1.0),
-                "resetTime": reset, "tokenType": "REQUESTS", "modelId": m} for m in responder.KNOWN_MODELS]
+                "resetTime": reset, "tokenType": "REQUESTS", "modelId": m} for m in KNOWN_MODELS]
     return call.json(200, {"buckets": buckets})
 
 

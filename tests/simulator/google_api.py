@@ -30,8 +30,9 @@ from google.auth import jwt
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import errors, responder
+from . import errors
 from .faults import Fault
+from .models import EMBEDDING_MODELS
 
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 QUOTA_FAILURE = "type.googleapis.com/google.rpc.QuotaFailure"
@@ -174,7 +175,7 @@ def _texts(content: Any) -> str:
 
 
 def _dims(model: str, value: Any) -> int:
-    default = responder.EMBEDDING_MODELS[model]
+    default = EMBEDDING_MODELS[model]
     return value if isinstance(value, int) and 1 <= value <= default else default
 
 

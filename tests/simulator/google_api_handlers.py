@@ -10,7 +10,10 @@ from . import errors, responder
 from .call import SSE, Call, now_iso, read_json, response_id
 from .faults import Fault
 from .google_api import _dims, _texts, api_key_invalid, fault_body, vector, vertex_403
+from .models import CLOUD_MODELS, EMBEDDING_MODELS
 from .reply import Reply
+from .request_fields import RequestError, word_count
+from .validation import validate
 
 OPS = {"generateContent": "generate", "streamGenerateContent": "stream", "countTokens": "count",
        "batchEmbedContents": "embed", "embedContent": "embed", "predict": "embed"}
@@ -102,7 +105,7 @@ async def vertex(call: Call, backend: str) -> tuple[Reply, Fault | None]:
 
 
 def _list(call: Call, rest: str) -> Reply:
-    models = [*responder.CLOUD_MODELS, *responder.EMBEDDING_MODELS]
+    models = [*CLOUD_MODELS, *EMBEDDING_MODELS]
     if rest:
         if rest not in models:
             return call.json(404, errors.google_error(404, f"models/{rest} is not found for API version v1beta"))
@@ -151,10 +154,10 @@ def _not_found(call: Call, backend: str, model: str, method: str) -> Reply:
 
 def _answer(call: Call, backend: str, model: str, method: str, body: dict[str, Any]) -> Reply:
     if call.op == "embed":
-        if model not in responder.EMBEDDING_MODELS or (backend == "ai-studio" and model == "text-embedding-005"):
+        if model not in EMBEDDING_MODELS or (backend == "ai-studio" and model == "text-embedding-005"):
             return _not_found(call, backend, model, method)
         return _embed(call, backend, model, method, body)
-    if model not in responder.CLOUD_MODELS:
+    if model not in CLOUD_MODELS:
         return _not_found(call, backend, model, method)
     if backend != "ai-studio":
         for i, content in enumerate(body.get("contents") or []):
@@ -170,9 +173,9 @@ def _answer(call: Call, backend: str, model: str, method: str, body: dict[str, A
     if call.op == "count":
         return _count(call, backend, body)
     try:
-        responder.validate(model, body)
+        validate(model, body)
         answer = responder.answer(model, body)
-    except responder.RequestError as exc:
+    except RequestError as exc:
         return _error(call, backend, 400, errors.google_error(400, str(exc)))
     seq = call.entry["seq"]
     rid, created = response_id(seq), now_iso()
@@ -203,7 +206,7 @@ def _count(call: Call, backend: str, body: dict[str, Any]) -> Reply:
             "generateContentRequest."))
     try:
         total = responder.count_tokens(request)
-    except responder.RequestError as exc:
+    except RequestError as exc:
         return _error(call, backend, 400, errors.google_error(400, str(exc)))
     return call.json(200, {"totalTokens": total})
 
@@ -243,7 +246,7 @@ def _embed(call: Call, backend: str, model: str, method: str, body: dict[str, An
         dims = _dims(model, (config or {}).get("outputDimensionality"))
         text = _texts(content)
         return _embedded(call, {"embedding": {"values": vector(text, dims)},
-                                "usageMetadata": {"promptTokenCount": responder.word_count(text)}})
+                                "usageMetadata": {"promptTokenCount": word_count(text)}})
     if method == "predict" and backend != "ai-studio":
         instances = body.get("instances")
         if not isinstance(instances, list) or not instances:
@@ -254,7 +257,7 @@ def _embed(call: Call, backend: str, model: str, method: str, body: dict[str, An
         params = body.get("parameters") or {}
         dims = _dims(model, params.get("outputDimensionality"))
         preds = [{"embeddings": {"values": vector(str(i.get("content", "")), dims),
-                                 "statistics": {"token_count": responder.word_count(str(i.get("content", ""))),
+                                 "statistics": {"token_count": word_count(str(i.get("content", ""))),
                                                 "truncated": False}}} for i in instances if isinstance(i, dict)]
         return _embedded(call, {"predictions": preds, "metadata": {"billableCharacterCount": 0}})
     return _not_found(call, backend, model, method)

@@ -14,52 +14,20 @@ from typing import Any
 
 import orjson
 
-# Code Assist's ids (it knows gemini-3-flash where the CLI says gemini-3.5-flash).
-KNOWN_MODELS = (
-    "gemini-2.5-pro",
-    "gemini-2.5-flash",
-    "gemini-2.5-flash-lite",
-    "gemini-3-pro-preview",
-    "gemini-3-flash-preview",
-    "gemini-3.1-pro-preview",
-    "gemini-3.1-pro-preview-customtools",
-    "gemini-3-flash",
-    "gemini-3.1-flash-lite",
-)
-# AI Studio and Vertex AI ids.
-CLOUD_MODELS = tuple(m for m in KNOWN_MODELS if m != "gemini-3-flash") + ("gemini-3.5-flash",)
-EMBEDDING_MODELS = {"gemini-embedding-001": 3072, "text-embedding-005": 768, "gemini-embedding-2": 3072}
-BYPASS_SIGNATURE = "skip_thought_signature_validator"
+from .request_fields import (RequestError, calling_config, decode_base64, field, function_declarations, gen_config,
+                             has_code_execution, last_user_turn, system_text, texts, thinking, word_count)
+from .signatures import signature_for
+
 INLINE_TOKENS = 258
 DEFAULT_TEXT_CHUNKS = 3
 MAX_LEN_WORDS = 1_000_000
 MAX_CHUNKS = 10_000
-
-# thinkingBudget ranges per docs (ai.google.dev thinking page): (allowed specials, min, max)
-_BUDGETS = {
-    "gemini-2.5-pro": ({-1}, 128, 32768),
-    "gemini-2.5-flash": ({-1, 0}, 0, 24576),
-    "gemini-2.5-flash-lite": ({-1, 0}, 512, 24576),
-}
-_LEVELS = {
-    "gemini-3-pro-preview": {"LOW", "HIGH"},
-    "gemini-3.1-pro-preview": {"LOW", "MEDIUM", "HIGH"},
-    "gemini-3-flash-preview": {"MINIMAL", "LOW", "MEDIUM", "HIGH"},
-    "gemini-3.1-pro-preview-customtools": {"LOW", "MEDIUM", "HIGH"},
-    "gemini-3-flash": {"MINIMAL", "LOW", "MEDIUM", "HIGH"},
-    "gemini-3.5-flash": {"MINIMAL", "LOW", "MEDIUM", "HIGH"},
-    "gemini-3.1-flash-lite": {"MINIMAL", "LOW", "MEDIUM", "HIGH"},
-}
 _LEN = re.compile(r"\[len=(\d+)\]")
 _CHUNKS = re.compile(r"\[chunks=(\d+)\]")
 _DELAY = re.compile(r"\[delay=(\d+(?:\.\d+)?)\]")
 _BURST = "[burst]"
 _WORD = re.compile(r"\S+")
 _MEDIA_MODALITY = {"image": "IMAGE", "audio": "AUDIO", "video": "VIDEO"}
-
-
-class RequestError(ValueError):
-    """The request is invalid; the message becomes a 400 INVALID_ARGUMENT."""
 
 
 @dataclass
@@ -75,22 +43,8 @@ class Answer:
 
 # --- small helpers -------------------------------------------------------------------------
 
-def is_gemini3(model: str) -> bool:
-    return model.startswith("gemini-3")
-
-
-def word_count(text: str) -> int:
-    return len(text.split())
-
-
 def compact(value: Any) -> str:
     return orjson.dumps(value).decode()
-
-
-def signature_for(name: str, args: Any) -> str:
-    """The thought signature the simulator issues for a functionCall (args in sorted-key JSON)."""
-    digest = hashlib.sha256((name + orjson.dumps(args, option=orjson.OPT_SORT_KEYS).decode()).encode())
-    return f"sig-{digest.hexdigest()[:16]}"
 
 
 def split_words(text: str, pieces: int) -> list[str]:
@@ -109,144 +63,6 @@ def truncate_words(text: str, limit: int) -> tuple[str, bool]:
         if i == limit:
             return text[:m.start()].rstrip(), True
     return text, False
-
-
-def decode_base64(data: str) -> bytes:
-    # Google's JSON parser accepts both alphabets and missing padding.
-    if "-" in data or "_" in data:
-        data = data.replace("-", "+").replace("_", "/")
-    if len(data) % 4:
-        data += "=" * (-len(data) % 4)
-    return binascii.a2b_base64(data, strict_mode=True)
-
-
-def _texts(parts: Any) -> list[str]:
-    if not isinstance(parts, list):
-        return []
-    return [p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str)]
-
-
-def last_user_turn(contents: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The last turn not written by the model (role user, function, or none)."""
-    for content in reversed(contents):
-        if content.get("role") != "model":
-            return content
-    return None
-
-
-def system_text(request: dict[str, Any]) -> str:
-    sys_inst = request.get("systemInstruction")
-    if isinstance(sys_inst, dict):
-        return "\n".join(_texts(sys_inst.get("parts")))
-    if isinstance(sys_inst, str):
-        return sys_inst
-    return ""
-
-
-def _gen_config(request: dict[str, Any]) -> dict[str, Any]:
-    cfg = request.get("generationConfig")
-    return cfg if isinstance(cfg, dict) else {}
-
-
-def _thinking(request: dict[str, Any]) -> dict[str, Any]:
-    cfg = _gen_config(request).get("thinkingConfig")
-    return cfg if isinstance(cfg, dict) else {}
-
-
-def function_declarations(request: dict[str, Any]) -> list[dict[str, Any]]:
-    decls: list[dict[str, Any]] = []
-    for tool in request.get("tools") or []:
-        if isinstance(tool, dict):
-            decls.extend(d for d in tool.get("functionDeclarations") or [] if isinstance(d, dict) and d.get("name"))
-    return decls
-
-
-def has_code_execution(request: dict[str, Any]) -> bool:
-    return any(isinstance(t, dict) and "codeExecution" in t for t in request.get("tools") or [])
-
-
-def _calling_config(request: dict[str, Any]) -> dict[str, Any]:
-    tc = request.get("toolConfig")
-    fcc = tc.get("functionCallingConfig") if isinstance(tc, dict) else None
-    return fcc if isinstance(fcc, dict) else {}
-
-
-# --- validation ----------------------------------------------------------------------------
-
-def validate(model: str, request: Any) -> None:
-    """Raise RequestError for what the real backend rejects with 400 INVALID_ARGUMENT."""
-    if not isinstance(request, dict):
-        raise RequestError("Invalid JSON payload: 'request' must be an object.")
-    contents = request.get("contents")
-    if not isinstance(contents, list) or not contents:
-        raise RequestError("* GenerateContentRequest.contents: contents is not specified")
-    for i, content in enumerate(contents):
-        if not isinstance(content, dict):
-            raise RequestError(f"Invalid value at 'request.contents[{i}]': must be an object.")
-        role = content.get("role", "user")
-        if role not in ("user", "model", "function", ""):
-            raise RequestError(f"Please use a valid role: user, model. (contents[{i}].role={role!r})")
-        parts = content.get("parts")
-        if not isinstance(parts, list) or not parts:
-            raise RequestError(f"* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty.")
-        if not all(isinstance(p, dict) for p in parts):
-            raise RequestError(f"Invalid value at 'request.contents[{i}].parts': each part must be an object.")
-    _validate_generation_config(model, request)
-    if is_gemini3(model):
-        _validate_signatures(contents)
-
-
-def _validate_generation_config(model: str, request: dict[str, Any]) -> None:
-    cfg = _gen_config(request)
-    mot = cfg.get("maxOutputTokens")
-    if mot is not None and (isinstance(mot, bool) or not isinstance(mot, int) or mot < 1):
-        raise RequestError("Invalid value at 'generation_config.max_output_tokens': must be a positive integer.")
-    think = _thinking(request)
-    budget, level = think.get("thinkingBudget"), think.get("thinkingLevel")
-    if budget is not None and level is not None:
-        raise RequestError("You can only set only one of thinking budget and thinking level.")
-    if level is not None:
-        levels = _LEVELS.get(model)
-        if levels is None:
-            raise RequestError("Thinking level is not supported for this model.")
-        if not isinstance(level, str) or level.upper() not in levels:
-            raise RequestError(f"Thinking level {level!r} is not supported for this model; "
-                               f"use one of {sorted(levels)}.")
-    if budget is not None:
-        if isinstance(budget, bool) or not isinstance(budget, int):
-            raise RequestError("Invalid value at 'generation_config.thinking_config.thinking_budget'.")
-        limits = _BUDGETS.get(model)
-        if limits is not None:
-            specials, low, high = limits
-            if budget not in specials and not low <= budget <= high:
-                if budget == 0:
-                    raise RequestError("Budget 0 is invalid. This model only works in thinking mode.")
-                raise RequestError(f"The thinking budget {budget} is invalid. Please choose a value between "
-                                   f"{low} and {high}.")
-        elif budget < -1:
-            raise RequestError(f"The thinking budget {budget} is invalid.")
-
-
-def _validate_signatures(contents: list[dict[str, Any]]) -> None:
-    """Gemini 3: the first functionCall of every model turn must carry a valid thought signature."""
-    for i, content in enumerate(contents):
-        if content.get("role") != "model":
-            continue
-        for j, part in enumerate(content["parts"]):
-            call = part.get("functionCall")
-            if not isinstance(call, dict):
-                continue
-            sig = part.get("thoughtSignature")
-            name = call.get("name", "")
-            if not sig:
-                raise RequestError(
-                    f"Function call is missing a thought_signature in functionCall parts. This is required for "
-                    f"tools to work correctly, and missing thought_signature may lead to degraded model "
-                    f"performance. Additional data, function call `default_api:{name}` , position {j + 1}. "
-                    f"Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more details.")
-            if sig != BYPASS_SIGNATURE and sig != signature_for(name, call.get("args", {})):
-                raise RequestError(f"Corrupted thought signature. (contents[{i}].parts[{j}])")
-            break  # only the first call of a turn carries one
 
 
 # --- the answer ----------------------------------------------------------------------------
@@ -291,7 +107,7 @@ def build_args(schema: Any) -> dict[str, Any]:
 
 def _function_calls(request: dict[str, Any], prompt: str) -> list[dict[str, Any]] | None:
     decls = function_declarations(request)
-    fcc = _calling_config(request)
+    fcc = calling_config(request)
     if not decls or str(fcc.get("mode", "AUTO")).upper() == "NONE":
         return None
     allowed = fcc.get("allowedFunctionNames")
@@ -313,19 +129,12 @@ def _function_calls(request: dict[str, Any], prompt: str) -> list[dict[str, Any]
     return parts
 
 
-def _field(obj: dict[str, Any], camel: str) -> Any:
-    """Like the real API's proto-JSON parser, accept lowerCamel and snake_case field names."""
-    if camel in obj:
-        return obj[camel]
-    return obj.get("".join("_" + c.lower() if c.isupper() else c for c in camel))
-
-
 def _inline_suffix(turn: dict[str, Any] | None) -> str:
     if turn is None:
         return ""
     out = []
     for i, part in enumerate(turn["parts"]):
-        inline = _field(part, "inlineData")
+        inline = field(part, "inlineData")
         if isinstance(inline, dict):
             data = inline.get("data")
             if not isinstance(data, str):
@@ -335,16 +144,16 @@ def _inline_suffix(turn: dict[str, Any] | None) -> str:
             except (binascii.Error, ValueError):
                 raise RequestError(f"Invalid value at 'inline_data.data' (TYPE_BYTES), Base64 decoding failed "
                                    f"(part {i}).") from None
-            out.append(f" | inline: {_field(inline, 'mimeType') or ''} {len(raw)} bytes "
+            out.append(f" | inline: {field(inline, 'mimeType') or ''} {len(raw)} bytes "
                        f"sha={hashlib.sha256(raw).hexdigest()[:12]}")
-        file_data = _field(part, "fileData")
+        file_data = field(part, "fileData")
         if isinstance(file_data, dict):
-            out.append(f" | file: {_field(file_data, 'mimeType') or ''} {_field(file_data, 'fileUri') or ''}")
+            out.append(f" | file: {field(file_data, 'mimeType') or ''} {field(file_data, 'fileUri') or ''}")
     return "".join(out)
 
 
 def _text_answer(request: dict[str, Any], prompt: str, suffix: str) -> str:
-    cfg = _gen_config(request)
+    cfg = gen_config(request)
     mime = cfg.get("responseMimeType")
     if mime == "application/json":
         return compact({"echo": prompt})
@@ -360,7 +169,7 @@ def _text_answer(request: dict[str, Any], prompt: str, suffix: str) -> str:
 
 
 def _apply_stop(text: str, request: dict[str, Any]) -> str:
-    stops = _gen_config(request).get("stopSequences")
+    stops = gen_config(request).get("stopSequences")
     if not isinstance(stops, list):
         return text
     cut = len(text)
@@ -379,9 +188,9 @@ def _usage(request: dict[str, Any], answer_words: int, thought_words: int) -> di
         for part in content["parts"]:
             if isinstance(part.get("text"), str):
                 text_words += word_count(part["text"])
-            inline = _field(part, "inlineData")
+            inline = field(part, "inlineData")
             if isinstance(inline, dict):
-                kind = str(_field(inline, "mimeType") or "").split("/", 1)[0]
+                kind = str(field(inline, "mimeType") or "").split("/", 1)[0]
                 modality = _MEDIA_MODALITY.get(kind, "DOCUMENT")
                 media[modality] = media.get(modality, 0) + INLINE_TOKENS
     prompt_tokens = text_words + sum(media.values())
@@ -418,9 +227,9 @@ def answer(model: str, request: dict[str, Any]) -> Answer:
     """The answer to a validated request (see validate()); RequestError for undecodable inline data."""
     contents = request["contents"]
     turn = last_user_turn(contents)
-    prompt = "\n".join(_texts(turn["parts"])) if turn else ""
+    prompt = "\n".join(texts(turn["parts"])) if turn else ""
     suffix = _inline_suffix(turn)  # decodes (and so validates) the last turn's inline data
-    think = _thinking(request)
+    think = thinking(request)
     thoughts = bool(think.get("includeThoughts")) and think.get("thinkingBudget") != 0
 
     m = _CHUNKS.search(prompt)
@@ -465,7 +274,7 @@ def answer(model: str, request: dict[str, Any]) -> Answer:
 
 def _limit(text: str, request: dict[str, Any]) -> tuple[str, str]:
     text = _apply_stop(text, request)
-    limit = _gen_config(request).get("maxOutputTokens")
+    limit = gen_config(request).get("maxOutputTokens")
     if isinstance(limit, int) and not isinstance(limit, bool):
         text, cut = truncate_words(text, limit)
         if cut:
@@ -517,6 +326,6 @@ def count_tokens(request: Any) -> int:
                 raise RequestError("Invalid value at 'request.contents.parts': each part must be an object.")
             if isinstance(part.get("text"), str):
                 total += word_count(part["text"])
-            if isinstance(_field(part, "inlineData"), dict):
+            if isinstance(field(part, "inlineData"), dict):
                 total += INLINE_TOKENS
     return total

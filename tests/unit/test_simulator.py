@@ -14,7 +14,7 @@ import pytest
 
 from tests import harness
 from tests.simulator.control import SimControl
-from tests.simulator.responder import BYPASS_SIGNATURE, signature_for
+from tests.simulator.signatures import BYPASS_SIGNATURE, signature_for
 
 WEATHER = {
     "name": "get_weather",
