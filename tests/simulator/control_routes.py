@@ -142,9 +142,12 @@ def cloud_control_routes(sim: Simulator) -> list[Route]:
         spec = await _control_json(request)
         if not isinstance(spec, dict) or not spec.get("client_email") or not spec.get("public_key_pem"):
             return bad("a service account is {client_email, public_key_pem, project?, revoked?, token_ttl?}")
+        ttl = spec.get("token_ttl", 3600)
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+            return bad("token_ttl is a number of seconds")
         sa = google_api.ServiceAccount(str(spec["client_email"]), str(spec["public_key_pem"]),
                                        spec.get("project"), bool(spec.get("revoked", False)),
-                                       float(spec.get("token_ttl", 3600)))
+                                       float(ttl))
         old = store.service_accounts.get(sa.client_email)
         sa.grants = old.grants if old else 0
         store.service_accounts[sa.client_email] = sa

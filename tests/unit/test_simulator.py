@@ -638,3 +638,12 @@ def test_pure_helpers() -> None:
     redacted = redact_body(body)
     assert redacted["request"]["contents"][0]["parts"][1]["inlineData"]["data"] == "<3 bytes>"
     assert body["request"]["contents"][0]["parts"][1]["inlineData"]["data"] == "AAAA"  # original untouched
+
+
+def test_a_service_account_with_a_ttl_that_is_no_number_is_refused(http: httpx.Client):
+    # The control API answers bad input with a 400 saying why, as the backends it stands in for do.
+    spec = {"client_email": "sa@p.iam.gserviceaccount.com", "public_key_pem": "pem"}
+    for ttl in ("soon", None, True, [1]):
+        r = http.post("/_sim/service_accounts", json={**spec, "token_ttl": ttl})
+        assert r.status_code == 400 and "token_ttl" in r.text, (ttl, r.status_code, r.text)
+    assert http.post("/_sim/service_accounts", json={**spec, "token_ttl": 60}).status_code == 200
