@@ -1,8 +1,9 @@
 """The real Envoy (deploy/envoy.yaml) in front of the real edge and upstream.
 
-Streams must cross Envoy chunk by chunk: each test asks the simulator to pause between chunks
-([delay=MS]) and checks that a chunk reached the client while the simulator was still
-sending the rest of the answer.
+Streams must cross Envoy chunk by chunk: the simulator holds the rest of the answer back after
+its first chunk (its "hold" fault) until the client has that chunk, then the test releases it.
+A pause between chunks ([delay=MS]) keeps them from reaching the upstream in one read, so each
+crosses as a message of its own.
 """
 from __future__ import annotations
 
