@@ -53,14 +53,25 @@ def test_keys_stay_out_of_logs_and_answers(rig: Rig, sim):
         assert out.returncode == 0, out.stderr
         # The admin CLI itself does not echo the key back either.
         assert not any(f in out.stdout + out.stderr for f in fragments(args[1]))
-    time.sleep(1.2)  # let `expired` expire and the edge see the revocations
+    # Each refused key must meet the refusal paths below, not be served: wait until the edge
+    # refuses it (it has seen the revocation or the disabling; `expired`'s instant has passed).
+    refused_keys = {"revoked": revoked, "disabled": disabled, "expired": expired}
+    with httpx.Client(timeout=30, trust_env=False) as c:
+        for what, key in refused_keys.items():
+            deadline, auth = time.monotonic() + 60, {"Authorization": f"Bearer {key}"}
+            while (status := c.get(f"{rig.api}/v1/models", headers=auth).status_code) == 200:
+                assert time.monotonic() < deadline, f"hung: the edge still served the {what} key after 60 s"
+                time.sleep(0.05)
+            assert status in (401, 403), (what, status)
 
     keys = [good, revoked, disabled, expired, unknown]
+    served: dict[str, set[int]] = {key: set() for key in keys}
     answers: list[str] = []
     statuses: set[int] = set()
 
-    def record(r: httpx.Response) -> None:
+    def record(r: httpx.Response, key: str) -> None:
         statuses.add(r.status_code)
+        served[key].add(r.status_code)
         answers.append(r.text)
         answers.append("\n".join(f"{k}: {v}" for k, v in r.headers.items()))
 
@@ -86,15 +97,18 @@ def test_keys_stay_out_of_logs_and_answers(rig: Rig, sim):
                         ("GET", f"{base}/v1/nothing-here", None),
                     ]
                     for method, url, body in calls:
-                        record(c.request(method, url, headers=headers, params=params, json=body))
+                        record(c.request(method, url, headers=headers, params=params, json=body), key)
                     # Malformed and oversized bodies (the edge's limit is 64 KiB here).
                     record(c.post(f"{native}:generateContent", headers={**headers, "content-type": "application/json"},
-                                  params=params, content=b'{"contents": [}'))
+                                  params=params, content=b'{"contents": [}'), key)
                     record(c.post(f"{native}:generateContent", headers={**headers, "content-type": "text/plain"},
-                                  params=params, content=b"{}"))
+                                  params=params, content=b"{}"), key)
                     record(c.post(f"{native}:generateContent", headers={**headers, "content-type": "application/json"},
-                                  params=params, content=b'{"x":"' + b"y" * 100_000 + b'"}'))
+                                  params=params, content=b'{"x":"' + b"y" * 100_000 + b'"}'), key)
     assert {200, 400, 401, 404, 413, 415} <= statuses, statuses
+    # The refused keys went down the refusal paths: none of them was served.
+    for what, key in (*refused_keys.items(), ("unknown", unknown)):
+        assert 200 not in served[key], f"the {what} key was served: {sorted(served[key])}"
 
     for proc in (rig.envoy, rig.edge, rig.upstream):
         assert proc.stop() is not None  # stopped, so every log line is flushed to its file

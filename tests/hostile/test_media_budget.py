@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import os
+import select
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +50,42 @@ class MediaServer(ThreadingHTTPServer):
         self.sent = 0
         self.lock = threading.Lock()
         self.release = threading.Event()
+        # Connections accepted that have not yet served a request, and requests being served:
+        # a kept-alive connection, idle between two requests, is neither.
+        self.busy: set[object] = set()
+        self.idle = threading.Condition(self.lock)
+
+    def process_request(self, request, client_address) -> None:
+        # Counted on accept, in the serving thread: a connection is never between the accept
+        # and its count while `settled()` looks.
+        self.begin(request)
+        super().process_request(request, client_address)
+
+    def begin(self, conn: object) -> None:
+        with self.lock:
+            self.busy.add(conn)
+
+    def end(self, conn: object) -> None:
+        with self.lock:
+            self.busy.discard(conn)
+            self.idle.notify_all()
+
+    def shutdown_request(self, request) -> None:
+        try:
+            super().shutdown_request(request)
+        finally:
+            self.end(request)
+
+    def settled(self, timeout: float = 60) -> int:
+        """Wait until no fetch is being served (each sent its whole body or met the hang-up) and
+        no connection waits to be served; then what was sent is final."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while self.busy or select.select([self.socket], [], [], 0)[0]:
+                left = deadline - time.monotonic()
+                assert left > 0, f"hung: {len(self.busy)} media fetch(es) still going {timeout:g} s after the answer"
+                self.idle.wait(min(left, 0.05))
+            return self.sent
 
     @property
     def base(self) -> str:
@@ -68,6 +105,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.sent += len(data)
 
     def do_GET(self) -> None:
+        self.server.begin(self.connection)  # again, for a request on a kept-alive connection
+        try:
+            self._get()
+        finally:
+            self.server.end(self.connection)
+
+    def _get(self) -> None:
         url = urlsplit(self.path)
         chunked = "chunked" in parse_qs(url.query)
         self.send_response(200)
@@ -194,8 +238,8 @@ def test_nine_big_images_refused_early(rig: Rig, key: str, media: MediaServer, f
     # Refused once the budget was passed, the other fetches cut: not all of the 180 MiB named left
     # the server. (What it counts includes what sat in loopback socket buffers when the edge
     # hung up, several MiB per connection; the edge's own memory is the bound below.)
-    time.sleep(0.5)  # let the server notice the hang-ups
-    sent = media.sent - sent_before
+    # Once every fetch ended (cut, or sent in full), the count is final, however slow the machine.
+    sent = media.settled() - sent_before
     assert sent < 9 * IMAGE, f"{sent / MIB:.0f} MiB sent for a refused request"
     # What the edge holds at its peak: the media claimed (at most TOTAL, or its base64 buffer of
     # 4/3 TOTAL when the length is declared), what waits unread on each connection (at most
