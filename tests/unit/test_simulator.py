@@ -103,14 +103,16 @@ def parts_of(reply: dict[str, Any]) -> list[dict[str, Any]]:
     return reply["response"]["candidates"][0]["content"]["parts"]
 
 
-def wait_record(sim: SimControl, op: str, pred=lambda e: e["finished"] is not None, timeout: float = 3.0):
+def wait_record(sim: SimControl, op: str, pred=lambda e: e["finished"] is not None, timeout: float = 30.0):
+    """The latest record of `op` that satisfies `pred`, once the simulator (another process) has
+    one; the deadline only guards against a hang (3 s was tight for a loaded machine)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         entries = [e for e in sim.requests(op) if pred(e)]
         if entries:
             return entries[-1]
         time.sleep(0.02)
-    raise AssertionError(f"no finished {op} record: {sim.requests(op)}")
+    raise AssertionError(f"hung: no matching {op} record after {timeout:g} s: {sim.requests(op)}")
 
 
 # --- OAuth, auth, projects ------------------------------------------------------------------

@@ -403,7 +403,13 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_refresh(rig: Rig) -
     rig.fault(account=rt, op="refresh", kind="slow", delay=0.3)
     first = asyncio.ensure_future(cred.auth_headers())
     second = asyncio.ensure_future(cred.auth_headers())
-    await asyncio.sleep(0.1)
+    # Cancel only once the shared refresh is at the token endpoint (the simulator records a call
+    # as it begins): a starved loop must not let the cancel come first and leave nothing shared.
+    end = asyncio.get_running_loop().time() + 30
+    while not rig.log("refresh"):
+        assert asyncio.get_running_loop().time() < end, "hung: the refresh never reached the token endpoint"
+        await asyncio.sleep(0.01)
+    assert not first.done()
     first.cancel()
     headers = await second
     assert headers["Authorization"].startswith("Bearer ya29.sim-")
