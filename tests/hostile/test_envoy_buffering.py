@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import select
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import h2.config
 import h2.connection
@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from tests import harness
-from tests.faults.rig import Rig, rss_kib
+from tests.faults.rig import Rig
 from tests.support.raw_http import read_head
 
 pytestmark = pytest.mark.timeout(120)
@@ -43,27 +43,26 @@ def rig(rigs) -> Rig:
 
 
 class PeakRss:
-    """Envoy's peak RSS while the block runs (sampled every 50 ms)."""
+    """Envoy's peak RSS while the block runs: its VmHWM, reset to the current RSS through
+    clear_refs on entry (samples every 50 ms could miss a peak between two of them)."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self.before = rss_kib(pid)
-        self.peak = self.before
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.before = self.peak = 0
 
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            self.peak = max(self.peak, rss_kib(self.pid))
+    def _status_kib(self, field: str) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise AssertionError(f"no {field} for pid {self.pid}")
 
     def __enter__(self) -> "PeakRss":
-        self._thread.start()
+        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        self.before = self._status_kib("VmRSS")
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_kib(self.pid))
+        self.peak = self._status_kib("VmHWM")
 
     @property
     def grown_mib(self) -> float:
