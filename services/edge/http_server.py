@@ -52,6 +52,46 @@ class DisconnectSignal:
             callback()
 
 
+class LightEvent:
+    """What uvicorn needs of an asyncio.Event (set, clear, is_set, wait), without the deque
+    asyncio.Event allocates for waiters at creation (~0.6 KiB, issue #15): uvicorn keeps two
+    per open request (its flow control's "writable" event and the request's message event),
+    and while a stream is held neither has a waiter (the edge learns of a lost client from
+    DisconnectSignal, and writes wait only when the transport's buffer is full)."""
+
+    __slots__ = ("_value", "_waiters")
+
+    def __init__(self, value: bool = False) -> None:
+        self._value = value
+        self._waiters: list[asyncio.Future] | None = None  # made by the first wait()
+
+    def is_set(self) -> bool:
+        return self._value
+
+    def set(self) -> None:
+        if not self._value:
+            self._value = True
+            for fut in self._waiters or ():
+                if not fut.done():
+                    fut.set_result(True)
+
+    def clear(self) -> None:
+        self._value = False
+
+    async def wait(self) -> bool:
+        if self._value:
+            return True
+        fut = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(fut)
+        try:
+            await fut
+            return True
+        finally:
+            self._waiters.remove(fut)
+
+
 # What uvicorn writes before a response starts (the only write that is not the response's head
 # or body): never held.
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -107,6 +147,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.disconnect_signal = DisconnectSignal()
+        self.flow._is_writable_event = LightEvent(True)  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -118,6 +159,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         if extensions is None:
             scope["extensions"] = extensions = {}  # type: ignore[typeddict-unknown-key]
         extensions[DISCONNECT] = self.disconnect_signal
+        cycle.message_event = LightEvent(cycle.message_event.is_set())  # type: ignore[assignment]
         if scope["method"] != "HEAD":
             cycle.transport = _HeadHeldTransport(cycle.transport, self.loop)  # type: ignore[assignment]
         super()._start_asgi_task(cycle, app)
