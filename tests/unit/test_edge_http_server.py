@@ -298,3 +298,41 @@ async def test_the_protocol_uses_light_events_for_flow_control_and_each_request(
         writer.close()
     assert isinstance(protocols[0].flow._is_writable_event, LightEvent)
     assert [type(e) for e in events] == [LightEvent]
+
+
+async def test_pipelined_requests_are_answered_in_order() -> None:
+    """Requests sent back to back on one connection wait in the protocol's pipeline queue
+    (services/edge/http_server.py's _Pipeline) and are answered first in, first out."""
+    release = asyncio.Event()
+    pipelines: list = []
+
+    async def app(scope, receive, send) -> None:
+        if scope["path"] == "/1":
+            await release.wait()  # /2 and /3 arrive while /1 is still being answered
+        body = scope["path"].encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    class Recording(EdgeHttpProtocol):
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            pipelines.append(self.pipeline)
+
+    served = _Served(app)
+    served.server.config.http = Recording
+    async with served:
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        writer.write(b"".join(b"GET /%d HTTP/1.1\r\nhost: x\r\n\r\n" % i for i in (1, 2, 3)))
+        async with asyncio.timeout(30):
+            while len(pipelines[0]) < 1:  # /2 queued behind /1 (httptools stops at each request)
+                await asyncio.sleep(0.01)
+        release.set()
+        answers = []
+        for _ in range(3):
+            await _read_head(reader)
+            async with asyncio.timeout(30):
+                answers.append(await reader.readexactly(2))
+        writer.close()
+    assert answers == [b"/1", b"/2", b"/3"]
+    assert type(pipelines[0]).__name__ == "_Pipeline" and len(pipelines[0]) == 0
