@@ -10,7 +10,8 @@ minute, one 20 MiB image through the OpenAI route (inline, and fetched from a UR
 nine 20 MiB image URLs in one request (refused early by MEDIA_MAX_TOTAL_BYTES), throughput
 through Envoy over 1 vs 3 edges (bench/scale.py), and what FastAPI's routing and the OpenAPI
 document cost in the edge (bench/routing.py); phase `floors` measures the bare parts (gRPC,
-uvicorn, Envoy, aiohttp) alone, the floor each goal is held against (bench/floors.py). Prints a table and writes JSON to
+uvicorn, Envoy, aiohttp) alone, the floor each goal is held against (bench/floors.py); phase `revoke`
+times how soon every edge refuses a revoked key, with and without Redis (bench/revoke.py). Prints a table and writes JSON to
 bench/results/ (latest.json after a complete run). Everything runs on loopback; the
 simulator's own latency is zero.
 
@@ -40,6 +41,7 @@ import orjson
 from bench.media import EDGE_ENV as MEDIA_EDGE_ENV, media_rows
 from bench.pool_choice import pool_choice, print_pool
 from bench.redis_limits import print_redis, redis_limits
+from bench.revoke import print_revoke, revoke_row
 from bench.floors import floors_row
 from bench.report import LAYERS, floor_report, floor_sums, print_bodies, print_floors, print_table, targets
 from bench.routing import print_routing, routing_rows
@@ -500,7 +502,7 @@ async def worst_schema(stack: Stack, repeat: int = 20) -> dict:
 
 
 PHASES = ("latency", "long", "spaced", "uncoalesced", "rps", "pool", "image", "media", "bodies", "streams", "redis",
-          "scale", "routing", "floors")
+          "scale", "routing", "floors", "revoke")
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -614,18 +616,24 @@ async def main(args: argparse.Namespace) -> int:
     if "scale" in phases:
         scale = await scale_row(base / "s7", args.rps_seconds)
         print(f"  1 vs 3 edges: {scale['ratio']:.2f}x", flush=True)
+    revoke = None
+    if "revoke" in phases:
+        revoke = await revoke_row(base / "s9")
+        print("  revoke: " + "; ".join(f"{p} max {s['max_ms'] or float('nan'):.0f} ms"
+                                       for p, s in revoke["paths"].items()), flush=True)
     print_table(latency, rps, streams, image, media)
     print_pool(pool)
     print_redis(redis)
     print_bodies(tiny, schema)
     print_scale(scale)
     print_routing(routing)
+    print_revoke(revoke)
     print_floors(floors, latency, rps, streams)
     RESULTS.mkdir(exist_ok=True)
     out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(), "machine": machine(),
            "phases": phases, "latency": latency, "throughput": rps, "streams": streams, "image": image, "media": media,
            "pool_choice": pool, "tiny_messages": tiny, "worst_schema": schema, "redis_limits": redis, "scale_out": scale,
-           "routing": routing, "floors": floors,
+           "routing": routing, "floors": floors, "revoke": revoke,
            "floor_sums": floor_sums(floors) if floors else None,
            "floor_report": floor_report(latency, rps, streams, floors) if floors else None,
            "targets": {name: {"holds": held, "detail": detail}

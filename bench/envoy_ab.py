@@ -177,8 +177,13 @@ async def _block(n: int, concurrency: int, send) -> int:
             nonlocal ok
             c = clients.for_worker(i)
             for _ in range(count):
-                ok += (await send(c)).status_code == 200
-        await asyncio.gather(*(worker(i, n // concurrency) for i in range(concurrency)))
+                # Awaited before the sum: `ok += (await ...)` reads `ok` before the await, so
+                # concurrent workers overwrote each other's counts (640 answers counted as 10,
+                # which made the non-streaming and healthz CPU per request 64x too high).
+                r = await send(c)
+                ok += r.status_code == 200
+        shares = [n // concurrency + (i < n % concurrency) for i in range(concurrency)]
+        await asyncio.gather(*(worker(i, k) for i, k in enumerate(shares) if k))
     return ok
 
 

@@ -35,6 +35,7 @@ def sim(simulator: harness.Proc):
     ctl.config(chunk_delay=0.0, latency=0.0)
     yield ctl
     ctl.clear_faults()
+    ctl.release()  # a test that failed while the simulator held an answer back leaves none held
 
 
 # Real PostgreSQL and Redis servers for the tests that need them (tests/support/servers.py).

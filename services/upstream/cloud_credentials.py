@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Mapping
 from . import token_endpoint
 from .credentials import Credential, CredentialState, fingerprint
 from .errors import RefreshError
-from .singleflight import SingleFlight
+from .token_credential import TokenEndpointCredential
 
 log = logging.getLogger(__name__)
 
@@ -78,26 +78,24 @@ class ApiKeyCredential(Credential):
         raise RefreshError("the backend answered 401 to this API key", permanent=False)
 
 
-class _TokenGrantCredential(Credential):
-    """A credential whose bearer token comes from a grant at a token endpoint."""
+class _TokenGrantCredential(TokenEndpointCredential):
+    """A Vertex AI credential whose token is kept in memory only (its file is never written)."""
 
     kind = "vertex-ai"
     needs_project = False
     grant_name: ClassVar[str] = "token grant"
+    # A Google token endpoint's 403 with an OAuth error refuses the key or account too.
+    refusal_statuses = frozenset({400, 401, 403})
+    refresh_ahead_ms = REFRESH_AHEAD_S * 1000
 
     def __init__(self, id: str, info: dict[str, Any], *, http: token_endpoint.TokenHttp, token_url: str,
                  timeout: float, path: Path | None, project: str | None) -> None:
-        super().__init__(id, project_override=project)
+        super().__init__(id, http=http, token_url=token_url, timeout=timeout, project_override=project)
         self.path = path
         self._info = info
-        self._http = http
-        self._token_url = token_url
-        self._timeout = timeout
-        self._flight: SingleFlight[None] = SingleFlight()
         self._token = ""
         self._expires_at = 0.0
         self._headers: dict[str, str] = {}
-        self.refreshes = 0
 
     def _form(self) -> dict[str, str]:
         raise NotImplementedError
@@ -130,23 +128,17 @@ class _TokenGrantCredential(Credential):
         return {"at": self._token, "exp": int(self._expires_at * 1000), "fp": [self.fingerprint()]}
 
     def take_token(self, record: Mapping[str, Any], rejected: str | None) -> bool:
-        fps, token, expiry = record.get("fp"), record.get("at"), record.get("exp")
-        if not isinstance(fps, list) or self.fingerprint() not in fps:
+        shared = self._shared_token(record, rejected)
+        if shared is None:
             return False
-        if not isinstance(token, str) or not token or token == rejected:
-            return False
-        if not isinstance(expiry, (int, float)) or expiry / 1000 <= time.time() + REFRESH_AHEAD_S:
-            return False
+        token, expiry = shared
         self._token, self._expires_at = token, expiry / 1000
         self._headers = {"Authorization": f"Bearer {token}"}
         return True
 
     async def _obtain(self, rejected: str | None = None) -> None:
         """A new token: under the replicas' lease when shared, else from the token endpoint."""
-        if self.shared is not None:
-            await self.shared.tokens.refresh(self, rejected, self._grant)
-        else:
-            await self._grant()
+        await self._under_lease(rejected, self._grant)
 
     def needs_refresh(self, now: float | None = None) -> bool:
         now = time.time() if now is None else now
@@ -171,10 +163,7 @@ class _TokenGrantCredential(Credential):
         await self._flight.run(lambda: self._obtain(refused))
 
     async def _grant(self) -> None:
-        self.refreshes += 1
-        status, reply = await token_endpoint.request_token(self._http, self._token_url, self._form(), self._timeout)
-        if status != 200 or not isinstance(reply, dict) or not isinstance(reply.get("access_token"), str):
-            self._failed(status, reply)
+        reply = await self._request_token(self._form())
         expires_in = reply.get("expires_in")
         lifetime = float(expires_in) if isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool) \
             else 3600.0
@@ -182,18 +171,6 @@ class _TokenGrantCredential(Credential):
         self._expires_at = time.time() + lifetime
         self._headers = {"Authorization": f"Bearer {self._token}"}
         log.info("credential %s: access token obtained (%s)", self.id, self.grant_name)
-
-    def _failed(self, status: int, reply: Any) -> None:
-        error, description = token_endpoint.refusal(reply)
-        if status in (400, 401, 403) and error:
-            detail = self._dead_detail(error, description)
-            self.mark_dead(detail)
-            raise RefreshError(detail, permanent=True)
-        raise RefreshError(f"token endpoint answered HTTP {status}" + (f" ({error})" if error else ""),
-                           permanent=False)
-
-    def _dead_detail(self, error: str, description: str) -> str:
-        raise NotImplementedError
 
 
 class ServiceAccountCredential(_TokenGrantCredential):

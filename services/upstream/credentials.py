@@ -3,7 +3,8 @@
 `Credential` is the interface every kind implements: Code Assist OAuth (`OAuthCredential` in
 oauth_credential.py: a Gemini CLI `oauth_creds.json` file whose access token is refreshed with
 its refresh token, single flight per credential, and written back atomically), and the AI
-Studio / Vertex AI kinds in cloud_credentials.py.
+Studio / Vertex AI kinds in cloud_credentials.py. The kinds whose access token comes from a
+token endpoint share `TokenEndpointCredential` (token_credential.py).
 
 Credentials come back: a DEAD credential whose file is rewritten with new secret material
 (a new login, a new key) is READY again (`reload`); one refused for its account (licence,

@@ -11,9 +11,9 @@ from typing import Any, Mapping
 import orjson
 
 from . import token_store, token_endpoint
-from .credentials import Credential, CredentialState, fingerprint
+from .credentials import CredentialState, fingerprint
 from .errors import RefreshError
-from .singleflight import SingleFlight
+from .token_credential import TokenEndpointCredential
 
 log = logging.getLogger(__name__)
 
@@ -23,25 +23,22 @@ EAGER_REFRESH_MS = 5 * 60 * 1000
 _LINEAGE = 4
 
 
-class OAuthCredential(Credential):
+class OAuthCredential(TokenEndpointCredential):
     """A Gemini CLI oauth_creds.json file."""
 
     kind = "gemini-cli-oauth"
+    refresh_ahead_ms = EAGER_REFRESH_MS
 
     def __init__(self, path: Path, data: dict[str, Any], *, http: token_endpoint.TokenHttp, token_url: str,
                  client_id: str, client_secret: str, timeout: float = 30.0) -> None:
         project = data.get("project_id")
-        super().__init__(path.stem, project_override=project if isinstance(project, str) else None)
+        super().__init__(path.stem, http=http, token_url=token_url, timeout=timeout,
+                         project_override=project if isinstance(project, str) else None)
         self.path = path
         self._data = dict(data)
-        self._http = http
-        self._token_url = token_url
         self._client_id = client_id
         self._client_secret = client_secret
-        self._timeout = timeout
-        self._flight: SingleFlight[None] = SingleFlight()
         self._headers: dict[str, str] | None = None
-        self.refreshes = 0
         # Fingerprints of the refresh tokens of this login (more than one after rotations).
         self._lineage = [self.fingerprint()]
         if data.get("disabled") is True:
@@ -68,19 +65,16 @@ class OAuthCredential(Credential):
         return record
 
     def take_token(self, record: Mapping[str, Any], rejected: str | None) -> bool:
-        fps, token, expiry = record.get("fp"), record.get("at"), record.get("exp")
-        if not isinstance(fps, list) or self.fingerprint() not in fps:
+        shared = self._shared_token(record, rejected)
+        if shared is None:
             return False
-        if not isinstance(token, str) or not token or token == rejected:
-            return False
-        if not isinstance(expiry, (int, float)) or expiry <= time.time() * 1000 + EAGER_REFRESH_MS:
-            return False
+        token, expiry = shared
         rotated = record.get("rt")
         if isinstance(rotated, str) and rotated:
             self._data["refresh_token"] = rotated
         self._data["access_token"] = token
         self._data["expiry_date"] = int(expiry)
-        self._lineage = [str(f) for f in fps][-_LINEAGE:]
+        self._lineage = [str(f) for f in record["fp"]][-_LINEAGE:]
         self._set_headers()
         return True
 
@@ -157,10 +151,7 @@ class OAuthCredential(Credential):
         await self._flight.run(lambda: self._refresh_now(rejected_token))
 
     async def _refresh_now(self, rejected_token: str | None) -> None:
-        if self.shared is not None:
-            await self.shared.tokens.refresh(self, rejected_token, lambda: self._refresh_local(rejected_token))
-        else:
-            await self._refresh_local(rejected_token)
+        await self._under_lease(rejected_token, lambda: self._refresh_local(rejected_token))
 
     async def _refresh_local(self, rejected_token: str | None) -> None:
         if await self._adopt_from_disk(rejected_token):
@@ -203,11 +194,8 @@ class OAuthCredential(Credential):
             "client_id": self._client_id,
             "client_secret": self._client_secret,
         }
-        self.refreshes += 1
-        status, reply = await token_endpoint.request_token(self._http, self._token_url, form, self._timeout)
+        reply = await self._request_token(form)
         now_ms = int(time.time() * 1000)
-        if status != 200 or not isinstance(reply, dict) or not isinstance(reply.get("access_token"), str):
-            self._refresh_failed(status, reply)
         sent = self._data.get("refresh_token")
         # No headers until the file holds the new token: meanwhile callers join this flight, so
         # none is served with a token that a crash would lose and that readers of the file lack.
@@ -227,18 +215,11 @@ class OAuthCredential(Credential):
             return
         self._set_headers()
 
-    def _refresh_failed(self, status: int, reply: Any) -> None:
-        error, description = token_endpoint.refusal(reply)
-        if status in (400, 401) and error:
-            if error == "invalid_grant":
-                detail = (f"refresh token expired or revoked (invalid_grant: {description or 'no description'}); "
-                          f"log in again with the Gemini CLI and replace {self.path}")
-            else:
-                detail = f"token endpoint refused the refresh ({error}: {description or 'no description'})"
-            self.mark_dead(detail)
-            raise RefreshError(detail, permanent=True)
-        raise RefreshError(f"token endpoint answered HTTP {status}" + (f" ({error})" if error else ""),
-                           permanent=False)
+    def _dead_detail(self, error: str, description: str) -> str:
+        if error == "invalid_grant":
+            return (f"refresh token expired or revoked (invalid_grant: {description or 'no description'}); "
+                    f"log in again with the Gemini CLI and replace {self.path}")
+        return f"token endpoint refused the refresh ({error}: {description or 'no description'})"
 
     async def _persist(self) -> bool:
         """Write the refreshed token to the file; True (nothing written) when a new login

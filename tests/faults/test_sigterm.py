@@ -13,8 +13,14 @@ from tests.faults.rig import MODEL, Rig, chat_body, client, gemini_body, sse_dat
 
 pytestmark = pytest.mark.timeout(60)
 
-# First chunk at once, then three pauses of 0.5 s: the signal arrives while the rest is pending.
-SLOW = "[chunks=4] [delay=500] one two three four five six seven eight"
+# Four chunks. Each test has the simulator hold the answer after its first chunk (its "hold"
+# fault) until the signal has done its work, so the signal always meets the stream in flight,
+# however slow the machine; then it releases the rest and the stream must finish whole.
+SLOW = "[chunks=4] one two three four five six seven eight"
+
+
+def hold_streams(rig: Rig, n: int) -> None:
+    rig.sim.add_fault(op="stream", kind="hold", after_chunks=1, times=n)
 
 
 class Reader(threading.Thread):
@@ -61,6 +67,7 @@ def test_upstream_sigterm_drains_in_flight_and_refuses_new(rigs, sim):
     rig: Rig = rigs(label="term-up", upstream_env={"DRAIN_SECONDS": "10"})
     key = rig.key()
     assert rig.upstream is not None
+    hold_streams(rig, 1)
     reader = Reader(url=f"{rig.api}/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
                     headers={"x-goog-api-key": key}, json=gemini_body(SLOW))
     reader.start()
@@ -77,6 +84,7 @@ def test_upstream_sigterm_drains_in_flight_and_refuses_new(rigs, sim):
                    json=chat_body("too late", stream=True))
         assert r.status_code == 503 and r.json()["error"]["message"], r.text
     assert rig.upstream.alive(), "the upstream exited before its in-flight stream finished"
+    assert rig.sim.release() == 1, "the stream was no longer held when the drain was checked"
 
     reader.join(15)
     assert reader.error is None and reader.status == 200
@@ -92,6 +100,7 @@ def test_sigterm_on_edge_and_upstream_together(rigs, sim):
     key = rig.key()
     kid = rig.key_id(key)
     assert rig.upstream is not None and rig.edge is not None
+    hold_streams(rig, 2)
     readers = [
         Reader(url=f"{rig.api}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
                json=chat_body(SLOW, stream=True)),
@@ -117,6 +126,8 @@ def test_sigterm_on_edge_and_upstream_together(rigs, sim):
             pass
         else:
             assert r.status_code == 503, r.text
+    assert rig.edge.alive() and rig.upstream.alive(), "a service exited before its in-flight streams finished"
+    assert rig.sim.release() == 2, "the streams were no longer held when the shutdown was checked"
 
     for r in readers:
         r.join(15)

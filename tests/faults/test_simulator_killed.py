@@ -23,9 +23,10 @@ from tests.faults.rig import MODEL, Rig, chat_body, client, gemini_body, sse_dat
 
 pytestmark = pytest.mark.timeout(90)
 
-# The first chunk comes at once, then the simulator would pause 5 s before each next one.
-SLOW = "[chunks=4] [delay=5000] one two three four five six seven eight"
-HANG_GUARD_S = 30.0  # a stream not ended by then hung (the backend's next chunk was 5 s away)
+# Four chunks; the simulator holds each answer after its first (its "hold" fault, never
+# released), so every stream is still open when the simulator is killed, however slow the machine.
+SLOW = "[chunks=4] one two three four five six seven eight"
+HANG_GUARD_S = 30.0  # a stream not ended by then hung (its backend was gone)
 
 
 @pytest.fixture
@@ -39,6 +40,7 @@ def test_streams_end_with_an_error_when_the_backend_dies(rigs, doomed: harness.P
     rig: Rig = rigs(simulator_proc=doomed, label="killed")
     key = rig.key()
     kid = rig.key_id(key)
+    rig.sim.add_fault(op="stream", kind="hold", after_chunks=1, times=3)
     forms = {
         "openai": dict(url=f"{rig.api}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
                        json=chat_body(SLOW, stream=True)),

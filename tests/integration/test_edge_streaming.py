@@ -100,14 +100,42 @@ def test_openai_stream_is_incremental(http, stack, key):
     assert text == f"echo: {SLOW}"
 
 
+KEEPALIVE = b": keep-alive\n\n"
+
+
 def test_openai_keepalive_during_silence(http, stack, key):
-    # SSE_KEEPALIVE_SECONDS is 0.5 in this stack; the simulator pauses 1.3 s between two chunks.
-    r = http.post(f"{stack.base}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                  json={"model": MODEL, "stream": True,
-                        "messages": [{"role": "user", "content": "[chunks=2] [delay=1300] a b c d"}]})
+    # SSE_KEEPALIVE_SECONDS is 0.5 in this stack. The backend holds its answer after the first
+    # chunk until the client has seen a keep-alive comment after that chunk; only then is the
+    # rest released, so the comment can only have come from the silence (no race of timings).
+    text = "[chunks=3] one two three four five six"
+    pieces: list[bytes] = []
+    released = None
+    with SimControl(stack.simulator.url) as sim:
+        sim.add_fault(account=stack.refresh_token, op="stream", kind="hold", after_chunks=1)
+        try:
+            with http.stream("POST", f"{stack.base}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                             json={"model": MODEL, "stream": True, "messages": [{"role": "user", "content": text}]}) as r:
+                for piece in r.iter_raw():
+                    pieces.append(piece)
+                    raw = b"".join(pieces)
+                    if released is None and b"echo" in raw and KEEPALIVE in raw[raw.index(b"echo"):]:
+                        released = sim.release()
+        except httpx.ReadTimeout:
+            pytest.fail(f"hung: no keep-alive comment reached the client while the backend held the answer "
+                        f"back ({b''.join(pieces)!r})")
+        finally:
+            if released is None:
+                sim.release()  # let the held answer go whatever failed here
     assert r.status_code == 200
-    assert b": keep-alive\n\n" in r.content
-    assert r.content.rstrip().endswith(b"data: [DONE]")
+    assert released is not None, f"the answer ended with no keep-alive comment after its first chunk: {pieces!r}"
+    assert released == 1, f"the keep-alive came only after the backend's hold ended: {released}"
+    raw = b"".join(pieces).replace(b"\r\n", b"\n")
+    # Keep-alives are whole comment lines between events, never inside one.
+    assert all(line.startswith((b"data: ", b": keep-alive")) for line in raw.split(b"\n") if line), raw
+    events = sse_events(raw)
+    assert events[-1] == b"[DONE]"
+    chunks = [orjson.loads(e) for e in events[:-1]]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == f"echo: {text}"
 
 
 # --- errors in streams ---------------------------------------------------------------------------
@@ -188,21 +216,28 @@ def test_usage_rows_for_every_kind_of_call(http, stack, sim):
 def test_client_disconnect_is_recorded_and_cancels_upstream(stack, sim):
     k = stack.key(name="gone")
     kid = stack.key_id(k)
-    with httpx.Client(timeout=30, trust_env=False) as c:
-        with c.stream("POST", f"{stack.base}/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
-                      headers={"X-Goog-Api-Key": k}, json=body("[chunks=5] [delay=500] a b c d e")) as r:
-            next(r.iter_raw())  # the first chunk, then hang up
-    (row,) = stack.ledger(kid, expect=1)
-    assert row["status"] == 499
-    # Wait for the backend call to end, however it ends (the whole answer takes 2.5 s; a busy
-    # machine may take longer to pass the cancellation on), then check it was cut, not finished.
-    deadline = time.monotonic() + harness.SETTLE_TIMEOUT
-    while time.monotonic() < deadline:
-        streams = [q for q in sim.requests(op="stream") if "[chunks=5] [delay=500]" in orjson.dumps(q["body"]).decode()]
-        if streams and streams[-1]["finished"] is not None:
-            break
-        time.sleep(0.05)
-    assert streams and streams[-1]["cancelled"], "the backend call kept running after the client left"
+    prompt = "[chunks=5] gone a b c d e"
+    # The backend holds the rest of the answer after its first chunk until released, so its call
+    # can only end by being cancelled, however long a busy machine takes to pass that on.
+    sim.add_fault(account=stack.refresh_token, op="stream", kind="hold", after_chunks=1)
+    try:
+        with httpx.Client(timeout=30, trust_env=False) as c:
+            with c.stream("POST", f"{stack.base}/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
+                          headers={"X-Goog-Api-Key": k}, json=body(prompt)) as r:
+                next(r.iter_raw())  # the first chunk, then hang up
+        (row,) = stack.ledger(kid, expect=1)
+        assert row["status"] == 499
+        deadline = time.monotonic() + harness.SETTLE_TIMEOUT
+        while time.monotonic() < deadline:
+            streams = [q for q in sim.requests(op="stream") if prompt in orjson.dumps(q["body"]).decode()]
+            if streams and streams[-1]["finished"] is not None:
+                break
+            time.sleep(0.05)
+        assert streams and streams[-1]["finished"] is not None, \
+            "hung: the backend call was still open long after the client left (the cancellation never reached it)"
+        assert streams[-1]["cancelled"], streams[-1]
+    finally:
+        sim.release()
 
 
 def test_concurrent_requests_lose_no_rows(stack):

@@ -119,10 +119,10 @@ async def test_deadline_and_cancellation_reach_the_backend(sim: SimControl, upst
     write_creds(creds_dir, sim, "a")
     stub = harness.AuthedStub(channels(upstream_factory(creds_dir)))
     await stub.GenerateUnary(gen_request("warm", stream=False), timeout=CALL_TIMEOUT)  # token refreshed
-    # The answer would take 30 s: a call the backend saw cancelled ends long before; one that was
-    # not is still running (cancelled=False) when backend_call_ended gives up. (With 5 s, the
-    # poll had 4 s and the deadline below 0.5 s, which a busy machine's first hop could outlast.)
-    sim.add_fault(op="generate", kind="slow", delay=30, times=-1)
+    # The backend never answers (its "hang" fault): a backend call can only end by being
+    # cancelled, however slow the machine; one that was not is still open when
+    # backend_call_ended gives up (its hang guard).
+    sim.add_fault(op="generate", kind="hang", times=-1)
 
     async def backend_call_ended(n: int) -> dict[str, Any]:
         deadline = time.monotonic() + 20
@@ -139,13 +139,17 @@ async def test_deadline_and_cancellation_reach_the_backend(sim: SimControl, upst
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.GenerateUnary(gen_request("too slow", stream=False), timeout=3)
     assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
-    assert (await backend_call_ended(1)).get("cancelled") is True
+    ended = await backend_call_ended(1)
+    assert ended.get("finished") is not None, f"hung: the backend call outlived its caller's deadline: {ended}"
+    assert ended.get("cancelled") is True, ended
 
     call = stub.GenerateUnary(gen_request("never mind", stream=False), timeout=CALL_TIMEOUT)
     while len(sim.requests(op="generate")) < 2:
         await asyncio.sleep(0.02)
     call.cancel()
-    assert (await backend_call_ended(2)).get("cancelled") is True
+    ended = await backend_call_ended(2)
+    assert ended.get("finished") is not None, f"hung: the backend call outlived its cancelled caller: {ended}"
+    assert ended.get("cancelled") is True, ended
 
 
 # --- the edge's client -------------------------------------------------------------------------

@@ -215,22 +215,27 @@ async def test_mid_stream_cut_is_unavailable_without_retry(sim: SimControl, upst
 
 async def test_cancellation_reaches_the_simulator(sim: SimControl, upstream_factory, creds_dir: Path,
                                                   clients) -> None:
-    write_creds(creds_dir, sim, "a")
+    tokens = write_creds(creds_dir, sim, "a")
     client = clients(upstream_factory(creds_dir))
-    call = client.stub.Generate(gen_request("w " * 10 + "[chunks=10] [delay=400]"), timeout=CALL_TIMEOUT)
-    first = await call.read()
-    assert first.credential_id == "a"
-    call.cancel()
-    # Until the backend call ends, however it ends: cut by the cancellation, or the full answer
-    # (3.6 s more) when the cancellation did not reach it. A busy machine may take seconds to pass it on.
-    deadline = time.monotonic() + 30
-    entry: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        entry = sim.requests(op="stream")[-1]
-        if entry["finished"] is not None:
-            break
-        await asyncio.sleep(0.05)
-    assert entry.get("cancelled") is True, entry
+    # The backend holds the rest of the answer after its first chunk until released, so its call
+    # can only end by being cancelled, however long a busy machine takes to pass that on.
+    sim.add_fault(account=tokens["a"], op="stream", kind="hold", after_chunks=1)
+    try:
+        call = client.stub.Generate(gen_request("w " * 10 + "[chunks=10]"), timeout=CALL_TIMEOUT)
+        first = await call.read()
+        assert first.credential_id == "a"
+        call.cancel()
+        deadline = time.monotonic() + 30
+        entry: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            entry = sim.requests(op="stream")[-1]
+            if entry["finished"] is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert entry.get("finished") is not None, f"hung: the backend call was still open 30 s after the cancel: {entry}"
+        assert entry.get("cancelled") is True, entry
+    finally:
+        sim.release()
 
 
 # --- the pool ----------------------------------------------------------------------------------
@@ -477,15 +482,24 @@ async def test_no_credentials_still_serves_and_explains(sim: SimControl, upstrea
 
 async def test_sigterm_drains_an_in_flight_stream_and_exits_0(sim: SimControl, upstream_factory, creds_dir: Path,
                                                               clients) -> None:
-    write_creds(creds_dir, sim, "a")
+    tokens = write_creds(creds_dir, sim, "a")
     proc = upstream_factory(creds_dir, {"DRAIN_SECONDS": "10"})
     client = clients(proc)
-    call = client.stub.Generate(gen_request("a b c d e f [chunks=5] [delay=200]"), timeout=CALL_TIMEOUT)
+    # The backend holds the answer after its first chunk until the upstream is draining, so the
+    # signal always meets the stream in flight, however slow the machine.
+    sim.add_fault(account=tokens["a"], op="stream", kind="hold", after_chunks=1)
+    call = client.stub.Generate(gen_request("a b c d e f [chunks=5]"), timeout=CALL_TIMEOUT)
     msgs = [await call.read()]
     proc.popen.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + harness.SETTLE_TIMEOUT
+    while "shutting down" not in proc.log():
+        assert time.monotonic() < deadline, "hung: the upstream never logged its shutdown after SIGTERM"
+        await asyncio.sleep(0.05)
+    assert proc.alive(), "the upstream exited before its in-flight stream finished"
+    assert sim.release() == 1, "the stream was no longer held when the drain began"
     while (msg := await call.read()) is not grpc.aio.EOF:
         msgs.append(msg)
     assert await call.code() is grpc.StatusCode.OK
-    assert len(msgs) == 5 and text_of(msgs) == "echo: a b c d e f [chunks=5] [delay=200]"
+    assert len(msgs) == 5 and text_of(msgs) == "echo: a b c d e f [chunks=5]"
     assert await asyncio.to_thread(proc.popen.wait, 10) == 0
     assert "upstream stopped" in proc.log()

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import errors, google_api
+from . import errors, google_api, google_api_handlers
 from .call import Call, shape_delivery
 from .code_assist import protocol_routes
 from .control_routes import bad, cloud_control_routes, control_routes
@@ -28,7 +28,7 @@ def cloud_routes(sim: Simulator) -> list[Route]:
                 reply, fault = await handler(call, backend)
             except Exception:  # a simulator bug: still answer, and keep the record honest
                 log.exception("simulator error on %s", path)
-                return call.json(500, errors.google_error(500))
+                return google_api_handlers.crashed(call, backend)
             return shape_delivery(call, reply, fault)
 
         return Route(path, endpoint, methods=["GET", "POST"])

@@ -27,6 +27,16 @@ def _error(call: Call, backend: str, status: int, body: dict[str, Any]) -> Reply
     return call.json(status, [body] if wrapped else body)
 
 
+def crashed(call: Call, backend: str) -> Reply:
+    """The simulator's own failure (a bug in it) on this route, answered as the backend answers
+    a 500 there: on a Vertex stream an array, with or without alt=sse, even when the failure came
+    before the method was read."""
+    if call.op == "unknown":
+        call.op = OPS.get(_split(call.request.path_params.get("rest", ""))[1], "unknown")
+        call.entry["op"] = call.op
+    return _error(call, backend, 500, errors.google_error(500))
+
+
 def _key(call: Call) -> str:
     return call.request.headers.get("x-goog-api-key") or call.request.query_params.get("key") or ""
 

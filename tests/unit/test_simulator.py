@@ -647,3 +647,43 @@ def test_a_service_account_with_a_ttl_that_is_no_number_is_refused(http: httpx.C
         r = http.post("/_sim/service_accounts", json={**spec, "token_ttl": ttl})
         assert r.status_code == 400 and "token_ttl" in r.text, (ttl, r.status_code, r.text)
     assert http.post("/_sim/service_accounts", json={**spec, "token_ttl": 60}).status_code == 200
+
+
+CRASH_ROUTES = [
+    # (path, the body of a 500 on it is a JSON array): Vertex wraps every streamed error in an
+    # array, with or without alt=sse; AI Studio sends the object (backends.md §1.6, §2.5).
+    ("/v1/publishers/google/models/gemini-2.5-flash:streamGenerateContent", True),
+    ("/v1/publishers/google/models/gemini-2.5-flash:streamGenerateContent?alt=sse", True),
+    ("/v1/projects/p/locations/global/publishers/google/models/gemini-2.5-flash:streamGenerateContent", True),
+    ("/v1/publishers/google/models/gemini-2.5-flash:generateContent", False),
+    ("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", False),
+    ("/v1beta/models/gemini-2.5-flash:generateContent", False),
+]
+
+
+@pytest.mark.parametrize("where", ["answer", "request"])
+@pytest.mark.parametrize("path,array", CRASH_ROUTES)
+async def test_the_simulators_own_failure_has_the_backends_error_shape(monkeypatch, where: str, path: str,
+                                                                       array: bool) -> None:
+    # A bug in the simulator (made here by a part that raises) is still answered as the backend
+    # would answer a 500 on that route, so a gateway test that meets one sees the real shape.
+    from tests.simulator import google_api_handlers, responder
+    from tests.simulator.app import create_app
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a simulator bug")
+
+    if where == "answer":
+        monkeypatch.setattr(responder, "answer", boom)
+    else:  # before the handler has taken in the request (and which method it calls)
+        monkeypatch.setattr(google_api_handlers, "_serve", boom)
+    app = create_app()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sim") as client:
+        grant = await client.post("/token", data={"grant_type": "refresh_token", "refresh_token": new_token()})
+        headers = {"x-goog-api-key": "AIza-sim", "authorization": f"Bearer {grant.json()['access_token']}"}
+        resp = await client.post(path, headers=headers, json=ask("hey"))
+    assert resp.status_code == 500, resp.text
+    error = {"error": {"code": 500, "message": "Internal error encountered.", "status": "INTERNAL"}}
+    assert resp.json() == ([error] if array else error)
+    entry = app.state.sim.log.entries()[-1]
+    assert (entry["op"], entry["status"]) == ("stream" if "stream" in path else "generate", 500), entry
