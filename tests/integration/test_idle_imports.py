@@ -34,6 +34,7 @@ EDGE_LAZY = {
     "services.edge.apidoc.build": "loaded by the first /openapi.json",
     "fastapi_offline": "loaded by the first docs asset",
     "httpx": "the media fetcher's client is built by the first media URL",
+    "google.protobuf.json_format": "loaded by the admin console's first credential view",
     "websockets": "the edge serves no WebSocket",
     "ctypes": "loaded by the first stats line (SIGUSR1, services/edge/stats.py)",
     # FastAPI's check for pydantic v1 models (the edge has none); uvicorn's reloader (it never reloads).

@@ -11,7 +11,7 @@ import socket
 
 import uvicorn
 
-from services.edge.http_server import DISCONNECT, DisconnectSignal, EdgeHttpProtocol, _HeadHeldTransport
+from services.edge.http_server import DISCONNECT, DisconnectSignal, EdgeHttpProtocol, LightEvent, _HeadHeldTransport
 
 
 class _Recorder:
@@ -72,6 +72,32 @@ def test_disconnect_signal_calls_back_once_and_at_once_when_already_lost() -> No
     assert calls == ["kept"]
     signal.add(lambda: calls.append("late"))
     assert calls == ["kept", "late"]
+
+
+async def test_light_event_wakes_every_waiter_and_answers_at_once_when_set() -> None:
+    event = LightEvent()
+    assert not event.is_set()
+    waiters = [asyncio.create_task(event.wait()) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert not any(w.done() for w in waiters)
+    cancelled = asyncio.create_task(event.wait())
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.sleep(0)
+    event.set()
+    async with asyncio.timeout(30):
+        assert await asyncio.gather(*waiters) == [True, True, True]
+    assert cancelled.cancelled() and event.is_set()
+    assert await event.wait() is True  # already set: at once
+    event.clear()
+    assert not event.is_set()
+    later = asyncio.create_task(event.wait())
+    await asyncio.sleep(0)
+    assert not later.done()
+    event.set()
+    async with asyncio.timeout(30):
+        assert await later is True
+    assert LightEvent(True).is_set()
 
 
 class _Served:
@@ -206,3 +232,107 @@ async def test_expect_100_continue_is_answered_before_the_held_head() -> None:
         async with asyncio.timeout(30):
             assert await reader.readexactly(5) == b"hello"
         writer.close()
+
+
+async def test_a_body_in_pieces_and_a_reader_slower_than_the_answer() -> None:
+    """uvicorn waits on the edge's LightEvents: receive() for a body that arrives in pieces
+    (the request's message event), send() while the client does not read (flow control)."""
+    seen: dict = {"paused": 0}
+    answer = b"x" * (32 << 20)  # more than loopback's socket buffers take
+
+    class Recording(EdgeHttpProtocol):
+        def pause_writing(self) -> None:
+            seen["paused"] += 1
+            super().pause_writing()
+
+    async def app(scope, receive, send) -> None:
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        seen["body"] = body
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(answer)).encode())]})
+        for i in range(0, len(answer), 1 << 16):  # the transport pauses writing long before the end
+            await send({"type": "http.response.body", "body": answer[i:i + (1 << 16)], "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    served = _Served(app)
+    served.server.config.http = Recording
+    async with served:
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        writer.write(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nhello")
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the app waits for the rest of the body
+        writer.write(b"world")
+        assert (await _read_head(reader)).startswith(b"HTTP/1.1 200 OK\r\n")
+        await asyncio.sleep(0.2)  # not reading: the edge's writes back up and pause
+        async with asyncio.timeout(60):
+            assert await reader.readexactly(len(answer)) == answer
+        writer.close()
+    assert seen["body"] == b"helloworld" and seen["paused"] > 0
+
+
+async def test_the_protocol_uses_light_events_for_flow_control_and_each_request() -> None:
+    protocols: list[EdgeHttpProtocol] = []
+
+    class Recording(EdgeHttpProtocol):
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            protocols.append(self)
+
+    events: list = []
+
+    async def app(scope, receive, send) -> None:
+        events.append(protocols[-1].cycle.message_event)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    served = _Served(app)
+    served.server.config.http = Recording
+    async with served:
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        writer.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert (await _read_head(reader)).startswith(b"HTTP/1.1 200 OK\r\n")
+        writer.close()
+    assert isinstance(protocols[0].flow._is_writable_event, LightEvent)
+    assert [type(e) for e in events] == [LightEvent]
+
+
+async def test_pipelined_requests_are_answered_in_order() -> None:
+    """Requests sent back to back on one connection wait in the protocol's pipeline queue
+    (services/edge/http_server.py's _Pipeline) and are answered first in, first out."""
+    release = asyncio.Event()
+    pipelines: list = []
+
+    async def app(scope, receive, send) -> None:
+        if scope["path"] == "/1":
+            await release.wait()  # /2 and /3 arrive while /1 is still being answered
+        body = scope["path"].encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    class Recording(EdgeHttpProtocol):
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            pipelines.append(self.pipeline)
+
+    served = _Served(app)
+    served.server.config.http = Recording
+    async with served:
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        writer.write(b"".join(b"GET /%d HTTP/1.1\r\nhost: x\r\n\r\n" % i for i in (1, 2, 3)))
+        async with asyncio.timeout(30):
+            while len(pipelines[0]) < 1:  # /2 queued behind /1 (httptools stops at each request)
+                await asyncio.sleep(0.01)
+        release.set()
+        answers = []
+        for _ in range(3):
+            await _read_head(reader)
+            async with asyncio.timeout(30):
+                answers.append(await reader.readexactly(2))
+        writer.close()
+    assert answers == [b"/1", b"/2", b"/3"]
+    assert type(pipelines[0]).__name__ == "_Pipeline" and len(pipelines[0]) == 0
