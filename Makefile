@@ -47,7 +47,7 @@ $(GEN): $(PROTOS) $(STAMP)
 		--descriptor_set_out=gen/upstream.pb $(PROTOS) google/rpc/error_details.proto
 	touch $@
 
-# PostgreSQL, Redis and Chromium run for real in the tests; apt installs them when missing.
+# PostgreSQL, Redis and Chromium run for real in the tests (PostgreSQL and Redis in make bench's redis and revoke phases too); apt installs them when missing.
 system-deps:
 	bash tests/system_deps.sh
 
@@ -69,7 +69,7 @@ up:
 down:
 	docker compose -f deploy/docker-compose.yml down
 
-bench: install proto pyc
+bench: install proto pyc system-deps
 	$(PY) -m bench
 
 # Hours of traffic in minutes: memory, descriptors, tasks and ledger under a steady mixed load.
