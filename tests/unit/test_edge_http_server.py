@@ -237,12 +237,14 @@ async def test_expect_100_continue_is_answered_before_the_held_head() -> None:
 async def test_a_body_in_pieces_and_a_reader_slower_than_the_answer() -> None:
     """uvicorn waits on the edge's LightEvents: receive() for a body that arrives in pieces
     (the request's message event), send() while the client does not read (flow control)."""
-    seen: dict = {"paused": 0}
+    seen: dict = {"paused": 0, "pieces": 0}
     answer = b"x" * (32 << 20)  # more than loopback's socket buffers take
+    first_piece, paused = asyncio.Event(), asyncio.Event()
 
     class Recording(EdgeHttpProtocol):
         def pause_writing(self) -> None:
             seen["paused"] += 1
+            paused.set()
             super().pause_writing()
 
     async def app(scope, receive, send) -> None:
@@ -251,6 +253,8 @@ async def test_a_body_in_pieces_and_a_reader_slower_than_the_answer() -> None:
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
+            seen["pieces"] += 1
+            first_piece.set()
         seen["body"] = body
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-length", str(len(answer)).encode())]})
@@ -264,14 +268,19 @@ async def test_a_body_in_pieces_and_a_reader_slower_than_the_answer() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
         writer.write(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nhello")
         await writer.drain()
-        await asyncio.sleep(0.05)  # the app waits for the rest of the body
+        async with asyncio.timeout(30):  # the app has the first piece and waits for the rest
+            await first_piece.wait()
         writer.write(b"world")
         assert (await _read_head(reader)).startswith(b"HTTP/1.1 200 OK\r\n")
-        await asyncio.sleep(0.2)  # not reading: the edge's writes back up and pause
+        try:  # not reading: the edge's writes back up until the transport pauses them
+            async with asyncio.timeout(30):
+                await paused.wait()
+        except TimeoutError:
+            raise AssertionError("hung: the edge never paused writing to a client that does not read") from None
         async with asyncio.timeout(60):
             assert await reader.readexactly(len(answer)) == answer
         writer.close()
-    assert seen["body"] == b"helloworld" and seen["paused"] > 0
+    assert seen["body"] == b"helloworld" and seen["pieces"] >= 2 and seen["paused"] > 0
 
 
 async def test_the_protocol_uses_light_events_for_flow_control_and_each_request() -> None:
