@@ -62,10 +62,11 @@ def summarize(delays: list[float | None], bound: float) -> dict[str, Any]:
     """Delays (seconds; None: still served when the wait ended) of every edge in every round:
     p50 and max in ms, and whether every one refused within `bound`."""
     seen = [d for d in delays if d is not None]
+    every_edge_refused = bool(delays) and len(seen) == len(delays)
     return {"refusals": len(seen), "of": len(delays),
             "p50_ms": statistics.median(seen) * 1000 if seen else None,
-            "max_ms": max(seen) * 1000 if len(seen) == len(delays) and seen else None,
-            "bound_s": bound, "holds": bool(delays) and len(seen) == len(delays) and max(seen) <= bound}
+            "max_ms": max(seen) * 1000 if every_edge_refused else None,
+            "bound_s": bound, "holds": every_edge_refused and max(seen) <= bound}
 
 
 def goal_text(path: str) -> str:
