@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -163,14 +164,14 @@ def measure(part: str, n: int, hold_s: int) -> dict:
     kind = "grpc" if part == "grpc" else "http"
     server = subprocess.Popen([*run, f"{kind}-server", str(port)], cwd=ROOT)
     envoy = client = None
+    logs = Path(tempfile.mkdtemp(prefix="held-floors-"))  # Envoy's config and log
     try:
         _wait_listening(port, server)
         target, path = port, "/"
         measured = {f"{part}_server": server.pid}
         if part == "envoy":
             # Its gRPC cluster points at a port nothing listens on: only the edge route is used.
-            envoy = harness.start_envoy(Path(tempfile.mkdtemp(prefix="held-floors-")), port, _free_port(),
-                                        name="floor-envoy")
+            envoy = harness.start_envoy(logs, port, _free_port(), name="floor-envoy")
             target, path = envoy.port, "/gemini_cli/held"
             # Routed once Envoy's health check has found the server.
             harness.wait_until(lambda: harness.http_ok(f"{envoy.url}{path}?1"), envoy, what="routing")
@@ -203,6 +204,7 @@ def measure(part: str, n: int, hold_s: int) -> dict:
                 proc.wait()
         if envoy is not None:
             envoy.stop()
+        shutil.rmtree(logs, ignore_errors=True)
     return {"intact": int(line or 0), **{name: (peak[name] - idle[name]) * 1024 / n for name in measured}}
 
 
