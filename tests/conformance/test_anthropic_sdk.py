@@ -172,6 +172,16 @@ def test_per_message_effort(client, sim):
     assert request["systemInstruction"] == {"parts": [{"text": "# Environment"}]}
 
 
+def test_thinking_display_updates_hides_the_reasoning(client, sim):
+    # Claude Code 2.1.332's interactive sessions: the reasoning stays hidden, its signature does not
+    msg = client.beta.messages.create(model="gemini-3-pro-preview", max_tokens=1024,
+                                      thinking={"type": "adaptive", "display": "updates"}, output_config={"effort": "low"},
+                                      betas=["thinking-display-updates-2026-08-18"],
+                                      messages=[{"role": "user", "content": "deep question"}])
+    assert [b.type for b in msg.content] == ["text"] and msg.content[0].text == "echo: deep question"
+    assert _last(sim)["body"]["request"]["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "LOW"}
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_tool_search_loads_a_deferred_tool(client, sim, stream):
     # Claude Code 2.1.332's tool search: deferred tools are declared once a tool_result

@@ -140,6 +140,24 @@ def test_per_message_effort_without_a_top_level_one():
     assert _gemini(body, "gemini-2.5-flash")["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 1024}
 
 
+@pytest.mark.parametrize("display, include", [("summarized", True), ("omitted", False), ("updates", False)])
+def test_thinking_display(display, include):
+    # Claude Code 2.1.332's interactive sessions send display "updates": the reasoning stays hidden
+    body = {"model": "claude-opus-5-5", "max_tokens": 1000, "thinking": {"type": "adaptive", "display": display},
+            "output_config": {"effort": "low"}, "messages": [{"role": "user", "content": "q"}]}
+    config = _gemini(body, "gemini-3-pro-preview")["generationConfig"]["thinkingConfig"]
+    assert config == ({"includeThoughts": True} if include else {}) | {"thinkingLevel": "LOW"}
+
+
+def test_auto_mode_safeguards_are_left_to_the_client():
+    # Interactive Claude Code in auto mode asks for a server-side review of its tool calls; with no
+    # safeguard_results in the answer it runs its own classifier requests, so the request is served.
+    safeguard = {"type": "dangerous_tool_use", "classifier_context": {"v": 1, "permission_mode": "auto",
+                                                                      "rules": {"allow": [], "deny": [], "ask": []}}}
+    body = _body([ENV], [BASH, SEARCH, PLACEHOLDER])
+    assert _gemini({**body, "safeguards": [safeguard]}) == _gemini(body)
+
+
 # --- what cannot be served is a 400 naming the parameter -------------------------------------------
 
 @pytest.mark.parametrize("messages, tools, param", [

@@ -19,8 +19,12 @@ Mapping (protocol notes, client-apis.md §2.7):
 * tools, deferred tools and their tool_reference loads, tool_addition / tool_removal →
   functionDeclarations and googleSearch (anthropic_tools); tool_choice auto/any/tool/none →
   AUTO/ANY/ANY+name/NONE;
-* thinking {enabled, budget_tokens} / adaptive / disabled and output_config.effort → thinkingConfig;
-  output_config.format {type: json_schema, schema} → structured output.
+* thinking {enabled, budget_tokens} / adaptive / disabled and output_config.effort → thinkingConfig
+  (display "omitted" / "updates": no thought text); output_config.format {type: json_schema,
+  schema} → structured output;
+* `safeguards` (Claude Code's auto mode asking the server to review its tool calls) gets no
+  `safeguard_results`: Claude Code then reviews them with its own classifier requests, which
+  come through here like any other.
 """
 from __future__ import annotations
 
@@ -44,6 +48,10 @@ __all__ = ["MessagesRequest", "count_tokens_body", "media_urls", "messages_reque
 ATTRIBUTION = "x-anthropic-billing-header:"
 _EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "xhigh"}
 _TOOL_CHANGES = ("tool_addition", "tool_removal")
+# thinking.display values that keep the reasoning text out of the answer: "omitted" (signatures
+# only), "updates" (thinking-display-updates beta: the model's own progress notes between tool
+# calls are the only narration, and they come as text anyway).
+_HIDDEN_THINKING = ("omitted", "updates")
 
 
 @dataclass(frozen=True)
@@ -299,7 +307,7 @@ def _thinking(spec: ThinkingSpec, suffix: str | None, body: dict, conv: _Convers
     effort = _effort(body.get("output_config"), "output_config")  # validated even when a message overrides it
     effort = conv.effort.level or effort
     cfg = thinking_config(spec, suffix=suffix, reasoning_effort=effort, thinking=thinking, extra_google=None)
-    if cfg and isinstance(thinking, dict) and thinking.get("display") == "omitted":
+    if cfg and isinstance(thinking, dict) and thinking.get("display") in _HIDDEN_THINKING:
         cfg.pop("includeThoughts", None)
     return cfg or None
 
