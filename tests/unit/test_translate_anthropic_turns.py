@@ -151,7 +151,7 @@ def test_thinking_display(display, include):
 
 def test_auto_mode_safeguards_are_left_to_the_client():
     # Interactive Claude Code in auto mode asks for a server-side review of its tool calls; with no
-    # safeguard_results in the answer it runs its own classifier requests, so the request is served.
+    # safeguard_results in the answer it asks the user instead, so the request is served as it is.
     safeguard = {"type": "dangerous_tool_use", "classifier_context": {"v": 1, "permission_mode": "auto",
                                                                       "rules": {"allow": [], "deny": [], "ask": []}}}
     body = _body([ENV], [BASH, SEARCH, PLACEHOLDER])

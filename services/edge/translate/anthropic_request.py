@@ -23,8 +23,8 @@ Mapping (protocol notes, client-apis.md §2.7):
   (display "omitted" / "updates": no thought text); output_config.format {type: json_schema,
   schema} → structured output;
 * `safeguards` (Claude Code's auto mode asking the server to review its tool calls) gets no
-  `safeguard_results`: Claude Code then reviews them with its own classifier requests, which
-  come through here like any other.
+  `safeguard_results`: Claude Code 2.1.332 then tells the user auto mode cannot check actions
+  here and asks for approval of those that needed the check.
 """
 from __future__ import annotations
 
