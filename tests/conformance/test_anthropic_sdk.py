@@ -209,6 +209,21 @@ def test_tool_search_loads_a_deferred_tool(client, sim, stream):
     assert [d["name"] for d in declared] == ["ToolSearch", "get_time"]
 
 
+def test_tools_changed_mid_conversation(client, sim):
+    # The mid-conversation-tool-changes beta (Claude Code 2.1.332, the SDK's tool runner): a role
+    # "system" message adds a tool and removes another; the model sees the list as changed.
+    msg = client.beta.messages.create(
+        model="gemini-3-pro-preview", max_tokens=1024, tools=[WEATHER], betas=["mid-conversation-tool-changes-2026-07-01"],
+        messages=[{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"},
+                  {"role": "system", "content": [
+                      {"type": "tool_addition", "tool": {"type": "tool_definition", "definition": TIME}},
+                      {"type": "tool_removal", "tool": {"type": "tool_reference", "name": "get_current_weather"}}]},
+                  {"role": "user", "content": "call get_time"}])
+    assert [b.name for b in msg.content if b.type == "tool_use"] == ["get_time"]
+    declared = _last(sim)["body"]["request"]["tools"][0]["functionDeclarations"]
+    assert [d["name"] for d in declared] == ["get_time"]
+
+
 def test_tool_choice_forces_a_named_tool(client, sim):
     msg = client.messages.create(model="claude-sonnet-4-6", max_tokens=100, tools=[WEATHER, TIME],
                                  tool_choice={"type": "tool", "name": "get_time"},
