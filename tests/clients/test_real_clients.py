@@ -13,7 +13,9 @@ read_file reads a file named "sim-file_path" in its working directory.
 """
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ from tests.stack_fixtures import Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # the first test may install the CLIs
 RUN_TIMEOUT = 300
+MCP_SERVER = Path(__file__).resolve().parent / "mcp_server.py"
 
 
 @pytest.fixture
@@ -96,6 +99,29 @@ def test_claude_print_mode_with_anthropic_base_url(clients, clients_stack: Stack
     assert _signed_history(sim, "Bash")
     sent = [r["model"] for r in sim.requests() if r["op"] in ("generate", "stream")]
     assert sent and set(sent) == {CLIENT_MODEL}
+
+
+def test_claude_tool_search_loads_a_deferred_mcp_tool(clients, clients_stack: Stack, sim, workspace):
+    """Claude Code declares MCP tools with defer_loading behind ToolSearch; the search result
+    references the tool (a tool_reference block), which from then on is declared to Gemini."""
+    key = clients_stack.key(name="claude-code-mcp")
+    config = workspace["home"] / "mcp.json"
+    config.write_text(json.dumps({"mcpServers": {"sim": {"type": "stdio", "command": sys.executable,
+                                                         "args": [str(MCP_SERVER)]}}}))
+    env = client_env(workspace["home"], workspace["bin"], ANTHROPIC_BASE_URL=clients_stack.public_base,
+                     ANTHROPIC_API_KEY=key, CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1", DISABLE_AUTOUPDATER="1")
+    proc = _run([str(clients["claude"]), "-p", "use ToolSearch", "--mcp-config", str(config), "--strict-mcp-config"],
+                env, workspace["work"])
+    # (a gateway refusing the tool_reference makes Claude Code retry, then drop tool search:
+    # "[Tool references removed - tool search not enabled]")
+    assert proc.stdout.startswith('tool results: ToolSearch={"output":"<functions><function>'), proc.stdout
+    assert "mcp__sim__sim-query" in proc.stdout
+    calls = [r for r in sim.requests() if r["op"] in ("generate", "stream")]
+    declared = [[d["name"] for t in r["body"]["request"].get("tools", []) for d in t.get("functionDeclarations", [])]
+                for r in calls]
+    assert len(calls) == 2, declared
+    assert "ToolSearch" in declared[0] and "mcp__sim__sim-query" not in declared[0]
+    assert "mcp__sim__sim-query" in declared[1] and "DeferredToolPlaceholder" not in declared[1]
 
 
 def test_gemini_cli_with_gemini_base_url(clients, clients_stack: Stack, sim, workspace):

@@ -158,6 +158,72 @@ def test_tools_over_two_turns_keep_signatures(client, sim, stream, thinking):
     assert [r["id"] for r in responses] == ["call_1", "call_2"]
 
 
+def test_per_message_effort(client, sim):
+    # Claude Code 2.1.332 puts its environment in a role "system" message right after the user's
+    # turn, with the effort for the answer to that turn (per-turn-control beta).
+    msg = client.beta.messages.create(
+        model="gemini-3-pro-preview", max_tokens=1024, thinking={"type": "adaptive"}, output_config={"effort": "high"},
+        betas=["per-turn-control-2026-07-01"], messages=[
+            {"role": "user", "content": "plan it"},
+            {"role": "system", "content": [{"type": "text", "text": "# Environment"}], "output_config": {"effort": "low"}}])
+    assert msg.stop_reason == "end_turn"
+    request = _last(sim)["body"]["request"]
+    assert request["generationConfig"]["thinkingConfig"] == {"includeThoughts": True, "thinkingLevel": "LOW"}
+    assert request["systemInstruction"] == {"parts": [{"text": "# Environment"}]}
+
+
+def test_thinking_display_updates_hides_the_reasoning(client, sim):
+    # Claude Code 2.1.332's interactive sessions: the reasoning stays hidden, its signature does not
+    msg = client.beta.messages.create(model="gemini-3-pro-preview", max_tokens=1024,
+                                      thinking={"type": "adaptive", "display": "updates"}, output_config={"effort": "low"},
+                                      betas=["thinking-display-updates-2026-08-18"],
+                                      messages=[{"role": "user", "content": "deep question"}])
+    assert [b.type for b in msg.content] == ["text"] and msg.content[0].text == "echo: deep question"
+    assert _last(sim)["body"]["request"]["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "LOW"}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_tool_search_loads_a_deferred_tool(client, sim, stream):
+    # Claude Code 2.1.332's tool search: deferred tools are declared once a tool_result
+    # references them, and the model reads their definition in that result.
+    search = {"name": "ToolSearch", "description": "Fetches deferred tools", "input_schema": {
+        "type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}}
+    deferred = [{**WEATHER, "defer_loading": True}, {**TIME, "defer_loading": True}]
+    kwargs = dict(model="gemini-3-pro-preview", max_tokens=1024, tools=[search, *deferred],
+                  betas=["advanced-tool-use-2025-11-20"], messages=[{"role": "user", "content": "use ToolSearch"}])
+    first = client.beta.messages.create(**kwargs)
+    assert [d["name"] for d in _last(sim)["body"]["request"]["tools"][0]["functionDeclarations"]] == ["ToolSearch"]
+    use = next(b for b in first.content if b.type == "tool_use")
+    kwargs["messages"] += [
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": [
+            {"type": "tool_reference", "tool_name": "get_time"}]}]}]
+    if stream:
+        with client.beta.messages.stream(**kwargs) as s:
+            second = s.get_final_message()
+    else:
+        second = client.beta.messages.create(**kwargs)
+    text = "".join(b.text for b in second.content if b.type == "text")
+    assert text.startswith("tool results: ToolSearch=") and '"name":"get_time"' in text.replace("\\", "")
+    declared = _last(sim)["body"]["request"]["tools"][0]["functionDeclarations"]
+    assert [d["name"] for d in declared] == ["ToolSearch", "get_time"]
+
+
+def test_tools_changed_mid_conversation(client, sim):
+    # The mid-conversation-tool-changes beta (Claude Code 2.1.332, the SDK's tool runner): a role
+    # "system" message adds a tool and removes another; the model sees the list as changed.
+    msg = client.beta.messages.create(
+        model="gemini-3-pro-preview", max_tokens=1024, tools=[WEATHER], betas=["mid-conversation-tool-changes-2026-07-01"],
+        messages=[{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"},
+                  {"role": "system", "content": [
+                      {"type": "tool_addition", "tool": {"type": "tool_definition", "definition": TIME}},
+                      {"type": "tool_removal", "tool": {"type": "tool_reference", "name": "get_current_weather"}}]},
+                  {"role": "user", "content": "call get_time"}])
+    assert [b.name for b in msg.content if b.type == "tool_use"] == ["get_time"]
+    declared = _last(sim)["body"]["request"]["tools"][0]["functionDeclarations"]
+    assert [d["name"] for d in declared] == ["get_time"]
+
+
 def test_tool_choice_forces_a_named_tool(client, sim):
     msg = client.messages.create(model="claude-sonnet-4-6", max_tokens=100, tools=[WEATHER, TIME],
                                  tool_choice={"type": "tool", "name": "get_time"},

@@ -45,10 +45,17 @@ class ToolUseBlock(Open):
     input: dict[str, Any]
 
 
+class ToolReferenceBlock(Open):
+    __doc__ = """In a tool search's result: loads a tool declared with defer_loading."""
+
+    type: Literal["tool_reference"]
+    tool_name: str
+
+
 class ToolResultBlock(Open):
     type: Literal["tool_result"]
     tool_use_id: str
-    content: str | list[TextBlock | ImageBlock] | Null = None
+    content: str | list[TextBlock | ImageBlock | ToolReferenceBlock] | Null = None
     is_error: bool | Null = None
 
 
@@ -66,15 +73,52 @@ class AnthropicMessage(Open):
     content: str | list[Block]
 
 
-class Thinking(Open):
-    type: Literal["enabled", "disabled", "adaptive"]
-    budget_tokens: int | Null = Field(default=None, ge=0)
-
-
 class AnthropicTool(Open):
     name: str
     description: str | Null = None
     input_schema: dict[str, Any]
+    defer_loading: bool | Null = Field(default=None, description="hidden from the model until a tool_reference "
+                                                                 "in a tool_result loads it (tool search)")
+
+
+class ToolDefinition(Open):
+    type: Literal["tool_definition"]
+    definition: AnthropicTool
+
+
+class ToolAdditionBlock(Open):
+    type: Literal["tool_addition"]
+    tool: ToolDefinition
+
+
+class ToolNameReference(Open):
+    type: Literal["tool_reference"]
+    name: str
+
+
+class ToolRemovalBlock(Open):
+    type: Literal["tool_removal"]
+    tool: ToolNameReference
+
+
+class MessageOutputConfig(Open):
+    effort: Literal["low", "medium", "high", "xhigh", "max"]
+
+
+class SystemMessage(Open):
+    __doc__ = """A system message mid-conversation: its text joins the system instruction, its
+    tool_addition / tool_removal blocks change the tools, its output_config.effort sets the
+    effort from the turn it applies to (right after a user turn with new input: the answer to
+    that turn; elsewhere: from the next such turn)."""
+
+    role: Literal["system"]
+    content: str | list[TextBlock | ToolAdditionBlock | ToolRemovalBlock]
+    output_config: MessageOutputConfig | Null = None
+
+
+class Thinking(Open):
+    type: Literal["enabled", "disabled", "adaptive"]
+    budget_tokens: int | Null = Field(default=None, ge=0)
 
 
 class ToolChoice(Open):
@@ -88,7 +132,7 @@ class MessagesRequest(Open):
 
     model: str = Field(max_length=128, examples=["claude-sonnet-4-6", "gemini-2.5-flash"])
     max_tokens: int = Field(ge=1)
-    messages: list[AnthropicMessage] = Field(min_length=1)
+    messages: list[AnthropicMessage | SystemMessage] = Field(min_length=1)
     system: str | list[TextBlock] | Null = None
     stream: bool | Null = None
     temperature: float | Null = Field(default=None, ge=0, le=1)
@@ -96,6 +140,8 @@ class MessagesRequest(Open):
     top_k: int | Null = Field(default=None, ge=1)
     stop_sequences: list[str] | Null = None
     thinking: Thinking | Null = None
+    output_config: dict[str, Any] | Null = Field(default=None, description="effort (low, medium, high, xhigh, max) "
+                                                 "and format ({type: json_schema, schema})")
     tools: list[AnthropicTool] | Null = None
     tool_choice: ToolChoice | Null = None
     metadata: dict[str, Any] | Null = None
@@ -128,7 +174,7 @@ class CountMessageTokensRequest(Open):
     __doc__ = """POST /v1/messages/count_tokens."""
 
     model: str = Field(max_length=128, examples=["claude-sonnet-4-6"])
-    messages: list[AnthropicMessage] = Field(min_length=1)
+    messages: list[AnthropicMessage | SystemMessage] = Field(min_length=1)
     system: str | list[TextBlock] | Null = None
     tools: list[AnthropicTool] | Null = None
 

@@ -8,16 +8,23 @@ the parameter, which the edge answers with Anthropic's 400 invalid_request_error
 Mapping (protocol notes, client-apis.md §2.7):
 * system (string or text blocks) and role "system" messages → systemInstruction; Claude Code's
   per-conversation attribution line is removed, as it would defeat prompt caching upstream;
+* a role "system" message's output_config.effort (per-message effort) sets the effort from the
+  turn it applies to on (`_Effort`); the last level in force is the request's;
 * user/assistant → user/model turns, same-role neighbours merged;
 * tool_use → functionCall (id kept, signature from the id or a preceding thinking block),
   tool_result → functionResponse {output | error} named after its tool_use;
 * image / document blocks → inlineData (base64 as sent, URLs through the guarded fetcher),
   plain-text documents → text;
 * thinking blocks only give back their signature; redacted_thinking is dropped;
-* tools[].input_schema → functionDeclarations (schema cleaned), web_search server tools →
-  googleSearch; tool_choice auto/any/tool/none → AUTO/ANY/ANY+name/NONE;
-* thinking {enabled, budget_tokens} / adaptive / disabled and output_config.effort → thinkingConfig;
-  output_config.format {type: json_schema, schema} → structured output.
+* tools, deferred tools and their tool_reference loads, tool_addition / tool_removal →
+  functionDeclarations and googleSearch (anthropic_tools); tool_choice auto/any/tool/none →
+  AUTO/ANY/ANY+name/NONE;
+* thinking {enabled, budget_tokens} / adaptive / disabled and output_config.effort → thinkingConfig
+  (display "omitted" / "updates": no thought text); output_config.format {type: json_schema,
+  schema} → structured output;
+* `safeguards` (Claude Code's auto mode asking the server to review its tool calls) gets no
+  `safeguard_results`: Claude Code 2.1.332 then tells the user auto mode cannot check actions
+  here and asks for approval of those that needed the check.
 """
 from __future__ import annotations
 
@@ -29,9 +36,9 @@ import orjson
 from ..spliced import Spliced
 from . import signatures, tool_ids
 from .anthropic_media import media_part, media_urls
+from .anthropic_tools import Toolset, tool_choice
 from .errors import TranslationError
 from .gemini_request import add_generation, add_sampling, add_tools, conversation_request, stream_flag
-from .openai_tools import declaration
 from .params import integer, shallow, string
 from .schema import SchemaBudget, to_gemini_schema
 from .thinking import GENERIC, ThinkingSpec, split_model, thinking_config
@@ -40,6 +47,11 @@ __all__ = ["MessagesRequest", "count_tokens_body", "media_urls", "messages_reque
 
 ATTRIBUTION = "x-anthropic-billing-header:"
 _EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "xhigh"}
+_TOOL_CHANGES = ("tool_addition", "tool_removal")
+# thinking.display values that keep the reasoning text out of the answer: "omitted" (signatures
+# only), "updates" (thinking-display-updates beta: the model's own progress notes between tool
+# calls are the only narration, and they come as text anyway).
+_HIDDEN_THINKING = ("omitted", "updates")
 
 
 @dataclass(frozen=True)
@@ -68,15 +80,64 @@ def resolve_model(requested: str, mapping: Mapping[str, str]) -> str:
     return mapping.get("claude", name)
 
 
+def _effort(config: Any, p: str) -> str | None:
+    """The Gemini-side effort of an output_config's `effort` (None: not given)."""
+    if not isinstance(config, dict) or config.get("effort") is None:
+        return None
+    effort = _EFFORTS.get(str(config["effort"]).lower())
+    if effort is None:
+        raise TranslationError(f"{p}.effort must be low, medium, high, xhigh or max", f"{p}.effort")
+    return effort
+
+
 # --- messages --------------------------------------------------------------------------------------
 
+class _Effort:
+    """Per-message effort (Anthropic's mid-conversation output_config): a role "system" message
+    right after a user turn with new input sets the effort of the answer to that turn; anywhere
+    else it takes effect at the next user turn with new input (one of tool results only is not
+    new input). A level stays until a later one replaces it."""
+
+    def __init__(self) -> None:
+        self.level: str | None = None  # in force (None: the request's top-level output_config)
+        self._pending: str | None = None
+        self._after_new_input = False
+
+    def user(self, content: list) -> None:
+        new_input = any(isinstance(b, dict) and b.get("type") != "tool_result" for b in content)
+        if new_input and self._pending is not None:
+            self.level, self._pending = self._pending, None
+        self._after_new_input = new_input
+
+    def assistant(self) -> None:
+        self._after_new_input = False
+
+    def system(self, config: Any, p: str) -> None:
+        if config is None:
+            return
+        if not isinstance(config, dict):
+            raise TranslationError(f"{p} must be an object", p)
+        unknown = sorted(set(config) - {"effort"})
+        if unknown:
+            raise TranslationError(f"{p}.{unknown[0]} cannot be set per message (only effort can)", f"{p}.{unknown[0]}")
+        effort = _effort(config, p)
+        if effort is None:
+            return
+        if self._after_new_input:
+            self.level = effort
+        else:
+            self._pending = effort
+
+
 class _Conversation:
-    def __init__(self, fetched: Mapping[str, tuple[str, str]], spliced: Spliced | None = None) -> None:
+    def __init__(self, tools: Toolset, fetched: Mapping[str, tuple[str, str]], spliced: Spliced | None = None) -> None:
+        self.tools = tools
         self.fetched = fetched
         self.spliced = spliced
         self.system: list[dict] = []
         self.contents: list[dict] = []
         self.call_names: dict[str, str] = {}
+        self.effort = _Effort()
 
     def _append(self, role: str, parts: list[dict]) -> None:
         if not parts:
@@ -86,7 +147,9 @@ class _Conversation:
         else:
             self.contents.append({"role": role, "parts": parts})
 
-    def system_blocks(self, value: Any, p: str) -> None:
+    def system_blocks(self, value: Any, p: str, *, in_messages: bool = False) -> None:
+        """The top-level `system`, or (`in_messages`) a role "system" message's content, which may
+        also change the tools."""
         if value is None:
             return
         if isinstance(value, str):
@@ -96,6 +159,9 @@ class _Conversation:
         else:
             raise TranslationError(f"{p} must be a string or an array of text blocks", p)
         for j, block in enumerate(blocks):
+            if in_messages and isinstance(block, dict) and block.get("type") in _TOOL_CHANGES:
+                self.tools.change(block, f"{p}[{j}]")
+                continue
             if not isinstance(block, dict) or block.get("type") != "text":
                 raise TranslationError(f"{p}[{j}] must be a text block", f"{p}[{j}]")
             text = _strip_attribution(string(block.get("text"), f"{p}[{j}].text"))
@@ -112,14 +178,19 @@ class _Conversation:
             content = [{"type": "text", "text": content}]
         elif not isinstance(content, list):
             raise TranslationError(f"{p}.content must be a string or an array of content blocks", f"{p}.content")
+        if msg.get("output_config") is not None and role != "system":
+            raise TranslationError(f"{p}.output_config is only allowed on a system message", f"{p}.output_config")
         if role == "user":
             self._append("user", self._user(content, p))
+            self.effort.user(content)
         elif role == "assistant":
             self._append("model", self._assistant(content, p))
+            self.effort.assistant()
         elif role == "system":
-            self.system_blocks(content, f"{p}.content")
+            self.system_blocks(content, f"{p}.content", in_messages=True)
+            self.effort.system(msg.get("output_config"), f"{p}.output_config")
         else:
-            raise TranslationError(f"{p}.role must be user or assistant", f"{p}.role")
+            raise TranslationError(f"{p}.role must be user, assistant or system", f"{p}.role")
 
     def _user(self, content: list, p: str) -> list[dict]:
         parts: list[dict] = []
@@ -163,6 +234,8 @@ class _Conversation:
                 kind = item.get("type") if isinstance(item, dict) else None
                 if kind == "text":
                     texts.append(string(item.get("text"), f"{ip}.text"))
+                elif kind == "tool_reference":
+                    texts.append(self.tools.load(item, ip))
                 elif kind in ("image", "document"):
                     extra.append(media_part(item, ip, self.fetched, self.spliced))
                 else:
@@ -214,56 +287,13 @@ def _strip_attribution(text: str) -> str:
     return rest.lstrip("\n")
 
 
-# --- tools -----------------------------------------------------------------------------------------
-
-def _tools(body: dict, budget: SchemaBudget) -> tuple[list[dict], list[dict]]:
-    raw = body.get("tools")
-    if raw is None:
-        return [], []
-    if not isinstance(raw, list):
-        raise TranslationError("tools must be an array", "tools")
-    declarations: list[dict] = []
-    builtins: list[dict] = []
-    for j, tool in enumerate(raw):
-        p = f"tools[{j}]"
-        if not isinstance(tool, dict):
-            raise TranslationError(f"{p} must be an object", p)
-        kind = tool.get("type")
-        if kind in (None, "custom"):
-            fn = {"name": tool.get("name"), "description": tool.get("description"), "parameters": tool.get("input_schema")}
-            declarations.append(declaration({k: v for k, v in fn.items() if v is not None}, p, budget))
-        elif isinstance(kind, str) and kind.startswith("web_search"):
-            if {"googleSearch": {}} not in builtins:
-                builtins.append({"googleSearch": {}})
-        else:
-            raise TranslationError(f"{p}.type {kind!r}: server tools other than web_search are not supported", f"{p}.type")
-    if len({d["name"] for d in declarations}) != len(declarations):
-        raise TranslationError("a tool name is declared twice", "tools")
-    return declarations, builtins
-
-
-def _tool_choice(body: dict) -> Any:
-    choice = body.get("tool_choice")
-    if choice is None:
-        return None
-    if not isinstance(choice, dict):
-        raise TranslationError("tool_choice must be an object like {\"type\": \"auto\"}", "tool_choice")
-    kind = choice.get("type")
-    if kind == "tool":
-        return {"type": "function", "name": choice.get("name")}
-    mapped = {"auto": "auto", "any": "required", "none": "none"}.get(kind)  # type: ignore[arg-type]
-    if mapped is None:
-        raise TranslationError("tool_choice.type must be auto, any, tool or none", "tool_choice.type")
-    return mapped
-
-
 # --- entry point -----------------------------------------------------------------------------------
 
 def _conversation(body: dict, fetched: Mapping[str, tuple[str, str]], spliced: Spliced | None = None) -> _Conversation:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise TranslationError("messages must be a non-empty array", "messages")
-    conv = _Conversation(fetched, spliced)
+    conv = _Conversation(Toolset(body.get("tools")), fetched, spliced)
     conv.system_blocks(body.get("system"), "system")
     for i, msg in enumerate(messages):
         conv.add(i, msg)
@@ -272,16 +302,12 @@ def _conversation(body: dict, fetched: Mapping[str, tuple[str, str]], spliced: S
     return conv
 
 
-def _thinking(spec: ThinkingSpec, suffix: str | None, body: dict) -> dict | None:
+def _thinking(spec: ThinkingSpec, suffix: str | None, body: dict, conv: _Conversation) -> dict | None:
     thinking = body.get("thinking")
-    effort = None
-    output_config = body.get("output_config")
-    if isinstance(output_config, dict) and output_config.get("effort") is not None:
-        effort = _EFFORTS.get(str(output_config["effort"]).lower())
-        if effort is None:
-            raise TranslationError("output_config.effort must be low, medium, high, xhigh or max", "output_config.effort")
+    effort = _effort(body.get("output_config"), "output_config")  # validated even when a message overrides it
+    effort = conv.effort.level or effort
     cfg = thinking_config(spec, suffix=suffix, reasoning_effort=effort, thinking=thinking, extra_google=None)
-    if cfg and isinstance(thinking, dict) and thinking.get("display") == "omitted":
+    if cfg and isinstance(thinking, dict) and thinking.get("display") in _HIDDEN_THINKING:
         cfg.pop("includeThoughts", None)
     return cfg or None
 
@@ -311,8 +337,7 @@ def messages_request_to_gemini(body: dict, model: str, fetched: Mapping[str, tup
     gemini = conversation_request(conv.contents, conv.system, spec)
 
     budget = SchemaBudget()  # one for all the schemas of the request
-    declarations, builtins = _tools(body, budget)
-    add_tools(gemini, declarations, builtins, {"tool_choice": _tool_choice(body)})
+    add_tools(gemini, conv.tools.declarations(budget), conv.tools.builtins, {"tool_choice": tool_choice(body)})
 
     gen: dict = {}
     max_tokens = integer(body, "max_tokens", 1)
@@ -329,7 +354,7 @@ def messages_request_to_gemini(body: dict, model: str, fetched: Mapping[str, tup
         if any(stops):
             gen["stopSequences"] = [s for s in stops if s]
     _output_format(body, gen, budget)
-    add_generation(gemini, gen, _thinking(spec, suffix, body))
+    add_generation(gemini, gen, _thinking(spec, suffix, body, conv))
     asked = body.get("thinking")
     wants_thinking = isinstance(asked, dict) and asked.get("type") in ("enabled", "adaptive")
     return MessagesRequest(model=base, gemini=gemini, stream=stream_flag(body), thinking=wants_thinking)
@@ -340,7 +365,7 @@ def count_tokens_body(body: dict, fetched: Mapping[str, tuple[str, str]] | None 
     only, so the system prompt and the tool declarations ride along as a leading user turn."""
     conv = _conversation(body, fetched or {})
     lead = list(conv.system)
-    declarations, _ = _tools(body, SchemaBudget())
+    declarations = conv.tools.declarations(SchemaBudget())
     if declarations:
         lead.append({"text": orjson.dumps(declarations).decode()})
     return {"contents": [{"role": "user", "parts": lead}, *conv.contents] if lead else conv.contents}
