@@ -10,7 +10,8 @@ minute, one 20 MiB image through the OpenAI route (inline, and fetched from a UR
 nine 20 MiB image URLs in one request (refused early by MEDIA_MAX_TOTAL_BYTES), throughput
 through Envoy over 1 vs 3 edges (bench/scale.py), and what FastAPI's routing and the OpenAPI
 document cost in the edge (bench/routing.py); phase `floors` measures the bare parts (gRPC,
-uvicorn, Envoy, aiohttp) alone, the floor each goal is held against (bench/floors.py); phase `revoke`
+uvicorn, Envoy, aiohttp) alone, the floor each goal is held against, holding `--streams` streams
+too (bench/floors.py, bench/held_floors.py); phase `revoke`
 times how soon every edge refuses a revoked key, with and without Redis (bench/revoke.py). Prints a table and writes JSON to
 bench/results/ (latest.json after a complete run). Everything runs on loopback; the
 simulator's own latency is zero.
@@ -558,7 +559,8 @@ async def main(args: argparse.Namespace) -> int:
         # The bare parts on this machine, in this run: what the goals can be held against.
         t0 = time.perf_counter()
         floors = await floors_row(base / "s8", MODEL, stream_body(args.events), cpu_seconds, pct, rss_mib,
-                                  paced=(rps["rps"], rps["concurrency"]) if rps and rps.get("rps") else None)
+                                  paced=(rps["rps"], rps["concurrency"]) if rps and rps.get("rps") else None,
+                                  held_streams=args.streams)
         print(f"  floors: the bare parts measured in {time.perf_counter() - t0:.0f} s", flush=True)
     if "uncoalesced" in phases:
         # The same streams with coalescing off (STREAM_COALESCE=false): what it saves.

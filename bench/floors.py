@@ -13,10 +13,13 @@ process of its own driven by a client process of its own, CPU from /proc/PID/sta
 At concurrency 1 (latency p50/p99 and CPU) the parts take turns in blocks, as the latency
 phase's layers do; then each runs at a higher concurrency for its CPU per request alone.
 bench/report.py adds them up along one request's way through our topology (the floor) and
-sets that next to the measured figure for each goal.
+sets that next to the measured figure for each goal. With `held_streams`, one round of
+bench/held_floors.py follows: what the parts grow by per held stream, the floor of the
+held-streams goal.
 """
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 from typing import Callable
@@ -24,6 +27,7 @@ from typing import Callable
 import httpx
 import orjson
 
+from bench.held_floors import BENCH_HOLD_S, held_round
 from bench.report import FLOOR_UNARY as UNARY_PARTS
 from bench.worker import LineWorker
 from tests import harness
@@ -39,7 +43,8 @@ def _sse_events(text: str) -> list[str]:
 async def floors_row(base: Path, model: str, request: dict, cpu_seconds: Callable[[int], float],
                      pct: Callable[[list[float], float], float], rss_mib: Callable[[int], float],
                      n1: int = 400, n_conc: int = 2000, concurrency: int = 50,
-                     paced: tuple[float, int] | None = None, paced_seconds: float = 5.0) -> dict:
+                     paced: tuple[float, int] | None = None, paced_seconds: float = 5.0,
+                     held_streams: int = 0) -> dict:
     logs = base / "logs"
     procs: dict[str, harness.Proc] = {}
     clients: dict[str, LineWorker] = {}
@@ -129,15 +134,19 @@ async def floors_row(base: Path, model: str, request: dict, cpu_seconds: Callabl
             if name in cpup:
                 parts[name]["cpu_ms_paced"] = {p: round(v * 1000 / n_paced, 4) for p, v in cpup[name].items()}
         rss = {n: round(rss_mib(procs[n].popen.pid), 1) for n in ("grpc_server", "http_server", "envoy")}
-        return {"requests_c1": n1, "requests_conc": n_conc, "concurrency": concurrency, "events": len(events),
-                **({"paced_rps": round(paced[0], 1), "paced_concurrency": paced[1], "requests_paced": n_paced}
-                   if paced else {}),
-                "answer_bytes": len(answer), "event_bytes": sum(map(len, events)), "parts": parts, "rss_mib": rss}
+        row = {"requests_c1": n1, "requests_conc": n_conc, "concurrency": concurrency, "events": len(events),
+               **({"paced_rps": round(paced[0], 1), "paced_concurrency": paced[1], "requests_paced": n_paced}
+                  if paced else {}),
+               "answer_bytes": len(answer), "event_bytes": sum(map(len, events)), "parts": parts, "rss_mib": rss}
     finally:
         for c in clients.values():
             await c.close()
         for p in reversed(list(procs.values())):
             p.stop()
+    if held_streams:
+        # After the parts above have stopped: each held part's RSS is its own, on a quiet machine.
+        row["held"] = await asyncio.to_thread(held_round, held_streams, BENCH_HOLD_S)
+    return row
 
 
 async def _timed(client: LineWorker, pids: dict[str, int], into: dict[str, float], cpu_seconds, n: int,

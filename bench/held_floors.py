@@ -15,9 +15,10 @@ calls:
   measured: two connections per held stream, as in the stack).
 
 So the upstream's floor per held stream is grpc server + aiohttp client, the edge's uvicorn +
-grpc client, Envoy's its own. Rounds run the parts in turn (grpc, http, envoy, grpc, ...) on a
-shared machine; medians and ranges are printed. Tooling for the held-streams goal, not part of
-`make bench`.
+grpc client, Envoy's its own (PROCESSES). Phase `floors` of `make bench` runs one round
+(`held_round`) at the run's `--streams`, and bench/report.py sets the held-streams goal against
+it; run alone, rounds run the parts in turn (grpc, http, envoy, grpc, ...) on a shared machine
+and medians and ranges are printed, for a deeper look.
 """
 from __future__ import annotations
 
@@ -33,14 +34,18 @@ import tempfile
 import time
 from pathlib import Path
 
-# As the services set it for themselves (services/edge/__main__.py, services/upstream/__main__.py).
-os.environ.setdefault("GRPC_EXPERIMENTS", "-event_engine_client,-event_engine_listener")
-
 ROOT = Path(__file__).resolve().parents[1]
 METHOD = "/floor.Held/Stream"
 MESSAGE = b"x" * 200  # about one SSE event of the held streams' answers
 WARM_UP = 5
 PARTS = ("grpc", "http", "envoy")
+# Which measured processes of the parts each gateway process is built of.
+PROCESSES = {"upstream": ("grpc_server", "http_client"), "edge": ("http_server", "grpc_client"),
+             "envoy": ("envoy",)}
+# Phase `floors`: long enough for every stream to be open, and held, while the peak is sampled.
+# 1,000 streams, one round each here: 131.5 KiB per stream in all with 10 s (48 s for the
+# round), 131.4 with 15 s (63 s).
+BENCH_HOLD_S = 10
 
 
 def _rss_mib(pid: int) -> float:
@@ -208,6 +213,24 @@ def measure(part: str, n: int, hold_s: int) -> dict:
     return {"intact": int(line or 0), **{name: (peak[name] - idle[name]) * 1024 / n for name in measured}}
 
 
+def held_round(n: int, hold_s: int, parts: tuple[str, ...] = PARTS) -> dict:
+    """One round of the parts, in turn: each measured process's growth per held stream (KiB)
+    and how many of the n streams each part carried whole (a growth from a part that dropped
+    or cut streams is no floor)."""
+    intact: dict[str, int] = {}
+    kib: dict[str, float] = {}
+    for part in parts:
+        got = measure(part, n, hold_s)
+        intact[part] = got.pop("intact")
+        kib.update(got)
+    return {"streams": n, "hold_s": hold_s, "intact": intact, "kib_per_stream": kib}
+
+
+def per_process(kib: dict[str, float]) -> dict[str, float]:
+    """The parts' growth per held stream (KiB) grouped as the gateway's processes are built."""
+    return {proc: sum(kib[p] for p in parts) for proc, parts in PROCESSES.items()}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--streams", type=int, default=1000)
@@ -216,18 +239,17 @@ def main() -> int:
     args = p.parse_args()
     per: dict[str, list[float]] = {}
     for r in range(args.rounds):
-        for part in PARTS:
-            got = measure(part, args.streams, args.hold)
-            if got.pop("intact") != args.streams:
-                raise SystemExit(f"{part}: not every stream arrived whole in round {r + 1}")
-            for k, v in got.items():
-                per.setdefault(k, []).append(v)
+        got = held_round(args.streams, args.hold)
+        if lost := [part for part, whole in got["intact"].items() if whole != args.streams]:
+            raise SystemExit(f"{', '.join(lost)}: not every stream arrived whole in round {r + 1}")
+        for k, v in got["kib_per_stream"].items():
+            per.setdefault(k, []).append(v)
     med = {k: statistics.median(v) for k, v in per.items()}
     print(f"KiB of RSS per held stream, {args.streams} streams, median of {args.rounds} rounds (range):")
     for k, v in per.items():
         print(f"  {k:12} {med[k]:5.1f} ({min(v):.1f}-{max(v):.1f})")
-    print(f"  upstream floor (grpc server + aiohttp client): {med['grpc_server'] + med['http_client']:.1f}")
-    print(f"  edge floor (uvicorn + grpc client): {med['http_server'] + med['grpc_client']:.1f}")
+    for proc, kib in per_process(med).items():
+        print(f"  {proc} floor ({' + '.join(PROCESSES[proc])}): {kib:.1f}")
     total = sum(med.values())
     print(f"  all three processes: {total:.1f} KiB per stream, {total * args.streams / 1024:.0f} MiB for {args.streams}")
     return 0
@@ -236,6 +258,9 @@ def main() -> int:
 if __name__ == "__main__":
     role = sys.argv[1] if len(sys.argv) > 1 else ""
     if role.endswith("-server") or role.endswith("-client"):
+        # As the services set it for themselves (services/edge/__main__.py,
+        # services/upstream/__main__.py); here, not at import: bench/report.py imports this module.
+        os.environ.setdefault("GRPC_EXPERIMENTS", "-event_engine_client,-event_engine_listener")
         import uvloop
 
         uvloop.install()

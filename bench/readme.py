@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.report import GATEWAY, annotate, floor_report, floor_sums, targets
+from bench.report import GATEWAY, annotate, floor_report, floor_sums, growth_text, held_text, targets
 from bench.revoke import detail_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,11 +158,17 @@ def _floor_rows(res: dict) -> list[tuple[str, str]]:
             f"{floors['events']}-event stream CPU {s['stream_cpu_ms_c1']:.2f} / {s[f'stream_cpu_ms_c{conc}']:.2f} ms "
             f"(one message per event: {s['stream_each_cpu_ms_c1']:.2f} / {s[f'stream_each_cpu_ms_c{conc}']:.2f}); "
             f"added time to first chunk p50 {s['added_ttfc_p50_ms']:.2f} ms, p99 {s['added_ttfc_p99_ms']:.2f} ms")]
+    held = floors.get("held")
+    if held:
+        out.append((f"floors: the bare parts holding {held['streams']:,} streams ({held['hold_s']} s, one round), "
+                    "peak RSS growth per stream as the processes are built (upstream: grpc.aio server + aiohttp "
+                    "client; edge: uvicorn + grpc.aio client; Envoy)", held_text(floors)))
     for r in floor_report(res.get("latency") or [], res.get("throughput"), res.get("streams"), floors):
         if not r["holds"]:
             out.append((f"SHORT goal against its floor: {r['goal']}",
                         f"{r['measured']:.{r['digits']}f} {r['unit']} measured, floor {r['floor']:.{r['digits']}f} ({r['times_floor']:.1f}×), "
-                        f"goal ≤ {r['budget']:g}" + (" (below the floor)" if r["goal_below_floor"] else "")))
+                        f"goal ≤ {r['budget']:g}" + (" (below the floor)" if r["goal_below_floor"] else "")
+                        + growth_text(r)))
     return out
 
 

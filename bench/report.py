@@ -1,6 +1,7 @@
 """What `make bench` prints, and the goals of issue #15 judged on one run's figures."""
 from __future__ import annotations
 
+from bench.held_floors import PROCESSES as HELD_PROCESSES, per_process
 from bench.media import print_rows as print_media_rows
 
 GATEWAY = ("upstream", "edge", "envoy")
@@ -184,7 +185,37 @@ def floor_sums(floors: dict) -> dict[str, float]:
     # least the largest of their p99s, and no less than the p50 floor.
     out["added_ttfc_p99_ms"] = max(out["added_ttfc_p50_ms"], *(p["first_p99_ms"] for p in hops))
     out["idle_rss_mib"] = sum(floors.get("rss_mib", {}).values())
+    held = floors.get("held")
+    # Growth per held stream (bench/held_floors.py), only when every part carried every stream
+    # whole: a part that dropped or cut streams grew less than holding them costs.
+    if held and all(n == held["streams"] for n in held["intact"].values()):
+        grouped = per_process(held["kib_per_stream"])
+        out.update({f"held_kib_per_stream_{proc}": kib for proc, kib in grouped.items()})
+        out["held_kib_per_stream"] = sum(grouped.values())
     return out
+
+
+def held_text(floors: dict) -> str | None:
+    """The held-streams floor's figures as one line (what make bench prints and the README shows)."""
+    held = floors.get("held")
+    if not held:
+        return None
+    n = held["streams"]
+    lost = {part: whole for part, whole in held["intact"].items() if whole != n}
+    if lost:
+        return ("not every stream arrived whole (" + ", ".join(f"{p} {w}/{n}" for p, w in lost.items())
+                + "): no floor")
+    s = floor_sums(floors)
+    return (", ".join(f"{proc} {s[f'held_kib_per_stream_{proc}']:.1f}" for proc in HELD_PROCESSES)
+            + f" KiB per stream; {s['held_kib_per_stream'] * n / 1024:.0f} MiB for {n:,} streams")
+
+
+def growth_text(row: dict) -> str:
+    """For the held-streams row: the stack's growth over its idle RSS against the parts' own."""
+    if "growth_mib" not in row:
+        return ""
+    return (f"; grew {row['growth_mib']:.0f} MiB over idle vs the parts' {row['floor_growth_mib']:.0f} "
+            f"({row['growth_times']:.2f}×)")
 
 
 def floor_report(latency: list[dict], rps: dict | None, streams: dict | None,
@@ -195,11 +226,11 @@ def floor_report(latency: list[dict], rps: dict | None, streams: dict | None,
     sums, conc = floor_sums(floors), floors["concurrency"]
     rows: list[dict] = []
 
-    def add(goal: str, measured: float, floor: float, budget: float, unit: str) -> None:
+    def add(goal: str, measured: float, floor: float, budget: float, unit: str, **more: float) -> None:
         rows.append({"goal": goal, "measured": measured, "floor": floor, "budget": budget, "unit": unit,
                      "holds": measured <= budget, "goal_below_floor": budget < floor,
                      "digits": 0 if unit == "MiB" else 2,
-                     "times_floor": measured / floor if floor else float("nan")})
+                     "times_floor": measured / floor if floor else float("nan"), **more})
 
     for c, budget in ((50, STREAM_CPU_C50_MS), (1, STREAM_CPU_C1_MS)):
         row = full_row(latency, c)
@@ -221,6 +252,16 @@ def floor_report(latency: list[dict], rps: dict | None, streams: dict | None,
     if streams and streams.get("idle_rss_mib") and sums["idle_rss_mib"]:
         add("idle RSS of the three processes", sum(streams["idle_rss_mib"].get(n, 0.0) for n in GATEWAY),
             sums["idle_rss_mib"], IDLE_RSS_MIB, "MiB")
+    if streams and streams.get("idle_rss_mib") and "held_kib_per_stream" in sums:
+        # The stack's own idle processes carry our code, which the bare parts lack: the floor
+        # starts from them as measured and adds what the parts grow by for as many streams.
+        idle = sum(streams["idle_rss_mib"].get(n, 0.0) for n in GATEWAY)
+        peak = sum(streams["peak_rss_mib"].get(n, 0.0) for n in GATEWAY)
+        parts_growth = sums["held_kib_per_stream"] * streams["streams"] / 1024
+        add(f"RSS of the three processes holding {streams['streams']} streams (floor: idle as measured + the "
+            "parts' growth)", peak, idle + parts_growth, STREAMS_RSS_MIB, "MiB",
+            growth_mib=peak - idle, floor_growth_mib=parts_growth,
+            growth_times=(peak - idle) / parts_growth if parts_growth else float("nan"))
     return rows
 
 
@@ -244,6 +285,9 @@ def print_floors(floors: dict | None, latency: list[dict], rps: dict | None, str
           f"{s['stream_each_cpu_ms_c1']:.2f} / {s[f'stream_each_cpu_ms_c{conc}']:.2f} ms one message per event; "
           f"added time to first chunk p50 {s['added_ttfc_p50_ms']:.2f}, p99 {s['added_ttfc_p99_ms']:.2f} ms; "
           f"idle RSS of the bare servers {s['idle_rss_mib']:.0f} MiB")
+    if held := floors.get("held"):
+        print(f"Held streams ({held['streams']} at once, {held['hold_s']} s each, one round; peak RSS growth, "
+              f"upstream = grpc.aio server + aiohttp client, edge = uvicorn + grpc.aio client): {held_text(floors)}")
     rows = floor_report(latency, rps, streams, floors)
     short = [r for r in rows if not r["holds"]]
     if short:
@@ -251,4 +295,5 @@ def print_floors(floors: dict | None, latency: list[dict], rps: dict | None, str
     for r in short:
         print(f"  {r['goal']}: {r['measured']:.{r['digits']}f} {r['unit']}, floor {r['floor']:.{r['digits']}f} {r['unit']} "
               f"({r['times_floor']:.1f}× the floor), goal ≤ {r['budget']:g} {r['unit']}"
-              + (" — below the floor: the parts alone cannot meet it here" if r["goal_below_floor"] else ""))
+              + (" — below the floor: the parts alone cannot meet it here" if r["goal_below_floor"] else "")
+              + growth_text(r))
