@@ -157,8 +157,13 @@ async def _stream(request: Request, ctx: EdgeContext, key: KeyRecord, ref: Model
     return StreamResponse(_array_body(stream, first, meter), media_type="application/json", headers=headers)
 
 
+# `_LF in data` (an int: a memchr) rather than `b"\n" in data`, which CPython first tries as an
+# int and answers only after building and dropping a formatted TypeError (~10x the cost).
+_LF = ord("\n")
+
+
 def _sse_event(data: bytes) -> bytes:
-    if b"\n" in data:
+    if _LF in data:
         # Multi-line JSON is still one event: each line gets its own data: field.
         data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\ndata: ")
     return b"data: " + data + b"\r\n\r\n"
@@ -169,7 +174,7 @@ def _sse_events(events: list[bytes]) -> bytes:
     lines (what backends send), not an event's bytes copied twice each (~2.5x faster for the
     21 events of a short answer, which all cross before its first byte leaves)."""
     for data in events:
-        if b"\n" in data:
+        if _LF in data:
             return b"".join(map(_sse_event, events))
     if not events:
         return b""
