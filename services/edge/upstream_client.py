@@ -164,7 +164,7 @@ class UpstreamClient:
         # Awaited shielded: a caller cancelled (its client left) must not cancel the task that
         # waits for gRPC's batch (that loses the batch's native memory, grpc/grpc#43360);
         # cancelling the call ends that task, with the call.
-        waiting = asyncio.ensure_future(_answer(call))
+        waiting = asyncio.get_running_loop().create_task(_answer(call))  # see UpstreamStream.next
         try:
             return await asyncio.shield(waiting)
         except asyncio.CancelledError:

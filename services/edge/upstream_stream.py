@@ -190,7 +190,9 @@ class UpstreamStream:
         read = self._read
         if read is None:
             self._box = _Waiter()
-            read = self._read = asyncio.ensure_future(_read_into(self._call, self._box))
+            # create_task, not ensure_future: that asks isfuture() first, which answers False for
+            # a coroutine only after raising and dropping an AttributeError.
+            read = self._read = asyncio.get_running_loop().create_task(_read_into(self._call, self._box))
             read.add_done_callback(mark_retrieved)
         box = self._box
         assert box is not None
