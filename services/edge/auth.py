@@ -156,7 +156,8 @@ async def authenticate(request: Request) -> KeyRecord:
     """FastAPI dependency: the caller's valid key record, or a 401 in the route's error format."""
     # The query string is parsed only when it could hold a key (its name, maybe %-encoded).
     qs = request.scope.get("query_string", b"")
-    query = request.query_params if b"key" in qs or b"%" in qs else _NO_QUERY
+    # (find(), not `in`: a bytes needle is first tried as an int, at the cost of a formatted TypeError.)
+    query = request.query_params if qs.find(b"key") >= 0 or qs.find(b"%") >= 0 else _NO_QUERY
     key, _source = extract_key(request.headers, query)
     if not key:
         raise ApiError(401, "missing license key: send 'Authorization: Bearer <key>', "

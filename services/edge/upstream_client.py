@@ -116,6 +116,12 @@ class UpstreamClient:
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.keepalive_permit_without_calls", 1),
+            # No bandwidth-delay probing: with it, every answer's first data made this side
+            # send a PING (and the upstream answer it) to size a receive window that answers of
+            # text never fill, on the way to each stream's first chunk: ~4.7 fewer futex
+            # wake-ups per streamed request here (strace), less CPU on both sides. The upstream's
+            # server does the same (services/upstream/server.py).
+            ("grpc.http2.bdp_probe", 0),
         ])
         return cls(channel, **kw)
 
@@ -158,7 +164,7 @@ class UpstreamClient:
         # Awaited shielded: a caller cancelled (its client left) must not cancel the task that
         # waits for gRPC's batch (that loses the batch's native memory, grpc/grpc#43360);
         # cancelling the call ends that task, with the call.
-        waiting = asyncio.ensure_future(_answer(call))
+        waiting = asyncio.get_running_loop().create_task(_answer(call))  # see UpstreamStream.next
         try:
             return await asyncio.shield(waiting)
         except asyncio.CancelledError:

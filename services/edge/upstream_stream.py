@@ -86,11 +86,45 @@ def _forget_request(call: grpc.aio.UnaryStreamCall) -> None:
         call._request = None
 
 
+class _Waiter:
+    """The future a pending read hands its outcome to: the future `next()` awaits (None
+    while nobody waits). No reference back to the stream or the read's task: no cycle."""
+
+    __slots__ = ("waiter",)
+
+    def __init__(self) -> None:
+        self.waiter: asyncio.Future | None = None
+
+
+async def _read_into(call: grpc.aio.UnaryStreamCall, box: _Waiter):
+    """One read of `call`, its outcome also handed to whoever waits in `box` at that moment.
+
+    As asyncio.shield(read) would, but the waiter is woken by the read's own last step rather
+    than by a callback of the read's end, which woke it one event-loop step later: one loop
+    step less between a message's arrival and its first byte leaving, for every message."""
+    try:
+        msg = await call.read()
+    except BaseException as exc:
+        waiter = box.waiter
+        if waiter is not None and not waiter.done():
+            if isinstance(exc, asyncio.CancelledError):
+                waiter.cancel()
+            else:
+                waiter.set_exception(exc)
+                waiter.add_done_callback(mark_retrieved)  # its awaiter may be cancelled meanwhile
+        raise
+    waiter = box.waiter
+    if waiter is not None and not waiter.done():
+        waiter.set_result(msg)
+    return msg
+
+
 class UpstreamStream:
     """One streamed Generate call, read with `next()` (or iterated).
 
     Reads survive the cancellation of whoever awaits them: each runs in a task of its own that
-    `next()` awaits shielded, and `cancel()` ends the call, which ends that read. Cancelling the
+    `next()` waits for without awaiting it (_read_into: a cancelled waiter leaves the read
+    alone), and `cancel()` ends the call, which ends that read. Cancelling the
     task that awaits a gRPC read directly (how a client that leaves reaches the edge) loses the
     read batch's native memory in grpc.aio (grpc/grpc#43360: about 150 bytes per call, never
     freed; the edge grew in a straight line under a soak with abandoned streams).
@@ -102,6 +136,7 @@ class UpstreamStream:
     def __init__(self, call: grpc.aio.UnaryStreamCall, *, count_text: bool = False) -> None:
         self._call = call
         self._read: asyncio.Future | None = None
+        self._box: _Waiter | None = None  # where the pending read hands its outcome
         self.usage: Usage | None = None
         self.trace_id = ""
         # Which credential (kind, id) served the call: sent with the first message.
@@ -154,18 +189,30 @@ class UpstreamStream:
     async def next(self) -> pb.GenerateResponse | None:
         read = self._read
         if read is None:
-            read = self._read = asyncio.ensure_future(self._call.read())
+            self._box = _Waiter()
+            # create_task, not ensure_future: that asks isfuture() first, which answers False for
+            # a coroutine only after raising and dropping an AttributeError.
+            read = self._read = asyncio.get_running_loop().create_task(_read_into(self._call, self._box))
             read.add_done_callback(mark_retrieved)
+        box = self._box
+        assert box is not None
         try:
-            msg = await asyncio.shield(read)
+            if read.done():  # it came while the last one was written: no wait
+                msg = read.result()
+            else:
+                box.waiter = read.get_loop().create_future()
+                msg = await box.waiter
         except asyncio.CancelledError:
+            box.waiter = None
             if read.done():  # the call itself was cancelled (ours, by cancel())
-                self._read = None
+                self._read = self._box = None
             raise  # else our caller was cancelled: the read goes on until cancel() or its message
         except grpc.aio.AioRpcError as exc:
-            self._read = None
+            self._read = self._box = None
             raise from_rpc_error(exc) from None
-        self._read = None
+        # Neither the read nor its waiter keeps the message once it is handed on.
+        self._read = self._box = None
+        box.waiter = None
         if msg is grpc.aio.EOF:
             return None
         return self._seen(msg)

@@ -319,7 +319,7 @@ class CodeAssistClient:
 class BatchedChunks:
     """The chunks of an open SSE answer, also in batches: `next_batch()` gives every chunk of
     the events that one read from the backend brought (what had arrived by then, nothing
-    waited for), `next()` one at a time. An error event after good ones in the same read is
+    waited for; the answer's first event alone, see next_batch), `next()` one at a time. An error event after good ones in the same read is
     raised on the call after the one that returns them: events reach the caller in order.
     Subclasses say how an event's data becomes a Chunk (`_convert`: None drops it)."""
 
@@ -328,31 +328,53 @@ class BatchedChunks:
         self._batches = stream.batches()
         self._pending: list[Chunk] = []
         self._failure: BaseException | None = None
+        # Events of the first read held back, still as received, while the first leaves alone.
+        self._unconverted: list[bytes] = []
+        self._started = False
 
     def _convert(self, data: bytes) -> Chunk | None:
         raise NotImplementedError
 
+    def _converted(self, raw: list[bytes]) -> list[Chunk]:
+        out: list[Chunk] = []
+        for data in raw:
+            try:
+                chunk = self._convert(data)
+            except BackendError as exc:
+                if not out:
+                    raise
+                self._failure = exc
+                return out
+            if chunk is not None:
+                out.append(chunk)
+        return out
+
     async def next_batch(self) -> list[Chunk] | None:
-        """The next chunks (at least one), or None at the end of the stream."""
+        """The next chunks (at least one), or None at the end of the stream.
+
+        The answer's first event comes alone even when others came with it: they are
+        converted and handed on by the next call, after the first chunk is on its way."""
         if self._pending:
             out, self._pending = self._pending, []
             return out
         if self._failure is not None:
             failure, self._failure = self._failure, None
             raise failure
-        async for raw in self._batches:
-            out = []
-            for data in raw:
-                try:
-                    chunk = self._convert(data)
-                except BackendError as exc:
-                    if not out:
-                        raise
-                    self._failure = exc
-                    return out
-                if chunk is not None:
-                    out.append(chunk)
+        if self._unconverted:
+            raw, self._unconverted = self._unconverted, []
+            out = self._converted(raw)
             if out:
+                return out
+        async for raw in self._batches:
+            held: list[bytes] = []
+            if not self._started and len(raw) > 1:
+                raw, held = raw[:1], raw[1:]
+            out = self._converted(raw)
+            if not out and held:  # the first event was dropped: the rest go on together
+                out, held = self._converted(held), []
+            if out:
+                self._started = True
+                self._unconverted = held
                 return out
         return None
 

