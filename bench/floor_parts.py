@@ -88,8 +88,11 @@ class RawHttp:
     """A minimal HTTP/1.1 keep-alive connection: the cheapest client there is, so that the
     latency it measures is the server's (and Envoy's), not an HTTP library's."""
 
-    def __init__(self, host: str, port: int, request: bytes) -> None:
+    def __init__(self, host: str, port: int, request: bytes, first_body: bool = False) -> None:
         self.host, self.port, self.request = host, port, request
+        # Time the first body bytes rather than the head (a streamed answer's first event, as
+        # the aiohttp part times it).
+        self.first_body = first_body
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -117,8 +120,11 @@ class RawHttp:
         if b"content-length" in headers:
             await self.reader.readexactly(int(headers[b"content-length"]))
         elif headers.get(b"transfer-encoding") == b"chunked":
+            timed = not self.first_body
             while size := int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16):
                 await self.reader.readexactly(size + 2)
+                if not timed:
+                    first, timed = time.perf_counter() - t0, True
             await self.reader.readuntil(b"\r\n")
         if status != 200:
             raise RuntimeError(f"status {status}")
@@ -158,13 +164,14 @@ async def client() -> int:
                 return first or float("nan"), time.perf_counter() - t0
     elif kind == "http":
         host, port = spec["target"].rsplit(":", 1)
-        request = (f"POST {spec['path']} HTTP/1.1\r\nHost: {spec['target']}\r\n"
+        extra = "".join(f"{k}: {v}\r\n" for k, v in spec.get("headers", {}).items() if k.lower() != "content-type")
+        request = (f"POST {spec['path']} HTTP/1.1\r\nHost: {spec['target']}\r\n{extra}"
                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
         conns: list[RawHttp] = []
 
         async def one(slot: int) -> tuple[float, float]:
             while len(conns) <= slot:
-                conns.append(RawHttp(host, int(port), request))
+                conns.append(RawHttp(host, int(port), request, first_body=spec.get("first_body", False)))
             return await conns[slot].one()
     else:  # aiohttp: the upstream's way to the backend
         import aiohttp

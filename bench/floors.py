@@ -9,7 +9,9 @@ process of its own driven by a client process of its own, CPU from /proc/PID/sta
   http: uvicorn + uvloop + httptools answering 1 KiB of JSON (the edge's HTTP side);
   envoy: Envoy, rendered from deploy/envoy.yaml like the stack's, proxying to that app;
   aiohttp_unary, aiohttp_stream: an aiohttp client calling the simulator (the upstream's
-      backend side); CPU of the client.
+      backend side); CPU of the client;
+  backend: a bare keep-alive client calling the simulator's stream (first body bytes): the
+      backend's own share of aiohttp_stream's latency (no CPU of ours).
 At concurrency 1 (latency p50/p99 and CPU) the parts take turns in blocks, as the latency
 phase's layers do; then each runs at a higher concurrency for its CPU per request alone.
 bench/report.py adds them up along one request's way through our topology (the floor) and
@@ -86,6 +88,10 @@ async def floors_row(base: Path, model: str, request: dict, cpu_seconds: Callabl
                               "headers": auth, "body": envelope},
             "aiohttp_stream": {"kind": "aiohttp", "target": f"{sim.url}/v1internal:streamGenerateContent?alt=sse",
                                "headers": auth, "body": envelope},
+            # The backend alone from a bare client: what of aiohttp_stream is the backend's.
+            "backend": {"kind": "http", "target": sim.url.split("//", 1)[1],
+                        "path": "/v1internal:streamGenerateContent?alt=sse", "headers": auth, "body": envelope,
+                        "first_body": True},
         }
         for name, spec in specs.items():
             clients[name] = await LineWorker.spawn(spec, "bench.floor_parts", "client")
@@ -93,7 +99,7 @@ async def floors_row(base: Path, model: str, request: dict, cpu_seconds: Callabl
         # client the upstream's; a load process's own CPU is never counted otherwise.
         measured = {name: (["grpc_server", name] if name.startswith("grpc") else
                            ["http_server"] if name == "http" else
-                           ["envoy"] if name == "envoy" else [name]) for name in specs}
+                           ["envoy"] if name == "envoy" else [] if name == "backend" else [name]) for name in specs}
 
         def pids(name: str) -> dict[str, int]:
             return {p: (procs[p].popen.pid if p in procs else clients[name].proc.pid) for p in measured[name]}

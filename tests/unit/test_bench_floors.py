@@ -36,10 +36,24 @@ def test_floor_sums_add_the_parts_along_one_request() -> None:
     assert s["unary_cpu_ms_c50"] == pytest.approx(0.07 + 0.02 + 0.25 + 0.15 + 0.18)
     assert s["stream_cpu_ms_c1"] == pytest.approx(0.2 + 0.03 + 0.4 + 0.4 + 0.27)
     assert s["stream_each_cpu_ms_c50"] == pytest.approx(0.07 + 0.02 + 0.8 + 0.9 + 0.25)
-    # Envoy in front of an HTTP app, then one gRPC hop to the first message.
+    # Envoy in front of an HTTP app, then one gRPC hop to the first message (a run with no
+    # "backend" part: the backend call's client share is not known, and left out).
     assert s["added_ttfc_p50_ms"] == pytest.approx(0.3 + 0.6)
     assert s["added_ttfc_p99_ms"] == pytest.approx(3.0)  # the larger p99: a sum of tails is no floor
     assert s["idle_rss_mib"] == pytest.approx(140.0)
+
+
+def test_the_upstreams_backend_call_is_a_hop_of_its_own() -> None:
+    # The client still makes its call (to Envoy); the upstream's aiohttp call to the backend
+    # comes on top, less what of it is the backend's own (a bare client to the same backend).
+    parts = {**FLOORS["parts"], "backend": _part(0.2, 0.5, {}, {})}
+    s = floor_sums({**FLOORS, "parts": parts})
+    assert s["added_ttfc_p50_ms"] == pytest.approx(0.3 + 0.6 + (0.55 - 0.2))
+    # CPU sums are unchanged: the backend's CPU is nobody's of ours.
+    assert s["stream_cpu_ms_c1"] == pytest.approx(floor_sums(FLOORS)["stream_cpu_ms_c1"])
+    # A bare client slower than aiohttp (noise) adds nothing rather than taking off.
+    parts["backend"] = _part(0.7, 1.0, {}, {})
+    assert floor_sums({**FLOORS, "parts": parts})["added_ttfc_p50_ms"] == pytest.approx(0.9)
 
 
 def test_the_p99_floor_is_never_below_the_p50_floor() -> None:
