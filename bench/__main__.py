@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import base64
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ import grpc
 import httpx
 import orjson
 
+from bench.machine import loop_text, machine
 from bench.media import EDGE_ENV as MEDIA_EDGE_ENV, media_rows
 from bench.pool_choice import pool_choice, print_pool
 from bench.redis_limits import print_redis, redis_limits
@@ -109,18 +109,6 @@ class PeakRss:
         self._task.cancel()
         for n, p in self.procs.items():
             self.peak[n] = max(self.peak[n], rss_mib(p.popen.pid))
-
-
-def machine() -> dict:
-    """What the figures were measured on (the README's table names it)."""
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or platform.machine())
-    mem = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                if line.startswith("MemTotal:")), 0)
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / (1 << 20)),
-            "system": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
-            # Other work on the machine weighs on every figure: the load when the run ended.
-            "load_average": [round(x, 1) for x in os.getloadavg()]}
 
 
 # --- the stack ------------------------------------------------------------------------------
@@ -632,7 +620,9 @@ async def main(args: argparse.Namespace) -> int:
     print_revoke(revoke)
     print_floors(floors, latency, rps, streams)
     RESULTS.mkdir(exist_ok=True)
-    out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(), "machine": machine(),
+    ran_on = machine()
+    print(f"\nmachine: {ran_on['cores']} cores ({ran_on['cpu']}{loop_text(ran_on)})")
+    out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(), "machine": ran_on,
            "phases": phases, "latency": latency, "throughput": rps, "streams": streams, "image": image, "media": media,
            "pool_choice": pool, "tiny_messages": tiny, "worst_schema": schema, "redis_limits": redis, "scale_out": scale,
            "routing": routing, "floors": floors, "revoke": revoke,
