@@ -38,7 +38,7 @@ import grpc
 import httpx
 import orjson
 
-from bench.machine import loop_text, machine
+from bench.machine import STEAL_WARN_PCT, StealMeter, loop_text, machine, steal_text
 from bench.media import EDGE_ENV as MEDIA_EDGE_ENV, media_rows
 from bench.pool_choice import pool_choice, print_pool
 from bench.redis_limits import print_redis, redis_limits
@@ -501,6 +501,7 @@ async def main(args: argparse.Namespace) -> int:
         print(f"unknown phase(s) {', '.join(sorted(unknown))}; choose from {', '.join(PHASES)}", file=sys.stderr)
         return 2
     base = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    steal = StealMeter()
     plan = [(1, args.n1), (50, args.n50), (500, args.n500)]
     latency: list[dict] = []
     rps = streams = image = media = pool = routing = None
@@ -511,6 +512,7 @@ async def main(args: argparse.Namespace) -> int:
         stack = start_stack(base / "s1")
         try:
             if "latency" in phases:
+                steal.start()
                 for conc, total in plan:
                     if total <= 0:
                         continue
@@ -518,6 +520,7 @@ async def main(args: argparse.Namespace) -> int:
                         latency.append(r)
                         print(f"  {r['layer']} c={conc}: ttfc p50 {r['ttfc_p50_ms']:.2f} ms, errors {r['errors']}",
                               flush=True)
+                steal.stop("latency")
             if "long" in phases:
                 # One long answer: what each further event costs, per process.
                 for conc, total in ((1, args.n_long), (50, args.n_long * 5)):
@@ -546,9 +549,11 @@ async def main(args: argparse.Namespace) -> int:
     if "floors" in phases:
         # The bare parts on this machine, in this run: what the goals can be held against.
         t0 = time.perf_counter()
+        steal.start()
         floors = await floors_row(base / "s8", MODEL, stream_body(args.events), cpu_seconds, pct, rss_mib,
                                   paced=(rps["rps"], rps["concurrency"]) if rps and rps.get("rps") else None,
                                   held_streams=args.streams)
+        steal.stop("floors")
         print(f"  floors: the bare parts measured in {time.perf_counter() - t0:.0f} s", flush=True)
     if "uncoalesced" in phases:
         # The same streams with coalescing off (STREAM_COALESCE=false): what it saves.
@@ -620,8 +625,11 @@ async def main(args: argparse.Namespace) -> int:
     print_revoke(revoke)
     print_floors(floors, latency, rps, streams)
     RESULTS.mkdir(exist_ok=True)
-    ran_on = machine()
-    print(f"\nmachine: {ran_on['cores']} cores ({ran_on['cpu']}{loop_text(ran_on)})")
+    ran_on = machine(steal)
+    print(f"\nmachine: {ran_on['cores']} cores ({ran_on['cpu']}{loop_text(ran_on)}{steal_text(ran_on)})")
+    if (ran_on["steal_pct"]["run"] or 0) >= STEAL_WARN_PCT:
+        print(f"  the hypervisor took {ran_on['steal_pct']['run']:g}% of the CPU: this run's figures are "
+              "disturbed; compare goals with their floors only, or run again")
     out = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(), "machine": ran_on,
            "phases": phases, "latency": latency, "throughput": rps, "streams": streams, "image": image, "media": media,
            "pool_choice": pool, "tiny_messages": tiny, "worst_schema": schema, "redis_limits": redis, "scale_out": scale,

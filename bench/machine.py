@@ -15,6 +15,8 @@ from pathlib import Path
 
 LOOP_ITERATIONS = 1_000_000
 LOOP_ROUNDS = 5
+# Past this share of the run's CPU taken by the hypervisor, the run says its figures are disturbed.
+STEAL_WARN_PCT = 2.0
 
 
 def cpu_fields(cpuinfo: str) -> dict[str, str]:
@@ -57,7 +59,7 @@ def python_loop_ms(iterations: int = LOOP_ITERATIONS, rounds: int = LOOP_ROUNDS)
     return round(best * 1000, 1)
 
 
-def machine() -> dict:
+def machine(steal: StealMeter | None = None) -> dict:
     """What the figures were measured on (the README's table names it)."""
     try:
         fields = cpu_fields(Path("/proc/cpuinfo").read_text())
@@ -71,6 +73,7 @@ def machine() -> dict:
     return {"cpu": cpu_text(fields), "cores": os.cpu_count(), "memory_gib": round(mem / (1 << 20)),
             "system": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
             "python_loop_ms": python_loop_ms(), "python_loop_steps": LOOP_ITERATIONS,
+            "steal_pct": steal.report() if steal else None,
             # Other work on the machine weighs on every figure: the load when the run ended.
             "load_average": [round(x, 1) for x in os.getloadavg()]}
 
@@ -79,3 +82,54 @@ def loop_text(m: dict) -> str:
     """The calibration as the README's table states it ("" for runs made before it existed)."""
     ms, steps = m.get("python_loop_ms"), m.get("python_loop_steps")
     return f"; a fixed loop of {steps:,} Python steps in {ms:g} ms, best of {LOOP_ROUNDS}" if ms and steps else ""
+
+
+def cpu_times(stat: str | None = None) -> list[int]:
+    """The machine's CPU time so far, in clock ticks, by kind (/proc/stat's `cpu` line: user,
+    nice, system, idle, iowait, irq, softirq, steal, ...); [] where there is no /proc/stat."""
+    try:
+        line = (stat if stat is not None else Path("/proc/stat").read_text()).split("\n", 1)[0]
+    except OSError:
+        return []
+    fields = line.split()
+    return [int(v) for v in fields[1:]] if fields[:1] == ["cpu"] else []
+
+
+def steal_pct(before: list[int], after: list[int]) -> float | None:
+    """Of the CPU time that passed between two `cpu_times()`, the share the hypervisor gave to
+    other machines (steal), in %. Guest time is counted in user time already, so only the first
+    eight kinds add up to the whole."""
+    if len(before) < 8 or len(after) < 8:
+        return None
+    spent = [a - b for a, b in zip(after[:8], before[:8])]
+    total = sum(spent)
+    return round(100 * spent[7] / total, 1) if total > 0 else None
+
+
+class StealMeter:
+    """CPU stolen by the hypervisor over the run and over chosen phases. On a shared virtual
+    machine two runs of the same tree an hour apart measured their floors 2-5x apart, and the
+    hypervisor had taken CPU from the machine during the second: /proc/stat shows it, nothing
+    else in a run's figures does."""
+
+    def __init__(self) -> None:
+        self.began = self._mark = cpu_times()
+        self.phases: dict[str, float | None] = {}
+
+    def start(self) -> None:
+        self._mark = cpu_times()
+
+    def stop(self, phase: str) -> None:
+        self.phases[phase] = steal_pct(self._mark, cpu_times())
+
+    def report(self) -> dict:
+        return {"run": steal_pct(self.began, cpu_times()), "phases": dict(self.phases)}
+
+
+def steal_text(m: dict) -> str:
+    """The steal as the README's table and the run's last lines state it ("" if not measured)."""
+    steal = m.get("steal_pct") or {}
+    if steal.get("run") is None:
+        return ""
+    phases = ", ".join(f"{name} {pct:g}%" for name, pct in steal.get("phases", {}).items() if pct is not None)
+    return f"; CPU stolen by the hypervisor: {steal['run']:g}% of the run" + (f" ({phases})" if phases else "")

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.machine import cpu_fields, cpu_text, loop_text, machine, python_loop_ms
+from bench.machine import (StealMeter, cpu_fields, cpu_text, cpu_times, loop_text, machine, python_loop_ms,
+                           steal_pct, steal_text)
 from bench.readme import machine_text
 
 EPYC_VM = """processor\t: 0
@@ -80,3 +81,43 @@ def test_readme_line_states_the_loop_and_older_runs_still_render() -> None:
     old = {"when": "2026-12-01T06:58:32Z", "machine": {"cpu": "AMD EPYC", "cores": 2, "memory_gib": 24}}
     assert "on 2 cores (AMD EPYC), 24 GiB" in machine_text(old)
     assert loop_text(old["machine"]) == ""
+
+
+# /proc/stat's first line: user nice system idle iowait irq softirq steal guest guest_nice.
+STAT_BEFORE = "cpu  45819 0 11123 1571070 4347 0 1742 2188 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n"
+STAT_AFTER = "cpu  46819 0 11623 1572570 4347 0 1842 2788 500 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n"
+
+
+@pytest.mark.parametrize("before, after, expected", [
+    # 1000 user + 500 system + 1500 idle + 100 softirq + 600 steal = 3700 ticks; guest (500) is
+    # inside user already and must not count twice.
+    (STAT_BEFORE, STAT_AFTER, 16.2),
+    (STAT_BEFORE, STAT_BEFORE, None),  # no time passed
+    ("", STAT_AFTER, None),  # no /proc/stat line
+    ("intr 1 2 3\n", STAT_AFTER, None),  # not the cpu line
+    # A kernel without the steal column (before 2.6.11): nothing to say.
+    ("cpu  1 2 3 4 5 6 7\n", "cpu  9 9 9 9 9 9 9\n", None),
+])
+def test_steal_share_of_the_cpu_time_that_passed(before: str, after: str, expected: float | None) -> None:
+    assert steal_pct(cpu_times(before), cpu_times(after)) == expected
+
+
+def test_steal_meter_measures_the_run_and_named_phases() -> None:
+    meter = StealMeter()
+    meter.start()
+    meter.stop("latency")
+    report = meter.report()
+    assert set(report) == {"run", "phases"} and set(report["phases"]) == {"latency"}
+    # Too short for the clock to move, or a share: never negative, never above the whole.
+    for pct in (report["run"], report["phases"]["latency"]):
+        assert pct is None or 0 <= pct <= 100
+    assert machine(meter)["steal_pct"]["phases"] == report["phases"]
+
+
+def test_readme_line_states_the_steal_of_the_run_and_its_phases() -> None:
+    m = {"cpu": "AMD EPYC", "cores": 2, "memory_gib": 24,
+         "steal_pct": {"run": 6.5, "phases": {"latency": 11.0, "floors": None}}}
+    assert "(AMD EPYC; CPU stolen by the hypervisor: 6.5% of the run (latency 11%)), 24 GiB" in machine_text(
+        {"when": "x", "machine": m})
+    assert steal_text({"steal_pct": None}) == "" and steal_text({}) == ""
+    assert steal_text({"steal_pct": {"run": 0.0, "phases": {}}}) == "; CPU stolen by the hypervisor: 0% of the run"
