@@ -38,7 +38,7 @@ import grpc
 import httpx
 import orjson
 
-from bench.machine import STEAL_WARN_PCT, StealMeter, loop_text, machine, steal_text
+from bench.machine import STEAL_WARN_PCT, StealMeter, describe, machine
 from bench.media import EDGE_ENV as MEDIA_EDGE_ENV, media_rows
 from bench.pool_choice import pool_choice, print_pool
 from bench.redis_limits import print_redis, redis_limits
@@ -626,7 +626,7 @@ async def main(args: argparse.Namespace) -> int:
     print_floors(floors, latency, rps, streams)
     RESULTS.mkdir(exist_ok=True)
     ran_on = machine(steal)
-    print(f"\nmachine: {ran_on['cores']} cores ({ran_on['cpu']}{loop_text(ran_on)}{steal_text(ran_on)})")
+    print(f"\nmachine: {ran_on['cores']} cores ({describe(ran_on)})")
     if (ran_on["steal_pct"]["run"] or 0) >= STEAL_WARN_PCT:
         print(f"  the hypervisor took {ran_on['steal_pct']['run']:g}% of the CPU: this run's figures are "
               "disturbed; compare goals with their floors only, or run again")

@@ -133,3 +133,9 @@ def steal_text(m: dict) -> str:
         return ""
     phases = ", ".join(f"{name} {pct:g}%" for name, pct in steal.get("phases", {}).items() if pct is not None)
     return f"; CPU stolen by the hypervisor: {steal['run']:g}% of the run" + (f" ({phases})" if phases else "")
+
+
+def describe(m: dict) -> str:
+    """The CPU, its loop time and the run's steal, as the run's last lines and the README's
+    table state them (older runs: the CPU alone)."""
+    return f"{m.get('cpu') or 'unknown CPU'}{loop_text(m)}{steal_text(m)}"

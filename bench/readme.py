@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.machine import loop_text, steal_text
+from bench.machine import describe
 from bench.report import GATEWAY, annotate, floor_report, floor_sums, growth_text, held_text, targets
 from bench.revoke import detail_text
 
@@ -205,8 +205,7 @@ def _scale_out_rows(res: dict) -> list[tuple[str, str]]:
 
 def machine_text(res: dict) -> str:
     m = res.get("machine") or {}
-    cpu = m.get("cpu") or "unknown CPU"
-    return (f"Run of {res.get('when', '?')} on {m.get('cores', res.get('cpus', '?'))} cores ({cpu}{loop_text(m)}{steal_text(m)}), "
+    return (f"Run of {res.get('when', '?')} on {m.get('cores', res.get('cpus', '?'))} cores ({describe(m)}), "
             f"{m.get('memory_gib', '?')} GiB, {m.get('system', 'Linux')}; client, simulator and gateway on the same "
             "machine, shared with other work"
             + (f" (load average {' / '.join(map(str, m['load_average']))} at the end)." if m.get("load_average") else "."))
